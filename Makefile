@@ -1,0 +1,41 @@
+# patient-drip: `make run` starts the service, `make test` runs the whole suite.
+# Both create .venv and install what they need; nothing else is required but Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+
+.PHONY: run test install install-test sandbox demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(STAMP)
+
+install: $(STAMP)
+install-test: $(TEST_STAMP)
+
+run: $(STAMP)
+	$(BIN)/drip init
+	$(BIN)/drip serve
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+sandbox: $(STAMP)
+	$(BIN)/drip sandbox
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+clean:
+	rm -rf $(VENV) drip.db drip.db-wal drip.db-shm .pytest_cache

@@ -1,0 +1,398 @@
+"""`drip`: the command line. Thin: it parses options, builds a runtime, calls a service, prints.
+
+Errors a user can cause print one clear line and exit non-zero; a stack trace is a bug.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+import db
+from campaign import CampaignError, UnknownCampaign, load_campaigns
+from contact_fields import FieldError
+from enrollment import (
+    ConsentGrant,
+    ContactNotFound,
+    EnrollmentError,
+    enroll as enroll_contact,
+    grant_consent,
+    lookup_contact,
+    mark_booked,
+    parse_contact_input,
+    unsubscribe as unsubscribe_contact,
+    upsert_contact,
+)
+from logs import configure_logging
+from models import Channel, ConsentMethod
+from rendering import RenderError
+from runtime import Runtime, build_runtime, utcnow
+from settings import Settings, SettingsError, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+CLI_ACTOR = f"cli:{os.environ.get('USER', 'operator')}"
+
+
+class UserError(click.ClickException):
+    """Printed as `error: message`, exit code 1."""
+
+    def format_message(self) -> str:
+        return self.message
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def friendly(func: F) -> F:
+    """Turn the errors a user can cause into one line instead of a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (SettingsError, CampaignError, UnknownCampaign, FieldError, EnrollmentError, RenderError) as exc:
+            raise UserError(str(exc)) from None
+        except (OperationalError, ProgrammingError) as exc:
+            text = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
+            if "no such table" in text or "does not exist" in text:
+                raise UserError("the database has no schema yet; run `drip init` first") from None
+            raise UserError(f"database error: {text.splitlines()[0]}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def runtime(settings: Settings | None = None) -> Iterator[Runtime]:
+    settings = settings or load_settings()
+    rt = build_runtime(settings)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option("0.1.0", prog_name="drip")
+def main() -> None:
+    """patient-drip: email and SMS follow-up for consultation requests.
+
+    Settings come from environment variables (and a .env file); see README.md.
+    """
+
+
+# -- setup ---------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--admin-email", envvar="DRIP_ADMIN_EMAIL", help="Email of the first admin user.")
+@click.option("--admin-password", envvar="DRIP_ADMIN_PASSWORD", help="Password of the first admin (min. 10 chars).")
+@friendly
+def init(admin_email: str | None, admin_password: str | None) -> None:
+    """Create or upgrade the schema, check campaigns and templates, create the first admin."""
+    from users import Role, create_user, generate_password, has_admin
+
+    settings = load_settings()
+    configure_logging(settings, quiet=True)
+    db.upgrade(settings.database_url)
+    click.echo(f"schema up to date ({_describe_db(settings.database_url)})")
+    with runtime(settings) as rt:
+        click.echo(f"campaigns: {', '.join(f'{c.id} ({len(c.steps)} steps)' for c in rt.campaigns.values())}")
+        now = utcnow()
+        with rt.sessions() as session, session.begin():
+            if admin_email:
+                password = admin_password or generate_password()
+                create_user(session, admin_email, password, Role.ADMIN, now, CLI_ACTOR, name="Administrator")
+                click.echo(f"admin created: {admin_email}" + ("" if admin_password else f" password: {password}"))
+            elif not has_admin(session):
+                password = generate_password()
+                create_user(session, "admin@example.com", password, Role.ADMIN, now, CLI_ACTOR, name="Administrator")
+                click.echo(f"first admin created: admin@example.com  password: {password}")
+                click.echo("  (shown once; change it with `drip users add` / `drip users disable`)")
+            else:
+                click.echo("admin user exists (add more with `drip users add`)")
+
+
+def _describe_db(url: str) -> str:
+    return url.split("@")[-1] if "@" in url else url
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="DRIP_HOST", help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, envvar="DRIP_PORT", help="Port to listen on.")
+@click.option("--no-scheduler", is_flag=True, help="Serve HTTP only; run `drip worker` separately.")
+@friendly
+def serve(host: str, port: int, no_scheduler: bool) -> None:
+    """Staff UI, public endpoints and (unless --no-scheduler) the dispatcher, in one process."""
+    import uvicorn
+
+    from scheduler import start_background
+    from web import create_app
+
+    settings = load_settings()
+    configure_logging(settings)
+    with runtime(settings) as rt:
+        scheduler = None if no_scheduler else start_background(rt, worker_id=_worker_id("serve"))
+        click.echo(f"patient-drip on http://{host}:{port}  (consultation form: http://{host}:{port}/consult, "
+                   f"staff: http://{host}:{port}/admin, delivery: {settings.delivery})")
+        try:
+            uvicorn.run(create_app(rt), host=host, port=port, log_level="warning", proxy_headers=True)
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=True)
+
+
+def _worker_id(kind: str) -> str:
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+@main.command()
+@friendly
+def worker() -> None:
+    """Run the dispatcher and its housekeeping alone (run several against PostgreSQL)."""
+    from scheduler import run_blocking
+
+    settings = load_settings()
+    configure_logging(settings)
+    with runtime(settings) as rt:
+        worker_id = _worker_id("worker")
+        click.echo(f"worker {worker_id} dispatching every {settings.dispatch_interval_seconds:g}s "
+                   f"({settings.delivery}, {_describe_db(settings.database_url)}); Ctrl-C to stop")
+        run_blocking(rt, worker_id)
+
+
+@main.command("send-due")
+@friendly
+def send_due() -> None:
+    """One dispatch pass of everything due now, then exit with a summary."""
+    from dispatch import Dispatcher
+
+    settings = load_settings()
+    configure_logging(settings, quiet=True)
+    with runtime(settings) as rt:
+        summary = Dispatcher(rt, _worker_id("send-due")).run_once(utcnow())
+        click.echo(f"send-due: {summary.line()}")
+
+
+# -- contacts ------------------------------------------------------------------------------------
+
+
+def _consent_channels(value: str | None) -> list[Channel]:
+    if not value:
+        return []
+    channels = []
+    for part in value.split(","):
+        name = part.strip().lower()
+        if name not in ("email", "sms"):
+            raise FieldError("--consent", f"{part!r} is not a channel; use email, sms or email,sms")
+        channels.append(Channel(name))
+    return channels
+
+
+@main.command()
+@click.option("--campaign", "campaign_id", required=True, help="Campaign id, e.g. ketamine-consult.")
+@click.option("--email", help="Email address.")
+@click.option("--phone", help="Mobile number (E.164 or a US number with area code).")
+@click.option("--first-name", default="", help="First name.")
+@click.option("--last-name", default="", help="Last name.")
+@click.option("--timezone", "tz", default="", help="IANA time zone; default: from the phone number, else the clinic's.")
+@click.option("--consent", default="", help="Channels the person agreed to (recorded as staff consent): email, sms or email,sms.")
+@friendly
+def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: str, last_name: str, tz: str,
+           consent: str) -> None:
+    """Enroll one contact (creating or updating it)."""
+    settings = load_settings()
+    configure_logging(settings, quiet=True)
+    channels = _consent_channels(consent)
+    with runtime(settings) as rt:
+        campaign = rt.campaign(campaign_id)
+        data = parse_contact_input({"email": email, "phone": phone, "first_name": first_name, "last_name": last_name,
+                                    "timezone": tz}, settings.clinic_timezone, source="cli")
+        now = utcnow()
+        with rt.sessions() as session, session.begin():
+            contact, created = upsert_contact(session, rt, data, now, CLI_ACTOR)
+            for channel in channels:
+                if channel == Channel.SMS and not contact.phone:
+                    raise FieldError("--consent", "sms consent needs --phone")
+                if channel == Channel.EMAIL and not contact.email:
+                    raise FieldError("--consent", "email consent needs --email")
+                grant_consent(session, contact, ConsentGrant(channel, ConsentMethod.STAFF,
+                                                             wording_text=f"recorded by {CLI_ACTOR} via drip enroll"),
+                              now, CLI_ACTOR)
+            enrollment = enroll_contact(session, rt, contact, campaign, now, CLI_ACTOR, source="cli")
+            click.echo(f"enrolled contact {contact.id} ({'new' if created else 'existing'}) in {campaign.id}; "
+                       f"first message due {enrollment.next_due_at:%Y-%m-%d %H:%M} UTC")
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--campaign", "campaign_id", required=True, help="Campaign to enroll every row in.")
+@click.option("--errors-csv", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the rejected rows' line numbers and reasons to this CSV file.")
+@friendly
+def import_(file: Path, campaign_id: str, errors_csv: Path | None) -> None:
+    """Bulk enroll a CSV (header: first_name,last_name,email,phone,timezone,consent_email,consent_sms,source)."""
+    from importer import ImportFileError, count_data_lines, import_csv, open_csv
+
+    settings = load_settings()
+    configure_logging(settings, quiet=True)
+    with runtime(settings) as rt:
+        campaign = rt.campaign(campaign_id)
+        total = count_data_lines(file)
+        with open_csv(file) as stream, click.progressbar(length=total, label=f"importing {file.name}",
+                                                           file=sys.stderr, show_pos=True) as bar:
+            try:
+                report = import_csv(rt, stream, campaign, utcnow(), CLI_ACTOR, progress=bar.update)
+            except ImportFileError as exc:
+                raise UserError(f"{file}: {exc}") from None
+            except UnicodeDecodeError:
+                raise UserError(f"{file}: not UTF-8 text; save the spreadsheet as 'CSV UTF-8'") from None
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    for error in report.errors:
+        click.echo(f"{file}:{error}", err=True)
+    if errors_csv:
+        with errors_csv.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["line", "field", "error"])
+            writer.writerows([e.line, e.field, e.message] for e in report.errors)
+    click.echo(f"import: {report.rows} rows, {report.enrolled} enrolled ({report.created} new contacts, "
+               f"{report.updated} updated), {report.failed} rejected")
+    if report.failed and not report.enrolled:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--email", help="The contact's email address.")
+@click.option("--phone", help="The contact's phone number.")
+@click.option("--channel", type=click.Choice(["email", "sms", "all"]), default="all", show_default=True,
+              help="Which messages to stop.")
+@friendly
+def unsubscribe(email: str | None, phone: str | None, channel: str) -> None:
+    """Stop messages to a contact (recorded as a staff opt-out)."""
+    settings = load_settings()
+    configure_logging(settings, quiet=True)
+    channels = [Channel.EMAIL, Channel.SMS] if channel == "all" else [Channel(channel)]
+    with runtime(settings) as rt:
+        with rt.sessions() as session, session.begin():
+            try:
+                contact = lookup_contact(session, email=email, phone=phone)
+            except ContactNotFound as exc:
+                raise UserError(str(exc)) from None
+            changed = unsubscribe_contact(session, rt, contact, channels, ConsentMethod.STAFF, utcnow(), CLI_ACTOR)
+        click.echo(f"contact {contact.id}: unsubscribed from {', '.join(changed) if changed else 'nothing new (already unsubscribed)'}")
+
+
+@main.command()
+@click.option("--email", help="The contact's email address.")
+@click.option("--phone", help="The contact's phone number.")
+@friendly
+def booked(email: str | None, phone: str | None) -> None:
+    """Mark a contact as booked: every sequence ends with reason `booked`."""
+    settings = load_settings()
+    configure_logging(settings, quiet=True)
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        try:
+            contact = lookup_contact(session, email=email, phone=phone)
+        except ContactNotFound as exc:
+            raise UserError(str(exc)) from None
+        ended = mark_booked(session, contact, utcnow(), CLI_ACTOR, "cli")
+        click.echo(f"contact {contact.id} booked; {ended} sequence{'s' if ended != 1 else ''} ended")
+
+
+# -- content -------------------------------------------------------------------------------------
+
+
+@main.group()
+def templates() -> None:
+    """Message templates: check them."""
+
+
+@templates.command("check")
+@friendly
+def templates_check() -> None:
+    """Validate every campaign and template; prints `file:line: message` per problem."""
+    from checks import check_all
+
+    settings = load_settings()
+    problems, summary = check_all(settings)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        click.echo(f"templates check: {len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
+        sys.exit(1)
+    click.echo(f"templates check: ok ({summary})")
+
+
+@main.command()
+@click.argument("campaign_id", metavar="CAMPAIGN")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text for people, json for tools.")
+@friendly
+def simulate(campaign_id: str, fmt: str) -> None:
+    """Every message CAMPAIGN sends a sample contact, in order, with its offset and full content."""
+    from campaign import get_campaign
+    from simulate import as_json, as_text, simulate_campaign
+
+    settings = load_settings()
+    campaign = get_campaign(load_campaigns(settings.campaigns_dir, settings.templates_dir), campaign_id)
+    messages = simulate_campaign(settings, campaign)
+    click.echo(as_json(messages) if fmt == "json" else as_text(campaign, messages))
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text table or JSON.")
+@friendly
+def stats(fmt: str) -> None:
+    """The funnel per campaign and step: sent, delivered, clicked, booked."""
+    from stats import campaign_summaries, format_table, summaries_as_dicts
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session:
+        summaries = campaign_summaries(session, rt.campaigns)
+    click.echo(json.dumps(summaries_as_dicts(summaries), indent=2) if fmt == "json" else format_table(summaries))
+
+
+# -- providers -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it loopback).")
+@click.option("--port", default=8025, show_default=True, type=int, help="Port to listen on.")
+@click.option("--webhook-base", default=None, help="Where to post callbacks (default: DRIP_PUBLIC_URL).")
+@friendly
+def sandbox(host: str, port: int, webhook_base: str | None) -> None:
+    """Run the local Twilio/SendGrid-compatible provider sandbox."""
+    from sandbox import run_sandbox
+
+    settings = load_settings()
+    base = (webhook_base or settings.public_url).rstrip("/")
+    click.echo(f"provider sandbox on http://{host}:{port}  (inbox: http://{host}:{port}/)\n"
+               f"  point drip at it: DRIP_TWILIO_BASE_URL=http://{host}:{port} DRIP_SENDGRID_BASE_URL=http://{host}:{port}\n"
+               f"  callbacks go to {base}/webhooks/...")
+    run_sandbox(
+        host=host, port=port,
+        account_sid=settings.twilio_account_sid or None,
+        auth_token=settings.twilio_auth_token.get_secret_value() or None,
+        sendgrid_api_key=settings.sendgrid_api_key.get_secret_value() or None,
+        twilio_inbound_url=f"{base}/webhooks/twilio/sms",
+        sendgrid_event_url=f"{base}/webhooks/sendgrid/events",
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

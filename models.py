@@ -1,0 +1,326 @@
+"""SQLAlchemy 2.x models: contacts, consent ledger, enrollments, messages, events, replies, audit.
+
+All times are naive-free UTC (`DateTime(timezone=True)`); the send record (`Message`) is unique on
+(enrollment, step, channel), which is what makes a second send of the same step impossible.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere for a million-contact table.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, returns aware UTC datetimes on every database (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; all stored times must be aware UTC")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime()}
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class EnrollmentStatus(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    EXITED = "exited"
+
+
+class ExitReason(StrEnum):
+    BOOKED = "booked"
+    UNSUBSCRIBED = "unsubscribed"
+    STAFF = "staff"
+    UNREACHABLE = "unreachable"
+    ERASED = "erased"
+
+
+class MessageStatus(StrEnum):
+    """Lifecycle of one send record. Ranks let provider callbacks only move it forward."""
+
+    SENDING = "sending"  # committed before the provider call
+    RETRYING = "retrying"  # transient failure; the enrollment is due again at the backoff time
+    UNKNOWN = "unknown"  # request may have reached the provider: reconcile, never resend blindly
+    SENT = "sent"  # accepted by the provider (or recorded in the outbox)
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanent error, or retries exhausted
+    BOUNCED = "bounced"
+    SKIPPED = "skipped"  # not sent by decision: no consent, suppressed, no address
+    NEEDS_REVIEW = "needs_review"  # ambiguous and not reconcilable automatically: staff decide
+
+
+MESSAGE_STATUS_RANK: dict[MessageStatus, int] = {
+    MessageStatus.SENDING: 0,
+    MessageStatus.RETRYING: 0,
+    MessageStatus.UNKNOWN: 1,
+    MessageStatus.NEEDS_REVIEW: 1,
+    MessageStatus.SENT: 2,
+    MessageStatus.DELIVERED: 3,
+    MessageStatus.FAILED: 4,
+    MessageStatus.BOUNCED: 4,
+    MessageStatus.SKIPPED: 4,
+}
+
+# Statuses that count as "the patient was (or may have been) sent this".
+SENT_LIKE = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNKNOWN, MessageStatus.NEEDS_REVIEW)
+
+
+class ConsentAction(StrEnum):
+    GRANTED = "granted"
+    WITHDRAWN = "withdrawn"
+
+
+class ConsentMethod(StrEnum):
+    WEB_FORM = "web_form"
+    STAFF = "staff"
+    IMPORT = "import"
+    SMS_KEYWORD = "sms_keyword"
+    SMS_TEXT = "sms_text"
+    UNSUBSCRIBE_PAGE = "unsubscribe_page"
+    ONE_CLICK = "one_click"
+    PROVIDER = "provider"  # bounce, complaint, carrier opt-out
+    API = "api"
+    CLI = "cli"
+
+
+class Contact(Base):
+    __tablename__ = "contact"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)  # E.164
+    timezone: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64), default="")
+    # Current consent, cached from the ledger for the dispatcher's hot path.
+    email_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    sms_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Why a channel must not be used any more (bounce, complaint, STOP, invalid number...).
+    email_blocked: Mapped[str | None] = mapped_column(String(200))
+    sms_blocked: Mapped[str | None] = mapped_column(String(200))
+    preferred_channel: Mapped[str] = mapped_column(String(10), default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    erased_at: Mapped[datetime | None]
+
+    enrollments: Mapped[list[Enrollment]] = relationship(back_populates="contact")
+
+    __table_args__ = (
+        Index("ix_contact_last_first", "last_name", "first_name"),
+        Index("ix_contact_created", "created_at"),
+    )
+
+    @property
+    def display_name(self) -> str:
+        name = f"{self.first_name} {self.last_name}".strip()
+        return name or self.email or self.phone or f"contact #{self.id}"
+
+
+class ConsentRecord(Base):
+    """Append-only consent ledger: one row per grant or withdrawal, with its proof."""
+
+    __tablename__ = "consent_record"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(10))
+    action: Mapped[str] = mapped_column(String(10))
+    method: Mapped[str] = mapped_column(String(30))
+    wording_version: Mapped[str | None] = mapped_column(String(40))
+    wording_text: Mapped[str | None] = mapped_column(Text)
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    actor: Mapped[str] = mapped_column(String(120), default="")
+    note: Mapped[str] = mapped_column(String(400), default="")
+    occurred_at: Mapped[datetime]
+
+
+class Suppression(Base):
+    """Addresses that must never be contacted again, kept as keyed hashes (survives erasure)."""
+
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(10))
+    value_hash: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("channel", "value_hash", name="uq_suppression_channel_hash"),)
+
+
+class Enrollment(Base):
+    """One contact in one campaign. `next_due_at` is set only while there is something to do."""
+
+    __tablename__ = "enrollment"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"))
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default=EnrollmentStatus.ACTIVE)
+    exit_reason: Mapped[str | None] = mapped_column(String(30))
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    enrolled_at: Mapped[datetime]
+    # NULL unless active with a step to send; the claim query needs only this index.
+    next_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Set by a claim: who holds it and until when (the claim moves next_due_at to the lease end,
+    # so a crashed worker's enrollments become due again by themselves).
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    ended_at: Mapped[datetime | None]
+    source: Mapped[str] = mapped_column(String(64), default="")
+
+    contact: Mapped[Contact] = relationship(back_populates="enrollments")
+
+    __table_args__ = (
+        UniqueConstraint("contact_id", "campaign_id", name="uq_enrollment_contact_campaign"),
+        Index("ix_enrollment_campaign_status", "campaign_id", "status"),
+    )
+
+
+class Message(Base):
+    """The send record. Written (status `sending`) and committed before any provider call."""
+
+    __tablename__ = "message"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollment.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    step_id: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20), default=MessageStatus.SENDING)
+    to_address: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str | None] = mapped_column(String(300))
+    body_text: Mapped[str | None] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    template_name: Mapped[str] = mapped_column(String(200), default="")
+    template_version: Mapped[str] = mapped_column(String(64), default="")
+    provider: Mapped[str] = mapped_column(String(20), default="")
+    provider_message_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    attempted_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    delivered_at: Mapped[datetime | None]
+    clicked_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id", "channel", name="uq_message_enrollment_step_channel"),
+        Index("ix_message_status_attempted", "status", "attempted_at"),
+        Index("ix_message_campaign_step", "campaign_id", "step_id"),
+    )
+
+
+class Event(Base):
+    """Anything that happened to a contact: the timeline."""
+
+    __tablename__ = "event"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollment.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    occurred_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_event_kind_time", "kind", "occurred_at"),)
+
+
+class InboundMessage(Base):
+    """An SMS a patient sent us."""
+
+    __tablename__ = "inbound_message"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    from_number: Mapped[str | None] = mapped_column(String(20))
+    body: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    classification: Mapped[str] = mapped_column(String(20))
+    crisis: Mapped[bool] = mapped_column(Boolean, default=False)
+    received_at: Mapped[datetime]
+    handled_at: Mapped[datetime | None]
+    handled_by: Mapped[str | None] = mapped_column(String(120))
+
+    __table_args__ = (Index("ix_inbound_open", "handled_at", "crisis", "received_at"),)
+
+
+class AuditEntry(Base):
+    """Append-only record of every action that changes what a contact receives."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(60))
+    contact_id: Mapped[int | None] = mapped_column(BigId, index=True)  # no FK: outlives erasure
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class User(Base):
+    __tablename__ = "staff_user"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(120), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class KeyValue(Base):
+    """Small installation-wide state: the generated secret key, channel pauses."""
+
+    __tablename__ = "kv"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]

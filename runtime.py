@@ -1,0 +1,122 @@
+"""The composition root: settings → engine, sessions, campaigns, renderer, tokens, senders.
+
+Each entry point (CLI command, web app, worker) builds one `Runtime` and passes it down.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parseaddr
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+import db
+from campaign import Campaign, get_campaign, load_campaigns
+from models import Channel, KeyValue
+from rendering import Renderer
+from senders import OutboxSender, SendGridSender, Sender, TwilioSender
+from settings import Settings
+from tokens import LinkTokens
+
+
+def utcnow() -> datetime:
+    """The real clock. Only entry points call this; everything below takes `now`."""
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    campaigns: dict[str, Campaign]
+    renderer: Renderer
+    tokens: LinkTokens
+    suppression_key: str
+    senders: dict[Channel, Sender] = field(default_factory=dict)
+
+    def campaign(self, campaign_id: str) -> Campaign:
+        return get_campaign(self.campaigns, campaign_id)
+
+    @property
+    def delivery(self) -> str:
+        return self.settings.delivery
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_senders(settings: Settings) -> dict[Channel, Sender]:
+    if settings.delivery == "outbox":
+        return {Channel.EMAIL: OutboxSender(Channel.EMAIL), Channel.SMS: OutboxSender(Channel.SMS)}
+    from_name, from_email = parseaddr(settings.from_email)
+    return {
+        Channel.SMS: TwilioSender(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            messaging_service_sid=settings.twilio_messaging_service_sid or None,
+            from_number=settings.twilio_from_number or None,
+            status_callback_base=f"{settings.public_url}/webhooks/twilio/status",
+            base_url=settings.twilio_base_url or None,
+            timeout=settings.provider_timeout_seconds,
+        ),
+        Channel.EMAIL: SendGridSender(
+            settings.sendgrid_api_key.get_secret_value(),
+            from_email or settings.from_email,
+            from_name or settings.clinic_name,
+            base_url=settings.sendgrid_base_url or None,
+            timeout=settings.provider_timeout_seconds,
+        ),
+    }
+
+
+def _stored_key(sessions: sessionmaker[Session], name: str, now: datetime) -> str:
+    with sessions() as session:
+        value = session.scalar(select(KeyValue.value).where(KeyValue.key == name))
+        if value:
+            return value
+        value = secrets.token_urlsafe(48)
+        session.add(KeyValue(key=name, value=value, updated_at=now))
+        try:
+            session.commit()
+            return value
+        except Exception:  # another process stored one first; use theirs
+            session.rollback()
+            stored = session.scalar(select(KeyValue.value).where(KeyValue.key == name))
+            if not stored:
+                raise
+            return stored
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    senders: dict[Channel, Sender] | None = None,
+    engine: Engine | None = None,
+    now: datetime | None = None,
+) -> Runtime:
+    """Everything a command needs. The schema must exist (`drip init`)."""
+    now = now or utcnow()
+    engine = engine or db.make_engine(settings.database_url, pool_size=settings.worker_concurrency + 2)
+    sessions = db.make_session_factory(engine)
+    campaigns = load_campaigns(settings.campaigns_dir, settings.templates_dir)
+    secret = (
+        settings.secret_key.get_secret_value()
+        if settings.secret_key is not None
+        else _stored_key(sessions, "secret_key", now)
+    )
+    # Suppression hashes must never change, so they get their own key that no setting rotates.
+    suppression_key = _stored_key(sessions, "suppression_key", now)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        campaigns=campaigns,
+        renderer=Renderer(settings.templates_dir),
+        tokens=LinkTokens(secret),
+        suppression_key=suppression_key,
+        senders=senders if senders is not None else build_senders(settings),
+    )

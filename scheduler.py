@@ -1,0 +1,67 @@
+"""APScheduler wiring: a few interval jobs drive dispatch, reconciliation and housekeeping.
+
+The schedule itself lives in our tables (SPEC decision 1); these jobs only tick. The job store is
+in memory, so any number of processes can run this against one PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.base import BaseScheduler
+
+from dispatch import Dispatcher
+from runtime import Runtime, utcnow
+
+log = logging.getLogger("drip.scheduler")
+
+RECONCILE_SECONDS = 60
+
+
+def add_jobs(scheduler: BaseScheduler, rt: Runtime, worker_id: str) -> Dispatcher:
+    dispatcher = Dispatcher(rt, worker_id)
+
+    def dispatch_tick() -> None:
+        summary = dispatcher.run_once(utcnow())
+        if summary.claimed:
+            log.info("dispatch: %s", summary.line())
+
+    def reconcile_tick() -> None:
+        from reconcile import reconcile_unknown
+
+        resolved = reconcile_unknown(rt, utcnow())
+        if resolved:
+            log.info("reconcile: %s", resolved)
+
+    common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+    scheduler.add_job(dispatch_tick, "interval", seconds=rt.settings.dispatch_interval_seconds, id="dispatch",
+                      next_run_time=utcnow(), **common)
+    scheduler.add_job(reconcile_tick, "interval", seconds=RECONCILE_SECONDS, id="reconcile", **common)
+    return dispatcher
+
+
+def start_background(rt: Runtime, worker_id: str) -> BackgroundScheduler:
+    """For `drip serve`: ticks in a background thread beside the web server."""
+    scheduler = BackgroundScheduler(timezone="UTC")
+    add_jobs(scheduler, rt, worker_id)
+    scheduler.start()
+    return scheduler
+
+
+def run_blocking(rt: Runtime, worker_id: str) -> None:
+    """For `drip worker`: runs until SIGTERM/SIGINT, finishing the sends in flight first."""
+    scheduler = BlockingScheduler(timezone="UTC")
+    add_jobs(scheduler, rt, worker_id)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: finishing in-flight sends, then stopping", signum)
+        threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    scheduler.start()

@@ -1,0 +1,207 @@
+"""Settings: one class, read from the environment and `.env`, validated at start-up.
+
+Every entry point builds one `Settings` (through `load_settings`) and passes it down; tests build
+their own with keyword arguments. Nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class SettingsError(Exception):
+    """Configuration is wrong; the message names the variable and what to do."""
+
+
+class Settings(BaseSettings):
+    """Every setting the service reads. Field docs are the README's settings table."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    database_url: str = Field(
+        "sqlite:///./drip.db", validation_alias=_env("DRIP_DATABASE_URL", "database_url"),
+        description="Any SQLAlchemy URL; PostgreSQL via postgresql+psycopg://",
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000", validation_alias=_env("DRIP_PUBLIC_URL", "public_url"),
+        description="Base of links in messages and of webhook URLs",
+    )
+    secret_key: SecretStr | None = Field(
+        None, validation_alias=_env("DRIP_SECRET_KEY", "secret_key"),
+        description="Signs sessions and link tokens; generated and stored in the database on first run",
+    )
+    booking_url: str = Field(
+        "", validation_alias=_env("DRIP_BOOKING_URL", "booking_url"),
+        description="Where booking links lead (required with DRIP_DELIVERY=providers)",
+    )
+    delivery: Literal["outbox", "providers"] = Field(
+        "outbox", validation_alias=_env("DRIP_DELIVERY", "delivery"),
+        description="outbox: render and record only; providers: send through Twilio and SendGrid",
+    )
+    twilio_account_sid: str = Field("", validation_alias=_env("TWILIO_ACCOUNT_SID", "twilio_account_sid"))
+    twilio_auth_token: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("TWILIO_AUTH_TOKEN", "twilio_auth_token")
+    )
+    twilio_messaging_service_sid: str = Field(
+        "", validation_alias=_env("TWILIO_MESSAGING_SERVICE_SID", "twilio_messaging_service_sid")
+    )
+    twilio_from_number: str = Field("", validation_alias=_env("TWILIO_FROM_NUMBER", "twilio_from_number"))
+    twilio_base_url: str = Field("", validation_alias=_env("DRIP_TWILIO_BASE_URL", "twilio_base_url"))
+    sendgrid_api_key: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("SENDGRID_API_KEY", "sendgrid_api_key")
+    )
+    from_email: str = Field("", validation_alias=_env("DRIP_FROM_EMAIL", "from_email"))
+    sendgrid_base_url: str = Field("", validation_alias=_env("DRIP_SENDGRID_BASE_URL", "sendgrid_base_url"))
+    sendgrid_webhook_public_key: str = Field(
+        "", validation_alias=_env("SENDGRID_WEBHOOK_PUBLIC_KEY", "sendgrid_webhook_public_key")
+    )
+    clinic_name: str = Field("Example Wellness Clinic", validation_alias=_env("DRIP_CLINIC_NAME", "clinic_name"))
+    clinic_address: str = Field(
+        "100 Main Street, Suite 200, Springfield, IL 62701",
+        validation_alias=_env("DRIP_CLINIC_ADDRESS", "clinic_address"),
+    )
+    clinic_phone: str = Field("+1 555 010 0199", validation_alias=_env("DRIP_CLINIC_PHONE", "clinic_phone"))
+    clinic_timezone: str = Field(
+        "America/Chicago", validation_alias=_env("DRIP_CLINIC_TIMEZONE", "clinic_timezone"),
+        description="IANA zone used when a contact has no zone and none can be derived from the phone",
+    )
+    campaigns_dir: Path = Field(ROOT / "campaigns", validation_alias=_env("DRIP_CAMPAIGNS_DIR", "campaigns_dir"))
+    templates_dir: Path = Field(ROOT / "templates", validation_alias=_env("DRIP_TEMPLATES_DIR", "templates_dir"))
+    policy_dir: Path = Field(ROOT / "policy", validation_alias=_env("DRIP_POLICY_DIR", "policy_dir"))
+    booking_webhook_secret: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("DRIP_BOOKING_WEBHOOK_SECRET", "booking_webhook_secret"),
+        description="Shared secret for HMAC-SHA256 signatures on POST /webhooks/booking",
+    )
+    staff_alert_email: str = Field(
+        "", validation_alias=_env("DRIP_STAFF_ALERT_EMAIL", "staff_alert_email"),
+        description="Where crisis-flagged replies are e-mailed (optional)",
+    )
+    sms_rate_per_second: float = Field(
+        1.0, gt=0, validation_alias=_env("DRIP_SMS_RATE", "sms_rate_per_second"),
+        description="SMS per second across all workers (one US long code: 1/s)",
+    )
+    email_rate_per_second: float = Field(
+        100.0, gt=0, validation_alias=_env("DRIP_EMAIL_RATE", "email_rate_per_second"),
+        description="Emails per second across all workers",
+    )
+    dispatch_interval_seconds: float = Field(
+        5.0, gt=0, validation_alias=_env("DRIP_DISPATCH_INTERVAL", "dispatch_interval_seconds")
+    )
+    dispatch_batch_size: int = Field(
+        200, ge=1, le=10_000, validation_alias=_env("DRIP_BATCH_SIZE", "dispatch_batch_size")
+    )
+    worker_concurrency: int = Field(
+        8, ge=1, le=256, validation_alias=_env("DRIP_WORKER_CONCURRENCY", "worker_concurrency"),
+        description="Concurrent provider calls inside one worker process",
+    )
+    max_attempts: int = Field(
+        6, ge=1, le=50, validation_alias=_env("DRIP_MAX_ATTEMPTS", "max_attempts"),
+        description="Transient failures tolerated per message before it is marked failed",
+    )
+    provider_timeout_seconds: float = Field(
+        10.0, gt=0, validation_alias=_env("DRIP_PROVIDER_TIMEOUT", "provider_timeout_seconds")
+    )
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("DRIP_LOG_FORMAT", "log_format"))
+    log_level: str = Field("INFO", validation_alias=_env("DRIP_LOG_LEVEL", "log_level"))
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @field_validator("public_url", "booking_url", "twilio_base_url", "sendgrid_base_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("clinic_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as America/New_York") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_providers(self) -> Settings:
+        if self.delivery != "providers":
+            return self
+        missing = [
+            name
+            for name, present in [
+                ("TWILIO_ACCOUNT_SID", bool(self.twilio_account_sid)),
+                ("TWILIO_AUTH_TOKEN", bool(self.twilio_auth_token.get_secret_value())),
+                (
+                    "TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER",
+                    bool(self.twilio_messaging_service_sid or self.twilio_from_number),
+                ),
+                ("SENDGRID_API_KEY", bool(self.sendgrid_api_key.get_secret_value())),
+                ("DRIP_FROM_EMAIL", bool(self.from_email)),
+                ("DRIP_BOOKING_URL", bool(self.booking_url)),
+            ]
+            if not present
+        ]
+        if missing:
+            raise ValueError("DRIP_DELIVERY=providers needs " + ", ".join(missing))
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def effective_booking_url(self) -> str:
+        """Booking destination; the embedded default points at a local placeholder page."""
+        return self.booking_url or f"{self.public_url}/book-placeholder"
+
+
+_FIELD_TO_ENV = {
+    name: (field.validation_alias.choices[0] if isinstance(field.validation_alias, AliasChoices) else name)
+    for name, field in Settings.model_fields.items()
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a field."""
+    return str(_FIELD_TO_ENV.get(field, field.upper()))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment (and `.env`), raising `SettingsError` naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"]]
+            field = loc[0] if loc else ""
+            name = env_name(field) if field else "configuration"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {message}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,59 @@
+"""Signed tokens for links in messages: booking (`/b/{token}`) and preferences (`/u/{token}`).
+
+Tokens carry ids but are HMAC-signed with the installation's secret, so they cannot be forged or
+enumerated from ids. They do not expire: an unsubscribe link in a two-year-old email must still work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, URLSafeSerializer
+
+
+class BadToken(Exception):
+    """The token was altered, truncated or made with another key."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTokens:
+    secret_key: str
+
+    def _serializer(self, purpose: str) -> URLSafeSerializer:
+        return URLSafeSerializer(self.secret_key, salt=f"drip-{purpose}")
+
+    def booking(self, message_id: int) -> str:
+        return str(self._serializer("book").dumps(message_id))
+
+    def read_booking(self, token: str) -> int:
+        return self._load("book", token)
+
+    def unsubscribe(self, contact_id: int, message_id: int | None = None) -> str:
+        payload = [contact_id, message_id] if message_id is not None else [contact_id]
+        return str(self._serializer("unsub").dumps(payload))
+
+    def read_unsubscribe(self, token: str) -> tuple[int, int | None]:
+        data = self._load_any("unsub", token)
+        if (
+            not isinstance(data, list)
+            or not 1 <= len(data) <= 2
+            or not all(isinstance(item, int) and not isinstance(item, bool) for item in data)
+        ):
+            raise BadToken("malformed token")
+        return data[0], (data[1] if len(data) == 2 else None)
+
+    def _load_any(self, purpose: str, token: str) -> object:
+        if len(token) > 200:
+            raise BadToken("token too long")
+        try:
+            return self._serializer(purpose).loads(token)
+        except BadSignature:
+            raise BadToken("bad signature") from None
+        except (ValueError, TypeError, UnicodeDecodeError):
+            raise BadToken("malformed token") from None
+
+    def _load(self, purpose: str, token: str) -> int:
+        value = self._load_any(purpose, token)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BadToken("malformed token")
+        return value
