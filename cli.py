@@ -42,6 +42,7 @@ from models import Channel, ConsentMethod
 from rendering import RenderError
 from runtime import Runtime, build_runtime, utcnow
 from settings import Settings, SettingsError, load_settings
+from template_store import sync_from_files
 
 F = TypeVar("F", bound=Callable[..., Any])
 CLI_ACTOR = f"cli:{os.environ.get('USER', 'operator')}"
@@ -113,6 +114,9 @@ def init(admin_email: str | None, admin_password: str | None) -> None:
         click.echo(f"campaigns: {', '.join(f'{c.id} ({len(c.steps)} steps)' for c in rt.campaigns.values())}")
         now = utcnow()
         with rt.sessions() as session, session.begin():
+            synced = sync_from_files(session, settings.templates_dir, now, CLI_ACTOR)
+            click.echo(f"templates: {len(synced.initial)} imported, {len(synced.drafts)} changed file(s) saved as "
+                       f"drafts awaiting clinician approval, {synced.unchanged} unchanged")
             if admin_email:
                 password = admin_password or generate_password()
                 create_user(session, admin_email, password, Role.ADMIN, now, CLI_ACTOR, name="Administrator")
@@ -335,6 +339,77 @@ def templates_check() -> None:
         click.echo(f"templates check: {len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
         sys.exit(1)
     click.echo(f"templates check: ok ({summary})")
+
+
+@templates.command("sync")
+@friendly
+def templates_sync() -> None:
+    """Import changed files in templates/ as new drafts (a clinician approves them in the staff UI)."""
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        result = sync_from_files(session, settings.templates_dir, utcnow(), CLI_ACTOR)
+    for name in result.drafts:
+        click.echo(f"draft saved: {name} (awaiting clinician approval)")
+    click.echo(f"templates sync: {len(result.initial)} imported, {len(result.drafts)} new draft(s), "
+               f"{result.unchanged} unchanged")
+
+
+# -- staff users ---------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Staff accounts for the web UI."""
+
+
+@users.command("add")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "staff", "marketing", "clinician"]), required=True,
+              help="What the user may do.")
+@click.option("--name", default="", help="Display name.")
+@click.option("--password", envvar="DRIP_NEW_USER_PASSWORD", default=None,
+              help="Password (min. 10 characters); generated and printed when omitted.")
+@friendly
+def users_add(email: str, role: str, name: str, password: str | None) -> None:
+    """Create a staff user."""
+    from users import create_user, generate_password
+
+    settings = load_settings()
+    chosen = password or generate_password()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        user = create_user(session, email, chosen, role, utcnow(), CLI_ACTOR, name=name)
+    click.echo(f"user {user.email} ({role}) created" + ("" if password else f"; password: {chosen}"))
+
+
+@users.command("disable")
+@click.argument("email")
+@friendly
+def users_disable(email: str) -> None:
+    """Disable a staff user (they can no longer sign in; API tokens stop working)."""
+    from contact_fields import normalize_email
+    from history import audit
+    from models import User
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        user = session.scalar(select(User).where(User.email == normalize_email(email)))
+        if user is None:
+            raise UserError(f"no user {email}")
+        user.disabled = True
+        audit(session, CLI_ACTOR, "user_disabled", utcnow(), user=user.email)
+    click.echo(f"user {user.email} disabled")
+
+
+@users.command("list")
+@friendly
+def users_list() -> None:
+    """List staff users and their roles."""
+    from models import User
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session:
+        for user in session.scalars(select(User).order_by(User.email)):
+            click.echo(f"{user.email:<40} {user.role:<10} {'disabled' if user.disabled else 'active'}")
 
 
 @main.command()

@@ -169,6 +169,7 @@ class Dispatcher:
     def run_once(self, now: datetime, *, max_batches: int | None = None) -> DispatchSummary:
         """Claim and process batches until nothing is due at `now` (or `max_batches` ran)."""
         summary = DispatchSummary()
+        self.rt.refresh_templates()
         batches = 0
         concurrency = self.rt.settings.worker_concurrency
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="drip-send") as pool:

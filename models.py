@@ -324,3 +324,58 @@ class KeyValue(Base):
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime]
+
+
+class TemplateStatus(StrEnum):
+    DRAFT = "draft"  # saved by marketing, not live
+    PUBLISHED = "published"  # approved by a clinician: the version messages are rendered with
+    SUPERSEDED = "superseded"  # was published, replaced by a newer one
+    REJECTED = "rejected"
+
+
+class TemplateVersion(Base):
+    """Every version of a message template; the published one is used at send time.
+
+    The files in `templates/` are the initial versions (`drip templates sync` imports changes)."""
+
+    __tablename__ = "template_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))  # path under templates/, e.g. email/01-welcome.html
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default=TemplateStatus.DRAFT)
+    author: Mapped[str] = mapped_column(String(320))
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime]
+    approved_by: Mapped[str | None] = mapped_column(String(320))
+    approved_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_template_version_name_version"),
+        Index("ix_template_version_name_status", "name", "status"),
+    )
+
+
+class ApiToken(Base):
+    """Per-user token for the JSON API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class RateBucket(Base):
+    """Per-channel send pacing shared by every worker: the next free send slot."""
+
+    __tablename__ = "rate_bucket"
+
+    channel: Mapped[str] = mapped_column(String(10), primary_key=True)
+    next_slot_at: Mapped[datetime]

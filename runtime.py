@@ -19,6 +19,7 @@ from models import Channel, KeyValue
 from rendering import Renderer
 from senders import OutboxSender, SendGridSender, Sender, TwilioSender
 from settings import Settings
+from template_store import publication_stamp, published_sources
 from tokens import LinkTokens
 
 
@@ -37,9 +38,18 @@ class Runtime:
     tokens: LinkTokens
     suppression_key: str
     senders: dict[Channel, Sender] = field(default_factory=dict)
+    _template_stamp: str = ""
 
     def campaign(self, campaign_id: str) -> Campaign:
         return get_campaign(self.campaigns, campaign_id)
+
+    def refresh_templates(self) -> None:
+        """Render with the published template versions; reloads only when a publication changed."""
+        with self.sessions() as session:
+            stamp = publication_stamp(session)
+            if stamp != self._template_stamp:
+                self.renderer = Renderer(self.settings.templates_dir, published_sources(session))
+                self._template_stamp = stamp
 
     @property
     def delivery(self) -> str:
@@ -110,7 +120,7 @@ def build_runtime(
     )
     # Suppression hashes must never change, so they get their own key that no setting rotates.
     suppression_key = _stored_key(sessions, "suppression_key", now)
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -120,3 +130,5 @@ def build_runtime(
         suppression_key=suppression_key,
         senders=senders if senders is not None else build_senders(settings),
     )
+    runtime.refresh_templates()
+    return runtime
