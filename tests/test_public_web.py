@@ -1,0 +1,152 @@
+"""The public endpoints: health, the request form, preferences/one-click unsubscribe, booking links."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from dispatch import Dispatcher
+from helpers import add_contact, contact, messages_for
+from models import ConsentRecord, Contact, Enrollment, EnrollmentStatus, Event
+from web import create_app
+
+FORM = {"first_name": "Dana", "last_name": "Reyes", "email": "dana@example.com", "phone": "(312) 555-0188",
+        "consent_email": "yes", "consent_sms": "yes", "preferred_channel": "sms"}
+
+
+@pytest.fixture
+def client(rt, clock):
+    with TestClient(create_app(rt, clock=clock), base_url="https://clinic.test") as test_client:
+        yield test_client
+
+
+def test_healthz_answers_json(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def test_consult_form_has_separate_unticked_consent_boxes_and_no_external_assets(client):
+    page = client.get("/consult").text
+    assert 'name="consent_email"' in page and 'name="consent_sms"' in page
+    assert "checked" not in page.split('name="consent_email"')[1].split(">")[0]
+    assert "Msg &amp; data rates may apply" in page and "STOP" in page and "HELP" in page
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+    assert 'name="website"' in page  # honeypot
+
+
+def test_form_submission_creates_contact_records_consent_proof_and_enrolls(client, rt):
+    response = client.post("/api/consultations", data=FORM, headers={"user-agent": "Mozilla/5.0 test"})
+    assert response.status_code == 200 and "Thank you" in response.text
+    with rt.sessions() as session:
+        person = session.scalar(select(Contact))
+        assert person.phone == "+13125550188" and person.email == "dana@example.com"
+        assert person.timezone == "America/Chicago"
+        records = list(session.scalars(select(ConsentRecord).order_by(ConsentRecord.channel)))
+        assert [r.channel for r in records] == ["email", "sms"]
+        assert all(r.method == "web_form" and r.ip_address and r.user_agent == "Mozilla/5.0 test" for r in records)
+        assert records[1].wording_version == "sms-v1" and "Msg & data rates may apply" in records[1].wording_text
+        assert session.scalar(select(func.count(Enrollment.id))) == 1
+
+
+def test_resubmitting_the_form_does_not_enroll_twice(client, rt):
+    client.post("/api/consultations", json=FORM)
+    again = client.post("/api/consultations", json={**FORM, "first_name": "Danielle"})
+    assert again.json() == {"status": "already_enrolled"}
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count(Contact.id))) == 1
+        assert session.scalar(select(func.count(Enrollment.id))) == 1
+        assert session.scalar(select(Contact.first_name)) == "Danielle"
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("email", "dana@", "email"),
+    ("phone", "12345", "phone"),
+    ("timezone", "Mars/Olympus", "timezone"),
+])
+def test_bad_fields_are_named(client, field, value, message):
+    response = client.post("/api/consultations", json={**FORM, field: value})
+    assert response.status_code == 422
+    assert message in response.json()["errors"]
+
+
+def test_form_errors_are_shown_next_to_the_field(client):
+    response = client.post("/api/consultations", data={**FORM, "email": "nope"})
+    assert response.status_code == 400
+    assert 'id="email-error"' in response.text and 'aria-invalid="true"' in response.text
+
+
+def test_sms_consent_without_a_phone_is_refused(client):
+    response = client.post("/api/consultations", json={**FORM, "phone": ""})
+    assert response.status_code == 422 and "phone" in response.json()["errors"]
+
+
+def test_honeypot_pretends_success_and_stores_nothing(client, rt):
+    response = client.post("/api/consultations", json={**FORM, "website": "http://spam.example"})
+    assert response.json() == {"status": "received"}
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count(Contact.id))) == 0
+
+
+def test_per_ip_rate_limit(client):
+    codes = [client.post("/api/consultations", json={**FORM, "email": f"p{i}@example.com",
+                                                      "phone": f"+1312555{i:04d}"}).status_code for i in range(7)]
+    assert codes[:5] == [201] * 5 and codes[5] == 429
+
+
+def _first_email(rt, clock):
+    contact_id = add_contact(rt, clock.now)
+    Dispatcher(rt, "w").run_once(clock.now)
+    return contact_id, messages_for(rt, contact_id)[0]
+
+
+def test_one_click_unsubscribe_works_without_login_or_redirect(client, rt, clock):
+    contact_id, email = _first_email(rt, clock)
+    token = email.body_html.split("https://clinic.test/u/")[1].split('"')[0]
+    response = client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"}, follow_redirects=False)
+    assert response.status_code == 200
+    person = contact(rt, contact_id)
+    assert person.email_consent is False and person.email_blocked.startswith("opted_out")
+    assert person.sms_consent is True
+
+
+def test_preference_page_unsubscribes_everything_and_can_resubscribe(client, rt, clock):
+    contact_id, email = _first_email(rt, clock)
+    token = email.body_html.split("https://clinic.test/u/")[1].split('"')[0]
+    page = client.get(f"/u/{token}")
+    assert page.status_code == 200 and "Stop all messages" in page.text
+    client.post(f"/u/{token}", data={"action": "all"})
+    with rt.sessions() as session:
+        enrollment = session.scalar(select(Enrollment))
+        assert enrollment.status == EnrollmentStatus.EXITED and enrollment.exit_reason == "unsubscribed"
+    again = client.post(f"/u/{token}", data={"action": "resubscribe_email"})
+    assert "subscribed again" in again.text and contact(rt, contact_id).email_consent is True
+
+
+def test_tampered_tokens_get_a_friendly_404(client):
+    assert client.get("/u/abc.def").status_code == 404
+    response = client.get("/b/MTIz.forged")
+    assert response.status_code == 404 and "could not open that link" in response.text
+
+
+def test_booking_link_records_the_click_and_redirects_with_utm_tags(client, rt, clock):
+    contact_id, email = _first_email(rt, clock)
+    token = email.body_text.split("https://clinic.test/b/")[1].split()[0].rstrip(").,")
+    response = client.get(f"/b/{token}", follow_redirects=False)
+    assert response.status_code == 302
+    target = urlsplit(response.headers["location"])
+    assert target.netloc == "book.clinic.test"
+    assert parse_qs(target.query) == {"utm_source": ["patient-drip"], "utm_medium": ["email"],
+                                      "utm_campaign": ["ketamine-consult"], "utm_content": ["welcome-email"]}
+    assert messages_for(rt, contact_id)[0].clicked_at is not None
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count(Event.id)).where(Event.kind == "clicked")) == 1
+
+
+def test_security_headers_on_every_page(client):
+    for path in ("/consult", "/healthz", "/u/bad"):
+        headers = client.get(path).headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert headers["x-content-type-options"] == "nosniff"
