@@ -40,6 +40,7 @@ from models import (
     Message,
     MessageStatus,
 )
+from ratelimit import SharedRateLimiter
 from rendering import RenderError
 from runtime import Runtime
 from settings import Settings
@@ -161,8 +162,10 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self._rng_lock = threading.Lock()
         self.sleep = sleep
-        self._rate_lock = threading.Lock()
-        self._next_slot: dict[str, float] = {}
+        self._limiters = {
+            Channel.SMS: SharedRateLimiter(rt.sessions, "sms", rt.settings.sms_rate_per_second, sleep=sleep),
+            Channel.EMAIL: SharedRateLimiter(rt.sessions, "email", rt.settings.email_rate_per_second, sleep=sleep),
+        }
 
     # -- public -----------------------------------------------------------------------------
 
@@ -427,18 +430,10 @@ class Dispatcher:
     # -- helpers --------------------------------------------------------------------------
 
     def _pace(self, channel: Channel) -> None:
-        """Space provider calls to the channel's configured rate (outbox is not limited)."""
+        """Hold the channel's configured rate across all workers (outbox is not limited)."""
         if self.rt.delivery == "outbox":
             return
-        rate = (self.rt.settings.sms_rate_per_second if channel == Channel.SMS
-                else self.rt.settings.email_rate_per_second)
-        interval = 1.0 / rate
-        with self._rate_lock:
-            current = time.monotonic()
-            slot = max(current, self._next_slot.get(channel, current))
-            self._next_slot[channel] = slot + interval
-        if slot > current:
-            self.sleep(slot - current)
+        self._limiters[Channel(channel)].acquire()
 
     def _advance_after_send(self, session: Session, enrollment: Enrollment, now: datetime) -> None:
         contact = session.get(Contact, enrollment.contact_id)
