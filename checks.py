@@ -112,7 +112,8 @@ def _render_sms(renderer: Renderer, settings: Settings, name: str, step_id: str,
 
 
 def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-untyped-def]
-    """The content guard bound to its policy files, or None if the policy cannot be read."""
+    """The content guard's rendered-output checks bound to the policy; source checks (layouts
+    included) are run here once for the whole folder. None if the policy cannot be read."""
     import content_guard
 
     try:
@@ -120,16 +121,16 @@ def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-unt
     except Exception as exc:  # a broken policy file is itself a problem to report
         problems.append(f"{settings.policy_dir}: cannot read the content policy: {exc}")
         return None
+    for issue in content_guard.check_templates_dir(settings.templates_dir, policy):
+        problems.append(str(issue).replace(str(settings.templates_dir.parent) + "/", ""))
 
     def run(path: Path, name: str, channel: str, rendered: object) -> list[str]:
-        source = path.read_text(encoding="utf-8")
         display = _relative(path, settings.templates_dir)
-        issues = content_guard.check_template_source(display, source, channel=channel, policy=policy,
-                                                     templates_dir=settings.templates_dir)
+        variables = sample_context(settings, "sample-step", channel, "Sample")
         if channel == "email":
-            issues += content_guard.check_rendered_email(display, rendered, policy=policy)
+            issues = content_guard.check_rendered_email(display, rendered, variables=variables, policy=policy)
         else:
-            issues += content_guard.check_rendered_sms(display, str(rendered), policy=policy)
+            issues = content_guard.check_rendered_sms(display, str(rendered), variables=variables, policy=policy)
         return [str(issue) for issue in issues]
 
     return run

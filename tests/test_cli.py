@@ -146,3 +146,18 @@ def test_templates_check_catches_an_undefined_variable(env, tmp_path, monkeypatc
     monkeypatch.setenv("DRIP_TEMPLATES_DIR", str(templates))
     result = CliRunner().invoke(main, ["templates", "check"])
     assert result.exit_code == 1 and "frist_name" in result.output and "02-checkin.txt" in result.output
+
+
+def test_templates_check_enforces_the_content_guard(env, tmp_path, monkeypatch):
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    sms = templates / "sms" / "02-checkin.txt"
+    sms.write_text(sms.read_text() + "\nKetamine helps 95% of people.")
+    reminder = templates / "sms" / "03-reminder.txt"
+    reminder.write_text(reminder.read_text().replace("{{ booking_link }}", "soon"))
+    monkeypatch.setenv("DRIP_TEMPLATES_DIR", str(templates))
+    result = CliRunner().invoke(main, ["templates", "check"])
+    assert result.exit_code == 1
+    assert "sms/02-checkin.txt:2: [discreet-sms]" in result.output
+    assert "sms/02-checkin.txt:2: [approved-claim]" in result.output
+    assert "sms/03-reminder.txt:1: [booking-link]" in result.output
