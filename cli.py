@@ -317,6 +317,71 @@ def booked(email: str | None, phone: str | None) -> None:
         click.echo(f"contact {contact.id} booked; {ended} sequence{'s' if ended != 1 else ''} ended")
 
 
+@main.group()
+def consent() -> None:
+    """Consent records: prove who agreed to what, when and how."""
+
+
+@consent.command("export")
+@click.option("--email", help="The contact's email address.")
+@click.option("--phone", help="The contact's phone number.")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True,
+              help="json (with the current state) or csv (one row per record).")
+@friendly
+def consent_export(email: str | None, phone: str | None, fmt: str) -> None:
+    """Print a contact's full consent history."""
+    from privacy import consent_history, consent_history_csv, consent_history_json
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session:
+        try:
+            contact = lookup_contact(session, email=email, phone=phone)
+        except ContactNotFound as exc:
+            raise UserError(str(exc)) from None
+        history = consent_history(session, contact)
+    click.echo(consent_history_json(history) if fmt == "json" else consent_history_csv(history), nl=fmt == "json")
+
+
+@main.command()
+@click.option("--email", help="The contact's email address.")
+@click.option("--phone", help="The contact's phone number.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@friendly
+def forget(email: str | None, phone: str | None, yes: bool) -> None:
+    """Erase a person's personal data; they are never contacted again (kept as a keyed hash)."""
+    from privacy import forget as forget_contact
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        try:
+            contact = lookup_contact(session, email=email, phone=phone)
+        except ContactNotFound as exc:
+            raise UserError(str(exc)) from None
+        if not yes:
+            click.confirm(f"Erase contact {contact.id} ({contact.display_name})? This cannot be undone", abort=True)
+        forget_contact(session, rt, contact, utcnow(), CLI_ACTOR)
+        click.echo(f"contact {contact.id} erased; their addresses are suppressed")
+
+
+@main.command()
+@click.argument("channel", type=click.Choice(["email", "sms"]))
+@friendly
+def resume(channel: str) -> None:
+    """Resume a channel that was paused because the provider refused our credentials."""
+    from dispatch import pause_key
+    from history import audit
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        reason = db.get_kv(session, pause_key(channel))
+        if not reason:
+            click.echo(f"{channel} delivery is not paused")
+            return
+        db.delete_kv(session, pause_key(channel))
+        audit(session, CLI_ACTOR, "channel_resumed", utcnow(), channel=channel, paused_because=reason)
+    click.echo(f"{channel} delivery resumed (was paused: {reason})")
+
+
 # -- content -------------------------------------------------------------------------------------
 
 
@@ -466,6 +531,7 @@ def sandbox(host: str, port: int, webhook_base: str | None) -> None:
         sendgrid_api_key=settings.sendgrid_api_key.get_secret_value() or None,
         twilio_inbound_url=f"{base}/webhooks/twilio/sms",
         sendgrid_event_url=f"{base}/webhooks/sendgrid/events",
+        announce=None,
     )
 
 

@@ -58,7 +58,11 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_on_begin(conn: Any) -> None:
-    mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+    # IMMEDIATE by default: a DEFERRED transaction that reads and then writes cannot wait for the
+    # lock (SQLite returns "database is locked" at once rather than risk a deadlock), so under
+    # concurrent webhooks and dispatch threads every transaction takes the write lock up front and
+    # waits its turn (busy_timeout). WAL keeps plain readers outside transactions unaffected.
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 

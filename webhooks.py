@@ -213,7 +213,7 @@ async def twilio_inbound(request: Request) -> Response:
         session.add(inbound)
         session.flush()
         if contact is not None:
-            add_event(session, "sms_reply", now, contact_id=contact.id, inbound_id=inbound.id, kind=kind)
+            add_event(session, "sms_reply", now, contact_id=contact.id, inbound_id=inbound.id, reply_kind=kind)
         if kind in (ReplyKind.OPT_OUT, ReplyKind.OPT_OUT_TEXT):
             changed = False
             if contact is not None:

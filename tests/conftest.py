@@ -127,3 +127,6 @@ def rt(settings: Settings) -> Iterator[Runtime]:
     runtime = build_runtime(settings)
     yield runtime
     runtime.close()
+
+
+from sandbox_fixture import make_sandbox, sandbox, webhook_sink  # noqa: E402,F401

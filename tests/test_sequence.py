@@ -96,10 +96,14 @@ def test_second_enrollment_in_the_same_campaign_is_refused(rt, clock):
 
 
 def test_email_only_contact_gets_emails_and_sms_steps_are_skipped(rt, clock):
+    enrolled_at = clock.now
     contact_id = add_contact(rt, clock.now, phone=None, consent=("email",))
     run_until_done(rt, clock)
     messages = messages_for(rt, contact_id)
-    assert [m.channel for m in messages if m.status == MessageStatus.SENT] == ["email"] * 5
+    sent = [m for m in messages if m.status == MessageStatus.SENT]
+    assert [m.channel for m in sent] == ["email"] * 5
+    # a skipped SMS step must not pull the next email forward
+    assert [(m.sent_at - enrolled_at).days for m in sent] == [0, 2, 5, 8, 13]
     assert all(m.last_error == "no phone number" for m in messages if m.status == MessageStatus.SKIPPED)
 
 
