@@ -23,6 +23,7 @@ from xml.sax.saxutils import escape
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -128,34 +129,38 @@ async def twilio_status(request: Request) -> Response:
     new_status = TWILIO_STATUS_MAP.get(status_name)
     if new_status is None:
         return JSONResponse({"error": f"unknown MessageStatus {status_name!r}"}, status_code=400)
-    with rt.sessions() as session, session.begin():
-        message = _message_for_twilio(session, request.query_params.get("m"), params.get("MessageSid", ""))
-        if message is None:
-            log.info("status callback for an unknown message (sid not ours)")
-            return Response(status_code=204)
-        error_code = params.get("ErrorCode") or None
-        moved = _move_forward(message, new_status, now)
-        if message.provider_message_id is None and params.get("MessageSid"):
-            message.provider_message_id = params["MessageSid"][:100]
-        if moved:
-            if new_status == MessageStatus.DELIVERED:
-                message.delivered_at = now
-            if new_status in (MessageStatus.SENT, MessageStatus.DELIVERED) and message.sent_at is None:
-                message.sent_at = now
-            if new_status == MessageStatus.FAILED:
-                message.error_code = error_code
-                message.last_error = f"Twilio {status_name}" + (f" (error {error_code})" if error_code else "")
-        add_event(session, f"sms_{status_name}", now, contact_id=message.contact_id, message_id=message.id,
-                  error_code=error_code)
-        if new_status == MessageStatus.FAILED and error_code and _is_permanent_twilio(error_code):
-            contact = session.get(Contact, message.contact_id)
-            if contact is not None and not contact.sms_blocked:
-                reason = TWILIO_PERMANENT_CODES.get(int(error_code), "permanent failure")
-                contact.sms_blocked = f"failed: {reason} (code {error_code})"[:200]
-                add_event(session, "channel_blocked", now, contact_id=contact.id, channel="sms", reason=reason)
-                if int(error_code) == 21610 and contact.phone:  # the number replied STOP at the carrier
-                    suppress(session, rt, Channel.SMS, contact.phone, "carrier opt-out (21610)", now)
-    return Response(status_code=204)
+
+    def apply() -> Response:  # database work runs off the event loop
+        with rt.sessions() as session, session.begin():
+            message = _message_for_twilio(session, request.query_params.get("m"), params.get("MessageSid", ""))
+            if message is None:
+                log.info("status callback for an unknown message (sid not ours)")
+                return Response(status_code=204)
+            error_code = params.get("ErrorCode") or None
+            moved = _move_forward(message, new_status, now)
+            if message.provider_message_id is None and params.get("MessageSid"):
+                message.provider_message_id = params["MessageSid"][:100]
+            if moved:
+                if new_status == MessageStatus.DELIVERED:
+                    message.delivered_at = now
+                if new_status in (MessageStatus.SENT, MessageStatus.DELIVERED) and message.sent_at is None:
+                    message.sent_at = now
+                if new_status == MessageStatus.FAILED:
+                    message.error_code = error_code
+                    message.last_error = f"Twilio {status_name}" + (f" (error {error_code})" if error_code else "")
+            add_event(session, f"sms_{status_name}", now, contact_id=message.contact_id, message_id=message.id,
+                      error_code=error_code)
+            if new_status == MessageStatus.FAILED and error_code and _is_permanent_twilio(error_code):
+                contact = session.get(Contact, message.contact_id)
+                if contact is not None and not contact.sms_blocked:
+                    reason = TWILIO_PERMANENT_CODES.get(int(error_code), "permanent failure")
+                    contact.sms_blocked = f"failed: {reason} (code {error_code})"[:200]
+                    add_event(session, "channel_blocked", now, contact_id=contact.id, channel="sms", reason=reason)
+                    if int(error_code) == 21610 and contact.phone:  # the number replied STOP at the carrier
+                        suppress(session, rt, Channel.SMS, contact.phone, "carrier opt-out (21610)", now)
+        return Response(status_code=204)
+
+    return await run_in_threadpool(apply)
 
 
 def _is_permanent_twilio(code: str) -> bool:
@@ -201,53 +206,57 @@ async def twilio_inbound(request: Request) -> Response:
     settings = rt.settings
     classification = classify_reply(body, load_phrase_lists(settings.policy_dir))
     kind = classification.kind
-    reply: str | None = None
-    with rt.sessions() as session, session.begin():
-        if sid and session.scalar(select(InboundMessage.id).where(InboundMessage.provider_message_id == sid)):
-            return twiml(None)  # Twilio retried a webhook we already handled
-        contact = find_contact(session, phone=from_number) if from_number else None
-        inbound = InboundMessage(
-            contact_id=contact.id if contact else None, from_number=from_number, body=body, provider_message_id=sid,
-            classification=kind, crisis=kind == ReplyKind.CRISIS, received_at=now,
-        )
-        session.add(inbound)
-        session.flush()
-        if contact is not None:
-            add_event(session, "sms_reply", now, contact_id=contact.id, inbound_id=inbound.id, reply_kind=kind)
-        if kind in (ReplyKind.OPT_OUT, ReplyKind.OPT_OUT_TEXT):
-            changed = False
+
+    def apply() -> Response:  # database work runs off the event loop
+        reply: str | None = None
+        with rt.sessions() as session, session.begin():
+            if sid and session.scalar(select(InboundMessage.id).where(InboundMessage.provider_message_id == sid)):
+                return twiml(None)  # Twilio retried a webhook we already handled
+            contact = find_contact(session, phone=from_number) if from_number else None
+            inbound = InboundMessage(
+                contact_id=contact.id if contact else None, from_number=from_number, body=body, provider_message_id=sid,
+                classification=kind, crisis=kind == ReplyKind.CRISIS, received_at=now,
+            )
+            session.add(inbound)
+            session.flush()
             if contact is not None:
-                method = ConsentMethod.SMS_KEYWORD if kind == ReplyKind.OPT_OUT else ConsentMethod.SMS_TEXT
-                changed = bool(unsubscribe(session, rt, contact, [Channel.SMS], method, now, "patient:sms"))
-            inbound.handled_at = now
-            inbound.handled_by = "automatic: opt-out"
-            # Twilio answers the exact keywords itself; a free-text opt-out we confirm, once.
-            if kind == ReplyKind.OPT_OUT_TEXT and changed:
-                reply = (f"{settings.clinic_name}: you will get no more texts from us. "
-                         f"Reply START to opt back in.")
-        elif kind == ReplyKind.OPT_IN:
-            if contact is not None and _had_sms_consent(session, contact):
-                grant_consent(session, contact, ConsentGrant(Channel.SMS, ConsentMethod.SMS_KEYWORD,
-                                                             wording_text=f"replied {classification.matched!r}"),
-                              now, "patient:sms")
-            inbound.handled_at = now
-            inbound.handled_by = "automatic: opt-in keyword"
-        elif kind == ReplyKind.HELP:
-            reply = (f"{settings.clinic_name}: for help call {settings.clinic_phone}. "
-                     f"Reply STOP to opt out. Msg & data rates may apply.")
-            inbound.handled_at = now
-            inbound.handled_by = "automatic: help reply"
-        elif kind == ReplyKind.CRISIS:
-            reply = (f"If you are thinking about suicide or are in crisis, call or text 988 now "
-                     f"(Suicide & Crisis Lifeline, 24/7). In an emergency call 911. "
-                     f"{settings.clinic_name}: {settings.clinic_phone}. Our team will see your message.")
-            add_event(session, "crisis_flagged", now, contact_id=contact.id if contact else None, inbound_id=inbound.id)
-            log.warning("crisis reply flagged for staff (inbound %s, contact %s)", inbound.id,
-                        contact.id if contact else "unknown")
-        inbound_id = inbound.id
-    if kind == ReplyKind.CRISIS:
-        _alert_staff(rt, inbound_id)
-    return twiml(reply)
+                add_event(session, "sms_reply", now, contact_id=contact.id, inbound_id=inbound.id, reply_kind=kind)
+            if kind in (ReplyKind.OPT_OUT, ReplyKind.OPT_OUT_TEXT):
+                changed = False
+                if contact is not None:
+                    method = ConsentMethod.SMS_KEYWORD if kind == ReplyKind.OPT_OUT else ConsentMethod.SMS_TEXT
+                    changed = bool(unsubscribe(session, rt, contact, [Channel.SMS], method, now, "patient:sms"))
+                inbound.handled_at = now
+                inbound.handled_by = "automatic: opt-out"
+                # Twilio answers the exact keywords itself; a free-text opt-out we confirm, once.
+                if kind == ReplyKind.OPT_OUT_TEXT and changed:
+                    reply = (f"{settings.clinic_name}: you will get no more texts from us. "
+                             f"Reply START to opt back in.")
+            elif kind == ReplyKind.OPT_IN:
+                if contact is not None and _had_sms_consent(session, contact):
+                    grant_consent(session, contact, ConsentGrant(Channel.SMS, ConsentMethod.SMS_KEYWORD,
+                                                                 wording_text=f"replied {classification.matched!r}"),
+                                  now, "patient:sms")
+                inbound.handled_at = now
+                inbound.handled_by = "automatic: opt-in keyword"
+            elif kind == ReplyKind.HELP:
+                reply = (f"{settings.clinic_name}: for help call {settings.clinic_phone}. "
+                         f"Reply STOP to opt out. Msg & data rates may apply.")
+                inbound.handled_at = now
+                inbound.handled_by = "automatic: help reply"
+            elif kind == ReplyKind.CRISIS:
+                reply = (f"If you are thinking about suicide or are in crisis, call or text 988 now "
+                         f"(Suicide & Crisis Lifeline, 24/7). In an emergency call 911. "
+                         f"{settings.clinic_name}: {settings.clinic_phone}. Our team will see your message.")
+                add_event(session, "crisis_flagged", now, contact_id=contact.id if contact else None, inbound_id=inbound.id)
+                log.warning("crisis reply flagged for staff (inbound %s, contact %s)", inbound.id,
+                            contact.id if contact else "unknown")
+            inbound_id = inbound.id
+        if kind == ReplyKind.CRISIS:
+            _alert_staff(rt, inbound_id)
+        return twiml(reply)
+
+    return await run_in_threadpool(apply)
 
 
 def _had_sms_consent(session: Session, contact: Contact) -> bool:
@@ -311,11 +320,15 @@ async def sendgrid_events(request: Request) -> Response:
     if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
         return JSONResponse({"error": "body must be a JSON array of event objects"}, status_code=400)
     now = _now(request)
-    applied = 0
-    with rt.sessions() as session, session.begin():
-        for event in events[:5000]:
-            applied += _apply_sendgrid_event(session, rt, event, now)
-    return JSONResponse({"received": len(events), "applied": applied})
+
+    def apply() -> Response:  # database work runs off the event loop
+        applied = 0
+        with rt.sessions() as session, session.begin():
+            for event in events[:5000]:
+                applied += _apply_sendgrid_event(session, rt, event, now)
+        return JSONResponse({"received": len(events), "applied": applied})
+
+    return await run_in_threadpool(apply)
 
 
 def _message_for_sendgrid(session: Session, event: dict[str, Any]) -> Message | None:
@@ -407,13 +420,17 @@ async def booking(request: Request) -> Response:
     email = data.get("email") if isinstance(data.get("email"), str) else None
     phone = data.get("phone") if isinstance(data.get("phone"), str) else None
     now = _now(request)
-    with rt.sessions() as session, session.begin():
-        try:
-            contact = lookup_contact(session, email=email, phone=phone)
-        except FieldError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        except ContactNotFound:
-            return JSONResponse({"error": "no contact with that email or phone"}, status_code=404)
-        source = str(data.get("source") or "booking webhook")[:64]
-        ended = mark_booked(session, contact, now, "webhook:booking", source)
-    return JSONResponse({"status": "booked", "enrollments_ended": ended})
+
+    def apply() -> Response:  # database work runs off the event loop
+        with rt.sessions() as session, session.begin():
+            try:
+                contact = lookup_contact(session, email=email, phone=phone)
+            except FieldError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            except ContactNotFound:
+                return JSONResponse({"error": "no contact with that email or phone"}, status_code=404)
+            source = str(data.get("source") or "booking webhook")[:64]
+            ended = mark_booked(session, contact, now, "webhook:booking", source)
+        return JSONResponse({"status": "booked", "enrollments_ended": ended})
+
+    return await run_in_threadpool(apply)

@@ -250,8 +250,9 @@ def test_auth_failure_pauses_the_channel_instead_of_burning_messages(provider_rt
     with provider_rt.sessions() as session:
         assert db.get_kv(session, "pause:sms")
         sms = list(session.scalars(select(Message).where(Message.channel == "sms")))
-        # the first refusal pauses the channel; the others never reach the provider
-        assert len(sms) == 1 and sms[0].status == MessageStatus.RETRYING and sms[0].attempts == 0
+        # the first refusal pauses the channel; no message burns an attempt or fails
+        assert sms and all(m.status == MessageStatus.RETRYING and m.attempts == 0 for m in sms)
+    assert len(received(sandbox, "+13125550200")) + len(received(sandbox, "+13125550201")) == 0
     sandbox.configure(twilio_auth_token=provider_rt.settings.twilio_auth_token.get_secret_value())
     with provider_rt.sessions() as session, session.begin():
         db.delete_kv(session, "pause:sms")
