@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -184,7 +185,7 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
         if str(data.get("website") or "").strip():  # honeypot: people never see this field
             log.info("honeypot field filled; request dropped")
             return JSONResponse({"status": "received"}) if wants_json else page(request, "thanks.html", {})
-        errors, result = _accept_consultation(rt, request, data, now)
+        errors, result = await run_in_threadpool(_accept_consultation, rt, request, data, now)
         if errors:
             if wants_json:
                 return JSONResponse({"errors": errors}, status_code=422)
@@ -203,17 +204,20 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
         return page(request, "preferences.html", _preferences_context(contact, token, None))
 
     @app.post("/u/{token}", tags=["public"])
-    async def preferences_post(token: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+    def preferences_post(
+        token: str, request: Request, session: SessionDep, now: NowDep,
+        list_unsubscribe: Annotated[str | None, Form(alias="List-Unsubscribe", max_length=40)] = None,
+        action: Annotated[str | None, Form(max_length=40)] = None,
+    ) -> Response:
         """One-click unsubscribe (RFC 8058: body `List-Unsubscribe=One-Click`) or a preference change."""
         contact = _contact_for_token(rt, session, token)
         if contact is None:
             return page(request, "not_found.html", {"what": "This link"}, 404)
-        form = await request.form()
-        if form.get("List-Unsubscribe") == "One-Click":
+        if list_unsubscribe == "One-Click":
             unsubscribe(session, rt, contact, [Channel.EMAIL], ConsentMethod.ONE_CLICK, now, "patient:one-click")
             session.commit()
             return PlainTextResponse("You are unsubscribed from our emails.")
-        action = str(form.get("action") or "")
+        action = action or ""
         channels = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
         if action in channels:
             unsubscribe(session, rt, contact, channels[action], ConsentMethod.UNSUBSCRIBE_PAGE, now, "patient:preferences")
@@ -264,12 +268,23 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
 
 
 def _mount_optional_routers(app: FastAPI, rt: Runtime) -> None:
-    """Webhooks and the staff UI, when those modules are present."""
+    """Webhooks and the staff UI, when those modules are present (each independently)."""
     try:
         import webhooks
-    except ImportError:  # pragma: no cover - present in every release; absent while building
-        return
-    app.include_router(webhooks.router)
+    except ModuleNotFoundError as exc:  # pragma: no cover - present in every release; absent while building
+        if exc.name != "webhooks":
+            raise
+        log.warning("webhooks module not available; /webhooks/* not mounted")
+    else:
+        app.include_router(webhooks.router)
+    try:
+        import admin
+    except ModuleNotFoundError as exc:  # pragma: no cover - present in every release; absent while building
+        if exc.name != "admin":
+            raise
+        log.warning("admin package not available; /admin and /api/v1 not mounted")
+    else:
+        admin.mount(app, rt)
 
 
 def _contact_for_token(rt: Runtime, session: Session, token: str) -> Contact | None:
