@@ -209,5 +209,6 @@ def html_to_text(html: str) -> str:
     converter = _text_converter()
     text = converter.handle(_PREHEADER.sub("", html))
     text = re.sub(r"\[([^\]]+)\]\(<([^>]+)>\)", r"\1: \2", text)  # [Book](<url>) → Book: url
+    text = "\n".join(line.rstrip() for line in text.splitlines())  # html2text's "  " hard breaks
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip() + "\n"
