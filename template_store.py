@@ -63,8 +63,9 @@ def published_sources(session: Session) -> dict[str, str]:
 
 def publication_stamp(session: Session) -> str:
     """Changes whenever any template is published (cheap to poll before reloading)."""
+    # Ids only grow, so a new publication always raises the newest published id (times can tie).
     count, newest = session.execute(
-        select(func.count(TemplateVersion.id), func.max(TemplateVersion.approved_at))
+        select(func.count(TemplateVersion.id), func.max(TemplateVersion.id))
         .where(TemplateVersion.status == TemplateStatus.PUBLISHED)
     ).one()
     return f"{count}:{newest}"

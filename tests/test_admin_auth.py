@@ -1,0 +1,317 @@
+"""Staff sign-in: argon2 passwords, signed session cookies, CSRF, throttling, sign-out, expiry.
+
+The helpers at the top (users with a pre-computed argon2 hash, a signed-in test client) are
+imported by the other admin test modules; hashing once keeps the suite fast.
+"""
+
+from __future__ import annotations
+
+import atexit
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+import db
+from admin.auth import SESSION_COOKIE, issue_session
+from conftest import START, VirtualClock, make_settings
+from models import AuditEntry, User
+from runtime import Runtime, build_runtime
+from template_store import sync_from_files
+from users import Role, hash_password
+from web import create_app
+
+PASSWORD = "correct horse battery"
+_HASH = hash_password(PASSWORD)  # once per test session: argon2 is deliberately slow
+BASE_URL = "https://clinic.test"
+ROLES = ("admin", "staff", "marketing", "clinician")
+
+
+# -- helpers shared by the admin test modules ---------------------------------------------------
+
+
+def add_user(rt: Runtime, role: str, email: str | None = None, *, name: str = "", now: datetime = START,
+             disabled: bool = False) -> User:
+    """A staff user whose password is PASSWORD (inserted directly; create_user is tested on its own)."""
+    with rt.sessions() as session, session.begin():
+        user = User(email=email or f"{role}@clinic.test", name=name or role.capitalize(), password_hash=_HASH,
+                    role=role, disabled=disabled, created_at=now)
+        session.add(user)
+        session.flush()
+        session.expunge(user)
+        return user
+
+
+def make_client(rt: Runtime, clock: VirtualClock) -> TestClient:
+    return TestClient(create_app(rt, clock=clock), base_url=BASE_URL, follow_redirects=False)
+
+
+def sign_in_as(client: TestClient, rt: Runtime, user: User, now: datetime) -> str:
+    """Give `client` a session for `user` (the same signed cookie the login form issues). Returns the
+    CSRF token for that session."""
+    with rt.sessions() as session, session.begin():
+        value = issue_session(rt, session, session.get(User, user.id), now)
+    client.cookies.set(SESSION_COOKIE, value, domain="clinic.test", path="/admin")
+    return csrf_of(client)
+
+
+def csrf_of(client: TestClient) -> str:
+    page = client.get("/admin/account")
+    assert page.status_code == 200, page.status_code
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+    assert match
+    return match.group(1)
+
+
+def login_form_token(client: TestClient) -> str:
+    page = client.get("/admin/login")
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match
+    return match.group(1)
+
+
+_SEEDED_SQLITE: list[Path] = []
+
+
+def _seeded_sqlite_file() -> Path:
+    """A migrated SQLite file with the templates imported (`drip init`), built once and copied
+    for each test: running the migrations per test would dominate the suite's time."""
+    if not _SEEDED_SQLITE:
+        folder = tempfile.mkdtemp(prefix="drip-admin-tests-")
+        atexit.register(shutil.rmtree, folder, True)
+        path = Path(folder) / "seed.db"
+        settings = make_settings(f"sqlite:///{path}")
+        db.upgrade(settings.database_url)
+        rt = build_runtime(settings)
+        with rt.sessions() as session, session.begin():
+            sync_from_files(session, settings.templates_dir, START, "drip init")
+        rt.close()  # the last connection closing checkpoints the WAL into the file
+        _SEEDED_SQLITE.append(path)
+    return _SEEDED_SQLITE[0]
+
+
+def runtime_for(url: str, **overrides: object) -> Runtime:
+    """A runtime on an initialised database (schema + templates), like after `drip init`."""
+    settings = make_settings(url, **overrides)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        shutil.copyfile(_seeded_sqlite_file(), url.removeprefix("sqlite:///"))
+        return build_runtime(settings)
+    db.upgrade(settings.database_url)
+    rt = build_runtime(settings)
+    with rt.sessions() as session, session.begin():
+        sync_from_files(session, settings.templates_dir, START, "drip init")
+    return rt
+
+
+@pytest.fixture
+def srt(tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on a SQLite file (most UI behaviour does not depend on the database)."""
+    runtime = runtime_for(f"sqlite:///{tmp_path / 'drip.db'}")
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def client(srt: Runtime, clock: VirtualClock) -> Iterator[TestClient]:
+    with make_client(srt, clock) as test_client:
+        yield test_client
+
+
+# -- sign-in ------------------------------------------------------------------------------------
+
+
+def _login(client: TestClient, email: str, password: str, **extra: str):  # type: ignore[no-untyped-def]
+    client.cookies.clear()
+    token = login_form_token(client)
+    return client.post("/admin/login", data={"email": email, "password": password, "csrf_token": token, **extra})
+
+
+def test_private_page_redirects_to_login_with_the_page_to_return_to(client):
+    response = client.get("/admin/contacts?q=rey")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/admin/login?next=%2Fadmin%2Fcontacts%3Fq%3Drey"
+
+
+def test_login_page_has_labelled_fields_and_only_local_assets(client):
+    page = client.get("/admin/login")
+    assert page.status_code == 200
+    assert '<label for="f-email">' in page.text and '<label for="f-password">' in page.text
+    assert re.findall(r'(?:src|href)="(https?:)?//', page.text) == []
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_sign_in_sets_a_hardened_session_cookie_and_lands_on_the_dashboard(client, srt):
+    add_user(srt, "staff")
+    response = _login(client, "Staff@Clinic.test", PASSWORD)
+    assert response.status_code == 303 and response.headers["location"] == "/admin"
+    cookie = next(value for name, value in response.headers.multi_items()
+                  if name == "set-cookie" and value.startswith(SESSION_COOKIE))
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie and "Path=/admin" in cookie
+    dashboard = client.get("/admin")
+    assert dashboard.status_code == 200 and "Dashboard" in dashboard.text
+    with srt.sessions() as session:
+        assert session.scalar(select(AuditEntry.action).where(AuditEntry.actor == "staff@clinic.test")) == "signed_in"
+
+
+def test_session_cookie_is_not_secure_when_the_public_url_is_plain_http(tmp_path, clock):
+    rt = runtime_for(f"sqlite:///{tmp_path / 'h.db'}", public_url="http://127.0.0.1:8000")
+    add_user(rt, "staff")
+    with TestClient(create_app(rt, clock=clock), base_url="http://127.0.0.1:8000", follow_redirects=False) as client:
+        response = _login(client, "staff@clinic.test", PASSWORD)
+        cookie = response.headers["set-cookie"]
+        assert response.status_code == 303 and "Secure" not in cookie and "HttpOnly" in cookie
+    rt.close()
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(client, srt):
+    add_user(srt, "staff")
+    wrong = _login(client, "staff@clinic.test", "not the password")
+    unknown = _login(client, "nobody@clinic.test", "not the password")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Email or password is not right." in wrong.text and "Email or password is not right." in unknown.text
+    assert SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
+
+
+def test_login_without_its_form_token_is_refused(client, srt):
+    add_user(srt, "staff")
+    client.get("/admin/login")
+    response = client.post("/admin/login", data={"email": "staff@clinic.test", "password": PASSWORD,
+                                                 "csrf_token": "forged"})
+    assert response.status_code == 403 and SESSION_COOKIE not in response.headers.get("set-cookie", "")
+
+
+def test_disabled_user_cannot_sign_in(client, srt):
+    add_user(srt, "staff", disabled=True)
+    response = _login(client, "staff@clinic.test", PASSWORD)
+    assert response.status_code == 401 and "disabled" in response.text
+
+
+def test_after_five_failures_sign_in_is_throttled_even_with_the_right_password(client, srt, clock):
+    add_user(srt, "staff")
+    for _ in range(5):
+        assert _login(client, "staff@clinic.test", "guess guess guess").status_code == 401
+    throttled = _login(client, "staff@clinic.test", PASSWORD)
+    assert throttled.status_code == 429 and "Too many failed sign-ins" in throttled.text
+    assert int(throttled.headers["retry-after"]) > 0
+    clock.advance(timedelta(minutes=16))
+    assert _login(client, "staff@clinic.test", PASSWORD).status_code == 303
+
+
+def test_throttle_is_per_account_so_colleagues_on_the_same_network_can_still_sign_in(client, srt):
+    add_user(srt, "staff")
+    add_user(srt, "marketing")
+    for _ in range(5):
+        _login(client, "staff@clinic.test", "guess guess guess")
+    assert _login(client, "marketing@clinic.test", PASSWORD).status_code == 303
+
+
+def test_next_parameter_cannot_send_people_to_another_site(client, srt):
+    add_user(srt, "staff")
+    for target in ("https://evil.example/", "//evil.example/admin", "/\\evil.example"):
+        response = _login(client, "staff@clinic.test", PASSWORD, next=target)
+        assert response.headers["location"] == "/admin"
+    assert _login(client, "staff@clinic.test", PASSWORD, next="/admin/replies").headers["location"] == "/admin/replies"
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+def test_sign_out_ends_the_session_even_for_a_copied_cookie(client, srt, clock):
+    user = add_user(srt, "staff")
+    csrf = sign_in_as(client, srt, user, clock.now)
+    copied = client.cookies.get(SESSION_COOKIE)
+    response = client.post("/admin/logout", data={"csrf_token": csrf})
+    assert response.status_code == 303 and response.headers["location"] == "/admin/login?done=signed_out"
+    client.cookies.set(SESSION_COOKIE, copied, domain="clinic.test", path="/admin")
+    assert client.get("/admin").status_code == 303
+
+
+def test_sign_out_needs_the_csrf_token(client, srt, clock):
+    user = add_user(srt, "staff")
+    sign_in_as(client, srt, user, clock.now)
+    assert client.post("/admin/logout", data={}).status_code == 403
+    assert client.get("/admin").status_code == 200
+
+
+def test_session_expires_after_twelve_hours(client, srt, clock):
+    user = add_user(srt, "staff")
+    sign_in_as(client, srt, user, clock.now)
+    clock.advance(timedelta(hours=11, minutes=59))
+    assert client.get("/admin").status_code == 200
+    clock.advance(timedelta(minutes=2))
+    assert client.get("/admin").status_code == 303
+
+
+def test_disabling_a_user_ends_their_session_at_once(client, srt, clock):
+    user = add_user(srt, "staff")
+    sign_in_as(client, srt, user, clock.now)
+    with srt.sessions() as session, session.begin():
+        session.get(User, user.id).disabled = True
+    assert client.get("/admin").status_code == 303
+
+
+def test_a_changed_role_applies_on_the_next_request(client, srt, clock):
+    user = add_user(srt, "staff")
+    sign_in_as(client, srt, user, clock.now)
+    assert client.get("/admin/contacts").status_code == 200
+    with srt.sessions() as session, session.begin():
+        session.get(User, user.id).role = Role.MARKETING
+    assert client.get("/admin/contacts").status_code == 403
+
+
+@pytest.mark.parametrize("tamper", ["", "garbage", "x" * 2000])
+def test_a_forged_or_tampered_cookie_is_ignored(client, srt, clock, tamper):
+    user = add_user(srt, "admin")
+    sign_in_as(client, srt, user, clock.now)
+    value = client.cookies.get(SESSION_COOKIE)
+    forged = tamper or (value[:-3] + ("aaa" if not value.endswith("aaa") else "bbb"))
+    client.cookies.set(SESSION_COOKIE, forged, domain="clinic.test", path="/admin")
+    assert client.get("/admin").status_code == 303
+
+
+def test_a_cookie_signed_with_another_installations_key_is_ignored(tmp_path, client, srt, clock):
+    other = runtime_for(f"sqlite:///{tmp_path / 'other.db'}", secret_key="another-installation-key")
+    user = add_user(srt, "admin")
+    add_user(other, "admin")
+    with other.sessions() as session:
+        value = issue_session(other, session, session.get(User, user.id), clock.now)
+    client.cookies.set(SESSION_COOKIE, value, domain="clinic.test", path="/admin")
+    assert client.get("/admin").status_code == 303
+    other.close()
+
+
+# -- CSRF ---------------------------------------------------------------------------------------
+
+
+def test_state_changing_form_without_csrf_token_is_refused_and_changes_nothing(client, srt, clock):
+    user = add_user(srt, "admin")
+    sign_in_as(client, srt, user, clock.now)
+    response = client.post("/admin/account/tokens", data={"name": "sneaky"})
+    assert response.status_code == 403 and "expired or did not come from this site" in response.text
+    response = client.post("/admin/account/tokens", data={"name": "sneaky", "csrf_token": "wrong"})
+    assert response.status_code == 403
+    with srt.sessions() as session:
+        from models import ApiToken
+
+        assert session.scalar(select(ApiToken.id)) is None
+
+
+def test_csrf_token_is_accepted_from_the_header_for_scripts(client, srt, clock):
+    user = add_user(srt, "admin")
+    csrf = sign_in_as(client, srt, user, clock.now)
+    response = client.post("/admin/account/tokens", data={"name": "ok"}, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 200 and "drip_" in response.text
+
+
+def test_csrf_token_of_one_session_does_not_work_in_another(client, srt, clock):
+    first = add_user(srt, "admin")
+    second = add_user(srt, "staff")
+    old_token = sign_in_as(client, srt, first, clock.now)
+    sign_in_as(client, srt, second, clock.now)
+    assert client.post("/admin/account/tokens", data={"name": "x", "csrf_token": old_token}).status_code == 403

@@ -1,0 +1,309 @@
+"""The staff UI in a real browser: Playwright drives Debian's Chromium against a real uvicorn server
+on a free port (SQLite file database). Each step saves a screenshot to test-artifacts/screenshots/.
+
+Run: `python -m pytest tests/test_browser.py -m browser -s` (the paths of the screenshots are printed).
+Skipped when /usr/bin/chromium is not installed (`apt-get install chromium`).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium "
+                                                     "(apt-get install chromium); browser tests skipped"),
+]
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+expect = playwright_api.expect
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PASSWORD = "browser-test-password"
+LAPTOP = {"width": 1280, "height": 860}
+TABLET = {"width": 768, "height": 1024}
+
+
+@dataclass
+class LiveServer:
+    url: str
+    rt: object
+    clock: object
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    import uvicorn
+
+    import db
+    from conftest import VirtualClock, make_settings
+    from runtime import build_runtime
+    from template_store import sync_from_files
+    from users import create_user
+    from web import create_app
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    path = tmp_path_factory.mktemp("browser") / "drip.db"
+    settings = make_settings(f"sqlite:///{path}", public_url=url)
+    db.upgrade(settings.database_url)
+    rt = build_runtime(settings)
+    clock = VirtualClock()  # a Monday morning in the clinic's zone: inside the send window
+    with rt.sessions() as session, session.begin():
+        sync_from_files(session, settings.templates_dir, clock.now, "drip init")
+        for role, email in (("admin", "admin@example.com"), ("staff", "frontdesk@example.com"),
+                            ("marketing", "marketing@example.com"), ("clinician", "dr.kim@example.com")):
+            create_user(session, email, PASSWORD, role, clock.now, "drip init", name=role.capitalize())
+    config = uvicorn.Config(create_app(rt, clock=clock), host="127.0.0.1", port=port, log_level="warning")
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, name="uvicorn-browser-tests", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not uv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield LiveServer(url, rt, clock)
+    uv.should_exit = True
+    thread.join(timeout=10)
+    rt.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, server):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport=LAPTOP, base_url=server.url)
+    tab = context.new_page()
+    tab.on("dialog", lambda dialog: dialog.accept())  # "Stop everything?" confirmations
+    errors: list[str] = []
+    tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    tab.on("response", lambda response: errors.append(f"{response.status} {response.url}")
+           if response.status >= 400 else None)
+    tab.console_errors = errors  # type: ignore[attr-defined]
+    yield tab
+    context.close()
+
+
+def shot(page, name: str, *, full_page: bool = True) -> Path:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    target = SHOTS / f"{name}.png"
+    page.screenshot(path=str(target), full_page=full_page)
+    print(f"screenshot: {target}")
+    return target
+
+
+def sign_in(page, email: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/admin/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/admin/?$"))
+
+
+def nav(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True).click()
+
+
+def sign_out(page) -> None:  # type: ignore[no-untyped-def]
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/admin/login"))
+
+
+def test_front_desk_enrolls_a_contact_reads_its_timeline_and_unsubscribes_it(page, server):
+    from dispatch import Dispatcher
+
+    page.goto("/admin/login")
+    shot(page, "01-login")
+    sign_in(page, "frontdesk@example.com")
+    nav(page, "Enroll")
+    page.get_by_label("First name").fill("Dana")
+    page.get_by_label("Last name").fill("Reyes")
+    page.get_by_label("Email", exact=True).fill("dana.reyes@example.com")
+    page.get_by_label("Mobile number").fill("(312) 555-0188")
+    page.get_by_role("checkbox", name=re.compile("Emails")).check()
+    page.get_by_role("checkbox", name=re.compile("Text messages")).check()
+    shot(page, "02-enroll-form")
+    page.get_by_role("button", name="Enroll").click()
+    page.wait_for_url(re.compile(r"/admin/contacts/\d+"))
+    assert "Enrolled." in page.locator(".notice").inner_text()
+
+    Dispatcher(server.rt, "browser-test").run_once(server.clock.now)  # the scheduler's next tick
+    page.reload()
+    timeline = page.locator(".timeline")
+    assert "Email: Your consultation request" in timeline.inner_text()
+    assert "Enrolled" in timeline.inner_text() and "Email consent given" in timeline.inner_text()
+    shot(page, "03-contact-timeline")
+
+    page.locator(".tl-message", has_text="Email:").get_by_role("link", name="Open").click()
+    page.wait_for_url(re.compile(r"/admin/messages/\d+"))
+    frame = page.frame_locator("iframe.email-frame")
+    assert "Thank you for reaching out" in frame.locator("body").inner_text()
+    shot(page, "04-message-as-sent")
+    page.go_back()
+
+    page.get_by_role("button", name="Stop everything").click()
+    page.wait_for_url(re.compile(r"done=unsubscribed"))
+    assert "Unsubscribed." in page.locator(".notice").inner_text()
+    assert "stopped by staff" in page.locator(".timeline").inner_text() or \
+        "unsubscribed" in page.locator("#enr-h + .table-wrap").inner_text()
+    shot(page, "05-contact-unsubscribed")
+
+    nav(page, "Contacts")
+    page.get_by_label("Search by last name, email or phone").fill("rey")
+    page.get_by_role("button", name="Search").click()
+    assert page.get_by_role("link", name="Dana Reyes").is_visible()
+    shot(page, "06-contacts-search")
+    assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_marketing_edits_a_template_with_live_preview_and_a_clinician_makes_it_live(page, server):
+    sign_in(page, "marketing@example.com")
+    nav(page, "Templates")
+    shot(page, "07-templates")
+    page.goto("/admin/templates/edit/sms/01-welcome.txt")
+    source = page.get_by_label("Template source")
+    original = source.input_value()
+    changed = original.replace("Thank you for your consultation request.", "Thanks for reaching out to us today.")
+    assert changed != original
+    source.fill(changed)
+    expect(page.locator("#preview-sms")).to_contain_text("Thanks for reaching out")  # the live preview
+    expect(page.locator("#sms-info")).to_contain_text("GSM-7")
+    shot(page, "08-editor-sms-live-preview")
+
+    # A problem appears inline while typing, and goes away when fixed.
+    source.fill(changed.replace("{{ booking_link }}", "{{ booking_lnk }}"))
+    expect(page.locator("#preview .problems")).to_contain_text("booking_lnk")
+    shot(page, "09-editor-inline-error")
+    source.fill(changed)
+    expect(page.locator("#preview .preview-status.ok")).to_be_visible()
+    page.get_by_label("What changed and why").fill("warmer opening")
+    page.get_by_role("button", name="Save draft").click()
+    page.wait_for_url(re.compile(r"/admin/templates/review/sms/01-welcome.txt\?v=2"))
+    assert "waiting for a clinician" in page.content()
+    shot(page, "10-draft-saved")
+
+    page.goto("/admin/templates/edit/email/02-stress-brain.html")
+    for width in ("desktop", "phone"):
+        expect(page.frame_locator(f"iframe.email-frame.{width}").locator("h1")).to_contain_text("chronic stress")
+    shot(page, "11-editor-email-desktop")
+    # Full-page captures leave out-of-process (sandboxed) frames below the fold blank: scroll to it.
+    page.locator("iframe.email-frame.phone").scroll_into_view_if_needed()
+    shot(page, "11b-editor-email-phone", full_page=False)
+    sign_out(page)
+
+    sign_in(page, "dr.kim@example.com")
+    nav(page, "Templates")
+    page.get_by_role("link", name="sms/01-welcome.txt version 2").click()
+    assert "+" in page.locator("pre.diff").inner_text()
+    shot(page, "12-clinician-review")
+    page.get_by_role("button", name="Approve and make live").click()
+    page.wait_for_url(re.compile(r"done=approved"))
+    assert "now live" in page.locator(".notice").inner_text()
+    shot(page, "13-approved-live")
+
+    page.goto("/admin/campaigns/ketamine-consult")
+    assert "Thanks for reaching out to us today." in page.locator("#msg-welcome-sms").inner_text()
+    shot(page, "14-campaign-timeline")
+    page.goto("/admin/templates/history/sms/01-welcome.txt")
+    shot(page, "15-template-history")
+
+
+def test_staff_imports_a_csv_with_one_bad_row(page, server, tmp_path):
+    csv_file = tmp_path / "leads.csv"
+    rows = ["first_name,last_name,email,phone,consent_email,consent_sms"]
+    rows += [f"Lead{i},Import,lead{i}@example.com,,yes,no" for i in range(40)]
+    rows.insert(5, "Broken,Row,not-an-email,,yes,no")
+    csv_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    sign_in(page, "frontdesk@example.com")
+    nav(page, "Import")
+    page.get_by_label("CSV file").set_input_files(str(csv_file))
+    page.get_by_role("button", name="Upload and preview").click()
+    assert "41 rows" in page.content() and page.locator(".preview-table tbody tr").count() == 5
+    shot(page, "16-import-preview")
+    page.get_by_role("button", name=re.compile(r"Import 41 rows")).click()
+    page.wait_for_selector("#import-result", timeout=20_000)  # the script polls, then shows the report
+    assert page.locator("#import-failed").inner_text() == "1"
+    assert "not-an-email" in page.locator("table.errors").inner_text() or \
+        "email" in page.locator("table.errors").inner_text()
+    assert page.locator("table.errors tbody tr").count() == 1
+    assert page.locator("table.errors tbody th").inner_text() == "6"
+    shot(page, "17-import-report")
+
+
+def test_every_page_renders_for_an_admin_at_laptop_and_tablet_width(page, server):
+    from dispatch import Dispatcher
+    from helpers import add_contact
+    from models import InboundMessage
+
+    moment = server.clock.now
+    contact_id = add_contact(server.rt, moment, email="alex.crisis@example.com", phone="+13125550177")
+    Dispatcher(server.rt, "browser-test").run_once(moment)
+    with server.rt.sessions() as session, session.begin():
+        session.add(InboundMessage(contact_id=contact_id, from_number="+13125550177", body="I don't want to be here "
+                                   "anymore", classification="crisis", crisis=True, received_at=moment))
+        session.add(InboundMessage(contact_id=contact_id, from_number="+13125550177", body="Do you take insurance?",
+                                   classification="other", received_at=moment - timedelta(minutes=3)))
+    sign_in(page, "admin@example.com")
+    pages = [("18-dashboard", "/admin?fresh=1"), ("19-replies", "/admin/replies"), ("20-contacts", "/admin/contacts"),
+             ("21-campaigns", "/admin/campaigns"), ("22-users", "/admin/users"), ("23-audit-log", "/admin/audit"),
+             ("24-settings", "/admin/settings"), ("25-account", "/admin/account"),
+             ("26-import", "/admin/import")]
+    for name, path in pages:
+        response = page.goto(path)
+        assert response is not None and response.status == 200, path
+        shot(page, name)
+    assert page.console_errors == []  # type: ignore[attr-defined]  # no CSP violations or script errors
+    page.goto("/admin")
+    assert page.locator("svg.funnel-chart").count() >= 1
+    page.set_viewport_size(TABLET)
+    for name, path in (("27-tablet-dashboard", "/admin"), ("28-tablet-contact", f"/admin/contacts/{contact_id}"),
+                       ("29-tablet-editor", "/admin/templates/edit/email/01-welcome.html")):
+        page.goto(path)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
+        shot(page, name)
+
+
+def test_keyboard_only_sign_in_and_navigation(page, server):
+    page.goto("/admin/login")
+    assert page.evaluate("document.activeElement.id") == "f-email"  # autofocus: type at once
+    page.keyboard.type("frontdesk@example.com")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "f-password"
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/admin/?$"))
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent").strip() == "Skip to content"
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.closest('main') !== null")
+    assert focused  # the skip link jumps past the navigation
+    for _ in range(3):  # the navigation is reachable too, in order
+        page.keyboard.press("Shift+Tab")
+    shot(page, "30-keyboard-focus", full_page=False)
