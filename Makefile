@@ -37,5 +37,8 @@ sandbox: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+bench: $(TEST_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) drip.db drip.db-wal drip.db-shm .pytest_cache

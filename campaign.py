@@ -68,28 +68,52 @@ class Campaign:
         raise KeyError(step_id)
 
 
+MAX_DELAY = timedelta(days=366)  # a follow-up sequence is weeks long; a year is already generous
+MAX_TEMPLATE_PATH = 200
+_TEMPLATE_PATH = re.compile(r"(?:email|sms)/[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """`repr(value)` cut short: error messages quote what was written, not a megabyte of it."""
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def parse_delay(value: Any) -> timedelta:
-    """`0`, `30m`, `2h`, `3d`, `1d 12h` → timedelta. Raises ValueError with the accepted forms."""
+    """`0`, `30m`, `2h`, `3d`, `1d 12h` → timedelta (at most `MAX_DELAY`). Raises ValueError with
+    the accepted forms."""
+    problem = ValueError(f"{_shown(value)} is not a delay; write e.g. 0m, 30m, 2h, 3d or 1d 12h")
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if value > MAX_DELAY.total_seconds():
+            raise ValueError(f"{value} seconds is longer than {MAX_DELAY.days} days")
         return timedelta(seconds=value)
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or len(str(value)) > 100:
+        raise problem
     text = str(value).strip().lower()
     if text in ("0", "now", "immediately"):
         return timedelta(0)
     parts = _DELAY_PART.findall(text)
     if not parts or _DELAY_PART.sub("", text).strip():
-        raise ValueError(f"{value!r} is not a delay; write e.g. 0m, 30m, 2h, 3d or 1d 12h")
+        raise problem
     units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
     total = timedelta()
-    for amount, unit in parts:
-        total += timedelta(**{units[unit]: int(amount)})
+    try:
+        for amount, unit in parts:
+            total += timedelta(**{units[unit]: int(amount)})
+    except OverflowError:
+        total = MAX_DELAY + timedelta(days=1)
+    if total > MAX_DELAY:
+        raise ValueError(f"{_shown(value)} is longer than {MAX_DELAY.days} days")
     return total
 
 
 def _parse_time(value: Any, file: str, path: str) -> time:
-    text = str(value).strip()
+    text = str(value).strip() if isinstance(value, (str, int)) else ""
     match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
     if not match or int(match[1]) > 24 or int(match[2]) > 59:
-        raise CampaignError(file, path, f"{value!r} is not a time of day; write HH:MM such as 09:00")
+        raise CampaignError(file, path, f"{_shown(value)} is not a time of day; write HH:MM such as 09:00")
     hour, minute = int(match[1]), int(match[2])
     if hour == 24:
         if minute:
@@ -102,6 +126,16 @@ def _expect(data: Any, kind: type | tuple[type, ...], file: str, path: str, what
     if not isinstance(data, kind):
         raise CampaignError(file, path, f"must be {what}, got {type(data).__name__}")
     return data
+
+
+def _text(data: Any, file: str, path: str, default: str = "") -> str:
+    """A scalar field as text. Lists and mappings are refused before `str()` sees them: YAML
+    aliases can make a small file stand for a gigantic nested list ("billion laughs")."""
+    if data is None:
+        return default
+    if isinstance(data, (list, dict)):
+        raise CampaignError(file, path, f"must be text, got a {type(data).__name__}")
+    return str(data)
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -119,6 +153,8 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise CampaignError(file, "", f"not valid YAML: {getattr(exc, 'problem', exc)}", line) from None
+    except RecursionError:
+        raise CampaignError(file, "", "not valid YAML: nested too deeply") from None
     data = _expect(data, dict, file, "(top level)", "a mapping of fields")
     known = {
         "id", "name", "description", "steps", "send_window", "frequency_cap_per_day",
@@ -126,19 +162,21 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
     }
     for key in data:
         if key not in known:
-            raise CampaignError(file, str(key), f"unknown field; known fields: {', '.join(sorted(known))}",
-                                _line_of(text, str(key)))
-    campaign_id = str(data.get("id", "")).strip()
+            raise CampaignError(file, _shown(key, 40).strip("'"),
+                                f"unknown field; known fields: {', '.join(sorted(known))}",
+                                _line_of(text, str(key)) if isinstance(key, str) else None)
+    campaign_id = _text(data.get("id"), file, "id").strip()
     if not _ID.match(campaign_id):
         raise CampaignError(file, "id", "required: lowercase letters, digits and dashes", _line_of(text, "id"))
-    name = str(data.get("name") or campaign_id)
+    name = _text(data.get("name"), file, "name") or campaign_id
+    description = _text(data.get("description"), file, "description")
 
     window = SendWindow()
     if "send_window" in data:
         raw = _expect(data["send_window"], dict, file, "send_window", "a mapping")
         extra = set(raw) - {"start", "end", "skip_weekends", "email", "spread_minutes"}
         if extra:
-            raise CampaignError(file, f"send_window.{sorted(extra)[0]}", "unknown field")
+            raise CampaignError(file, f"send_window.{sorted(map(str, extra))[0]}", "unknown field")
         spread = raw.get("spread_minutes", 20)
         if not isinstance(spread, int) or isinstance(spread, bool) or not 0 <= spread <= 240:
             raise CampaignError(file, "send_window.spread_minutes", "must be a whole number from 0 to 240")
@@ -159,8 +197,8 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
     exit_on = data.get("exit_on", list(EXIT_CONDITIONS))
     _expect(exit_on, list, file, "exit_on", "a list")
     for condition in exit_on:
-        if condition not in EXIT_CONDITIONS:
-            raise CampaignError(file, "exit_on", f"{condition!r} unknown; choose from {', '.join(EXIT_CONDITIONS)}")
+        if not isinstance(condition, str) or condition not in EXIT_CONDITIONS:
+            raise CampaignError(file, "exit_on", f"{_shown(condition)} unknown; choose from {', '.join(EXIT_CONDITIONS)}")
 
     raw_steps = _expect(data.get("steps"), list, file, "steps", "a list of steps")
     if not raw_steps:
@@ -170,7 +208,7 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
     for index, raw_step in enumerate(raw_steps):
         path = f"steps[{index}]"
         _expect(raw_step, dict, file, path, "a mapping with id, delay, channel, template")
-        step_id = str(raw_step.get("id", "")).strip()
+        step_id = _text(raw_step.get("id"), file, f"{path}.id").strip()
         if not _ID.match(step_id):
             raise CampaignError(file, f"{path}.id", "required: lowercase letters, digits and dashes")
         if step_id in seen:
@@ -179,19 +217,23 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
         path = f"steps[{index}] ({step_id})"
         extra = set(raw_step) - {"id", "delay", "channel", "template"}
         if extra:
-            raise CampaignError(file, f"{path}.{sorted(extra)[0]}", "unknown field; a step has id, delay, channel, template")
+            raise CampaignError(file, f"{path}.{sorted(map(str, extra))[0]}", "unknown field; a step has id, delay, channel, template")
         try:
             delay = parse_delay(raw_step.get("delay", "0m"))
         except ValueError as exc:
             raise CampaignError(file, f"{path}.delay", str(exc)) from None
-        channel_name = str(raw_step.get("channel", "")).strip().lower()
+        channel_name = _text(raw_step.get("channel"), file, f"{path}.channel").strip().lower()
         if channel_name not in (Channel.EMAIL, Channel.SMS):
-            raise CampaignError(file, f"{path}.channel", f"{raw_step.get('channel')!r} is not a channel; use email or sms")
+            raise CampaignError(file, f"{path}.channel", f"{_shown(raw_step.get('channel'))} is not a channel; use email or sms")
         channel = Channel(channel_name)
-        template = str(raw_step.get("template", "")).strip()
+        template = _text(raw_step.get("template"), file, f"{path}.template").strip()
         expected_prefix = "email/" if channel == Channel.EMAIL else "sms/"
         if not template.startswith(expected_prefix):
             raise CampaignError(file, f"{path}.template", f"an {channel} step's template must be under {expected_prefix}")
+        if len(template) > MAX_TEMPLATE_PATH or not _TEMPLATE_PATH.fullmatch(template) or \
+                ".." in template.split("/"):
+            raise CampaignError(file, f"{path}.template",
+                                f"{_shown(template)} is not a template name such as {expected_prefix}01-welcome.html")
         if templates_dir is not None and not (templates_dir / template).is_file():
             raise CampaignError(file, f"{path}.template", f"{template} does not exist in {templates_dir}")
         if steps and delay < steps[-1].delay:
@@ -201,7 +243,7 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
     return Campaign(
         id=campaign_id,
         name=name,
-        description=str(data.get("description") or ""),
+        description=description,
         steps=tuple(steps),
         send_window=window,
         frequency_cap_per_day=cap,

@@ -535,5 +535,14 @@ def sandbox(host: str, port: int, webhook_base: str | None) -> None:
     )
 
 
+def _register_migrate_data() -> None:
+    from migrate_data import migrate_data_command
+
+    main.add_command(migrate_data_command)
+
+
+_register_migrate_data()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import unicodedata
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
@@ -50,22 +52,50 @@ def normalize_email(raw: str, field: str = "email") -> str:
     return result.normalized.lower()
 
 
+# Right-to-left overrides and isolates: in a name they only serve to make text display in an
+# order other than it is stored ("Trojan Source" spoofing in the staff UI and in messages).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def normalize_name(raw: str | None, field: str) -> str:
+    """Whitespace folded; `FieldError` for more than `MAX_NAME` characters, control characters
+    (NUL and friends: PostgreSQL cannot store NUL), lone surrogates (not encodable as UTF-8, so
+    no database can store them) and bidirectional overrides."""
     text = " ".join((raw or "").split())
     if len(text) > MAX_NAME:
         raise FieldError(field, f"is longer than {MAX_NAME} characters")
-    if any(ord(ch) < 32 for ch in text):
-        raise FieldError(field, "contains control characters")
+    for ch in text:
+        category = unicodedata.category(ch)
+        if category == "Cc":
+            raise FieldError(field, "contains control characters")
+        if category == "Cs":
+            raise FieldError(field, "contains characters that are not valid text (broken encoding?)")
+        if ch in _BIDI_CONTROLS:
+            raise FieldError(field, "contains invisible text-direction characters")
     return text
 
 
+_ZONE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
+MAX_ZONE = 64
+
+
 def check_timezone(raw: str, field: str = "timezone") -> str:
+    """An IANA zone name (`America/Chicago`) or `FieldError`.
+
+    Zone names are file paths inside the tz database: a folder name ("America"), a very long
+    name or one with odd characters makes `ZoneInfo` raise OSError rather than "not found", so
+    only the IANA name syntax reaches it."""
     text = raw.strip()
-    if text not in _zones():
-        try:
-            ZoneInfo(text)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise FieldError(field, f"{text!r} is not an IANA time zone such as America/New_York") from None
+    if text in _zones():
+        return text
+    shown = text if len(text) <= MAX_ZONE else text[:MAX_ZONE] + "…"
+    problem = FieldError(field, f"{shown!r} is not an IANA time zone such as America/New_York")
+    if len(text) > MAX_ZONE or not _ZONE_KEY.fullmatch(text):
+        raise problem
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise problem from None
     return text
 
 

@@ -42,7 +42,7 @@ import yaml
 from jinja2 import BaseLoader, ChainableUndefined, ChoiceLoader, DictLoader, FileSystemLoader, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
-from rendering import TEMPLATE_VARIABLES, RenderedEmail
+from rendering import TEMPLATE_VARIABLES, BoundedSandbox, RenderedEmail
 
 __all__ = [
     "RULES",
@@ -387,8 +387,9 @@ _MARKERS = {name: _marker(name) for name in TEMPLATE_VARIABLES}
 
 
 def _probe_render(name: str, loader: BaseLoader, channel: Channel) -> str:
-    """Render `name` with a marker for every variable; raises Jinja errors."""
-    env = SandboxedEnvironment(
+    """Render `name` with a marker for every variable; raises Jinja errors (and
+    `RenderBudgetError` for a template that would run too long or grow too big)."""
+    env = BoundedSandbox(
         loader=loader,
         undefined=ChainableUndefined,
         autoescape=lambda n: bool(n and n.endswith((".html", ".htm"))),

@@ -7,7 +7,8 @@ production option; several workers on several machines share one database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import KeyValue
@@ -88,6 +90,83 @@ def write_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def bulk_insert(connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Insert many rows at driver speed, inside `connection`'s transaction.
+
+    PostgreSQL: `COPY … FROM STDIN` (psycopg formats the rows in C). SQLite: the driver's own
+    executemany. Values go through each column type's bind processing first, so they are
+    stored exactly as an ORM insert would store them (e.g. UTC datetimes, JSON text)."""
+    if not rows:
+        return
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        _bulk_insert(connection, table, columns, rows)
+    except dbapi.IntegrityError as exc:  # as SQLAlchemy would raise it, so callers catch one type
+        raise IntegrityError(f"bulk insert into {table.name}", None, exc) from exc
+
+
+def _bulk_insert(connection: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    dialect = connection.dialect
+    types = [table.c[name].type for name in columns]
+    raw = connection.connection.driver_connection
+    if dialect.name == "postgresql":
+        # COPY's text format: JSON must be text; everything else psycopg dumps itself.
+        json_positions = [i for i, type_ in enumerate(types) if isinstance(type_, JSON)]
+        names = ", ".join(f'"{name}"' for name in columns)
+        dumped: dict[int, tuple[Any, str]] = {}  # id(value) → (value, JSON): shared dicts once
+        with raw.cursor() as cursor, cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                if json_positions:
+                    row = list(row)
+                    for i in json_positions:
+                        value = row[i]
+                        if value is not None:
+                            cached = dumped.get(id(value))
+                            if cached is None or cached[0] is not value:
+                                cached = dumped[id(value)] = (value, json.dumps(value))
+                            row[i] = cached[1]
+                copy.write_row(row)
+        return
+    processors = [type_.dialect_impl(dialect).bind_processor(dialect) for type_ in types]
+    active = [(i, p) for i, p in enumerate(processors) if p is not None]
+    if active:
+        # Most values repeat (the same `now` on every row): process each distinct one once.
+        caches: list[dict[Any, Any]] = [{} for _ in active]
+        converted = []
+        for row in rows:
+            values = list(row)
+            for (i, process), cache in zip(active, caches):
+                value = values[i]
+                try:
+                    values[i] = cache[value]
+                except KeyError:
+                    values[i] = cache[value] = process(value)
+                except TypeError:  # unhashable (a JSON dict)
+                    values[i] = process(value)
+            converted.append(values)
+        rows = converted
+    marks = ", ".join("?" for _ in columns)
+    names = ", ".join(f'"{name}"' for name in columns)
+    raw.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
+
+
+def allocate_ids(connection: Connection, table: Table, count: int) -> list[int]:
+    """`count` new primary keys for `table`, as its own inserts would get them.
+
+    PostgreSQL: from the column's sequence, so concurrent writers never collide. SQLite: the
+    next rowids (max + 1, + 2, ...), which is what SQLite itself would assign — only safe inside a
+    transaction that holds the write lock (`write_transaction`: BEGIN IMMEDIATE) until it commits."""
+    if count == 0:
+        return []
+    if connection.dialect.name == "postgresql":
+        return list(connection.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
+            {"table": table.name, "count": count},
+        ).scalars())
+    highest = connection.execute(select(func.max(table.c.id))).scalar() or 0
+    return list(range(highest + 1, highest + 1 + count))
 
 
 def alembic_config(url: str) -> Config:

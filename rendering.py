@@ -2,15 +2,33 @@
 
 Marketing-edited templates are untrusted input (SPEC decision 5): they run in a
 `SandboxedEnvironment`, an undefined variable is an error rather than an empty string, HTML output
-is autoescaped, and output size is capped so a runaway loop cannot exhaust memory.
+is autoescaped, and every render is bounded (`BoundedSandbox`):
+
+- *time*: a render that runs longer than `MAX_RENDER_SECONDS` stops with a `RenderError`. Jinja has
+  no `while`, so a template can only run long through loops or calls: every `{% for %}` is
+  compiled to iterate through a checkpoint, and every call, attribute lookup, filter and operator
+  the sandbox sees checks the clock too (no tracer: a few nanoseconds each). A loop with an
+  empty body (`{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}`)
+  produces no output to count, but still passes a checkpoint on every iteration.
+- *size*: the output is capped at `MAX_OUTPUT_CHARS`, and so is every value a template builds
+  (`~`, `+`, `*`, filters, method calls) -- checked *before* the big allocations (repeating a
+  string, padding to a width, joining) where Python would otherwise build a gigabyte first.
+  Integers given to calls and filters are capped (`MAX_INT_ARGUMENT`), powers and products of
+  integers too (`9**9**9` would run for hours).
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import css_inline
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec used by sms_info)
@@ -26,10 +44,16 @@ from jinja2 import (
     TemplateSyntaxError,
     UndefinedError,
 )
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.environment import Template
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from markupsafe import Markup
 
 MAX_OUTPUT_CHARS = 500_000  # far above any real email; stops `{% for %}` bombs
+MAX_RENDER_SECONDS = 2.0  # a real email renders in a few milliseconds
+MAX_INT_ARGUMENT = 1_000_000  # no message needs a bigger number; "x".center(10**9) would take 1 GB
+MAX_INT_BITS = 10_000  # about 3,000 decimal digits
 SMS_MAX_SEGMENTS = 2
 
 # Every variable a template may use; `drip templates check` renders with exactly these.
@@ -88,6 +112,223 @@ def sms_info(body: str) -> SmsInfo:
     return SmsInfo(encoding=encoding, characters=len(body), units=units, segments=segments)
 
 
+class RenderBudgetError(SecurityError):
+    """A template ran longer than `MAX_RENDER_SECONDS` or built a value larger than allowed."""
+
+
+_budget = threading.local()
+
+
+@contextmanager
+def render_budget(seconds: float | None = None) -> Iterator[None]:
+    """Bound the renders inside this block (on this thread) to `seconds` in all.
+
+    Nested blocks share the outermost deadline: rendering an email's subject, body and included
+    templates is one budget."""
+    if getattr(_budget, "deadline", None) is not None:
+        yield
+        return
+    deadline = time.monotonic() + (MAX_RENDER_SECONDS if seconds is None else seconds)
+    _budget.deadline = deadline
+    try:
+        yield
+    finally:
+        if getattr(_budget, "deadline", None) == deadline:
+            _budget.deadline = None
+
+
+def _check_time() -> None:
+    deadline = getattr(_budget, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise RenderBudgetError(
+            f"rendering took longer than {MAX_RENDER_SECONDS:g} s (a loop that never ends, or one far too big?)")
+
+
+def _too_big(what: str) -> RenderBudgetError:
+    return RenderBudgetError(f"{what} would be larger than {MAX_OUTPUT_CHARS:,} characters")
+
+
+def _weight(value: Any) -> int:
+    """Roughly how many characters `value` stands for (a list counts its strings' lengths)."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, (list, tuple, set, frozenset, dict)):
+        return len(value) + sum(len(item) for item in value if isinstance(item, (str, bytes)))
+    return 1
+
+
+def _check_size(value: Any, what: str = "a value") -> Any:
+    if isinstance(value, (str, bytes, list, tuple, set, frozenset, dict)) and _weight(value) > MAX_OUTPUT_CHARS:
+        raise _too_big(what)
+    return value
+
+
+# "%999999999d", "{:>999999999}": a width or precision of seven digits or more.
+_HUGE_FORMAT_FIELD = re.compile(r"%[-#0 +]*\d{7,}|%[-#0 +]*\d*\.\d{7,}|\{[^{}]*:[^{}]*\d{7,}[^{}]*\}")
+
+
+def _check_format(template: Any) -> None:
+    if isinstance(template, str) and _HUGE_FORMAT_FIELD.search(template):
+        raise _too_big("a formatted value")
+
+
+def _check_arguments(values: Iterable[Any]) -> None:
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT_ARGUMENT:
+            raise RenderBudgetError(f"the number {value} is too large for a template (at most {MAX_INT_ARGUMENT:,})")
+        if isinstance(value, (str, bytes, list, tuple, set, frozenset, dict)) and _weight(value) > MAX_OUTPUT_CHARS:
+            raise _too_big("an argument")
+
+
+def _bounded_filter(func: Any) -> Any:
+    """A filter that checks the clock and refuses oversized arguments and results. `wraps` keeps
+    Jinja's pass_context/pass_environment markers."""
+
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_time()
+        _check_arguments(chain(args, kwargs.values()))
+        if getattr(func, "__name__", "") in ("do_format", "format"):
+            _check_format(next((a for a in args if isinstance(a, str)), None))
+        if getattr(func, "__name__", "") == "do_replace":
+            _check_replace(args)
+        return _check_size(func(*args, **kwargs), "a filter's result")
+
+    return bounded
+
+
+def _check_replace(args: tuple[Any, ...]) -> None:
+    """`replace` can multiply a string's size (replacing "" inserts between every character)."""
+    strings = [a for a in args if isinstance(a, str)]
+    if len(strings) >= 3:
+        text, old, new = strings[-3:]
+        growth = (text.count(old) if old else len(text) + 1) * max(0, len(new) - len(old))
+        if len(text) + growth > MAX_OUTPUT_CHARS:
+            raise _too_big("the replaced text")
+
+
+def _bounded_iter(iterable: Iterable[Any]) -> Iterator[Any]:
+    """What every `{% for %}` iterates through: a clock check per item."""
+    for item in iterable:
+        _check_time()
+        yield item
+
+
+class _BudgetCodeGenerator(CodeGenerator):
+    """Compiles `{% for x in <expr> %}` to `for x in environment.bounded_iter(<expr>)` and every
+    `~` concatenation to `environment.checked_size(...)`. (Jinja forbids new node types, so the
+    loop's iterable node is marked and wrapped when it is written out.)"""
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:  # noqa: N802
+        for loop in node.find_all(nodes.For):
+            loop.iter.drip_bounded = True  # type: ignore[attr-defined]
+        super().visit_Template(node, frame)
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if getattr(node, "drip_bounded", False):
+            self.write("environment.bounded_iter(")
+            super().visit(node, *args, **kwargs)
+            self.write(")")
+            return None
+        return super().visit(node, *args, **kwargs)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # noqa: N802
+        self.write("environment.checked_size(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+class _BudgetTemplate(Template):
+    """Every render of a template -- also by callers that use Jinja's API directly -- is bounded."""
+
+    def render(self, *args: Any, **kwargs: Any) -> str:
+        with render_budget():
+            return _check_size(super().render(*args, **kwargs), "the output")
+
+    def generate(self, *args: Any, **kwargs: Any) -> Iterator[str]:
+        with render_budget():
+            yield from super().generate(*args, **kwargs)
+
+
+# String methods that can build huge values in one call and that no message template needs.
+_UNSAFE_STR_METHODS = frozenset({"translate", "maketrans", "expandtabs", "encode", "format_map"})
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """Jinja's sandbox with a time budget and size limits (see the module docstring)."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%", "//"})
+    code_generator_class = _BudgetCodeGenerator
+    template_class = _BudgetTemplate
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.filters = {name: _bounded_filter(func) for name, func in self.filters.items()}
+        # lipsum(n=...) runs for as long as it is asked to, in one call the clock cannot interrupt.
+        self.globals.pop("lipsum", None)
+
+    bounded_iter = staticmethod(_bounded_iter)
+
+    @staticmethod
+    def checked_size(value: Any) -> Any:
+        _check_time()
+        return _check_size(value, "joined text")
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, str) and attr in _UNSAFE_STR_METHODS:
+            return False
+        return bool(super().is_safe_attribute(obj, attr, value))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _check_time()
+        if isinstance(obj, str) and attribute == "format":
+            _check_format(obj)
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _check_time()
+        return super().getitem(obj, argument)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
+        _check_time()
+        _check_arguments(chain(args, kwargs.values()))
+        if getattr(__obj, "__name__", "") == "replace" and isinstance(getattr(__obj, "__self__", None), str):
+            _check_replace((__obj.__self__, *args))
+        if getattr(__obj, "__name__", "") == "join" and isinstance(getattr(__obj, "__self__", None), str) and args:
+            items = args[0]
+            if isinstance(items, (list, tuple)) and \
+                    _weight(items) + len(__obj.__self__) * len(items) > MAX_OUTPUT_CHARS:
+                raise _too_big("the joined text")
+        result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+        return _check_size(result, "a call's result")
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _check_time()
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(times, int) and not isinstance(times, bool) and \
+                        isinstance(seq, (str, bytes, list, tuple)) and _weight(seq) * max(times, 0) > MAX_OUTPUT_CHARS:
+                    raise _too_big("the repeated value")
+            if isinstance(left, int) and isinstance(right, int) and \
+                    left.bit_length() + right.bit_length() > MAX_INT_BITS:
+                raise RenderBudgetError("the product is too large a number for a template")
+        elif operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and right > 0 and \
+                    max(1, left.bit_length()) * right > MAX_INT_BITS:
+                raise RenderBudgetError("the power is too large a number for a template")
+        elif operator == "+":
+            if isinstance(left, (str, bytes, list, tuple)) and isinstance(right, (str, bytes, list, tuple)) and \
+                    _weight(left) + _weight(right) > MAX_OUTPUT_CHARS:
+                raise _too_big("the sum")
+        elif operator == "%":
+            _check_format(left)
+            if isinstance(right, tuple):
+                _check_arguments(right)
+            else:
+                _check_arguments([right])
+        return _check_size(super().call_binop(context, operator, left, right), "a computed value")
+
+
 class _CappedOutput:
     @staticmethod
     def join(chunks: object, name: str) -> str:
@@ -97,6 +338,7 @@ class _CappedOutput:
             size += len(chunk)
             if size > MAX_OUTPUT_CHARS:
                 raise RenderError(name, f"output is larger than {MAX_OUTPUT_CHARS:,} characters")
+            _check_time()
             parts.append(chunk)
         return "".join(parts)
 
@@ -114,7 +356,7 @@ class Renderer:
             loaders.append(DictLoader(dict(overrides)))
         loaders.append(FileSystemLoader(str(templates_dir)))
         self.templates_dir = templates_dir
-        self.env = SandboxedEnvironment(
+        self.env = BoundedSandbox(
             loader=ChoiceLoader(loaders),
             undefined=StrictUndefined,
             autoescape=_autoescape,
@@ -134,9 +376,12 @@ class Renderer:
 
     def _run(self, name: str, generate) -> str:  # type: ignore[no-untyped-def]
         try:
-            return _CappedOutput.join(generate(), name)
+            with render_budget():
+                return _CappedOutput.join(generate(), name)
         except RenderError:
             raise
+        except RenderBudgetError as exc:
+            raise RenderError(name, str(exc), _template_line(exc, name)) from None
         except UndefinedError as exc:
             raise RenderError(name, f"{exc.message}; available variables: {', '.join(TEMPLATE_VARIABLES)}", _template_line(exc, name)) from None
         except SecurityError as exc:
@@ -149,7 +394,12 @@ class Renderer:
             raise RenderError(name, f"{type(exc).__name__}: {exc}", _template_line(exc, name)) from None
 
     def render_email(self, name: str, context: Mapping[str, str]) -> RenderedEmail:
-        """Subject, inlined HTML and a plain-text part for an email template."""
+        """Subject, inlined HTML and a plain-text part for an email template (one time budget for
+        all three renders)."""
+        with render_budget():
+            return self._render_email(name, context)
+
+    def _render_email(self, name: str, context: Mapping[str, str]) -> RenderedEmail:
         template = self._template(name)
         if "subject" not in template.blocks:
             raise RenderError(name, "an email template needs {% block subject %}")

@@ -107,8 +107,15 @@ _NOT_WORD = re.compile(r"[\W_]+")
 _STRETCHED = re.compile(r"([^\W\d_])\1{2,}")  # a letter three or more times in a row
 
 
+def _visible(text: str) -> str:
+    """`text` without invisible format characters (zero-width space/joiners, word joiner, BOM,
+    soft hyphen, direction marks): pasted text and some keyboards put them inside words, and
+    "k\u200bill" must read as "kill" -- a crisis or an opt-out must not hide behind them."""
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def _words(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).casefold().translate(_APOSTROPHES)
+    text = unicodedata.normalize("NFKC", _visible(text)).casefold().translate(_APOSTROPHES)
     text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     text = _STRETCHED.sub(r"\1", text)
     return _NOT_WORD.sub(" ", text).strip()
@@ -243,7 +250,7 @@ def _first_match(
 
 def _keyword(body: str) -> str | None:
     """The whole message, if it is a keyword once trimmed of whitespace, punctuation and emoji."""
-    text = unicodedata.normalize("NFKC", body[:MAX_REPLY_CHARS])
+    text = unicodedata.normalize("NFKC", _visible(body[:MAX_REPLY_CHARS]))
     start, end = 0, len(text)
     while start < end and not text[start].isalnum():
         start += 1

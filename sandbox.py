@@ -18,7 +18,9 @@ Control API (JSON):
 ==========================================  ======================================================
 ``GET/POST /_sandbox/config``                read / change credentials, callback targets, delays
 ``GET/DELETE /_sandbox/messages``            recorded messages (``?provider=&to=&limit=``) / reset
-``GET/POST/DELETE /_sandbox/faults``         fault queue, latency, per-recipient rules
+``GET/POST/DELETE /_sandbox/faults``         fault queue, latency, per-recipient rules, random
+                                             faults (``{"random": {"twilio": {"rate": 0.3,
+                                             "faults": [{"status": 503}], "seed": 1}}}``)
 ``GET /_sandbox/sendgrid-public-key``        ``{"public_key": <base64 DER SubjectPublicKeyInfo>}``
 ``POST /_sandbox/twilio/inbound``            ``{"from","to","body"}``: act as a patient texting in
 ``POST /_sandbox/twilio/status``             ``{"sid","status","error_code"?}``: a status callback
@@ -56,6 +58,7 @@ import html
 import ipaddress
 import json
 import math
+import random
 import re
 import secrets
 import socket
@@ -429,6 +432,8 @@ class SandboxState:
         self._messages: list[dict[str, Any]] = []
         self._by_id: dict[str, dict[str, Any]] = {}
         self._faults: dict[Provider, deque[list[Any]]] = {p: deque() for p in PROVIDERS}
+        # provider -> (rate, faults to pick from, rng): "fail this share of requests at random".
+        self._random_faults: dict[Provider, tuple[float, tuple[Fault, ...], random.Random]] = {}
         self._latency_ms: dict[Provider, int] = {p: 0 for p in PROVIDERS}
         self._rules: list[RecipientRule] = []
         self._callbacks: deque[dict[str, Any]] = deque(maxlen=self._config.max_callback_log)
@@ -535,6 +540,22 @@ class SandboxState:
         with self._lock:
             self._faults[provider].append([fault, fault.times])
 
+    def set_random_faults(self, provider: Provider, rate: float, faults: Iterable[Fault],
+                          seed: int | None = None) -> None:
+        """Answer about `rate` (0..1) of the requests to `provider` that no queued fault takes with a
+        fault picked at random from `faults` (seeded, so a test is repeatable). Rate 0 turns it off."""
+        _check_provider(provider)
+        choices = tuple(faults)
+        if not 0 <= rate <= 1:
+            raise ValueError("rate must be between 0 and 1")
+        if rate and not choices:
+            raise ValueError("give at least one fault to pick from")
+        with self._lock:
+            if rate:
+                self._random_faults[provider] = (rate, choices, random.Random(seed))
+            else:
+                self._random_faults.pop(provider, None)
+
     def set_latency(self, provider: Provider, latency_ms: int) -> None:
         _check_provider(provider)
         if latency_ms < 0:
@@ -551,6 +572,7 @@ class SandboxState:
         with self._lock:
             for queue in self._faults.values():
                 queue.clear()
+            self._random_faults.clear()
             self._latency_ms = {p: 0 for p in PROVIDERS}
             self._rules.clear()
 
@@ -558,6 +580,10 @@ class SandboxState:
         with self._lock:
             queue = self._faults[provider]
             if not queue:
+                chance = self._random_faults.get(provider)
+                if chance is not None and chance[2].random() < chance[0]:
+                    self.stats[f"{provider}_random_faults"] += 1
+                    return chance[2].choice(chance[1])
                 return None
             entry = queue[0]
             entry[1] -= 1
@@ -582,6 +608,8 @@ class SandboxState:
                 "latency_ms": dict(self._latency_ms),
                 **{p: [dict(dataclasses.asdict(f), remaining=n) for f, n in q] for p, q in self._faults.items()},
                 "rules": [dataclasses.asdict(r) for r in self._rules],
+                "random": {p: {"rate": rate, "faults": [dataclasses.asdict(f) for f in faults]}
+                           for p, (rate, faults, _rng) in self._random_faults.items()},
                 "default_rules": [dataclasses.asdict(r) for r in DEFAULT_RULES]
                 if self._config.default_rules
                 else [],
@@ -591,7 +619,7 @@ class SandboxState:
         """Apply a POST /_sandbox/faults body (validated before anything changes)."""
         if not isinstance(data, dict):
             raise ValueError("expected a JSON object")
-        unknown = set(data) - {"latency_ms", "twilio", "sendgrid", "rules"}
+        unknown = set(data) - {"latency_ms", "twilio", "sendgrid", "rules", "random"}
         if unknown:
             raise ValueError(f"unknown key(s): {', '.join(sorted(unknown))}")
         latency = data.get("latency_ms") or {}
@@ -608,12 +636,23 @@ class SandboxState:
         if not isinstance(rules_json, list):
             raise ValueError("rules must be a list")
         rules = [RecipientRule.from_json(r) for r in rules_json]
+        random_json = data.get("random") or {}
+        if not isinstance(random_json, dict) or any(p not in PROVIDERS for p in random_json):
+            raise ValueError('random must look like {"twilio": {"rate": 0.3, "faults": [...], "seed": 1}}')
+        randoms: list[tuple[Provider, float, list[Fault], int | None]] = []
+        for provider, spec in random_json.items():
+            if not isinstance(spec, dict) or set(spec) - {"rate", "faults", "seed"}:
+                raise ValueError(f"random.{provider} must have rate, faults and optionally seed")
+            randoms.append((provider, float(spec.get("rate", 0)), [Fault.from_json(f) for f in spec.get("faults") or []],
+                            spec.get("seed")))
         for provider, ms in latencies.items():
             self.set_latency(provider, ms)
         for provider, fault in queued:
             self.add_fault(provider, fault)
         for rule in rules:
             self.add_rule(rule)
+        for provider, rate, faults, seed in randoms:
+            self.set_random_faults(provider, rate, faults, seed)
 
     # callbacks log ---------------------------------------------------------------------------
 
@@ -1766,6 +1805,10 @@ class SandboxServer:
 
     def set_latency(self, provider: Provider, latency_ms: int) -> None:
         self.state.set_latency(provider, latency_ms)
+
+    def set_random_faults(self, provider: Provider, rate: float, faults: Iterable[Fault],
+                          seed: int | None = None) -> None:
+        self.state.set_random_faults(provider, rate, faults, seed)
 
     def clear_faults(self) -> None:
         self.state.clear_faults()

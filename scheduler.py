@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import traceback
+from collections.abc import Callable
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy.exc import OperationalError
 
 from dispatch import Dispatcher
 from runtime import Runtime, utcnow
@@ -21,6 +24,29 @@ from runtime import Runtime, utcnow
 log = logging.getLogger("drip.scheduler")
 
 RECONCILE_SECONDS = 60
+
+
+def guarded(name: str, tick: Callable[[], None]) -> Callable[[], None]:
+    """`tick`, never raising: the next tick simply tries again.
+
+    A database that is restarting, unreachable or (SQLite) busy past its timeout is expected
+    weather: one warning line. Anything else is a bug: logged with its stack, but without the
+    exception's text -- SQLAlchemy and the drivers put statement parameters and row values
+    (addresses, names, message bodies) into it, and logs must not carry patient data.
+    """
+
+    def run() -> None:
+        try:
+            tick()
+        except OperationalError as exc:
+            cause = type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__
+            log.warning("%s tick: database unavailable (%s); the next tick tries again", name, cause)
+        except Exception as exc:  # noqa: BLE001 - a worker must outlive any one failed tick
+            stack = "".join(traceback.format_tb(exc.__traceback__))
+            log.error("%s tick failed with %s; the next tick tries again\n%s", name, type(exc).__name__, stack)
+
+    run.__name__ = run.__qualname__ = f"{name}_tick"  # the job's name in APScheduler's own log lines
+    return run
 
 
 def add_jobs(scheduler: BaseScheduler, rt: Runtime, worker_id: str) -> Dispatcher:
@@ -39,9 +65,9 @@ def add_jobs(scheduler: BaseScheduler, rt: Runtime, worker_id: str) -> Dispatche
             log.info("reconcile: %s", resolved)
 
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-    scheduler.add_job(dispatch_tick, "interval", seconds=rt.settings.dispatch_interval_seconds, id="dispatch",
+    scheduler.add_job(guarded("dispatch", dispatch_tick), "interval", seconds=rt.settings.dispatch_interval_seconds, id="dispatch",
                       next_run_time=utcnow(), **common)
-    scheduler.add_job(reconcile_tick, "interval", seconds=RECONCILE_SECONDS, id="reconcile", **common)
+    scheduler.add_job(guarded("reconcile", reconcile_tick), "interval", seconds=RECONCILE_SECONDS, id="reconcile", **common)
     return dispatcher
 
 

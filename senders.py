@@ -478,20 +478,22 @@ class TwilioSender:
         return str(created.sid)
 
     def find_sent(self, to: str, since: datetime) -> list[ProviderMessage]:
-        """Messages Twilio has for recipient `to` sent at or after `since` (newest first).
+        """Messages Twilio has for recipient `to` created at or after `since` (newest first).
 
-        For reconciling an ambiguous send: match on body and time. Twilio filters on
-        ``DateSent``, which a message still queued at Twilio does not have yet -- such a message
-        may be missing here for a few seconds; its status callback will still arrive.
+        For reconciling an ambiguous send: match on body and time. Deliberately *not* filtered
+        with Twilio's ``DateSent>``: a message still waiting in Twilio's queue has no DateSent
+        (a long code sends one per second, so the queue can hold a message for minutes or hours),
+        and a filter on it would report "never sent" for a message that is about to go -- and the
+        reconciler would send it a second time. One recipient gets a handful of messages from us,
+        so listing by recipient and filtering on DateCreated here is cheap.
         Raises `TransientSendError` / `AuthSendError` / `PermanentSendError` on failure.
         """
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-        # The SDK formats the datetime with strftime("...Z") without converting: pass UTC.
         since_utc = since.astimezone(UTC)
         client, http = self._client()
         try:
-            found = client.messages.list(to=to, date_sent_after=since_utc, page_size=50, limit=200)
+            found = client.messages.list(to=to, page_size=50, limit=200)
         except (TwilioRestException, TwilioServiceException) as exc:
             raise _twilio_rest_error(exc, http.last_response) from exc
         except TwilioException as exc:
@@ -506,7 +508,6 @@ class TwilioSender:
         result: list[ProviderMessage] = []
         for item in found:
             created = item.date_created if isinstance(item.date_created, datetime) else None
-            # Twilio may honour only the date part of DateSent>; filter precisely here.
             if created is not None and created < cutoff:
                 continue
             result.append(

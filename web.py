@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy import text
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session
 
 from contact_fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
@@ -47,6 +48,7 @@ WEB_DIR = Path(__file__).resolve().parent / "webui"
 DEFAULT_CAMPAIGN = "ketamine-consult"
 FORM_FIELDS = ("first_name", "last_name", "email", "phone", "preferred_channel", "timezone")
 MAX_BODY_BYTES = 64 * 1024
+_PRIVATE_PREFIXES = ("/admin", "/api/v1", "/u/")
 
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
 
@@ -120,7 +122,7 @@ async def _read_submission(request: Request) -> tuple[dict[str, Any], bool]:
 
         try:
             data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[…" nested too deep
             raise FieldError("body", "is not valid JSON") from None
         if not isinstance(data, dict):
             raise FieldError("body", "must be a JSON object")
@@ -144,6 +146,8 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
     app.state.form_limiter = RateLimiter(limit=5, window_seconds=600)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
 
+    hsts = rt.settings.public_url.startswith("https://")  # served over TLS (behind a proxy): browsers stay on it
+
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], Any]) -> Response:
         response: Response = await call_next(request)
@@ -155,7 +159,40 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if request.url.path.startswith(_PRIVATE_PREFIXES):
+            # Patient data (the staff API) and a patient's own choices (the preference page): no
+            # browser or proxy cache may keep a copy.
+            response.headers.setdefault("Cache-Control", "no-store")
+        if hsts:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def value_out_of_range(request: Request, exc: Exception) -> Response:
+        """A value from the request that the database cannot even compare or store (an id beyond
+        64 bits: SQLite raises OverflowError, PostgreSQL DataError; a NUL character: DataError):
+        the request is wrong, not the server. Answered in FastAPI's validation-error shape, which
+        every operation documents."""
+        log.info("value out of range in %s %s (%s)", request.method, request.url.path, type(exc).__name__)
+        return JSONResponse({"detail": [{"loc": ["request"], "type": "value_error",
+                                         "msg": "a value in the request cannot be used: a number out of range, "
+                                                "or a character (such as NUL) that cannot be stored"}]},
+                            status_code=422)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> Response:
+        """The database is restarting, unreachable or (SQLite) locked past the busy timeout: say
+        "try again" with 503 + Retry-After (providers retry their webhooks on it), never a 500.
+        The transaction was rolled back, so nothing is stored half-way. The log names the error
+        class only: the exception text carries SQL parameters, which can be patient data."""
+        log.warning("database unavailable for %s %s (%s)", request.method, request.url.path,
+                    type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
+        message = "The service is busy right now. Please try again in a minute."
+        if "text/html" in request.headers.get("accept", "") and not request.url.path.startswith(("/api/", "/webhooks/")):
+            return HTMLResponse(f"<!doctype html><title>Busy</title><p>{message}</p>", status_code=503,
+                                headers={"Retry-After": "30"})
+        return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "30"})
 
     @app.get("/healthz", tags=["public"])
     def healthz(session: SessionDep) -> dict[str, str]:
@@ -277,6 +314,9 @@ def _mount_optional_routers(app: FastAPI, rt: Runtime) -> None:
         log.warning("webhooks module not available; /webhooks/* not mounted")
     else:
         app.include_router(webhooks.router)
+    import metrics
+
+    app.include_router(metrics.router)
     try:
         import admin
     except ModuleNotFoundError as exc:  # pragma: no cover - present in every release; absent while building
@@ -335,7 +375,10 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
         errors["email"] = "Please give an email address or a mobile number."
     if errors:
         return errors, ""
-    contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, source="web_form")
+    try:
+        contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, source="web_form")
+    except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
+        return {exc.field: exc.message}, ""
     if not raw["first_name"]:
         errors["first_name"] = "Please tell us your first name."
     if consent_sms and not contact_input.phone:

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 from datetime import datetime
 from typing import Any
@@ -71,6 +72,37 @@ TWILIO_STATUS_MAP = {
 }
 
 
+_DB_ID = re.compile(r"[0-9]{1,18}")  # ASCII digits only: "²".isdigit() is True, int("²") fails
+
+
+def _db_id(value: object) -> int | None:
+    """Our message id as a provider echoes it back, or None for anything that cannot be one
+    (a 40-digit number would overflow the database's integer, not just miss)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 < value < 2**63 else None
+    if isinstance(value, str) and _DB_ID.fullmatch(value):
+        return int(value)
+    return None
+
+
+def _clean(value: str) -> str:
+    """Text from outside made storable: no NUL (PostgreSQL refuses it in text) and no lone
+    surrogates (not encodable as UTF-8, so no database can store them)."""
+    return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _clean_json(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _clean(value)
+    if depth > 20:
+        return None
+    if isinstance(value, dict):
+        return {_clean(str(k)): _clean_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(v, depth + 1) for v in value]
+    return value
+
+
 def _rt(request: Request) -> Runtime:
     return request.app.state.rt  # type: ignore[no-any-return]
 
@@ -105,7 +137,7 @@ async def _twilio_params(request: Request, rt: Runtime) -> dict[str, str] | JSON
     params = {key: value for key, value in form.items() if isinstance(value, str)}
     if not RequestValidator(token).validate(_public_url(rt, request), params, signature):
         return _forbidden("bad X-Twilio-Signature")
-    return params
+    return {key: _clean(value) for key, value in params.items()}
 
 
 def twiml(message: str | None) -> Response:
@@ -128,7 +160,7 @@ async def twilio_status(request: Request) -> Response:
     status_name = params.get("MessageStatus", "").lower()
     new_status = TWILIO_STATUS_MAP.get(status_name)
     if new_status is None:
-        return JSONResponse({"error": f"unknown MessageStatus {status_name!r}"}, status_code=400)
+        return JSONResponse({"error": f"unknown MessageStatus {status_name[:40]!r}"}, status_code=400)
 
     def apply() -> Response:  # database work runs off the event loop
         with rt.sessions() as session, session.begin():
@@ -164,12 +196,13 @@ async def twilio_status(request: Request) -> Response:
 
 
 def _is_permanent_twilio(code: str) -> bool:
-    return code.isdigit() and int(code) in TWILIO_PERMANENT_CODES
+    return _DB_ID.fullmatch(code) is not None and int(code) in TWILIO_PERMANENT_CODES
 
 
 def _message_for_twilio(session: Session, our_id: str | None, sid: str) -> Message | None:
-    if our_id and our_id.isdigit():
-        message = session.get(Message, int(our_id))
+    message_id = _db_id(our_id)
+    if message_id is not None:
+        message = session.get(Message, message_id)
         if message is not None and message.channel == Channel.SMS:
             return message
     if sid:
@@ -314,8 +347,8 @@ async def sendgrid_events(request: Request) -> Response:
     elif rt.delivery == "providers":
         return _forbidden("SENDGRID_WEBHOOK_PUBLIC_KEY is not configured")
     try:
-        events = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        events = _clean_json(json.loads(raw))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return JSONResponse({"error": "body is not JSON"}, status_code=400)
     if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
         return JSONResponse({"error": "body must be a JSON array of event objects"}, status_code=400)
@@ -332,9 +365,9 @@ async def sendgrid_events(request: Request) -> Response:
 
 
 def _message_for_sendgrid(session: Session, event: dict[str, Any]) -> Message | None:
-    our_id = event.get("drip_message_id")
-    if isinstance(our_id, (str, int)) and str(our_id).isdigit():
-        message = session.get(Message, int(our_id))
+    our_id = _db_id(event.get("drip_message_id"))
+    if our_id is not None:
+        message = session.get(Message, our_id)
         if message is not None and message.channel == Channel.EMAIL:
             return message
     sg_id = event.get("sg_message_id")
@@ -412,8 +445,8 @@ async def booking(request: Request) -> Response:
     if not hmac.compare_digest(given.strip(), booking_signature(secret, raw)):
         return _forbidden("bad X-Drip-Signature")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = _clean_json(json.loads(raw))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return JSONResponse({"error": "body is not JSON"}, status_code=400)
     if not isinstance(data, dict):
         return JSONResponse({"error": "body must be a JSON object with email and/or phone"}, status_code=400)

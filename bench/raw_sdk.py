@@ -1,0 +1,60 @@
+"""Phase 1: the provider SDKs alone — N SMS through `TwilioSender` and N emails through
+`SendGridSender` on a thread pool, no database, no rendering (the content is rendered once
+beforehand, so the payloads have the real size). The physical limit for `drip send-due` here.
+
+Usage: raw_sdk.py SANDBOX_URL N CONCURRENCY  → prints {"sms_seconds": …, "email_seconds": …}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from campaign import load_campaigns  # noqa: E402
+from rendering import Renderer  # noqa: E402
+from senders import Channel, OutgoingMessage, SendGridSender, TwilioSender  # noqa: E402
+from support import ROOT, SENDGRID_KEY, TWILIO_SID, TWILIO_TOKEN, phone_for  # noqa: E402
+
+
+def main() -> None:
+    url, count, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    campaign = load_campaigns(ROOT / "campaigns", ROOT / "templates")["ketamine-consult"]
+    renderer = Renderer(ROOT / "templates")
+    context = {"first_name": "Maria", "clinic_name": "Riverside Wellness", "clinic_phone": "+1 555 010 0199",
+               "clinic_address": "100 Main Street, Springfield, IL 62701",
+               "booking_link": "http://127.0.0.1:9/b/WzEsMV0.abcdefghijklmnopqrstuvwxyz0",
+               "unsubscribe_link": "http://127.0.0.1:9/u/WzEsMV0.abcdefghijklmnopqrstuvwxyz0",
+               "campaign_name": campaign.name, "step_id": "x", "channel": "email"}
+    email = renderer.render_email(campaign.steps[0].template, context)
+    sms_text = renderer.render_sms(campaign.steps[1].template, context | {"channel": "sms"})
+    twilio = TwilioSender(TWILIO_SID, TWILIO_TOKEN, from_number="+15005550006",
+                          status_callback_base="http://127.0.0.1:9/webhooks/twilio/status", base_url=url, timeout=30)
+    sendgrid = SendGridSender(SENDGRID_KEY, "care@clinic.example", "Riverside Wellness", base_url=url, timeout=30)
+
+    def sms(i: int) -> str:
+        return twilio.send(OutgoingMessage(i, Channel.SMS, phone_for(i), sms_text, categories=(campaign.id, "s")))
+
+    def mail(i: int) -> str:
+        return sendgrid.send(OutgoingMessage(i, Channel.EMAIL, f"p{i}@bench.example", email.text, subject=email.subject,
+                                             html=email.html, unsubscribe_url=context["unsubscribe_link"],
+                                             categories=(campaign.id, "e")))
+
+    timings = {}
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(sms, range(min(50, count))))  # warm up connections and imports
+        list(pool.map(mail, range(min(50, count))))
+        for name, function in (("sms", sms), ("email", mail)):
+            started, cpu_started = time.perf_counter(), time.process_time()
+            list(pool.map(function, range(1000, 1000 + count)))
+            timings[f"{name}_seconds"] = time.perf_counter() - started
+            timings[f"{name}_cpu_seconds"] = time.process_time() - cpu_started
+    print(json.dumps(timings))
+
+
+if __name__ == "__main__":
+    main()
