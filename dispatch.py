@@ -82,6 +82,9 @@ RENDER_RETRY = timedelta(minutes=10)
 RECONCILE_WAIT = timedelta(minutes=2)  # how often an enrollment waiting on an unknown send looks again
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=1)
+# A transient failure says nothing about the message itself: keep retrying until it is this old,
+# even past DRIP_MAX_ATTEMPTS, so a provider outage of minutes or hours loses nothing.
+RETRY_HORIZON = timedelta(hours=24)
 
 # A pooled pass claims about this many seconds of sending at a time (from the provider's recent
 # round-trip time and the pool size), between DRIP_WORKER_CONCURRENCY and DRIP_BATCH_SIZE: with a
@@ -924,7 +927,8 @@ class Dispatcher:
             log.critical("%s delivery paused: provider refused our account (%s); fix the configuration and "
                          "run `drip resume %s`", channel, exc, channel)
             return Outcome.PAUSED
-        if isinstance(exc, TransientSendError) and message.attempts < self.rt.settings.max_attempts:
+        if isinstance(exc, TransientSendError) and (
+                message.attempts < self.rt.settings.max_attempts or now - message.created_at < RETRY_HORIZON):
             message.status = MessageStatus.RETRYING
             with self._rng_lock:
                 delay = backoff_delay(message.attempts, exc.retry_after, self.rng)

@@ -82,10 +82,11 @@ def start_background(rt: Runtime, worker_id: str) -> BackgroundScheduler:
 def run_blocking(rt: Runtime, worker_id: str) -> None:
     """For `drip worker`: runs until SIGTERM/SIGINT, finishing the sends in flight first."""
     scheduler = BlockingScheduler(timezone="UTC")
-    add_jobs(scheduler, rt, worker_id)
+    dispatcher = add_jobs(scheduler, rt, worker_id)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: finishing in-flight sends, then stopping", signum)
+        dispatcher.stop_requested.set()  # return after the sends in flight, not after the whole queue
         threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)

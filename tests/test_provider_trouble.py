@@ -221,11 +221,6 @@ def test_a_timeout_while_twilio_still_queues_the_message_is_found_not_resent(liv
         assert message.status == MessageStatus.SENT and message.provider_message_id == sms[0]["id"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dispatch.py counts every transient failure against DRIP_MAX_ATTEMPTS (6): with 30 s * 2^n backoff the "
-    "6th attempt can fall 7.75 min after the first, so a ten-minute outage fails messages for good. Fix: "
-    "keep retrying a transient failure until the message is at least RETRY_HORIZON (24 h) old "
-    "(proposed diff in the issue 7 report)"))
 def test_a_ten_minute_outage_delivers_everything_exactly_once_after_recovery(database_url, sandbox, clock):
     # Default retry settings (DRIP_MAX_ATTEMPTS=6), as in production; one sending thread so that
     # the seeded jitter makes the run repeatable.
