@@ -98,8 +98,10 @@ def check_all(settings: Settings) -> tuple[list[str], str]:
 
 
 def _located(display: str, exc: RenderError) -> str:
-    return f"{display}:{exc.line or 1}: {exc.message}" if exc.name.endswith(display.split('templates/')[-1]) else \
-        f"{display}:1: in {exc.name}:{exc.line or 1}: {exc.message}"
+    """`file:line: message`; an error inside an extended layout is reported there, via the child."""
+    if display.endswith(exc.name):
+        return f"{display}:{exc.line or 1}: {exc.message}"
+    return f"{display}:1: in {exc.name}:{exc.line or 1}: {exc.message}"
 
 
 def _render_sms(renderer: Renderer, settings: Settings, name: str, step_id: str, campaign_name: str,

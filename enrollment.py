@@ -162,11 +162,10 @@ def upsert_contact(session: Session, rt: Runtime, data: ContactInput, now: datet
     """Create the contact, or update the one with the same email (else phone). Returns (contact, created)."""
     contact = find_contact(session, email=data.email, phone=data.phone)
     created = contact is None
-    if data.phone:
-        holder = session.scalar(select(Contact).where(Contact.phone == data.phone))
-        if holder is not None and (contact is None or holder.id != contact.id):
-            if contact is not None:
-                raise FieldError("phone", "this phone number belongs to another contact")
+    if contact is not None and data.phone and contact.phone != data.phone:
+        holder = session.scalar(select(Contact.id).where(Contact.phone == data.phone))
+        if holder is not None:
+            raise FieldError("phone", "this phone number belongs to another contact")
     if contact is None:
         contact = Contact(
             email=data.email,

@@ -73,11 +73,11 @@ def campaign_summaries(session: Session, campaigns: dict[str, Campaign]) -> list
     for campaign_id in ids:
         bucket = counts.get(campaign_id, {})
         campaign = campaigns.get(campaign_id)
-        order = [step.id for step in campaign.steps] if campaign else []
-        order += sorted({step for (cid, step) in by_step if cid == campaign_id} - set(order))
-        steps = [by_step.get((campaign_id, step_id)) or StepFunnel(
-            campaign_id, step_id, str(campaign.steps[campaign.step_index(step_id)].channel) if campaign and step_id in
-            [s.id for s in campaign.steps] else "", 0, 0, 0, 0, 0, 0) for step_id in order]
+        channels = {step.id: str(step.channel) for step in campaign.steps} if campaign else {}
+        order = list(channels) + sorted({step for (cid, step) in by_step if cid == campaign_id} - set(channels))
+        steps = [by_step.get((campaign_id, step_id))
+                 or StepFunnel(campaign_id, step_id, channels.get(step_id, ""), 0, 0, 0, 0, 0, 0)
+                 for step_id in order]
         summaries.append(CampaignSummary(
             campaign=campaign_id,
             enrolled=sum(bucket.values()),

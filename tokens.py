@@ -6,7 +6,7 @@ enumerated from ids. They do not expire: an unsubscribe link in a two-year-old e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -18,9 +18,14 @@ class BadToken(Exception):
 @dataclass(frozen=True, slots=True)
 class LinkTokens:
     secret_key: str
+    # Built once per purpose: the dispatcher makes two tokens for every message it renders.
+    _serializers: dict[str, URLSafeSerializer] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _serializer(self, purpose: str) -> URLSafeSerializer:
-        return URLSafeSerializer(self.secret_key, salt=f"drip-{purpose}")
+        serializer = self._serializers.get(purpose)
+        if serializer is None:
+            serializer = self._serializers[purpose] = URLSafeSerializer(self.secret_key, salt=f"drip-{purpose}")
+        return serializer
 
     def booking(self, message_id: int) -> str:
         return str(self._serializer("book").dumps(message_id))

@@ -300,31 +300,19 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
         return page(request, "booking_placeholder.html", {"params": dict(request.query_params)})
 
     if with_admin:
-        _mount_optional_routers(app, rt)
+        _mount_routers(app, rt)
     return app
 
 
-def _mount_optional_routers(app: FastAPI, rt: Runtime) -> None:
-    """Webhooks and the staff UI, when those modules are present (each independently)."""
-    try:
-        import webhooks
-    except ModuleNotFoundError as exc:  # pragma: no cover - present in every release; absent while building
-        if exc.name != "webhooks":
-            raise
-        log.warning("webhooks module not available; /webhooks/* not mounted")
-    else:
-        app.include_router(webhooks.router)
+def _mount_routers(app: FastAPI, rt: Runtime) -> None:
+    """Webhooks, metrics and the staff UI (imported here: they import this module's helpers)."""
+    import admin
     import metrics
+    import webhooks
 
+    app.include_router(webhooks.router)
     app.include_router(metrics.router)
-    try:
-        import admin
-    except ModuleNotFoundError as exc:  # pragma: no cover - present in every release; absent while building
-        if exc.name != "admin":
-            raise
-        log.warning("admin package not available; /admin and /api/v1 not mounted")
-    else:
-        admin.mount(app, rt)
+    admin.mount(app, rt)
 
 
 def _contact_for_token(rt: Runtime, session: Session, token: str) -> Contact | None:

@@ -247,6 +247,17 @@ def _error(status_code: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status_code)
 
 
+def _action_failed(exc: Exception, default_field: str) -> JSONResponse:
+    """The response for an error raised by a contact action (the session is already rolled back)."""
+    if isinstance(exc, FieldError):
+        return _field_error(exc.field, exc.message)
+    if isinstance(exc, ActionError):
+        return _field_error(exc.field or default_field, exc.message)
+    if isinstance(exc, AlreadyEnrolled):
+        return _error(409, str(exc))
+    return _field_error("consent", str(exc))
+
+
 def _field_error(field: str, message: str) -> JSONResponse:
     """A field our validation rejected, in FastAPI's documented 422 shape."""
     return JSONResponse({"detail": [{"loc": ["body", field], "msg": message, "type": "value_error"}]},
@@ -300,18 +311,9 @@ def create_contact_api(request: Request, body: ContactCreate, session: SessionDe
                                 _actor(user), source=body.source or "api", ip=client_ip(request),
                                 user_agent=request.headers.get("user-agent"))
         session.commit()
-    except FieldError as exc:
+    except (FieldError, ActionError, EnrollmentError) as exc:  # AlreadyEnrolled is an EnrollmentError
         session.rollback()
-        return _field_error(exc.field, exc.message)
-    except ActionError as exc:
-        session.rollback()
-        return _field_error(exc.field or "body", exc.message)
-    except AlreadyEnrolled as exc:
-        session.rollback()
-        return _error(409, str(exc))
-    except EnrollmentError as exc:
-        session.rollback()
-        return _field_error("consent", str(exc))
+        return _action_failed(exc, "body")
     payload = ContactCreated(created=result.created, enrolled=result.enrollment is not None,
                              contact=_contact_out(session, result.contact))
     if not result.created:
@@ -341,15 +343,9 @@ def enroll_api(request: Request, contact_id: int, body: EnrollIn, session: Sessi
                                     now, _actor(user), source="api", ip=client_ip(request),
                                     user_agent=request.headers.get("user-agent"))
         session.commit()
-    except ActionError as exc:
+    except (ActionError, EnrollmentError) as exc:
         session.rollback()
-        return _field_error(exc.field or "campaign", exc.message)
-    except AlreadyEnrolled as exc:
-        session.rollback()
-        return _error(409, str(exc))
-    except EnrollmentError as exc:
-        session.rollback()
-        return _field_error("consent", str(exc))
+        return _action_failed(exc, "campaign")
     return EnrollmentOut.model_validate(enrollment)
 
 
