@@ -22,10 +22,10 @@ import click
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-import db
-from campaign import CampaignError, UnknownCampaign, load_campaigns
-from contact_fields import FieldError
-from enrollment import (
+from patient_drip import db
+from patient_drip.content.campaign import CampaignError, UnknownCampaign, load_campaigns
+from patient_drip.contacts.fields import FieldError
+from patient_drip.contacts.enrollment import (
     ConsentGrant,
     ContactNotFound,
     EnrollmentError,
@@ -37,12 +37,12 @@ from enrollment import (
     unsubscribe as unsubscribe_contact,
     upsert_contact,
 )
-from logs import configure_logging
-from models import Channel, ConsentMethod
-from rendering import RenderError
-from runtime import Runtime, build_runtime, utcnow
-from settings import Settings, SettingsError, load_settings
-from template_store import sync_from_files
+from patient_drip.logs import configure_logging
+from patient_drip.models import Channel, ConsentMethod
+from patient_drip.content.rendering import RenderError
+from patient_drip.runtime import Runtime, build_runtime, utcnow
+from patient_drip.settings import Settings, SettingsError, load_settings
+from patient_drip.content.template_store import sync_from_files
 
 F = TypeVar("F", bound=Callable[..., Any])
 CLI_ACTOR = f"cli:{os.environ.get('USER', 'operator')}"
@@ -104,7 +104,7 @@ def main() -> None:
 @friendly
 def init(admin_email: str | None, admin_password: str | None) -> None:
     """Create or upgrade the schema, check campaigns and templates, create the first admin."""
-    from users import Role, create_user, generate_password, has_admin
+    from patient_drip.accounts.users import Role, create_user, generate_password, has_admin
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
@@ -143,8 +143,8 @@ def serve(host: str, port: int, no_scheduler: bool) -> None:
     """Staff UI, public endpoints and (unless --no-scheduler) the dispatcher, in one process."""
     import uvicorn
 
-    from scheduler import start_background
-    from web import create_app
+    from patient_drip.scheduler import start_background
+    from patient_drip.web.app import create_app
 
     settings = load_settings()
     configure_logging(settings)
@@ -167,7 +167,7 @@ def _worker_id(kind: str) -> str:
 @friendly
 def worker() -> None:
     """Run the dispatcher and its housekeeping alone (run several against PostgreSQL)."""
-    from scheduler import run_blocking
+    from patient_drip.scheduler import run_blocking
 
     settings = load_settings()
     configure_logging(settings)
@@ -182,7 +182,7 @@ def worker() -> None:
 @friendly
 def send_due() -> None:
     """One dispatch pass of everything due now, then exit with a summary."""
-    from dispatch import Dispatcher
+    from patient_drip.dispatch.engine import Dispatcher
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
@@ -249,7 +249,7 @@ def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: s
 @friendly
 def import_(file: Path, campaign_id: str, errors_csv: Path | None) -> None:
     """Bulk enroll a CSV (header: first_name,last_name,email,phone,timezone,consent_email,consent_sms,source)."""
-    from importer import ImportFileError, count_data_lines, import_csv, open_csv
+    from patient_drip.contacts.importer import ImportFileError, count_data_lines, import_csv, open_csv
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
@@ -330,7 +330,7 @@ def consent() -> None:
 @friendly
 def consent_export(email: str | None, phone: str | None, fmt: str) -> None:
     """Print a contact's full consent history."""
-    from privacy import consent_history, consent_history_csv, consent_history_json
+    from patient_drip.contacts.privacy import consent_history, consent_history_csv, consent_history_json
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session:
@@ -349,7 +349,7 @@ def consent_export(email: str | None, phone: str | None, fmt: str) -> None:
 @friendly
 def forget(email: str | None, phone: str | None, yes: bool) -> None:
     """Erase a person's personal data; they are never contacted again (kept as a keyed hash)."""
-    from privacy import forget as forget_contact
+    from patient_drip.contacts.privacy import forget as forget_contact
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session, session.begin():
@@ -368,8 +368,8 @@ def forget(email: str | None, phone: str | None, yes: bool) -> None:
 @friendly
 def resume(channel: str) -> None:
     """Resume a channel that was paused because the provider refused our credentials."""
-    from dispatch import pause_key
-    from history import audit
+    from patient_drip.dispatch.engine import pause_key
+    from patient_drip.models import audit
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session, session.begin():
@@ -394,7 +394,7 @@ def templates() -> None:
 @friendly
 def templates_check() -> None:
     """Validate every campaign and template; prints `file:line: message` per problem."""
-    from checks import check_all
+    from patient_drip.content.checks import check_all
 
     settings = load_settings()
     problems, summary = check_all(settings)
@@ -437,7 +437,7 @@ def users() -> None:
 @friendly
 def users_add(email: str, role: str, name: str, password: str | None) -> None:
     """Create a staff user."""
-    from users import create_user, generate_password
+    from patient_drip.accounts.users import create_user, generate_password
 
     settings = load_settings()
     chosen = password or generate_password()
@@ -451,9 +451,9 @@ def users_add(email: str, role: str, name: str, password: str | None) -> None:
 @friendly
 def users_disable(email: str) -> None:
     """Disable a staff user (they can no longer sign in; API tokens stop working)."""
-    from contact_fields import normalize_email
-    from history import audit
-    from models import User
+    from patient_drip.contacts.fields import normalize_email
+    from patient_drip.models import audit
+    from patient_drip.models import User
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session, session.begin():
@@ -469,7 +469,7 @@ def users_disable(email: str) -> None:
 @friendly
 def users_list() -> None:
     """List staff users and their roles."""
-    from models import User
+    from patient_drip.models import User
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session:
@@ -484,8 +484,8 @@ def users_list() -> None:
 @friendly
 def simulate(campaign_id: str, fmt: str) -> None:
     """Every message CAMPAIGN sends a sample contact, in order, with its offset and full content."""
-    from campaign import get_campaign
-    from simulate import as_json, as_text, simulate_campaign
+    from patient_drip.content.campaign import get_campaign
+    from patient_drip.content.simulate import as_json, as_text, simulate_campaign
 
     settings = load_settings()
     campaign = get_campaign(load_campaigns(settings.campaigns_dir, settings.templates_dir), campaign_id)
@@ -499,7 +499,7 @@ def simulate(campaign_id: str, fmt: str) -> None:
 @friendly
 def stats(fmt: str) -> None:
     """The funnel per campaign and step: sent, delivered, clicked, booked."""
-    from stats import campaign_summaries, format_table, summaries_as_dicts
+    from patient_drip.dispatch.funnel import campaign_summaries, format_table, summaries_as_dicts
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session:
@@ -517,7 +517,7 @@ def stats(fmt: str) -> None:
 @friendly
 def sandbox(host: str, port: int, webhook_base: str | None) -> None:
     """Run the local Twilio/SendGrid-compatible provider sandbox."""
-    from sandbox import run_sandbox
+    from patient_drip.providers.sandbox import run_sandbox
 
     settings = load_settings()
     base = (webhook_base or settings.public_url).rstrip("/")
@@ -536,7 +536,7 @@ def sandbox(host: str, port: int, webhook_base: str | None) -> None:
 
 
 def _register_migrate_data() -> None:
-    from migrate_data import migrate_data_command
+    from patient_drip.migrate_data import migrate_data_command
 
     main.add_command(migrate_data_command)
 

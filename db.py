@@ -20,7 +20,7 @@ from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, fu
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import KeyValue
+from patient_drip.models import KeyValue
 
 ROOT = Path(__file__).resolve().parent
 SQLITE_BUSY_TIMEOUT_MS = 30_000

@@ -19,7 +19,7 @@ import re
 import sys
 from datetime import datetime, timezone
 
-from settings import Settings
+from patient_drip.settings import Settings
 
 # Loggers that put request bodies, SQL parameters or headers into INFO/DEBUG lines.
 NOISY_LOGGERS = ("apscheduler", "twilio", "urllib3", "httpx", "httpcore", "alembic", "sqlalchemy",

@@ -21,8 +21,8 @@ import click
 from sqlalchemy import Connection, Integer, MetaData, Table, func, select, text, tuple_
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-import db
-from models import Base
+from patient_drip import db
+from patient_drip.models import Base
 
 BATCH = 5000
 

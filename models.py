@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere for a million-contact table.
@@ -379,3 +379,33 @@ class RateBucket(Base):
 
     channel: Mapped[str] = mapped_column(String(10), primary_key=True)
     next_slot_at: Mapped[datetime]
+
+
+# --- the two append-only records: the contact timeline (`Event`) and the audit log (`AuditEntry`)
+
+
+def add_event(
+    session: Session,
+    kind: str,
+    now: datetime,
+    *,
+    contact_id: int | None,
+    enrollment_id: int | None = None,
+    message_id: int | None = None,
+    **detail: Any,
+) -> None:
+    session.add(
+        Event(
+            kind=kind,
+            contact_id=contact_id,
+            enrollment_id=enrollment_id,
+            message_id=message_id,
+            detail=detail,
+            occurred_at=now,
+        )
+    )
+
+
+def audit(session: Session, actor: str, action: str, now: datetime, *, contact_id: int | None = None, **detail: Any) -> None:
+    """Record an action that changes what a contact receives: who, what, when."""
+    session.add(AuditEntry(actor=actor, action=action, contact_id=contact_id, detail=detail, created_at=now))

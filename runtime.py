@@ -13,14 +13,14 @@ from email.utils import parseaddr
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-import db
-from campaign import Campaign, get_campaign, load_campaigns
-from models import Channel, KeyValue
-from rendering import Renderer
-from senders import OutboxSender, SendGridSender, Sender, TwilioSender
-from settings import Settings
-from template_store import publication_stamp, published_sources
-from tokens import LinkTokens
+from patient_drip import db
+from patient_drip.content.campaign import Campaign, get_campaign, load_campaigns
+from patient_drip.models import Channel, KeyValue
+from patient_drip.content.rendering import Renderer
+from patient_drip.providers.senders import OutboxSender, SendGridSender, Sender, TwilioSender
+from patient_drip.settings import Settings
+from patient_drip.content.template_store import publication_stamp, published_sources
+from patient_drip.content.tokens import LinkTokens
 
 
 def utcnow() -> datetime:

@@ -18,8 +18,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.exc import OperationalError
 
-from dispatch import Dispatcher
-from runtime import Runtime, utcnow
+from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.runtime import Runtime, utcnow
 
 log = logging.getLogger("drip.scheduler")
 
@@ -58,7 +58,7 @@ def add_jobs(scheduler: BaseScheduler, rt: Runtime, worker_id: str) -> Dispatche
             log.info("dispatch: %s", summary.line())
 
     def reconcile_tick() -> None:
-        from reconcile import reconcile_unknown
+        from patient_drip.dispatch.reconcile import reconcile_unknown
 
         resolved = reconcile_unknown(rt, utcnow())
         if resolved:

@@ -34,7 +34,6 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 LAST_NAMES = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez", "Martinez",
               "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson", "Martin",
@@ -63,11 +62,11 @@ def naive(moment: datetime) -> str:
 
 def build_database(path: Path, contacts: int, seed: int) -> dict[str, object]:
     """Schema, templates and admin as `drip init` makes them, then the bulk rows. Returns facts."""
-    import db
-    from runtime import build_runtime
-    from settings import Settings
-    from template_store import sync_from_files
-    from users import create_user
+    from patient_drip import db
+    from patient_drip.runtime import build_runtime
+    from patient_drip.settings import Settings
+    from patient_drip.content.template_store import sync_from_files
+    from patient_drip.accounts.users import create_user
 
     url = f"sqlite:///{path}"
     settings = Settings(database_url=url, secret_key="bench-secret", _env_file=None)  # type: ignore[call-arg]
@@ -158,7 +157,7 @@ def build_database(path: Path, contacts: int, seed: int) -> dict[str, object]:
 def start_server(path: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DRIP_DATABASE_URL": f"sqlite:///{path}", "DRIP_SECRET_KEY": "bench-secret",
            "DRIP_PUBLIC_URL": f"http://127.0.0.1:{port}", "DRIP_LOG_LEVEL": "WARNING"}
-    command = [sys.executable, "-c", "import sys; from cli import main; sys.argv[0] = 'drip'; main()",
+    command = [sys.executable, "-c", "import sys; from patient_drip.cli import main; sys.argv[0] = 'drip'; main()",
                "serve", "--host", "127.0.0.1", "--port", str(port), "--no-scheduler"]
     output = log.open("wb")  # noqa: SIM115  (closed when the process ends)
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)

@@ -13,13 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if os.environ.get("DRIP_BENCH_EXTRA_PATH"):  # to compare another implementation of a module
     sys.path.insert(0, os.environ["DRIP_BENCH_EXTRA_PATH"])
 
-from dispatch import Dispatcher  # noqa: E402
-from runtime import build_runtime, utcnow  # noqa: E402
-from settings import load_settings  # noqa: E402
+from patient_drip.dispatch.engine import Dispatcher  # noqa: E402
+from patient_drip.runtime import build_runtime, utcnow  # noqa: E402
+from patient_drip.settings import load_settings  # noqa: E402
 
 
 def main() -> None:

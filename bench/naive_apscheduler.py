@@ -22,7 +22,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED  # noqa: E402
 from apscheduler.job import Job  # noqa: E402
@@ -31,7 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler  # noqa: E402
 from apscheduler.triggers.date import DateTrigger  # noqa: E402
 from apscheduler.util import datetime_to_utc_timestamp  # noqa: E402
 
-from senders import Channel, OutgoingMessage, TwilioSender  # noqa: E402
+from patient_drip.providers.senders import Channel, OutgoingMessage, TwilioSender  # noqa: E402
 from support import TWILIO_SID, TWILIO_TOKEN, phone_for  # noqa: E402
 
 SENDER: TwilioSender | None = None

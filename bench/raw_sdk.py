@@ -13,11 +13,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from campaign import load_campaigns  # noqa: E402
-from rendering import Renderer  # noqa: E402
-from senders import Channel, OutgoingMessage, SendGridSender, TwilioSender  # noqa: E402
+from patient_drip.content.campaign import load_campaigns  # noqa: E402
+from patient_drip.content.rendering import Renderer  # noqa: E402
+from patient_drip.providers.senders import Channel, OutgoingMessage, SendGridSender, TwilioSender  # noqa: E402
 from support import ROOT, SENDGRID_KEY, TWILIO_SID, TWILIO_TOKEN, phone_for  # noqa: E402
 
 

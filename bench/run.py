@@ -191,9 +191,9 @@ def _unrecorded(engine) -> int:  # type: ignore[no-untyped-def]
 def phase_million(table: Table, sandbox: SandboxProcess, dbs: Databases, sizes: Sizes, kinds: list[str]) -> None:
     from sqlalchemy import text
 
-    from dispatch import claim_due
-    from runtime import build_runtime
-    from settings import Settings
+    from patient_drip.dispatch.engine import claim_due
+    from patient_drip.runtime import build_runtime
+    from patient_drip.settings import Settings
 
     n = sizes.million
     label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"

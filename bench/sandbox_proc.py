@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sandbox import SandboxServer  # noqa: E402
+from patient_drip.providers.sandbox import SandboxServer  # noqa: E402
 
 _LINK_TOKEN = re.compile(r"(/[bu]/)[A-Za-z0-9._-]+")
 

@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-import db  # noqa: E402
-from models import Contact, Enrollment  # noqa: E402
+from patient_drip import db  # noqa: E402
+from patient_drip.models import Contact, Enrollment  # noqa: E402
 
 PYTHON = sys.executable
-DRIP = [PYTHON, "-c", "import sys; sys.argv[0] = 'drip'; from cli import main; main()"]
+DRIP = [PYTHON, "-c", "import sys; sys.argv[0] = 'drip'; from patient_drip.cli import main; main()"]
 TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "sandbox-twilio-auth-token"
 SENDGRID_KEY = "SG.sandbox-api-key"
@@ -177,7 +176,7 @@ def seed_enrolled(url: str, count: int, now: datetime, zone: str, *, due: Any = 
     """`count` contacts with email and SMS consent, enrolled in the campaign at `now`, inserted at
     driver speed (COPY on PostgreSQL). `due(index)` gives each enrollment's next_due_at (default:
     due now). Sequences are moved past the explicit ids afterwards."""
-    from migrate_data import reset_sequences
+    from patient_drip.migrate_data import reset_sequences
 
     engine = db.make_engine(url)
     rng = random.Random(start)

@@ -20,17 +20,16 @@ import uvicorn
 from sqlalchemy import select
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import db  # noqa: E402
-from dispatch import Dispatcher  # noqa: E402
-from models import Enrollment, Message, MessageStatus  # noqa: E402
-from rendering import sms_info  # noqa: E402
-from runtime import build_runtime  # noqa: E402
-from sandbox import SandboxServer  # noqa: E402
-from settings import Settings  # noqa: E402
-from stats import campaign_summaries, format_table  # noqa: E402
-from web import create_app  # noqa: E402
+from patient_drip import db  # noqa: E402
+from patient_drip.dispatch.engine import Dispatcher  # noqa: E402
+from patient_drip.models import Enrollment, Message, MessageStatus  # noqa: E402
+from patient_drip.content.rendering import sms_info  # noqa: E402
+from patient_drip.runtime import build_runtime  # noqa: E402
+from patient_drip.providers.sandbox import SandboxServer  # noqa: E402
+from patient_drip.settings import Settings  # noqa: E402
+from patient_drip.dispatch.funnel import campaign_summaries, format_table  # noqa: E402
+from patient_drip.web.app import create_app  # noqa: E402
 
 
 class Clock:

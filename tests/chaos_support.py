@@ -98,7 +98,8 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 10.0) -> Any
 
 
 _SANDBOX_MAIN = """
-import json, os, sandbox
+import json, os
+from patient_drip.providers import sandbox
 sandbox.run_sandbox(port=int(os.environ["CHAOS_SANDBOX_PORT"]), announce=None, log_level="warning",
                     **json.loads(os.environ["CHAOS_SANDBOX_CONFIG"]))
 """
@@ -108,7 +109,7 @@ class SandboxProcess:
     """`drip sandbox` in a child process: killing workers never touches what it recorded."""
 
     def __init__(self, log_dir: Path, **config: Any) -> None:
-        from sandbox import SendGridSigner
+        from patient_drip.providers.sandbox import SendGridSigner
 
         signer = SendGridSigner()
         self.config = {"sendgrid_private_key_pem": signer.private_key_pem(), **config}
@@ -330,9 +331,9 @@ def settle_in_virtual_time(rt: Any, start: datetime, *, step: timedelta = timede
     (leases end, reconciliation grace periods pass) until nothing is due or unknown."""
     from sqlalchemy import func, select
 
-    from dispatch import Dispatcher
-    from models import Enrollment, Message, MessageStatus
-    from reconcile import reconcile_unknown
+    from patient_drip.dispatch.engine import Dispatcher
+    from patient_drip.models import Enrollment, Message, MessageStatus
+    from patient_drip.dispatch.reconcile import reconcile_unknown
 
     dispatcher = Dispatcher(rt, "chaos-final")
     totals: Counter[str] = Counter()
@@ -357,9 +358,9 @@ def settle_in_virtual_time(rt: Any, start: datetime, *, step: timedelta = timede
 
 
 def _worker_main() -> None:
-    import dispatch
-    import reconcile
-    import scheduler
+    from patient_drip.dispatch import engine as dispatch
+    from patient_drip.dispatch import reconcile
+    from patient_drip import scheduler
 
     def seconds(name: str) -> timedelta | None:
         value = os.environ.get(name)
@@ -373,7 +374,7 @@ def _worker_main() -> None:
         reconcile.SMS_LIST_GRACE = grace
     if (tick := seconds("DRIP_TEST_RECONCILE_SECONDS")) is not None:
         scheduler.RECONCILE_SECONDS = tick.total_seconds()
-    import cli
+    from patient_drip import cli
 
     cli.main(["worker"], prog_name="drip")
 

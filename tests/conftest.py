@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-import db
-from runtime import Runtime, build_runtime
-from settings import Settings
+from patient_drip import db
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(

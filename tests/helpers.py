@@ -6,10 +6,10 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from dispatch import DispatchSummary, Dispatcher
-from enrollment import ConsentGrant, enroll, grant_consent, parse_contact_input, upsert_contact
-from models import Channel, ConsentMethod, Contact, Enrollment, Message
-from runtime import Runtime
+from patient_drip.dispatch.engine import DispatchSummary, Dispatcher
+from patient_drip.contacts.enrollment import ConsentGrant, enroll, grant_consent, parse_contact_input, upsert_contact
+from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, Message
+from patient_drip.runtime import Runtime
 
 
 def add_contact(rt: Runtime, now: datetime, *, email: str | None = "alex@example.com",

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from sandbox import SandboxServer
+from patient_drip.providers.sandbox import SandboxServer
 
 
 @pytest.fixture

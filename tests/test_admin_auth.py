@@ -18,14 +18,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-import db
-from admin.auth import SESSION_COOKIE, issue_session
+from patient_drip import db
+from patient_drip.web.admin.auth import SESSION_COOKIE, issue_session
 from conftest import START, VirtualClock, make_settings
-from models import AuditEntry, User
-from runtime import Runtime, build_runtime
-from template_store import sync_from_files
-from users import Role, hash_password
-from web import create_app
+from patient_drip.models import AuditEntry, User
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.content.template_store import sync_from_files
+from patient_drip.accounts.users import Role, hash_password
+from patient_drip.web.app import create_app
 
 PASSWORD = "correct horse battery"
 _HASH = hash_password(PASSWORD)  # once per test session: argon2 is deliberately slow
@@ -297,7 +297,7 @@ def test_state_changing_form_without_csrf_token_is_refused_and_changes_nothing(c
     response = client.post("/admin/account/tokens", data={"name": "sneaky", "csrf_token": "wrong"})
     assert response.status_code == 403
     with srt.sessions() as session:
-        from models import ApiToken
+        from patient_drip.models import ApiToken
 
         assert session.scalar(select(ApiToken.id)) is None
 

@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, insert, select, text
 
-from admin.contact_queries import find_contacts
-from dispatch import Dispatcher, pause_key
+from patient_drip.web.admin.contact_queries import find_contacts
+from patient_drip.dispatch.engine import Dispatcher, pause_key
 from helpers import add_contact, messages_for
-from models import (
+from patient_drip.models import (
     ApiToken,
     AuditEntry,
     ConsentRecord,
@@ -26,7 +26,7 @@ from models import (
     TemplateVersion,
     User,
 )
-from template_store import published
+from patient_drip.content.template_store import published
 from test_admin_auth import (  # noqa: F401  (fixtures)
     PASSWORD,
     ROLES,
@@ -158,7 +158,7 @@ def test_dashboard_counts_sends_replies_crisis_and_draws_the_funnel(client, srt,
 
 
 def test_dashboard_warns_when_a_channel_is_paused(client, srt, clock):
-    import db
+    from patient_drip import db
 
     with srt.sessions() as session, session.begin():
         db.set_kv(session, pause_key("sms"), "provider refused our account", clock.now)
@@ -217,7 +217,7 @@ def test_status_filter_uses_enrollments(rt, clock):
     booked_id = add_contact(rt, clock.now, email="b@example.com", phone="+13125550001")
     add_contact(rt, clock.now, email="a@example.com", phone="+13125550002")
     add_contact(rt, clock.now, email="n@example.com", phone="+13125550003", campaign=None)
-    from enrollment import mark_booked
+    from patient_drip.contacts.enrollment import mark_booked
 
     with rt.sessions() as session, session.begin():
         mark_booked(session, session.get(Contact, booked_id), clock.now, "test", "test")
@@ -231,7 +231,7 @@ def test_name_search_uses_the_last_name_index_not_a_table_scan(srt):
     bulk_contacts(srt, 50)
     from sqlalchemy.dialects import sqlite
 
-    from admin.contact_queries import search_condition
+    from patient_drip.web.admin.contact_queries import search_condition
 
     statement = select(Contact.id).where(search_condition("rey")).order_by(Contact.id.desc()).limit(51)
     sql = str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
@@ -583,7 +583,7 @@ def test_diff_between_versions_is_escaped_and_rollback_needs_approval(client, sr
     history = client.get(f"/admin/templates/history/{WELCOME}?a=1&b=2").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in history and "<script>alert" not in history
     with srt.sessions() as session, session.begin():
-        from template_store import approve
+        from patient_drip.content.template_store import approve
 
         approve(session, session.scalar(select(TemplateVersion).where(TemplateVersion.version == 2)), clock.now,
                 "clinician@clinic.test")
@@ -638,7 +638,7 @@ def test_admin_creates_a_user_with_a_generated_password_shown_once(client, srt, 
                                              "csrf_token": csrf})
     password = re.search(r'id="new-password">([^<]+)<', page.text).group(1)
     assert len(password) >= 12
-    from users import verify_password
+    from patient_drip.accounts.users import verify_password
 
     with srt.sessions() as session:
         user = session.scalar(select(User).where(User.email == "kim@example.com"))
@@ -679,7 +679,7 @@ def test_admin_pauses_and_resumes_a_channel(client, srt, clock):
     settings_page = client.get("/admin/settings").text
     assert "DRIP_DATABASE_URL" in settings_page and "test-secret-key-for-links" not in settings_page
     client.post("/admin/settings/channels/sms", data={"action": "pause", "csrf_token": csrf})
-    import db
+    from patient_drip import db
 
     with srt.sessions() as session:
         assert "paused by admin@clinic.test" in db.get_kv(session, pause_key("sms"))

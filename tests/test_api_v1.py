@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from admin.auth import new_api_token, token_digest
-from dispatch import Dispatcher
+from patient_drip.web.admin.auth import new_api_token, token_digest
+from patient_drip.dispatch.engine import Dispatcher
 from helpers import add_contact
-from models import ApiToken, ConsentRecord, Contact, Enrollment, EnrollmentStatus, ExitReason
+from patient_drip.models import ApiToken, ConsentRecord, Contact, Enrollment, EnrollmentStatus, ExitReason
 from test_admin_auth import add_user, client, make_client, srt  # noqa: F401  (fixtures)
 
 
@@ -240,7 +240,7 @@ def test_openapi_documents_every_api_operation_with_security_and_errors(client):
 
 
 def test_responses_match_the_documented_models(client, srt, clock):
-    from admin.api_v1 import ContactCreated, ContactList, MessageList
+    from patient_drip.web.admin.api_v1 import ContactCreated, ContactList, MessageList
 
     headers = token_for(srt, "admin")
     ContactCreated.model_validate(client.post("/api/v1/contacts", headers=headers, json=NEW).json())

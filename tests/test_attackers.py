@@ -22,18 +22,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from admin.auth import SESSION_COOKIE, describe_auth
+from patient_drip.web.admin.auth import SESSION_COOKIE, describe_auth
 from conftest import VirtualClock
-from dispatch import Dispatcher
+from patient_drip.dispatch.engine import Dispatcher
 from helpers import add_contact
-from models import AuditEntry, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
-from runtime import Runtime
-from sandbox import SendGridSigner
+from patient_drip.models import AuditEntry, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
+from patient_drip.runtime import Runtime
+from patient_drip.providers.sandbox import SendGridSigner
 from test_admin_auth import BASE_URL, ROLES, add_user, make_client, runtime_for, sign_in_as
 from test_api_v1 import token_for
 from test_routes_protected import PUBLIC, _concrete, _is_public, _routes
-from tokens import LinkTokens
-from web import create_app
+from patient_drip.content.tokens import LinkTokens
+from patient_drip.web.app import create_app
 
 TWILIO_TOKEN = "attack-twilio-token"
 BOOKING_SECRET = "attack-booking-secret"
@@ -389,7 +389,7 @@ def test_a_template_bomb_cannot_be_saved(web, art, marketing):
                         data={"source": source, "csrf_token": marketing, "action": "save"})
     assert response.status_code == 422 and "Not saved" in response.text
     with art.sessions() as session:
-        from models import TemplateVersion
+        from patient_drip.models import TemplateVersion
 
         assert session.scalar(select(TemplateVersion).where(TemplateVersion.source == source)) is None
 

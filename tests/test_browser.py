@@ -54,12 +54,12 @@ def _free_port() -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     import uvicorn
 
-    import db
+    from patient_drip import db
     from conftest import VirtualClock, make_settings
-    from runtime import build_runtime
-    from template_store import sync_from_files
-    from users import create_user
-    from web import create_app
+    from patient_drip.runtime import build_runtime
+    from patient_drip.content.template_store import sync_from_files
+    from patient_drip.accounts.users import create_user
+    from patient_drip.web.app import create_app
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -136,7 +136,7 @@ def sign_out(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_front_desk_enrolls_a_contact_reads_its_timeline_and_unsubscribes_it(page, server):
-    from dispatch import Dispatcher
+    from patient_drip.dispatch.engine import Dispatcher
 
     page.goto("/admin/login")
     shot(page, "01-login")
@@ -257,9 +257,9 @@ def test_staff_imports_a_csv_with_one_bad_row(page, server, tmp_path):
 
 
 def test_every_page_renders_for_an_admin_at_laptop_and_tablet_width(page, server):
-    from dispatch import Dispatcher
+    from patient_drip.dispatch.engine import Dispatcher
     from helpers import add_contact
-    from models import InboundMessage
+    from patient_drip.models import InboundMessage
 
     moment = server.clock.now
     contact_id = add_contact(server.rt, moment, email="alex.crisis@example.com", phone="+13125550177")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign import CampaignError, load_campaigns, parse_campaign, parse_delay
+from patient_drip.content.campaign import CampaignError, load_campaigns, parse_campaign, parse_delay
 from conftest import ROOT
 
 GOOD = """

@@ -19,7 +19,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-import db
+from patient_drip import db
 from chaos_support import (
     CHAOS_STEPS,
     FROM_NUMBER,
@@ -38,8 +38,8 @@ from chaos_support import (
 )
 from conftest import _PG, make_postgres_database, make_settings
 from helpers import add_contact
-from models import Enrollment, EnrollmentStatus, Event, Message, MessageStatus
-from runtime import build_runtime, utcnow
+from patient_drip.models import Enrollment, EnrollmentStatus, Event, Message, MessageStatus
+from patient_drip.runtime import build_runtime, utcnow
 from test_providers_e2e import LiveApp
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from patient_drip.cli import main
 from conftest import ROOT
 
 CONTENT_RULE_TERMS = ("depress", "bipolar", "mdd", "mania", "manic", "ketamine", "antidepress", "infusion", "suicid")

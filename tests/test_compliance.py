@@ -13,16 +13,16 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, inspect, select, text
 from twilio.request_validator import RequestValidator
 
-import db
+from patient_drip import db
 from conftest import make_settings
-from dispatch import Dispatcher
-from enrollment import ConsentGrant, grant_consent
+from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.contacts.enrollment import ConsentGrant, grant_consent
 from helpers import add_contact, contact, messages_for, run_until_done
-from models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, ExitReason,
+from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, ExitReason,
                     InboundMessage, MessageStatus)
-from privacy import consent_history, forget
-from runtime import build_runtime
-from web import create_app
+from patient_drip.contacts.privacy import consent_history, forget
+from patient_drip.runtime import build_runtime
+from patient_drip.web.app import create_app
 
 TOKEN = "twilio-test-token"
 BOOKING_SECRET = "booking-secret"
@@ -131,7 +131,7 @@ def test_booking_webhook_refuses_bad_or_missing_signatures(rt, clock, client, he
 
 
 def test_booked_from_the_cli(rt, clock, monkeypatch):
-    from cli import main
+    from patient_drip.cli import main
 
     add_contact(rt, clock.now)
     monkeypatch.setenv("DRIP_DATABASE_URL", rt.settings.database_url)
@@ -253,7 +253,7 @@ def test_erasure_leaves_no_email_phone_or_name_anywhere(rt, clock, client):
         again = session.scalar(select(Contact).where(Contact.email == "alex@example.com"))
         assert again.email_blocked.startswith("suppressed")
     # anonymous counts survive
-    from stats import campaign_summaries
+    from patient_drip.dispatch.funnel import campaign_summaries
 
     with rt.sessions() as session:
         summary = campaign_summaries(session, rt.campaigns)[0]

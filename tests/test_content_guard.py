@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from content_guard import (
+from patient_drip.content.guard import (
     RULES,
     GuardIssue,
     check_rendered_email,
@@ -19,7 +19,7 @@ from content_guard import (
     extract_numbers,
     load_policy,
 )
-from rendering import RenderedEmail, Renderer
+from patient_drip.content.rendering import RenderedEmail, Renderer
 
 REPO = Path(__file__).resolve().parent.parent
 REPO_TEMPLATES = REPO / "templates"

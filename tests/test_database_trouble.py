@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select, text
 
-import db
+from patient_drip import db
 from chaos_support import (
     CHAOS_STEPS,
     FROM_NUMBER,
@@ -39,8 +39,8 @@ from chaos_support import (
 )
 from conftest import _PG, make_settings
 from helpers import add_contact
-from models import Contact, Enrollment, Message, MessageStatus
-from runtime import build_runtime, utcnow
+from patient_drip.models import Contact, Enrollment, Message, MessageStatus
+from patient_drip.runtime import build_runtime, utcnow
 from test_providers_e2e import LiveApp
 
 CONTACTS = 60
@@ -249,7 +249,7 @@ def test_sqlite_locked_briefly_the_dispatcher_waits_its_turn(sqlite_url, clock):
     try:
         for index in range(5):
             add_contact(rt, clock.now, email=f"busy{index}@example.com", phone=f"+1312555{5000 + index}")
-        from dispatch import Dispatcher
+        from patient_drip.dispatch.engine import Dispatcher
 
         with Locker(sqlite_url.removeprefix("sqlite:///"), 1.0):
             summary = Dispatcher(rt, "w").run_once(clock.now)
@@ -262,7 +262,7 @@ def test_sqlite_busy_longer_than_the_timeout_is_retried_by_the_next_tick_not_a_c
                                                                                      monkeypatch, caplog):
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    import scheduler
+    from patient_drip import scheduler
 
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
     # Real time here (the scheduler's ticks): a campaign that may send at any hour.
@@ -292,7 +292,7 @@ def test_sqlite_busy_longer_than_the_timeout_is_retried_by_the_next_tick_not_a_c
 
 
 def test_web_answers_503_while_sqlite_is_locked_and_stores_nothing_half_way(sqlite_url, clock, monkeypatch):
-    from web import create_app
+    from patient_drip.web.app import create_app
 
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
     settings = make_settings(sqlite_url)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-import db
+from patient_drip import db
 from conftest import ROOT, make_settings
-from dispatch import COUNTERS, Dispatcher
+from patient_drip.dispatch.engine import COUNTERS, Dispatcher
 from helpers import add_contact
-from models import Contact, Enrollment, Event, Message, MessageStatus
-from runtime import Runtime, build_runtime
-from sandbox import Fault
+from patient_drip.models import Contact, Enrollment, Event, Message, MessageStatus
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.providers.sandbox import Fault
 
 
 def provider_runtime(database_url: str, sandbox, **overrides: object) -> Runtime:  # type: ignore[no-untyped-def]

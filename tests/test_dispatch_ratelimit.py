@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import db
+from patient_drip import db
 from conftest import ROOT
-from ratelimit import SharedRateLimiter
+from patient_drip.dispatch.ratelimit import SharedRateLimiter
 
 RATE = 20.0  # slots a second for all processes together
 PER_PROCESS = 15
@@ -21,8 +21,8 @@ PROCESSES = 3
 CHILD = """
 import json, sys, time
 sys.path[:0] = [{root!r}]
-import db
-from ratelimit import SharedRateLimiter
+from patient_drip import db
+from patient_drip.dispatch.ratelimit import SharedRateLimiter
 url, start = sys.argv[1], float(sys.argv[2])
 engine = db.make_engine(url)
 limiter = SharedRateLimiter(db.make_session_factory(engine), "sms", {rate})

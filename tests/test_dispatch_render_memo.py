@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaign import load_campaigns
+from patient_drip.content.campaign import load_campaigns
 from conftest import ROOT
-from render_memo import MemoRenderer
-from rendering import RenderedEmail, Renderer, RenderError
-from tokens import LinkTokens
+from patient_drip.content.render_memo import MemoRenderer
+from patient_drip.content.rendering import RenderedEmail, Renderer, RenderError
+from patient_drip.content.tokens import LinkTokens
 
 TOKENS = LinkTokens("memo-test-secret")
 EMAIL_TEMPLATES = sorted(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cli import main
+from patient_drip.cli import main
 from conftest import ROOT
-from settings import Settings, env_name
+from patient_drip.settings import Settings, env_name
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 

@@ -15,14 +15,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-import db
+from patient_drip import db
 from conftest import _PG, START, VirtualClock, make_postgres_database, make_settings
-from dispatch import Dispatcher
+from patient_drip.dispatch.engine import Dispatcher
 from helpers import add_contact
-from models import ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
-from runtime import Runtime, build_runtime
-from sandbox import SendGridSigner
-from web import create_app
+from patient_drip.models import ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.providers.sandbox import SendGridSigner
+from patient_drip.web.app import create_app
 
 TWILIO_TOKEN = "twilio-hostile-token"
 BOOKING_SECRET = "booking-hostile-secret"
@@ -335,7 +335,7 @@ def test_a_path_with_an_encoded_nul_or_a_huge_segment_is_a_404_not_a_crash(clien
 
 @pytest.mark.parametrize("zone", ["America", "x" * 300])
 def test_a_folder_or_overlong_clinic_time_zone_is_a_settings_error_naming_the_variable(zone):
-    from settings import SettingsError, load_settings
+    from patient_drip.settings import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match="DRIP_CLINIC_TIMEZONE"):
         load_settings(clinic_timezone=zone, _env_file=None)

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import db
-import importer
+from patient_drip import db
+from patient_drip.contacts import importer
 from conftest import START, make_postgres_database, make_settings
-from enrollment import (ConsentGrant, end_enrollments, enroll, grant_consent, parse_contact_input, suppress,
+from patient_drip.contacts.enrollment import (ConsentGrant, end_enrollments, enroll, grant_consent, parse_contact_input, suppress,
                         upsert_contact, withdraw_consent)
-from importer import import_csv, import_csv_rowwise
-from models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, ExitReason)
-from runtime import Runtime, build_runtime
+from patient_drip.contacts.importer import import_csv, import_csv_rowwise
+from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, ExitReason)
+from patient_drip.runtime import Runtime, build_runtime
 
 HEADER = "first_name,last_name,email,phone,timezone,consent_email,consent_sms,source,favourite_colour\n"
 TRICKY_ROWS = [

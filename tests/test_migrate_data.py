@@ -8,14 +8,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-import db
+from patient_drip import db
 from conftest import make_settings
-from dispatch import Dispatcher
-from enrollment import parse_contact_input, suppress, upsert_contact
+from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.contacts.enrollment import parse_contact_input, suppress, upsert_contact
 from helpers import add_contact
-from migrate_data import copy_order, migrate_data, migrate_data_command
-from models import Channel, Contact, Message
-from runtime import build_runtime
+from patient_drip.migrate_data import copy_order, migrate_data, migrate_data_command
+from patient_drip.models import Channel, Contact, Message
+from patient_drip.runtime import build_runtime
 
 
 def _rows(url: str) -> dict[str, list[tuple[object, ...]]]:

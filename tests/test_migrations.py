@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-import db
-from models import Base
+from patient_drip import db
+from patient_drip.models import Base
 
 
 def test_upgrade_from_empty_matches_models_and_is_idempotent(database_url):

@@ -20,19 +20,19 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-import db
+from patient_drip import db
 from conftest import VirtualClock, make_settings
-from dispatch import Dispatcher
-from importer import import_csv
-from logs import AccessLogFilter, RedactingFilter, configure_logging, redact
-from models import Message
-from reconcile import reconcile_unknown
-from runtime import Runtime, build_runtime
-from sandbox import Fault, RecipientRule
+from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.contacts.importer import import_csv
+from patient_drip.logs import AccessLogFilter, RedactingFilter, configure_logging, redact
+from patient_drip.models import Message
+from patient_drip.dispatch.reconcile import reconcile_unknown
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.providers.sandbox import Fault, RecipientRule
 from test_api_v1 import token_for
 from test_provider_trouble import drive
 from test_providers_e2e import free_port, settled, wait_until
-from web import create_app
+from patient_drip.web.app import create_app
 
 NAME, SURNAME = "Quintessa", "Zebrowski"
 EMAIL = "quintessa.zebrowski@example.com"

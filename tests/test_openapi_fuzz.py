@@ -28,7 +28,7 @@ from conftest import START, VirtualClock
 from helpers import add_contact
 from test_admin_auth import runtime_for
 from test_api_v1 import token_for
-from web import create_app
+from patient_drip.web.app import create_app
 
 pytestmark = pytest.mark.slow
 

@@ -25,18 +25,18 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-import contact_fields
-from campaign import Campaign, CampaignError, parse_campaign
+from patient_drip.contacts import fields as contact_fields
+from patient_drip.content.campaign import Campaign, CampaignError, parse_campaign
 from conftest import ROOT, START, VirtualClock
-from contact_fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
-from importer import KNOWN_COLUMNS, ImportFileError, import_csv, read_rows
-from models import Contact, Enrollment
-from replies import ReplyKind, classify_reply
-from rendering import MAX_RENDER_SECONDS, Renderer, RenderError
-from runtime import Runtime
-from sandbox import SendGridSigner
+from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
+from patient_drip.contacts.importer import KNOWN_COLUMNS, ImportFileError, import_csv, read_rows
+from patient_drip.models import Contact, Enrollment
+from patient_drip.contacts.replies import ReplyKind, classify_reply
+from patient_drip.content.rendering import MAX_RENDER_SECONDS, Renderer, RenderError
+from patient_drip.runtime import Runtime
+from patient_drip.providers.sandbox import SendGridSigner
 from test_admin_auth import runtime_for
-from web import create_app
+from patient_drip.web.app import create_app
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW_PROPERTY = settings(max_examples=40, deadline=None,
@@ -222,7 +222,7 @@ def web_client() -> tuple[TestClient, Runtime]:
         path = Path(tempfile.mkdtemp(prefix="drip-webhook-props-")) / "drip.db"
         rt = runtime_for(f"sqlite:///{path}", twilio_auth_token=TOKEN, booking_webhook_secret=SECRET,
                          sendgrid_webhook_public_key=SIGNER.public_key)
-        from dispatch import Dispatcher
+        from patient_drip.dispatch.engine import Dispatcher
         from helpers import add_contact
 
         add_contact(rt, START)

@@ -18,16 +18,16 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-import db
-import dispatch
+from patient_drip import db
+from patient_drip.dispatch import engine as dispatch
 from chaos_support import audit_sandbox, drip_message_id, record_figures
 from conftest import VirtualClock, make_settings
-from dispatch import Dispatcher
+from patient_drip.dispatch.engine import Dispatcher
 from helpers import add_contact
-from models import Enrollment, EnrollmentStatus, Event, Message, MessageStatus
-from reconcile import reconcile_unknown
-from runtime import Runtime, build_runtime
-from sandbox import Fault, SandboxServer
+from patient_drip.models import Enrollment, EnrollmentStatus, Event, Message, MessageStatus
+from patient_drip.dispatch.reconcile import reconcile_unknown
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.providers.sandbox import Fault, SandboxServer
 from test_providers_e2e import LiveApp, free_port, settled, wait_until
 
 pytestmark = pytest.mark.slow
@@ -188,8 +188,8 @@ def test_a_timeout_settled_by_the_providers_callback_is_delivered_not_resent(liv
     sandbox.add_fault("twilio", Fault(timeout=True, hang_ms=1500))
     sandbox.add_fault("sendgrid", Fault(timeout=True, hang_ms=1500))
     with live_sqlite.sessions() as session, session.begin():
-        from enrollment import enroll
-        from models import Contact
+        from patient_drip.contacts.enrollment import enroll
+        from patient_drip.models import Contact
 
         enroll(session, live_sqlite, session.get(Contact, contact), live_sqlite.campaign("ketamine-consult"),
                clock.now, "test")

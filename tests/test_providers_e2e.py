@@ -14,15 +14,15 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 
-import db
+from patient_drip import db
 from conftest import make_settings
-from dispatch import Dispatcher
+from patient_drip.dispatch.engine import Dispatcher
 from helpers import add_contact, contact, messages_for, run_until_done
-from models import Contact, Enrollment, Message, MessageStatus
-from reconcile import reconcile_unknown
-from runtime import Runtime, build_runtime
-from sandbox import Fault
-from web import create_app
+from patient_drip.models import Contact, Enrollment, Message, MessageStatus
+from patient_drip.dispatch.reconcile import reconcile_unknown
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.providers.sandbox import Fault
+from patient_drip.web.app import create_app
 
 
 def free_port() -> int:

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from dispatch import Dispatcher
+from patient_drip.dispatch.engine import Dispatcher
 from helpers import add_contact, contact, messages_for
-from models import ConsentRecord, Contact, Enrollment, EnrollmentStatus, Event
-from web import create_app
+from patient_drip.models import ConsentRecord, Contact, Enrollment, EnrollmentStatus, Event
+from patient_drip.web.app import create_app
 
 FORM = {"first_name": "Dana", "last_name": "Reyes", "email": "dana@example.com", "phone": "(312) 555-0188",
         "consent_email": "yes", "consent_sms": "yes", "preferred_channel": "sms"}

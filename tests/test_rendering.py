@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from rendering import RenderError, Renderer, html_to_text, sms_info
+from patient_drip.content.rendering import RenderError, Renderer, html_to_text, sms_info
 
 CTX = {"first_name": "<b>Eve</b>", "clinic_name": "Riverside", "clinic_phone": "+1 217 555 0100",
        "clinic_address": "12 River Road", "booking_link": "https://clinic.test/b/x", "unsubscribe_link": "https://clinic.test/u/y",

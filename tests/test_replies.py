@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from replies import (
+from patient_drip.contacts.replies import (
     HELP_KEYWORDS,
     MAX_REPLY_CHARS,
     OPT_IN_KEYWORDS,

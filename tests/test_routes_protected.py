@@ -9,9 +9,9 @@ import re
 import pytest
 from fastapi import routing
 
-from admin.auth import describe_auth
+from patient_drip.web.admin.auth import describe_auth
 from test_admin_auth import add_user, client, sign_in_as, srt  # noqa: F401  (fixtures)
-from web import create_app
+from patient_drip.web.app import create_app
 
 PUBLIC = (
     re.compile(r"^/healthz$"),

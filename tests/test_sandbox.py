@@ -15,7 +15,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from sandbox import Fault, RecipientRule, SandboxConfig, SandboxServer, sms_segments
+from patient_drip.providers.sandbox import Fault, RecipientRule, SandboxConfig, SandboxServer, sms_segments
 
 PATIENT = "+15551234567"
 

@@ -12,8 +12,8 @@ import pytest
 from sandbox_fixture import make_sandbox, sandbox, webhook_sink  # noqa: F401
 from twilio.request_validator import RequestValidator
 
-from sandbox import SandboxServer
-from senders import (
+from patient_drip.providers.sandbox import SandboxServer
+from patient_drip.providers.senders import (
     AmbiguousSendError,
     AuthSendError,
     Channel,

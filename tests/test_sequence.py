@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from dispatch import Dispatcher
-from enrollment import AlreadyEnrolled, enroll, unsubscribe
+from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.contacts.enrollment import AlreadyEnrolled, enroll, unsubscribe
 from helpers import add_contact, messages_for, run_until_done
-from models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus, ExitReason, MessageStatus
+from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus, ExitReason, MessageStatus
 
 EXPECTED = [  # step, channel, day offset
     ("welcome-email", "email", 0),

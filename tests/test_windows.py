@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from campaign import SendWindow
-from windows import in_window, local_day_bounds, next_opening, schedule_into_window
+from patient_drip.content.campaign import SendWindow
+from patient_drip.content.windows import in_window, local_day_bounds, next_opening, schedule_into_window
 
 UTC = timezone.utc
 WINDOW = SendWindow(start=time(9), end=time(20), spread_minutes=20)

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-import db
+from patient_drip import db
 from conftest import ROOT, make_settings
 from helpers import add_contact
-from models import Enrollment, EnrollmentStatus, Message, MessageStatus
-from runtime import build_runtime, utcnow
+from patient_drip.models import Enrollment, EnrollmentStatus, Message, MessageStatus
+from patient_drip.runtime import build_runtime, utcnow
 
 WORKERS = 3
 CONTACTS = 30
@@ -87,7 +87,7 @@ def test_workers_share_the_queue_without_duplicates_or_leftovers(database_url, m
         add_contact(rt, now, email=f"pat{index}@example.com", phone=f"+1312555{5000 + index}", first_name="Pat",
                     campaign="all-at-once")
     env = _worker_env(database_url, campaigns, sandbox)
-    workers = [subprocess.Popen([sys.executable, "-c", "from cli import main; main()", "worker"], env=env, cwd=ROOT,
+    workers = [subprocess.Popen([sys.executable, "-c", "from patient_drip.cli import main; main()", "worker"], env=env, cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(WORKERS)]
     try:
         deadline = time.monotonic() + 45
@@ -137,10 +137,10 @@ def test_claims_from_several_processes_never_overlap(database_url, tmp_path, pro
     rt.close()
     script = (
         "import json, sys\n"
-        f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+        f"sys.path[:0] = [{str(ROOT / 'tests')!r}]\n"
         "from conftest import make_settings\n"
-        "from dispatch import claim_due\n"
-        "from runtime import build_runtime, utcnow\n"
+        "from patient_drip.dispatch.engine import claim_due\n"
+        "from patient_drip.runtime import build_runtime, utcnow\n"
         "rt = build_runtime(make_settings(sys.argv[1]))\n"
         "got = []\n"
         "while True:\n"

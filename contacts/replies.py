@@ -1,0 +1,280 @@
+"""Classify an inbound SMS reply: carrier keyword, crisis, free-text opt-out, or anything else.
+
+Order of precedence (first that applies wins):
+
+1. An exact carrier keyword - the whole message is STOP, START, HELP, ... (see the sets below),
+   ignoring case, surrounding whitespace, punctuation and emoji. Carriers and Twilio act on these
+   keywords themselves, so our answer must agree with theirs.
+2. CRISIS - a phrase from ``policy/crisis_phrases.txt`` not covered by
+   ``policy/crisis_exclusions.txt``. It beats everything except an exact keyword: "stop texting me,
+   I want to die" is a crisis first.
+3. OPT_OUT_TEXT - an opt-out in the person's own words (``policy/optout_phrases.txt``, minus
+   ``policy/optout_exclusions.txt``), or a stretched keyword such as "STOPPP".
+4. OTHER.
+
+Matching works on a normalised form of the text (see `normalise`): Unicode NFKC, case folded,
+accents and apostrophes removed ("can't" == "cant"), letters repeated three or more times squeezed
+to one ("dieee" == "die"), and every run of anything that is not a letter or digit (punctuation,
+emoji, symbols) turned into one space. The phrase files describe their own pattern syntax in their
+headers; it is meant to be edited by a clinician, not a programmer.
+
+Inputs longer than `MAX_REPLY_CHARS` are cut to that length before anything else, so a hostile or
+broken webhook payload cannot make classification slow. A real SMS is at most 1,600 characters
+(Twilio's limit for a concatenated message), so nothing a person can send is lost.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+__all__ = [
+    "HELP_KEYWORDS",
+    "MAX_REPLY_CHARS",
+    "OPT_IN_KEYWORDS",
+    "OPT_OUT_KEYWORDS",
+    "Classification",
+    "PhraseLists",
+    "PhrasePattern",
+    "ReplyKind",
+    "classify_reply",
+    "load_phrase_lists",
+    "normalise",
+]
+
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policy"
+MAX_REPLY_CHARS = 2000
+
+
+
+class ReplyKind(StrEnum):
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    HELP = "help"
+    CRISIS = "crisis"
+    OPT_OUT_TEXT = "opt_out_text"
+    OTHER = "other"
+
+
+# Twilio's default opt-out / opt-in / help keywords (CTIA), plus REVOKE and OPTOUT, which the FCC's
+# 2024 consent-revocation rule names as words that revoke consent.
+OPT_OUT_KEYWORDS = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout"})
+OPT_IN_KEYWORDS = frozenset({"start", "unstop", "yes"})
+HELP_KEYWORDS = frozenset({"help", "info"})
+_KEYWORDS: dict[str, ReplyKind] = {
+    **dict.fromkeys(OPT_OUT_KEYWORDS, ReplyKind.OPT_OUT),
+    **dict.fromkeys(OPT_IN_KEYWORDS, ReplyKind.OPT_IN),
+    **dict.fromkeys(HELP_KEYWORDS, ReplyKind.HELP),
+}
+
+
+@dataclass(frozen=True)
+class Classification:
+    kind: ReplyKind
+    matched: str | None  # the keyword, or the phrase-file line as written, that decided `kind`
+
+
+@dataclass(frozen=True)
+class PhrasePattern:
+    """One line of a phrase file, compiled."""
+
+    text: str  # the line as written, shown to staff as the reason for a classification
+    origin: str  # "crisis_phrases.txt:42"
+    regex: re.Pattern[str]
+
+    def spans(self, normalised: str) -> list[tuple[int, int]]:
+        return [m.span() for m in self.regex.finditer(normalised)]
+
+
+@dataclass(frozen=True)
+class PhraseLists:
+    crisis: tuple[PhrasePattern, ...]
+    crisis_exclusions: tuple[PhrasePattern, ...]
+    optout: tuple[PhrasePattern, ...]
+    optout_exclusions: tuple[PhrasePattern, ...]
+
+
+# --- normalisation ---------------------------------------------------------------------------
+
+# Apostrophe look-alikes phones and keyboards produce; all are dropped so "don’t" == "dont".
+_APOSTROPHES = dict.fromkeys(map(ord, "'’‘‛′`´ʼ＇"), None)
+_SENTENCE_END = re.compile(r"[.!?;…\n\r]+")
+_NOT_WORD = re.compile(r"[\W_]+")
+_STRETCHED = re.compile(r"([^\W\d_])\1{2,}")  # a letter three or more times in a row
+
+
+def _visible(text: str) -> str:
+    """`text` without invisible format characters (zero-width space/joiners, word joiner, BOM,
+    soft hyphen, direction marks): pasted text and some keyboards put them inside words, and
+    "k\u200bill" must read as "kill" -- a crisis or an opt-out must not hide behind them."""
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
+def _words(text: str) -> str:
+    text = unicodedata.normalize("NFKC", _visible(text)).casefold().translate(_APOSTROPHES)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    text = _STRETCHED.sub(r"\1", text)
+    return _NOT_WORD.sub(" ", text).strip()
+
+
+def _normalise_with_boundaries(body: str) -> tuple[str, tuple[int, ...]]:
+    """`normalise(body)` plus the offsets of the spaces that stand where a sentence ended."""
+    parts = [w for w in (_words(s) for s in _SENTENCE_END.split(body[:MAX_REPLY_CHARS])) if w]
+    boundaries: list[int] = []
+    pos = -1
+    for part in parts[:-1]:
+        pos += len(part) + 1
+        boundaries.append(pos)
+    # NFKC can expand a character up to 18-fold; cap again so matching time stays bounded.
+    return " ".join(parts)[: 4 * MAX_REPLY_CHARS], tuple(boundaries)
+
+
+def normalise(body: str) -> str:
+    """The form phrase patterns are matched against: lower-case words separated by single spaces.
+
+    Only the first `MAX_REPLY_CHARS` characters of `body` are looked at.
+    """
+    return _normalise_with_boundaries(body)[0]
+
+
+# --- phrase files ----------------------------------------------------------------------------
+
+_GAP = "..."
+_NUMBER = "<number>"
+_MAX_GAP_WORDS = 2
+
+
+def _compile_pattern(line: str, origin: str) -> PhrasePattern:
+    """Compile one phrase-file line; ValueError naming `origin` (file:line) when it is malformed."""
+    if "#" in line:
+        raise ValueError(f"{origin}: comments must be on a line of their own, starting with #: {line!r}")
+    pieces: list[str] = []  # regex for each word or gap, in order
+    kinds: list[str] = []
+    for raw in line.split():
+        if raw == _GAP:
+            pieces.append(rf"(?:[^ ]+ ){{0,{_MAX_GAP_WORDS}}}")
+            kinds.append("gap")
+            continue
+        if raw.casefold() == _NUMBER:
+            pieces.append(r"[0-9][^ ]*")
+            kinds.append("word")
+            continue
+        wildcard = raw.endswith("*")
+        words = _words(raw.rstrip("*")).split()
+        if not words or "*" in raw.rstrip("*"):
+            raise ValueError(
+                f"{origin}: {raw!r} is not a word; write whole words, with * only at the end of a word"
+            )
+        for i, word in enumerate(words):
+            suffix = r"[^ ]*" if wildcard and i == len(words) - 1 else ""
+            pieces.append(re.escape(word) + suffix)
+            kinds.append("word")
+    if not pieces:
+        raise ValueError(f"{origin}: empty pattern")
+    if kinds[0] == "gap" or kinds[-1] == "gap" or any(a == b == "gap" for a, b in zip(kinds, kinds[1:])):
+        raise ValueError(f"{origin}: '...' must stand between two words: {line!r}")
+    regex = ""
+    for i, (piece, kind) in enumerate(zip(pieces, kinds)):
+        regex += piece
+        if kind == "word" and i < len(pieces) - 1:
+            regex += " "
+    return PhrasePattern(text=line, origin=origin, regex=re.compile(rf"(?<![^ ]){regex}(?![^ ])"))
+
+
+def _read_patterns(path: Path) -> tuple[PhrasePattern, ...]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: phrase file not found") from None
+    patterns = []
+    for number, raw in enumerate(lines, start=1):
+        line = " ".join(raw.split())
+        if line and not line.startswith("#"):
+            patterns.append(_compile_pattern(line, f"{path.name}:{number}"))
+    return tuple(patterns)
+
+
+@lru_cache(maxsize=8)
+def _load(policy_dir: Path) -> PhraseLists:
+    return PhraseLists(
+        crisis=_read_patterns(policy_dir / "crisis_phrases.txt"),
+        crisis_exclusions=_read_patterns(policy_dir / "crisis_exclusions.txt"),
+        optout=_read_patterns(policy_dir / "optout_phrases.txt"),
+        optout_exclusions=_read_patterns(policy_dir / "optout_exclusions.txt"),
+    )
+
+
+def load_phrase_lists(policy_dir: Path | None = None) -> PhraseLists:
+    """Read and compile the four phrase files in `policy_dir` (default: the repository's policy/).
+
+    Cached per directory: the files are read once per process. Raises ValueError naming the file
+    and line of a malformed pattern or a missing file.
+    """
+    return _load((policy_dir or DEFAULT_POLICY_DIR).resolve())
+
+
+# --- classification --------------------------------------------------------------------------
+
+
+def _first_match(
+    normalised: str,
+    boundaries: tuple[int, ...],
+    patterns: tuple[PhrasePattern, ...],
+    exclusions: tuple[PhrasePattern, ...],
+) -> PhrasePattern | None:
+    """The first pattern (in file order) that matches somewhere no exclusion covers.
+
+    An exclusion only counts within one sentence, so "I can't go on. Tuesday is..." is not
+    excused by "can't go on tuesday".
+    """
+    excluded: list[tuple[int, int]] | None = None  # computed only when something matched
+    for pattern in patterns:
+        spans = pattern.spans(normalised)
+        if not spans:
+            continue
+        if excluded is None:
+            excluded = [
+                (s, e)
+                for ex in exclusions
+                for s, e in ex.spans(normalised)
+                if not any(s < b < e for b in boundaries)
+            ]
+        if any(all(e <= xs or s >= xe for xs, xe in excluded) for s, e in spans):
+            return pattern
+    return None
+
+
+def _keyword(body: str) -> str | None:
+    """The whole message, if it is a keyword once trimmed of whitespace, punctuation and emoji."""
+    text = unicodedata.normalize("NFKC", _visible(body[:MAX_REPLY_CHARS]))
+    start, end = 0, len(text)
+    while start < end and not text[start].isalnum():
+        start += 1
+    while end > start and not text[end - 1].isalnum():
+        end -= 1
+    word = text[start:end].casefold()
+    return word if word in _KEYWORDS else None
+
+
+def classify_reply(body: str, phrases: PhraseLists | None = None) -> Classification:
+    """Classify one inbound SMS body. Never raises for any string; only its first
+    `MAX_REPLY_CHARS` characters are considered. `phrases` defaults to `load_phrase_lists()`.
+    """
+    keyword = _keyword(body)
+    if keyword is not None:
+        return Classification(_KEYWORDS[keyword], keyword)
+    phrases = phrases or load_phrase_lists()
+    normalised, boundaries = _normalise_with_boundaries(body)
+    crisis = _first_match(normalised, boundaries, phrases.crisis, phrases.crisis_exclusions)
+    if crisis is not None:
+        return Classification(ReplyKind.CRISIS, crisis.text)
+    if _KEYWORDS.get(normalised) is ReplyKind.OPT_OUT:  # a stretched keyword: "STOPPP", "Stooop"
+        return Classification(ReplyKind.OPT_OUT_TEXT, normalised)
+    optout = _first_match(normalised, boundaries, phrases.optout, phrases.optout_exclusions)
+    if optout is not None:
+        return Classification(ReplyKind.OPT_OUT_TEXT, optout.text)
+    return Classification(ReplyKind.OTHER, None)

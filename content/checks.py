@@ -1,0 +1,138 @@
+"""`drip templates check`: every campaign and template, validated the way sending would use them.
+
+Problems are `file:line: message` strings. Checks: campaign files parse; every template compiles
+and renders with the sample variables (strict: an unknown variable is an error); emails have a
+subject; each SMS fits in two segments even with long sample values and uses GSM-7; the first SMS
+of each campaign says STOP and HELP; and the content guard's rules (content_guard.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from patient_drip.content.campaign import CampaignError, load_campaigns
+from patient_drip.models import Channel
+from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderError, Renderer, sms_info
+from patient_drip.settings import Settings
+from patient_drip.content.tokens import LinkTokens
+
+# Long-but-plausible values: a template that fits with these fits for real contacts.
+SAMPLE_LONG_FIRST_NAME = "Christopher"
+
+
+def sample_context(settings: Settings, step_id: str, channel: str, campaign_name: str) -> dict[str, str]:
+    tokens = LinkTokens("template-check")
+    return {
+        "first_name": SAMPLE_LONG_FIRST_NAME,
+        "clinic_name": settings.clinic_name,
+        "clinic_phone": settings.clinic_phone,
+        "clinic_address": settings.clinic_address,
+        "booking_link": f"{settings.public_url}/b/{tokens.booking(9_999_999)}",
+        "unsubscribe_link": f"{settings.public_url}/u/{tokens.unsubscribe(9_999_999, 99_999_999)}",
+        "campaign_name": campaign_name,
+        "step_id": step_id,
+        "channel": channel,
+    }
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root.parent))
+    except ValueError:
+        return str(path)
+
+
+def check_all(settings: Settings) -> tuple[list[str], str]:
+    """All problems found, and a one-line summary of what was checked."""
+    problems: list[str] = []
+    templates_dir = settings.templates_dir
+    try:
+        campaigns = load_campaigns(settings.campaigns_dir, templates_dir)
+    except CampaignError as exc:
+        return [str(exc)], ""
+    renderer = Renderer(templates_dir)
+    guard = _load_guard(settings, problems)
+    checked = 0
+    used: dict[str, tuple[str, str, str]] = {}
+    for campaign in campaigns.values():
+        first_sms = next((step for step in campaign.steps if step.channel == Channel.SMS), None)
+        for step in campaign.steps:
+            used.setdefault(step.template, (step.id, str(step.channel), campaign.name))
+            if first_sms is not None and step is first_sms:
+                body = _render_sms(renderer, settings, step.template, step.id, campaign.name, templates_dir, problems)
+                if body is not None and ("STOP" not in body or "HELP" not in body):
+                    problems.append(f"{_relative(templates_dir / step.template, templates_dir)}:1: the first SMS of "
+                                    f"{campaign.id} must say how to opt out (STOP) and get help (HELP)")
+    for path in sorted(templates_dir.rglob("*")):
+        if not path.is_file() or path.name.startswith((".", "_")):
+            continue
+        name = str(path.relative_to(templates_dir))
+        step_id, channel, campaign_name = used.get(name, ("sample-step", "email" if name.startswith("email/") else "sms", "Sample"))
+        checked += 1
+        display = _relative(path, templates_dir)
+        if name.startswith("email/"):
+            try:
+                email = renderer.render_email(name, sample_context(settings, step_id, "email", campaign_name))
+            except RenderError as exc:
+                problems.append(_located(display, exc))
+                continue
+            if guard is not None:
+                problems.extend(guard(path, name, "email", email))
+        elif name.startswith("sms/"):
+            body = _render_sms(renderer, settings, name, step_id, campaign_name, templates_dir, problems)
+            if body is None:
+                continue
+            info = sms_info(body)
+            if info.encoding != "GSM-7":
+                problems.append(f"{display}:1: uses characters outside GSM-7 (curly quotes, long dashes, emoji?): "
+                                f"every SMS would cost double")
+            if info.segments > SMS_MAX_SEGMENTS:
+                problems.append(f"{display}:1: {info.units} characters = {info.segments} SMS segments with sample "
+                                f"values; at most {SMS_MAX_SEGMENTS} allowed")
+            if guard is not None:
+                problems.extend(guard(path, name, "sms", body))
+    unused = sorted(set(used) - {str(p.relative_to(templates_dir)) for p in templates_dir.rglob("*") if p.is_file()})
+    for name in unused:
+        problems.append(f"{name}: referenced by a campaign but missing")
+    return list(dict.fromkeys(problems)), f"{len(campaigns)} campaign(s), {checked} template(s)"
+
+
+def _located(display: str, exc: RenderError) -> str:
+    """`file:line: message`; an error inside an extended layout is reported there, via the child."""
+    if display.endswith(exc.name):
+        return f"{display}:{exc.line or 1}: {exc.message}"
+    return f"{display}:1: in {exc.name}:{exc.line or 1}: {exc.message}"
+
+
+def _render_sms(renderer: Renderer, settings: Settings, name: str, step_id: str, campaign_name: str,
+                templates_dir: Path, problems: list[str]) -> str | None:
+    try:
+        return renderer.render_sms(name, sample_context(settings, step_id, "sms", campaign_name))
+    except RenderError as exc:
+        problems.append(_located(_relative(templates_dir / name, templates_dir), exc))
+        return None
+
+
+def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-untyped-def]
+    """The content guard's rendered-output checks bound to the policy; source checks (layouts
+    included) are run here once for the whole folder. None if the policy cannot be read."""
+    from patient_drip.content import guard as content_guard
+
+    try:
+        policy = content_guard.load_policy(settings.policy_dir)
+    except Exception as exc:  # a broken policy file is itself a problem to report
+        problems.append(f"{settings.policy_dir}: cannot read the content policy: {exc}")
+        return None
+    for issue in content_guard.check_templates_dir(settings.templates_dir, policy):
+        problems.append(str(issue).replace(str(settings.templates_dir.parent) + "/", ""))
+
+    def run(path: Path, name: str, channel: str, rendered: object) -> list[str]:
+        display = _relative(path, settings.templates_dir)
+        variables = sample_context(settings, "sample-step", channel, "Sample")
+        if channel == "email":
+            issues = content_guard.check_rendered_email(display, rendered, variables=variables, policy=policy)
+        else:
+            issues = content_guard.check_rendered_sms(display, str(rendered), variables=variables, policy=policy)
+        return [str(issue) for issue in issues]
+
+    return run

@@ -1,0 +1,591 @@
+"""Content rules for message templates: discreet SMS and subjects, approved numbers, required parts.
+
+Rules (the id in brackets is printed with every issue and is stable; tests and docs refer to it):
+
+- ``discreet-subject`` - an email subject (``{% block subject %}``) names no diagnosis or drug
+  (``policy/restricted_terms.yaml``). Subjects show in notifications and on lock screens.
+- ``discreet-sms`` - an SMS template names no diagnosis or drug, for the same reason.
+- ``approved-claim`` - every number in a template's literal text (not inside ``{{ }}``,
+  ``{% %}`` or ``{# #}``; for email also not in HTML markup, comments or ``<style>``) is listed in
+  ``policy/approved_claims.yaml``, as a claim from the seed page or as a safe number (988, 911...).
+- ``email-footer`` - an email, together with the layout it extends, outputs
+  ``{{ unsubscribe_link }}``, ``{{ clinic_address }}`` and the 988 crisis line.
+- ``booking-link`` - every message outputs ``{{ booking_link }}`` (an email: itself or its layout).
+
+The footer and booking rules are checked on a *probe render*: the template is rendered with its
+layout in a Jinja sandbox with a marker string for every variable, and the output is searched for
+the markers. So a child that overrides the layout's footer block, or hides the link in
+``{% if false %}``, is caught, which a search of the two source files would miss. When the
+template cannot be rendered (a syntax error, which `drip templates check` reports on its own), the
+sources themselves are searched instead.
+
+Issues print as ``file:line: [rule] message``; ``line`` is 1-based and points at the offending line
+of the file. A missing part has no line of its own: it is reported on the ``{% extends %}`` line
+(or line 1).
+
+``check_rendered_email`` / ``check_rendered_sms`` apply the same rules to real rendered output,
+where a clinic name from the settings (e.g. "... Ketamine Center") can break discretion although
+every template is clean.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from html import unescape as html_unescape
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from jinja2 import BaseLoader, ChainableUndefined, ChoiceLoader, DictLoader, FileSystemLoader, TemplateNotFound
+from jinja2.sandbox import SandboxedEnvironment
+
+from patient_drip.content.rendering import TEMPLATE_VARIABLES, BoundedSandbox, RenderedEmail
+
+__all__ = [
+    "RULES",
+    "ApprovedNumber",
+    "Claim",
+    "ContentPolicy",
+    "GuardIssue",
+    "NumberMention",
+    "RestrictedTerm",
+    "SafeNumber",
+    "check_rendered_email",
+    "check_rendered_sms",
+    "check_template_source",
+    "check_templates_dir",
+    "extract_numbers",
+    "load_policy",
+]
+
+DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policy"
+Channel = Literal["email", "sms"]
+
+DISCREET_SUBJECT = "discreet-subject"
+DISCREET_SMS = "discreet-sms"
+APPROVED_CLAIM = "approved-claim"
+EMAIL_FOOTER = "email-footer"
+BOOKING_LINK = "booking-link"
+UNREADABLE = "unreadable"
+RULES = {
+    DISCREET_SUBJECT: "an email subject names no diagnosis or drug",
+    DISCREET_SMS: "a text message names no diagnosis or drug",
+    APPROVED_CLAIM: "every number is an approved claim from the seed or a safe number",
+    EMAIL_FOOTER: "an email (with its layout) has the unsubscribe link, the clinic address and 988",
+    BOOKING_LINK: "every message has {{ booking_link }}",
+    UNREADABLE: "a template file is UTF-8 text",
+}
+
+
+@dataclass(frozen=True)
+class GuardIssue:
+    file: str
+    line: int
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: [{self.rule}] {self.message}"
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestrictedTerm:
+    term: str  # as written in restricted_terms.yaml
+    category: str  # "diagnoses", "drugs", ...
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    text: str
+    numbers: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class SafeNumber:
+    number: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NumberMention:
+    """A number found in text."""
+
+    text: str  # as written: "60–80%"
+    value: str  # normalised: "60-80%", "20 million", "2-7", "$400", "24/7", "9:30"
+    following: str  # the next few words, lower case, punctuation as spaces: "minute consultation"
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class ApprovedNumber:
+    value: str  # normalised, as NumberMention.value
+    words: str  # words that must follow it ("minute"); "" = any context
+    origin: str  # "claim 'response-rate'" or "safe_numbers"
+    entry: str  # as written in the file
+
+    def approves(self, mention: NumberMention) -> bool:
+        # The last word is a stem: "15 minute" approves "15 minutes".
+        return mention.value == self.value and mention.following.startswith(self.words)
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    restricted_terms: tuple[RestrictedTerm, ...]
+    allowed_words: frozenset[str]
+    claims: tuple[Claim, ...]
+    safe_numbers: tuple[SafeNumber, ...]
+    approved_numbers: tuple[ApprovedNumber, ...]
+
+    def restricted_in(self, text: str) -> list[tuple[int, str, RestrictedTerm]]:
+        """(offset, word as written, term) for every restricted word in `text`, in text order."""
+        matches = sorted(
+            (
+                (m.start(), m.end(), m.group(), term)
+                for term in self.restricted_terms
+                for m in term.regex.finditer(text)
+            ),
+            key=lambda f: (f[0], -f[1]),
+        )
+        found, covered = [], -1
+        for start, end, word, term in matches:
+            # "anti-depressants" is one word to report, though "anti-depress" and "depress" both match.
+            if end > covered and word.casefold() not in self.allowed_words:
+                found.append((start, word, term))
+                covered = end
+        return found
+
+    def approval(self, mention: NumberMention) -> ApprovedNumber | None:
+        return next((a for a in self.approved_numbers if a.approves(mention)), None)
+
+
+_HYPHENS = r"\-‐‑‒–—−"  # for use inside [...]: ASCII hyphen escaped, then Unicode dashes
+
+
+def _term_regex(term: str) -> re.Pattern[str]:
+    words = [re.escape(w) for w in re.split(rf"[\s{_HYPHENS}]+", term.strip()) if w]
+    # A hyphen in an entry also matches a space or nothing ("self-harm", "self harm", "selfharm").
+    glue = rf"[\s{_HYPHENS}]*" if re.search(rf"[{_HYPHENS}]", term) else rf"[\s{_HYPHENS}]+"
+    return re.compile(rf"(?<![^\W_]){glue.join(words)}[^\W_]*", re.IGNORECASE)
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: policy file not found") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _parse_entry(entry: object, origin: str, path: Path) -> ApprovedNumber:
+    text = str(entry).strip()
+    m = _NUMBER_RE.match(text)
+    if not m:
+        raise ValueError(f"{path}: {origin}: {text!r} does not start with a number")
+    return ApprovedNumber(
+        value=_value(m), words=_words_after(text, m.end()), origin=origin, entry=text
+    )
+
+
+@lru_cache(maxsize=8)
+def _load_policy(policy_dir: Path) -> ContentPolicy:
+    terms_path = policy_dir / "restricted_terms.yaml"
+    terms_doc = _load_yaml(terms_path) or {}
+    if not isinstance(terms_doc, dict) or not isinstance(terms_doc.get("terms"), dict):
+        raise ValueError(f"{terms_path}: needs a 'terms' mapping of category -> list of terms")
+    restricted = []
+    for category, entries in terms_doc["terms"].items():
+        if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
+            raise ValueError(f"{terms_path}: terms.{category} must be a list of words")
+        restricted += [RestrictedTerm(e.strip(), str(category), _term_regex(e)) for e in entries]
+    allowed = frozenset(str(w).casefold() for w in terms_doc.get("allowed_words") or [])
+
+    claims_path = policy_dir / "approved_claims.yaml"
+    claims_doc = _load_yaml(claims_path) or {}
+    if not isinstance(claims_doc, dict):
+        raise ValueError(f"{claims_path}: needs 'claims' and 'safe_numbers' lists")
+    claims: list[Claim] = []
+    approved: list[ApprovedNumber] = []
+    for i, item in enumerate(claims_doc.get("claims") or []):
+        fields = ("id", "text", "numbers", "source")
+        missing = [k for k in fields if not isinstance(item, dict) or k not in item]
+        if missing:
+            raise ValueError(f"{claims_path}: claims[{i}] is missing {', '.join(missing)}")
+        if not isinstance(item["numbers"], list):
+            raise ValueError(f"{claims_path}: claim {item['id']!r}: numbers must be a list")
+        claim = Claim(
+            str(item["id"]), str(item["text"]), tuple(map(str, item["numbers"])), str(item["source"])
+        )
+        claims.append(claim)
+        approved += [_parse_entry(n, f"claim {claim.id!r}", claims_path) for n in claim.numbers]
+    safe: list[SafeNumber] = []
+    for i, item in enumerate(claims_doc.get("safe_numbers") or []):
+        if not isinstance(item, dict) or not item.get("number") or not item.get("reason"):
+            raise ValueError(f"{claims_path}: safe_numbers[{i}] needs a number and a reason")
+        safe.append(SafeNumber(str(item["number"]), str(item["reason"])))
+        approved.append(_parse_entry(item["number"], "safe_numbers", claims_path))
+    return ContentPolicy(tuple(restricted), allowed, tuple(claims), tuple(safe), tuple(approved))
+
+
+def load_policy(policy_dir: Path | None = None) -> ContentPolicy:
+    """Read ``restricted_terms.yaml`` and ``approved_claims.yaml`` from `policy_dir` (default: the
+    repository's policy/). Cached per directory. Raises ValueError naming the file and entry."""
+    return _load_policy((policy_dir or DEFAULT_POLICY_DIR).resolve())
+
+
+# --- numbers ---------------------------------------------------------------------------------
+
+_N = r"\d+(?:[.,]\d+)*"
+_PCT = r"\s?(?:%|percent\b|per\s+cent\b)"
+_NUMBER_RE = re.compile(
+    rf"""
+    (?<![^\W_])                                 # not the tail of a word or number: B12, 2.5
+    (?<![^\W_][{_HYPHENS}.,/:])                 # nor of COVID-19, v1.2, 12/25, 9:30
+    (?P<cur>[$€£])?
+    (?P<a>{_N})
+    (?: :(?P<min>\d\d)                          # 9:30
+      | /(?P<per>\d+)                           # 24/7
+      | (?P<apct>{_PCT})?
+        (?: (?:\s*[{_HYPHENS}]\s*|\s+to\s+)     # a range: 60-80, 60–80, 60 to 80
+            [$€£]?(?P<b>{_N}) )?
+    )
+    (?P<pct>{_PCT})?
+    (?:\s+(?P<scale>hundred|thousand|million|billion)\b)?
+    """,
+    re.VERBOSE | re.IGNORECASE,
+)
+
+
+def _value(m: re.Match[str]) -> str:
+    value = (m["cur"] or "") + m["a"].replace(",", "")
+    if m["min"]:
+        value += ":" + m["min"]
+    elif m["per"]:
+        value += "/" + m["per"]
+    elif m["b"]:
+        value += "-" + m["b"].replace(",", "")
+    if m["apct"] or m["pct"]:
+        value += "%"
+    if m["scale"]:
+        value += " " + m["scale"].lower()
+    return value
+
+
+def _words_after(text: str, end: int) -> str:
+    return " ".join(re.sub(r"[\W_]+", " ", text[end : end + 60].casefold()).split())
+
+
+def extract_numbers(text: str) -> list[NumberMention]:
+    """Every number in `text` (ranges, percentages, "20 million", "$400", "24/7"), in order.
+
+    Digits only: spelled-out numbers ("two") are not found. Never raises for any string.
+    """
+    return [
+        NumberMention(m.group(), _value(m), _words_after(text, m.end()), m.start(), m.end())
+        for m in _NUMBER_RE.finditer(text)
+    ]
+
+
+# --- source scanning -------------------------------------------------------------------------
+
+_JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.S)
+_JINJA_CODE = re.compile(r"\{%.*?%\}|\{\{.*?\}\}", re.S)
+_HTML_HIDDEN = re.compile(r"<!--.*?-->|<(style|script|head)\b.*?</\1\s*>", re.S | re.I)
+_HTML_TAG = re.compile(r"</?[A-Za-z!][^>]*>", re.S)
+_ENTITY = re.compile(r"&(?:#\d+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
+_SUBJECT_BLOCK = re.compile(
+    r"\{%-?\s*block\s+subject\s*[-+]?%\}(?P<body>.*?)\{%-?\s*endblock\b[^%]*%\}", re.S
+)
+_EXTENDS = re.compile(r"\{%-?\s*extends\s+([\"'])(?P<name>.+?)\1\s*-?%\}")
+_VARIABLE = re.compile(r"\{\{-?\s*(?P<name>\w+)[^}]*\}\}")
+_CRISIS_LINE = re.compile(r"(?<!\d)988(?!\d)")
+
+
+def _blank(text: str, regex: re.Pattern[str]) -> str:
+    """Replace every match with spaces, keeping its newlines, so offsets and line numbers hold."""
+    return regex.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), text)
+
+
+def _unescape_entities(text: str) -> str:
+    # Entities decode in place (&ndash; is a range dash); a decoded newline would shift lines.
+    return _ENTITY.sub(lambda m: re.sub(r"[\r\n]", " ", html_unescape(m.group())), text)
+
+
+def _visible_html_text(markup: str) -> str:
+    """What a reader sees of an HTML document, line for line (tags and hidden parts blanked)."""
+    return _unescape_entities(_blank(_blank(markup, _HTML_HIDDEN), _HTML_TAG))
+
+
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _restricted_issues(
+    file: str, text: str, rule: str, policy: ContentPolicy, span: tuple[int, int] | None = None
+) -> list[GuardIssue]:
+    """Restricted words in `text` (or in `text[span]`), with line numbers counted in `text`."""
+    start, end = span or (0, len(text))
+    where = "an email subject" if rule == DISCREET_SUBJECT else "a text message"
+    return [
+        GuardIssue(
+            file,
+            _line(text, start + offset),
+            rule,
+            f"{word!r} ({term.category}: {term.term!r}) must not appear in {where}: it shows on "
+            "lock screens and in notifications; say it in the message body instead",
+        )
+        for offset, word, term in policy.restricted_in(text[start:end])
+    ]
+
+
+def _number_issues(file: str, text: str, policy: ContentPolicy) -> list[GuardIssue]:
+    issues = []
+    for mention in extract_numbers(text):
+        if policy.approval(mention) is not None:
+            continue
+        hint = ""
+        same_value = [a.entry for a in policy.approved_numbers if a.value == mention.value]
+        if same_value:
+            hint = f" ({mention.value} is approved only as {', '.join(map(repr, same_value))})"
+        issues.append(
+            GuardIssue(
+                file,
+                _line(text, mention.start),
+                APPROVED_CLAIM,
+                f"{mention.text!r} is not an approved number{hint}: use a figure from the seed page "
+                "as listed in policy/approved_claims.yaml, or ask the clinician to approve it there",
+            )
+        )
+    return issues
+
+
+def _literal_text(source: str, channel: Channel) -> str:
+    """The template's own text: Jinja code blanked, and for email the HTML markup too."""
+    text = _blank(_blank(source, _JINJA_COMMENT), _JINJA_CODE)
+    return _visible_html_text(text) if channel == "email" else text
+
+
+# --- required parts (footer, booking link) ---------------------------------------------------
+
+
+def _marker(name: str) -> str:
+    # Letters only: html2text and autoescape leave it alone, and it contains no number.
+    return "zzguard" + name.replace("_", "") + "zz"
+
+
+_MARKERS = {name: _marker(name) for name in TEMPLATE_VARIABLES}
+
+
+def _probe_render(name: str, loader: BaseLoader, channel: Channel) -> str:
+    """Render `name` with a marker for every variable; raises Jinja errors (and
+    `RenderBudgetError` for a template that would run too long or grow too big)."""
+    env = BoundedSandbox(
+        loader=loader,
+        undefined=ChainableUndefined,
+        autoescape=lambda n: bool(n and n.endswith((".html", ".htm"))),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template(name).render({**_MARKERS, "channel": channel})
+
+
+def _sources_as_output(sources: Iterable[str]) -> str:
+    """Fallback when a probe render fails: each `{{ variable }}` becomes its marker."""
+    return "\n".join(
+        _VARIABLE.sub(lambda m: _MARKERS.get(m["name"], ""), _blank(s, _JINJA_COMMENT)) for s in sources
+    )
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _part_issues(
+    file: str,
+    line: int,
+    channel: Channel,
+    output: str,
+    visible: str,
+    values: Mapping[str, str],
+    what: str,
+) -> list[GuardIssue]:
+    """Footer and booking-link issues for one rendered output.
+
+    `output` is everything (links may sit in href attributes), `visible` what a reader sees,
+    `values` the strings that stand for booking_link, unsubscribe_link and clinic_address.
+    """
+    issues = []
+
+    def need(rule: str, present: bool, message: str) -> None:
+        if not present:
+            issues.append(GuardIssue(file, line, rule, f"{what} {message}"))
+
+    booking = values.get("booking_link", "")
+    need(BOOKING_LINK, bool(booking) and booking in output,
+         "has no {{ booking_link }}: every message links to booking")
+    if channel == "email":
+        unsubscribe = values.get("unsubscribe_link", "")
+        address = _collapse(values.get("clinic_address", ""))
+        need(EMAIL_FOOTER, bool(unsubscribe) and unsubscribe in output,
+             "has no {{ unsubscribe_link }}: every email needs a one-click unsubscribe link")
+        need(EMAIL_FOOTER, bool(address) and address in _collapse(visible),
+             "does not show {{ clinic_address }}: every email shows the clinic's postal address")
+        need(EMAIL_FOOTER, bool(_CRISIS_LINE.search(visible)),
+             "does not show the 988 Suicide & Crisis Lifeline: every email footer has it")
+    return issues
+
+
+def _required_part_issues(
+    file: str, source: str, channel: Channel, templates: Mapping[str, str], templates_dir: Path | None
+) -> list[GuardIssue]:
+    extends = _EXTENDS.search(_blank(source, _JINJA_COMMENT))
+    line = _line(source, extends.start()) if extends else 1
+    layout = extends["name"] if extends else None
+    name = "__content_guard__/checked" + Path(file).suffix
+    what = f"this {channel}" + (f" (with its layout {layout})" if layout else "")
+    loader: BaseLoader = DictLoader({**templates, name: source})
+    if templates_dir is not None:
+        loader = ChoiceLoader([loader, FileSystemLoader(str(templates_dir))])
+    try:
+        output = _probe_render(name, loader, channel)
+    except TemplateNotFound as exc:
+        missing = f"it uses {exc.name!r}, which was not found, so its footer and links cannot be checked"
+        return [GuardIssue(file, line, EMAIL_FOOTER if channel == "email" else BOOKING_LINK, missing)]
+    except Exception:  # any other template error is rendering's to report; search the sources instead
+        try:
+            layout_source = loader.get_source(SandboxedEnvironment(), layout)[0] if layout else ""
+        except TemplateNotFound:
+            layout_source = ""
+        output = _sources_as_output([source, layout_source])
+    visible = _visible_html_text(output) if channel == "email" else output
+    return _part_issues(file, line, channel, output, visible, _MARKERS, what)
+
+
+# --- public checks ---------------------------------------------------------------------------
+
+
+def check_template_source(
+    path: str,
+    source: str,
+    *,
+    channel: Channel,
+    policy: ContentPolicy,
+    is_layout: bool = False,
+    templates: Mapping[str, str] | None = None,
+    templates_dir: Path | None = None,
+) -> list[GuardIssue]:
+    """Check one template file's source against every rule; issues sorted by line.
+
+    `path` is only used to label issues. `{% extends %}` and `{% include %}` resolve from
+    `templates` (other templates' sources by Jinja name, "email/_layout.html"), then from files
+    in `templates_dir`. A layout (`is_layout=True`) is checked for discretion and numbers only:
+    its footer and links are checked through every email that extends it.
+    """
+    no_comments = _blank(source, _JINJA_COMMENT)
+    issues: list[GuardIssue] = []
+    if channel == "email":
+        for block in _SUBJECT_BLOCK.finditer(no_comments):
+            issues += _restricted_issues(path, no_comments, DISCREET_SUBJECT, policy, block.span("body"))
+    else:
+        issues += _restricted_issues(path, no_comments, DISCREET_SMS, policy)
+    issues += _number_issues(path, _literal_text(source, channel), policy)
+    if not is_layout:
+        issues += _required_part_issues(path, source, channel, templates or {}, templates_dir)
+    return sorted(issues, key=lambda i: (i.line, i.rule))
+
+
+def _without_values(text: str, variables: Mapping[str, str]) -> str:
+    """`text` with the variables' values blanked (a street number or phone is not a claim)."""
+    for value in sorted((v for v in variables.values() if len(v.strip()) >= 3), key=len, reverse=True):
+        # Whitespace may change on the way (html2text joins a multi-line address into one line).
+        text = _blank(text, re.compile(r"\s+".join(map(re.escape, value.split()))))
+    return text
+
+
+def check_rendered_email(
+    name: str,
+    rendered: RenderedEmail | None = None,
+    *,
+    subject: str | None = None,
+    html: str | None = None,
+    text: str | None = None,
+    variables: Mapping[str, str] | None = None,
+    policy: ContentPolicy,
+) -> list[GuardIssue]:
+    """Check a rendered email: a `RenderedEmail`, or its `subject`, `html` and `text` parts.
+
+    Issues are labelled "NAME (subject)", "NAME (html)" or "NAME (text)", with the line inside
+    that part. This sees what only rendering shows, such as a clinic name from the settings
+    ("Sunrise Ketamine Center") in a subject. Always checked: the subject's discretion and that
+    both parts show 988. With the `variables` the email was rendered with, also: the booking and
+    unsubscribe links and the clinic address are in both parts, and every number outside those
+    values is approved (a street number is not a claim, a `{{ "90%" }}` is).
+    """
+    subject = rendered.subject if subject is None and rendered is not None else subject or ""
+    html = rendered.html if html is None and rendered is not None else html or ""
+    text = rendered.text if text is None and rendered is not None else text or ""
+    issues = _restricted_issues(f"{name} (subject)", subject, DISCREET_SUBJECT, policy)
+    parts = ((f"{name} (html)", html, _visible_html_text(html), "the HTML part"),
+             (f"{name} (text)", text, text, "the plain-text part"))
+    if variables is None:
+        for file, _, visible, what in parts:
+            if not _CRISIS_LINE.search(visible):
+                issues.append(GuardIssue(file, 1, EMAIL_FOOTER, f"{what} does not show the 988 Suicide & "
+                                         "Crisis Lifeline: every email footer has it"))
+        return issues
+    issues += _number_issues(f"{name} (subject)", _without_values(subject, variables), policy)
+    issues += _number_issues(f"{name} (text)", _without_values(text, variables), policy)
+    for file, output, visible, what in parts:
+        issues += _part_issues(file, 1, "email", output, visible, variables, what)
+    return issues
+
+
+def check_rendered_sms(
+    name: str, text: str, *, policy: ContentPolicy, variables: Mapping[str, str] | None = None
+) -> list[GuardIssue]:
+    """Check a rendered SMS body (issues labelled "NAME (sms)"). Always: discretion. With the
+    `variables` it was rendered with, also: the booking link is in it, and every number outside
+    those values is approved."""
+    file = f"{name} (sms)"
+    issues = _restricted_issues(file, text, DISCREET_SMS, policy)
+    if variables is not None:
+        issues += _number_issues(file, _without_values(text, variables), policy)
+        issues += _part_issues(file, 1, "sms", text, text, variables, "the text message")
+    return issues
+
+
+def check_templates_dir(templates_dir: Path, policy: ContentPolicy | None = None) -> list[GuardIssue]:
+    """Check every template under `templates_dir` (``email/*.html``, ``sms/*.txt`` and shared
+    partials); issues sorted by file and line, files labelled ``templates_dir/relative/path``.
+
+    Files whose name starts with ``_`` (layouts, partials) and files outside ``email/`` and
+    ``sms/`` are checked as layouts; the channel follows the suffix (.html email, .txt sms).
+    """
+    policy = policy or load_policy()
+    root = Path(templates_dir)
+    sources: dict[str, str] = {}
+    issues: list[GuardIssue] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in {".html", ".htm", ".txt"}):
+        name = path.relative_to(root).as_posix()
+        try:
+            sources[name] = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            issues.append(GuardIssue(str(path), 1, UNREADABLE, f"cannot be read as UTF-8 text: {exc}"))
+    for name, source in sources.items():
+        channel: Channel = "sms" if name.endswith(".txt") else "email"
+        top = name.split("/", 1)[0]
+        is_layout = Path(name).name.startswith("_") or top not in ("email", "sms")
+        issues += check_template_source(
+            str(root / name), source, channel=channel, policy=policy, is_layout=is_layout, templates=sources
+        )
+    return sorted(issues, key=lambda i: (i.file, i.line, i.rule))

@@ -1,0 +1,79 @@
+"""`drip simulate`: what a sample contact would receive, in order, fully rendered — no database."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from patient_drip.content.campaign import Campaign
+from patient_drip.dispatch.engine import message_context
+from patient_drip.models import Channel
+from patient_drip.content.rendering import Renderer, sms_info
+from patient_drip.settings import Settings
+from patient_drip.content.tokens import LinkTokens
+
+SAMPLE_FIRST_NAME = "Alex"
+PREVIEW_KEY = "simulation-preview-key"  # preview links are not valid on the live service
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedMessage:
+    step: str
+    channel: str
+    offset_seconds: int
+    subject: str | None
+    text: str
+    html: str | None
+
+
+def simulate_campaign(settings: Settings, campaign: Campaign, renderer: Renderer | None = None,
+                      first_name: str = SAMPLE_FIRST_NAME) -> list[SimulatedMessage]:
+    """Every message in send order, rendered for a sample contact (ids are illustrative)."""
+    renderer = renderer or Renderer(settings.templates_dir)
+    tokens = LinkTokens(PREVIEW_KEY)
+    result = []
+    for index, step in enumerate(campaign.steps, start=1):
+        context = message_context(settings, tokens, first_name, 1, campaign, step, index)
+        if step.channel == Channel.EMAIL:
+            email = renderer.render_email(step.template, context)
+            result.append(SimulatedMessage(step.id, "email", int(step.delay.total_seconds()), email.subject,
+                                           email.text, email.html))
+        else:
+            body = renderer.render_sms(step.template, context)
+            result.append(SimulatedMessage(step.id, "sms", int(step.delay.total_seconds()), None, body, None))
+    return result
+
+
+def format_offset(seconds: int) -> str:
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"day {days} +{hours:02d}:{rest // 60:02d}"
+
+
+def as_json(messages: list[SimulatedMessage]) -> str:
+    return json.dumps([asdict(message) for message in messages], indent=2, ensure_ascii=False)
+
+
+def as_text(campaign: Campaign, messages: list[SimulatedMessage]) -> str:
+    window = campaign.send_window
+    lines = [
+        f"Campaign {campaign.id}: {campaign.name}",
+        f"{len(messages)} messages; send window {window.start:%H:%M}-{window.end:%H:%M} in the contact's time zone"
+        f" (SMS always{', email too' if window.email else ''}); at most {campaign.frequency_cap_per_day} a day.",
+        "",
+    ]
+    for number, message in enumerate(messages, start=1):
+        header = f"[{number}] {format_offset(message.offset_seconds)}  {message.channel.upper()}  step {message.step}"
+        lines.append(header)
+        lines.append("-" * len(header))
+        if message.channel == "email":
+            lines.append(f"Subject: {message.subject}")
+            lines.append("")
+            lines.append(message.text.rstrip())
+        else:
+            info = sms_info(message.text)
+            lines.append(message.text)
+            lines.append(f"({info.characters} characters, {info.encoding}, {info.segments} segment"
+                         f"{'s' if info.segments != 1 else ''})")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""Send windows (quiet hours) in the contact's own time zone.
+
+Pure functions of `now`; DST-safe because local wall-clock times are built with zoneinfo and
+converted to UTC instants, never by adding hours to UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from patient_drip.content.campaign import Campaign, SendWindow
+
+UTC = timezone.utc
+
+
+def _local(moment: datetime, zone: str) -> datetime:
+    return moment.astimezone(ZoneInfo(zone))
+
+
+def _at(day: date, clock: time, zone: str) -> datetime:
+    return datetime.combine(day, clock, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def _open_day(day: date, window: SendWindow) -> bool:
+    return not (window.skip_weekends and day.weekday() >= 5)
+
+
+def in_window(now: datetime, zone: str, window: SendWindow) -> bool:
+    local = _local(now, zone)
+    if not _open_day(local.date(), window):
+        return False
+    return _at(local.date(), window.start, zone) <= now < _at(local.date(), window.end, zone)
+
+
+def next_opening(now: datetime, zone: str, window: SendWindow) -> datetime:
+    """`now` if it is inside the window, else the start of the next window (UTC)."""
+    if in_window(now, zone, window):
+        return now
+    day = _local(now, zone).date()
+    for offset in range(0, 9):
+        candidate_day = day + timedelta(days=offset)
+        if not _open_day(candidate_day, window):
+            continue
+        start = _at(candidate_day, window.start, zone)
+        if start >= now:
+            return start
+    raise AssertionError("a send window opens at least once a week")  # unreachable: 7 days checked
+
+
+def spread_offset(key: int, window: SendWindow) -> timedelta:
+    """A stable offset in [0, spread) so a crowd waiting for 09:00 does not all go at 09:00:00."""
+    seconds = window.spread_minutes * 60
+    if seconds <= 0:
+        return timedelta(0)
+    return timedelta(seconds=(key * 7919) % seconds)
+
+
+def schedule_into_window(due: datetime, zone: str, window: SendWindow, key: int) -> datetime:
+    """Where a message due at `due` may actually go: unchanged inside the window, else at the next
+    opening plus a per-contact spread (kept inside the window)."""
+    opening = next_opening(due, zone, window)
+    if opening == due:
+        return due
+    spread = spread_offset(key, window)
+    local_day = _local(opening, zone).date()
+    end = _at(local_day, window.end, zone)
+    return min(opening + spread, end - timedelta(seconds=1))
+
+
+def local_day_bounds(now: datetime, zone: str) -> tuple[datetime, datetime]:
+    """UTC start and end of the contact's current local calendar day (23 or 25 hours on DST days)."""
+    day = _local(now, zone).date()
+    return _at(day, time(0), zone), _at(day + timedelta(days=1), time(0), zone)
+
+
+def step_due_at(campaign: Campaign, step_index: int, enrolled_at: datetime, zone: str, key: int) -> datetime | None:
+    """When step `step_index` of `campaign` goes out for an enrollment, or None after the last step."""
+    if step_index >= len(campaign.steps):
+        return None
+    step = campaign.steps[step_index]
+    due = enrolled_at + step.delay
+    if campaign.send_window.applies_to(step.channel):
+        due = schedule_into_window(due, zone, campaign.send_window, key)
+    return due

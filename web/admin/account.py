@@ -1,0 +1,83 @@
+"""The signed-in person's own account: API tokens (shown once, stored as SHA-256) and password."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from patient_drip.web.admin.auth import AnyUser, end_all_sessions, issue_session, new_api_token, set_session_cookie, token_digest
+from patient_drip.web.admin.common import CurrentUser, ReadSessionDep, redirect, render
+from patient_drip.models import audit
+from patient_drip.models import ApiToken, User
+from patient_drip.accounts.users import MIN_PASSWORD, hash_password, verify_password
+from patient_drip.web.app import NowDep, SessionDep
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+MAX_TOKENS = 20
+
+
+def _page(request: Request, user: CurrentUser, session: SessionDep, *, new_token: str = "",
+          errors: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
+    tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())))
+    return render(request, "admin/account.html", {"tokens": tokens, "new_token": new_token, "errors": errors or {},
+                                                   "min_password": MIN_PASSWORD}, user=user, status_code=status_code)
+
+
+@router.get("/account", response_class=HTMLResponse)
+def account(request: Request, user: AnyUser, session: ReadSessionDep) -> HTMLResponse:
+    return _page(request, user, session)
+
+
+@router.post("/account/tokens", response_class=HTMLResponse)
+def token_create(request: Request, user: AnyUser, session: SessionDep, now: NowDep,
+                 name: Annotated[str, Form(max_length=100)] = "") -> HTMLResponse:
+    label = " ".join(name.split()) or "API token"
+    active = [t for t in session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)) if t.revoked_at is None]
+    if len(active) >= MAX_TOKENS:
+        return _page(request, user, session, errors={"name": f"You already have {MAX_TOKENS} tokens; revoke one."},
+                     status_code=400)
+    token = new_api_token()
+    session.add(ApiToken(user_id=user.id, name=label, token_hash=token_digest(token), created_at=now))
+    audit(session, user.actor, "api_token_created", now, name=label)
+    session.commit()
+    # Shown once on this response; only its SHA-256 is stored.
+    return _page(request, user, session, new_token=token)
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+def token_revoke(request: Request, token_id: int, user: AnyUser, session: SessionDep, now: NowDep) -> Response:
+    token = session.get(ApiToken, token_id)
+    if token is None or token.user_id != user.id:
+        return render(request, "admin/not_found.html", {"what": "This token"}, user=user, status_code=404)
+    if token.revoked_at is None:
+        token.revoked_at = now
+        audit(session, user.actor, "api_token_revoked", now, name=token.name)
+        session.commit()
+    return redirect("/admin/account", "token_revoked")
+
+
+@router.post("/account/password", response_class=HTMLResponse)
+def password_change(request: Request, user: AnyUser, session: SessionDep, now: NowDep,
+                    current: Annotated[str, Form(max_length=1000)], new: Annotated[str, Form(max_length=1000)],
+                    confirm: Annotated[str, Form(max_length=1000)]) -> Response:
+    row = session.get(User, user.id)
+    errors = {}
+    if row is None or not verify_password(row.password_hash, current):
+        errors["current"] = "This is not your current password."
+    elif len(new) < MIN_PASSWORD:
+        errors["new"] = f"Use at least {MIN_PASSWORD} characters."
+    elif new != confirm:
+        errors["confirm"] = "The two new passwords are not the same."
+    if errors or row is None:
+        return _page(request, user, session, errors=errors, status_code=400)
+    row.password_hash = hash_password(new)
+    end_all_sessions(session, row.id, now)  # other devices are signed out...
+    audit(session, user.actor, "password_changed", now)
+    value = issue_session(request.app.state.rt, session, row, now)  # ...this one stays signed in
+    session.commit()
+    response = redirect("/admin/account", "password_changed")
+    set_session_cookie(response, request.app.state.rt, value)
+    return response

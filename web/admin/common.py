@@ -1,0 +1,176 @@
+"""What every staff page shares: the page renderer, time formatting, notices, the role vocabulary.
+
+Pages are server-rendered Jinja2 from `web/templates/admin/` (not the message `templates/`);
+the CSP allows only our own scripts and styles, so templates use classes, never `style=`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from patient_drip.runtime import Runtime
+from patient_drip.accounts.users import Role
+from patient_drip.web.app import WEB_DIR
+
+templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+
+
+@contextmanager
+def read_session(rt: Runtime) -> Iterator[Session]:
+    """A session for reading only. On SQLite its transaction is DEFERRED (db.py makes transactions
+    IMMEDIATE by default, which takes the write lock): a page view, the sign-in check or the
+    funnel count then never holds up the dispatcher or a webhook (WAL lets readers and one writer
+    work at once). Never write through it."""
+    with rt.sessions() as session:
+        session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+        yield session
+
+
+def get_read_session(request: Request) -> Iterator[Session]:
+    with read_session(request.app.state.rt) as session:
+        yield session
+
+
+# For GET pages: they only read. State-changing routes use web.SessionDep (IMMEDIATE on SQLite).
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+
+# Fixed notices shown after a redirect (`?done=key`): user input is never reflected into them.
+NOTICES = {
+    "signed_out": "You are signed out.",
+    "enrolled": "Enrolled. The first message goes out within the send window.",
+    "enrolled_existing": "Enrolled. This person was already a contact; their details were updated.",
+    "unsubscribed": "Unsubscribed. Messages on that channel have stopped.",
+    "already_unsubscribed": "That channel was already stopped; nothing changed.",
+    "booked": "Marked as booked. Their follow-up sequence has stopped.",
+    "paused": "Paused. Nothing more is sent until you resume.",
+    "resumed": "Resumed. The sequence continues from the next unsent step.",
+    "handled": "Reply marked as handled.",
+    "draft_saved": "Draft saved. A clinician must approve it before it goes live.",
+    "approved": "Approved. This version is now live: new messages use it.",
+    "rejected": "Draft rejected. The live version is unchanged.",
+    "rolled_back": "Roll-back saved as a new draft. A clinician must approve it before it goes live.",
+    "user_created": "User created.",
+    "user_disabled": "User disabled. They can no longer sign in and their API tokens stop working.",
+    "user_enabled": "User enabled.",
+    "token_revoked": "Token revoked.",
+    "password_changed": "Password changed. Other sessions of yours were signed out.",
+    "channel_paused": "Channel paused for everyone.",
+    "channel_resumed": "Channel resumed.",
+}
+
+ROLE_HELP = {
+    Role.ADMIN: "everything, including users and settings",
+    Role.STAFF: "contacts, enrolling, unsubscribing, booked, replies",
+    Role.MARKETING: "templates, campaigns and the funnel (no contact details)",
+    Role.CLINICIAN: "approves template changes; views templates and campaigns",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    """The signed-in person, detached from any database session."""
+
+    id: int
+    email: str
+    name: str
+    role: str
+    csrf: str = ""
+    via_api: bool = False
+
+    def can(self, *roles: str) -> bool:
+        """Admins can do everything; others only what their role is listed for."""
+        return self.role == Role.ADMIN or self.role in roles
+
+    @property
+    def actor(self) -> str:
+        """How this person appears in the audit log and as template author/approver."""
+        return self.email
+
+    @property
+    def label(self) -> str:
+        return self.name or self.email
+
+
+def clinic_zone(rt: Runtime) -> ZoneInfo:
+    return ZoneInfo(rt.settings.clinic_timezone)
+
+
+def render(request: Request, name: str, context: dict[str, Any], *, user: CurrentUser | None = None,
+           status_code: int = 200) -> HTMLResponse:
+    """A staff page: the layout gets the user (for the nav), the CSRF token and the notice."""
+    rt: Runtime = request.app.state.rt
+    zone = clinic_zone(rt)
+    done = request.query_params.get("done", "")
+    base = {
+        "clinic_name": rt.settings.clinic_name,
+        "user": user,
+        "csrf": user.csrf if user else "",
+        "notice": NOTICES.get(done, ""),
+        "path": request.url.path,
+        "nav_active": _nav_key(request.url.path),
+        "zone": zone,
+        "Role": Role,
+        "delivery": rt.settings.delivery,
+    }
+    response = templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+    response.headers["Cache-Control"] = "no-store"  # pages hold patient data: never cache them
+    return response
+
+
+def _nav_key(path: str) -> str:
+    if path.startswith("/admin/contacts/new"):
+        return "enroll"
+    if path.startswith(("/admin/contacts", "/admin/messages")):
+        return "contacts"
+    for key in ("import", "replies", "templates", "campaigns", "users", "audit", "settings", "account"):
+        if path.startswith(f"/admin/{key}"):
+            return key
+    return "dashboard" if path.rstrip("/") == "/admin" else ""
+
+
+def redirect(url: str, done: str | None = None) -> RedirectResponse:
+    """303 after a POST; `done` selects a fixed notice on the next page."""
+    if done:
+        url += ("&" if "?" in url else "?") + urlencode({"done": done})
+    return RedirectResponse(url, status_code=303)
+
+
+def fmt_local(value: datetime | None, zone: ZoneInfo, with_zone: bool = True) -> str:
+    if value is None:
+        return ""
+    local = value.astimezone(zone)
+    return local.strftime("%Y-%m-%d %H:%M" + (" %Z" if with_zone else ""))
+
+
+def _local_filter(value: datetime | None, zone: ZoneInfo | None = None) -> str:
+    return fmt_local(value, zone or ZoneInfo("UTC"))
+
+
+def _offset_filter(seconds: int) -> str:
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"day {days}"]
+    if hours or minutes:
+        parts.append(f"+{hours}h{minutes:02d}" if minutes else f"+{hours}h")
+    return " ".join(parts)
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "–"
+
+
+templates.env.filters["local"] = _local_filter
+templates.env.filters["offset"] = _offset_filter
+templates.env.globals["percent"] = _percent

@@ -1,0 +1,216 @@
+"""What staff do to a contact, shared by the web pages and the JSON API (thin over enrollment.py).
+
+Each function takes the session and `now`, records consent with its method (STAFF from the UI,
+API from the JSON API) and the consent wording the person agreed to, and leaves the commit to the
+caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from patient_drip.contacts.fields import FieldError
+from patient_drip.contacts.enrollment import (
+    ConsentGrant,
+    consent_wording,
+    enroll,
+    grant_consent,
+    mark_booked,
+    parse_contact_input,
+    unsubscribe,
+    upsert_contact,
+)
+from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, Event, InboundMessage, Message, ConsentRecord
+from patient_drip.runtime import Runtime
+
+UNSUBSCRIBE_CHOICES = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
+
+
+class ActionError(Exception):
+    """A request that cannot be done; `field` names the input at fault ("" for the whole request)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        self.message, self.field = message, field
+        super().__init__(message)
+
+
+def record_consent(session: Session, rt: Runtime, contact: Contact, channels: Iterable[str], method: ConsentMethod,
+                   now: datetime, actor: str, *, ip: str | None = None, user_agent: str | None = None) -> list[str]:
+    """Grant consent on `channels` with the current wording as proof; returns the channels granted."""
+    wording = consent_wording(rt.settings.policy_dir)
+    granted = []
+    for name in channels:
+        channel = Channel(name)
+        if (channel == Channel.EMAIL and not contact.email) or (channel == Channel.SMS and not contact.phone):
+            field = "email" if channel == Channel.EMAIL else "phone"
+            raise ActionError(f"consent to {'emails' if channel == Channel.EMAIL else 'text messages'} needs "
+                              f"{'an email address' if channel == Channel.EMAIL else 'a mobile number'}", field)
+        version, text = wording[channel.value]
+        grant_consent(session, contact, ConsentGrant(channel, method, version, text, ip, user_agent), now, actor)
+        granted.append(channel.value)
+    return granted
+
+
+def enroll_contact(session: Session, rt: Runtime, contact: Contact, campaign_id: str, consent: Iterable[str],
+                   method: ConsentMethod, now: datetime, actor: str, *, source: str, ip: str | None = None,
+                   user_agent: str | None = None) -> Enrollment:
+    """Record any newly given consent, then enroll. Raises ActionError / EnrollmentError."""
+    if campaign_id not in rt.campaigns:
+        raise ActionError(f"there is no campaign {campaign_id!r}", "campaign")
+    record_consent(session, rt, contact, consent, method, now, actor, ip=ip, user_agent=user_agent)
+    return enroll(session, rt, contact, rt.campaign(campaign_id), now, actor, source=source)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    contact: Contact
+    created: bool
+    enrollment: Enrollment | None
+
+
+def create_contact(session: Session, rt: Runtime, raw: Mapping[str, Any], consent: Iterable[str],
+                   campaign_id: str | None, method: ConsentMethod, now: datetime, actor: str, *, source: str,
+                   ip: str | None = None, user_agent: str | None = None) -> Created:
+    """Create (or update, matched by email then phone) a contact, record consent, optionally enroll.
+
+    Raises FieldError (naming the field), ActionError or EnrollmentError; the caller rolls back."""
+    values = {key: (str(raw.get(key)) if raw.get(key) is not None else "") for key in
+              ("first_name", "last_name", "email", "phone", "timezone", "preferred_channel", "source")}
+    data = parse_contact_input(values, rt.settings.clinic_timezone, source=values["source"] or source)
+    consent = list(dict.fromkeys(consent))
+    if "sms" in consent and not data.phone:
+        raise FieldError("phone", "add a mobile number to record consent to text messages")
+    if "email" in consent and not data.email:
+        raise FieldError("email", "add an email address to record consent to emails")
+    if campaign_id is not None and campaign_id not in rt.campaigns:
+        raise ActionError(f"there is no campaign {campaign_id!r}", "campaign")
+    contact, created = upsert_contact(session, rt, data, now, actor)  # records "contact_created" with the actor
+    record_consent(session, rt, contact, consent, method, now, actor, ip=ip, user_agent=user_agent)
+    enrollment = None
+    if campaign_id is not None:
+        enrollment = enroll(session, rt, contact, rt.campaign(campaign_id), now, actor, source=source)
+    return Created(contact, created, enrollment)
+
+
+def unsubscribe_contact(session: Session, rt: Runtime, contact: Contact, choice: str, method: ConsentMethod,
+                        now: datetime, actor: str) -> list[str]:
+    """Stop `choice` (email, sms or all). Returns the channels that changed."""
+    if choice not in UNSUBSCRIBE_CHOICES:
+        raise ActionError("channel must be email, sms or all", "channel")
+    return [str(c) for c in unsubscribe(session, rt, contact, UNSUBSCRIBE_CHOICES[choice], method, now, actor)]
+
+
+def booked(session: Session, contact: Contact, now: datetime, actor: str, source: str) -> int:
+    return mark_booked(session, contact, now, actor, source)
+
+
+# -- the timeline -------------------------------------------------------------------------------
+
+EVENT_TITLES = {
+    "contact_created": "Contact created",
+    "consultation_requested": "Asked for a consultation (web form)",
+    "enrolled": "Enrolled",
+    "enrollment_ended": "Sequence stopped",
+    "enrollment_completed": "Sequence finished",
+    "booked": "Booked a consultation",
+    "paused": "Paused",
+    "resumed": "Resumed",
+    "clicked": "Clicked the booking link",
+    "message_failed": "Message failed",
+    "message_retry": "Message will be retried",
+    "message_unknown": "Message outcome unknown (being reconciled)",
+    "message_skipped": "Message skipped",
+    "message_reconciled": "Message outcome reconciled",
+    "message_needs_review": "Message needs review",
+    "channel_blocked": "Channel blocked",
+    "crisis_flagged": "Reply flagged as possible crisis",
+    "sms_reply": "Text reply classified",
+}
+# Shown through their own rows (Message, ConsentRecord) instead.
+_DUPLICATE_EVENTS = {"consent_granted", "consent_withdrawn", "message_sent"}
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    at: datetime
+    kind: str  # "event", "message", "reply", "consent"
+    title: str
+    detail: str
+    message_id: int | None = None
+    status: str = ""
+    crisis: bool = False
+    channel: str = ""
+    order: int = 0
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    hidden = {"ip", "inbound_id"}
+    return ", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in detail.items()
+                     if key not in hidden and value not in (None, "", [], {}))
+
+
+def timeline(session: Session, contact_id: int, limit: int = 500) -> list[TimelineEntry]:
+    """Events, messages, replies and consent changes of one contact, newest first."""
+    entries: list[TimelineEntry] = []
+    for event in session.scalars(select(Event).where(Event.contact_id == contact_id)
+                                 .order_by(Event.id.desc()).limit(limit)):
+        if event.kind in _DUPLICATE_EVENTS:
+            continue
+        title = EVENT_TITLES.get(event.kind) or event.kind.replace("_", " ").capitalize()
+        entries.append(TimelineEntry(event.occurred_at, "event", title, _detail_text(dict(event.detail or {})),
+                                     message_id=event.message_id, order=event.id))
+    for message in session.scalars(select(Message).where(Message.contact_id == contact_id)
+                                   .order_by(Message.id.desc()).limit(limit)):
+        what = "Email" if message.channel == Channel.EMAIL else "Text message"
+        title = f"{what}: {message.subject}" if message.subject else f"{what} ({message.step_id})"
+        detail = f"step {message.step_id} of {message.campaign_id}"
+        if message.last_error:
+            detail += f"; {message.last_error}"
+        entries.append(TimelineEntry(message.sent_at or message.attempted_at or message.created_at, "message", title,
+                                     detail, message_id=message.id, status=message.status, channel=message.channel,
+                                     order=message.id))
+    for reply in session.scalars(select(InboundMessage).where(InboundMessage.contact_id == contact_id)
+                                 .order_by(InboundMessage.id.desc()).limit(limit)):
+        handled = f"handled by {reply.handled_by}" if reply.handled_at else "waiting for staff"
+        entries.append(TimelineEntry(reply.received_at, "reply", f"Text reply: {reply.body or ''}",
+                                     f"{reply.classification}; {handled}", crisis=reply.crisis, order=reply.id))
+    for record in session.scalars(select(ConsentRecord).where(ConsentRecord.contact_id == contact_id)
+                                  .order_by(ConsentRecord.id.desc()).limit(limit)):
+        what = "Email" if record.channel == Channel.EMAIL else "Text message"
+        verb = "consent given" if record.action == "granted" else "consent withdrawn (opted out)"
+        detail = f"method: {record.method.replace('_', ' ')}"
+        if record.actor:
+            detail += f"; by {record.actor}"
+        if record.wording_version:
+            detail += f"; wording {record.wording_version}"
+        if record.note:
+            detail += f"; {record.note}"
+        entries.append(TimelineEntry(record.occurred_at, "consent", f"{what} {verb}", detail,
+                                     channel=record.channel, order=record.id))
+    entries.sort(key=lambda entry: (entry.at, _rank(entry), entry.order), reverse=True)
+    return entries
+
+
+_FIRST_EVENTS = {"contact_created", "consultation_requested"}
+_LAST_EVENTS = {"enrollment_ended", "enrollment_completed", "booked"}
+
+
+def _rank(entry: TimelineEntry) -> int:
+    """Order of entries recorded at the same instant: created, consent, enrolled, sent, what followed."""
+    if entry.kind == "consent":
+        return 1
+    if entry.kind == "message":
+        return 3
+    if entry.kind == "reply":
+        return 4
+    if entry.title in (EVENT_TITLES[k] for k in _FIRST_EVENTS):
+        return 0
+    if entry.title in (EVENT_TITLES[k] for k in _LAST_EVENTS):
+        return 5
+    return 4 if entry.message_id else 2

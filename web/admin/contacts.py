@@ -1,0 +1,311 @@
+"""Contacts for front-desk staff: search, one person's timeline and actions, enroll, export, messages."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from patient_drip.web.admin.auth import StaffUser
+from patient_drip.web.admin.common import CurrentUser, ReadSessionDep, redirect, render
+from patient_drip.web.admin.contact_actions import (
+    ActionError,
+    create_contact,
+    enroll_contact,
+    timeline,
+    unsubscribe_contact,
+)
+from patient_drip.web.admin.contact_actions import booked as mark_contact_booked
+from patient_drip.web.admin.contact_queries import (
+    STATUS_FILTERS,
+    enrollment_label,
+    enrollments_by_contact,
+    find_contacts,
+)
+from patient_drip.contacts.fields import FieldError
+from patient_drip.contacts.enrollment import (
+    AlreadyEnrolled,
+    EnrollmentError,
+    consent_wording,
+    lookup_contact,
+    set_paused,
+    usable_channels,
+)
+from patient_drip.models import audit
+from patient_drip.models import ConsentMethod, Contact, Enrollment, EnrollmentStatus, Message
+from patient_drip.runtime import Runtime
+from patient_drip.web.app import NowDep, SessionDep, client_ip
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+EXPORT_COLUMNS = ("id", "first_name", "last_name", "email", "phone", "timezone", "source", "email_consent",
+                  "sms_consent", "email_blocked", "sms_blocked", "created_at")
+SANDBOX_CSP = ("sandbox; default-src 'none'; img-src https: data:; style-src 'unsafe-inline'; "
+               "font-src https: data:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
+
+
+def _rt(request: Request) -> Runtime:
+    return request.app.state.rt  # type: ignore[no-any-return]
+
+
+def _contact_or_404(session: Session, contact_id: int) -> Contact | None:
+    contact = session.get(Contact, contact_id)
+    return contact if contact is not None and contact.erased_at is None else None
+
+
+def _not_found(request: Request, user: CurrentUser, what: str) -> HTMLResponse:
+    return render(request, "admin/not_found.html", {"what": what}, user=user, status_code=404)
+
+
+@router.get("/contacts", response_class=HTMLResponse)
+def contact_list(request: Request, user: StaffUser, session: ReadSessionDep,
+                 q: Annotated[str, Query(max_length=200)] = "", status: str = "",
+                 before: int | None = None, after: int | None = None) -> HTMLResponse:
+    page = find_contacts(session, query=q, status=status, before=before, after=after)
+    enrollments = enrollments_by_contact(session, [c.id for c in page.contacts])
+    return render(request, "admin/contacts.html", {
+        "page": page, "q": q, "status": status if status in STATUS_FILTERS else "", "statuses": STATUS_FILTERS,
+        "enrollments": enrollments, "label": enrollment_label, "campaigns": _rt(request).campaigns,
+    }, user=user)
+
+
+@router.get("/contacts/export.csv")
+def export_contacts(request: Request, user: StaffUser, now: NowDep) -> Response:
+    """Every (non-erased) contact as CSV, streamed in id order in chunks; the export is audited."""
+    rt = _rt(request)
+    with rt.sessions() as session, session.begin():
+        audit(session, user.actor, "contacts_exported", now)
+
+    def rows() -> Iterator[str]:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(EXPORT_COLUMNS)
+        last = 0
+        while True:
+            with rt.sessions() as session:
+                chunk = list(session.scalars(select(Contact).where(Contact.id > last, Contact.erased_at.is_(None))
+                                             .order_by(Contact.id).limit(2000)))
+            if not chunk:
+                break
+            for contact in chunk:
+                writer.writerow([contact.id, contact.first_name, contact.last_name, contact.email or "",
+                                 contact.phone or "", contact.timezone, contact.source,
+                                 "yes" if contact.email_consent else "no", "yes" if contact.sms_consent else "no",
+                                 contact.email_blocked or "", contact.sms_blocked or "",
+                                 contact.created_at.isoformat()])
+            last = chunk[-1].id
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+        yield buffer.getvalue()
+
+    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="contacts-{now:%Y%m%d}.csv"', "Cache-Control": "no-store"})
+
+
+# -- enroll one person --------------------------------------------------------------------------
+
+
+def _enroll_form(request: Request, user: CurrentUser, values: dict[str, Any], errors: dict[str, str],
+                 status_code: int = 200, existing: Contact | None = None) -> HTMLResponse:
+    rt = _rt(request)
+    return render(request, "admin/enroll.html", {
+        "values": values, "errors": errors, "campaigns": rt.campaigns, "wording": consent_wording(rt.settings.policy_dir),
+        "clinic_timezone": rt.settings.clinic_timezone, "existing": existing,
+    }, user=user, status_code=status_code)
+
+
+@router.get("/contacts/new", response_class=HTMLResponse)
+def enroll_form(request: Request, user: StaffUser) -> HTMLResponse:
+    campaigns = list(_rt(request).campaigns)
+    return _enroll_form(request, user, {"campaign": campaigns[0] if campaigns else ""}, {})
+
+
+@router.post("/contacts/new", response_class=HTMLResponse)
+def enroll_submit(request: Request, user: StaffUser, now: NowDep,
+                  first_name: Annotated[str, Form(max_length=400)] = "",
+                  last_name: Annotated[str, Form(max_length=400)] = "",
+                  email: Annotated[str, Form(max_length=400)] = "", phone: Annotated[str, Form(max_length=400)] = "",
+                  timezone: Annotated[str, Form(max_length=400)] = "",
+                  preferred_channel: Annotated[str, Form(max_length=20)] = "",
+                  campaign: Annotated[str, Form(max_length=100)] = "",
+                  consent_email: Annotated[str, Form(max_length=10)] = "",
+                  consent_sms: Annotated[str, Form(max_length=10)] = "") -> Response:
+    rt = _rt(request)
+    values = {"first_name": first_name, "last_name": last_name, "email": email, "phone": phone,
+              "timezone": timezone, "preferred_channel": preferred_channel, "campaign": campaign}
+    consent = [channel for channel, given in (("email", consent_email), ("sms", consent_sms)) if given]
+    values.update({f"consent_{c}": "yes" for c in consent})
+    campaign_id = campaign or None
+    errors: dict[str, str] = {}
+    if not email.strip() and not phone.strip():
+        errors["email"] = "Give an email address or a mobile number."
+    if campaign_id and not consent:
+        errors["consent"] = "Tick what the person agreed to receive (email, text messages or both)."
+    if errors:
+        return _enroll_form(request, user, values, errors, 400)
+    with rt.sessions() as session:
+        try:
+            result = create_contact(session, rt, values, consent, campaign_id, ConsentMethod.STAFF, now, user.actor,
+                                    source="staff", ip=client_ip(request),
+                                    user_agent=request.headers.get("user-agent"))
+            session.commit()
+        except FieldError as exc:
+            session.rollback()
+            return _enroll_form(request, user, values, {exc.field: _sentence(exc.message)}, 400)
+        except ActionError as exc:
+            session.rollback()
+            return _enroll_form(request, user, values, {exc.field or "form": _sentence(exc.message)}, 400)
+        except AlreadyEnrolled as exc:
+            session.rollback()
+            try:
+                existing = lookup_contact(session, email=email or None, phone=phone or None)
+            except (FieldError, EnrollmentError):
+                existing = None
+            session.rollback()
+            return _enroll_form(request, user, values, {"form": str(exc)}, 409, existing=existing)
+        except EnrollmentError as exc:
+            session.rollback()
+            return _enroll_form(request, user, values, {"form": str(exc)}, 400)
+    done = "enrolled" if result.created else "enrolled_existing"
+    return redirect(f"/admin/contacts/{result.contact.id}", done)
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+# -- one contact --------------------------------------------------------------------------------
+
+
+@router.get("/contacts/{contact_id}", response_class=HTMLResponse)
+def contact_page(request: Request, contact_id: int, user: StaffUser, session: ReadSessionDep) -> HTMLResponse:
+    return _contact_page(request, user, session, contact_id)
+
+
+def _contact_page(request: Request, user: CurrentUser, session: Session, contact_id: int, error: str = "",
+                  status_code: int = 200) -> HTMLResponse:
+    rt = _rt(request)
+    contact = _contact_or_404(session, contact_id)
+    if contact is None:
+        return _not_found(request, user, "This contact")
+    enrollments = list(session.scalars(select(Enrollment).where(Enrollment.contact_id == contact.id)
+                                       .order_by(Enrollment.id)))
+    enrolled_in = {e.campaign_id for e in enrollments}
+    available = {cid: c for cid, c in rt.campaigns.items() if cid not in enrolled_in}
+    return render(request, "admin/contact.html", {
+        "contact": contact, "enrollments": enrollments, "label": enrollment_label, "campaigns": rt.campaigns,
+        "available": available, "timeline": timeline(session, contact.id),
+        "wording": consent_wording(rt.settings.policy_dir), "error": error[:300],
+        "active": any(e.status in (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED) for e in enrollments),
+        "can_reach": {cid: bool(usable_channels(contact, c)) for cid, c in rt.campaigns.items()},
+    }, user=user, status_code=status_code)
+
+
+def _contact_error(request: Request, user: CurrentUser, session: Session, contact_id: int, message: str,
+                   status_code: int = 400) -> HTMLResponse:
+    return _contact_page(request, user, session, contact_id, message, status_code)
+
+
+@router.post("/contacts/{contact_id}/unsubscribe")
+def contact_unsubscribe(request: Request, contact_id: int, user: StaffUser, session: SessionDep, now: NowDep,
+                        channel: Annotated[str, Form()] = "all") -> Response:
+    contact = _contact_or_404(session, contact_id)
+    if contact is None:
+        return _not_found(request, user, "This contact")
+    try:
+        changed = unsubscribe_contact(session, _rt(request), contact, channel, ConsentMethod.STAFF, now, user.actor)
+    except ActionError as exc:
+        session.rollback()
+        return _contact_error(request, user, session, contact_id, exc.message)
+    session.commit()
+    return redirect(f"/admin/contacts/{contact_id}", "unsubscribed" if changed else "already_unsubscribed")
+
+
+@router.post("/contacts/{contact_id}/booked")
+def contact_booked(request: Request, contact_id: int, user: StaffUser, session: SessionDep, now: NowDep) -> Response:
+    contact = _contact_or_404(session, contact_id)
+    if contact is None:
+        return _not_found(request, user, "This contact")
+    mark_contact_booked(session, contact, now, user.actor, source="staff")
+    session.commit()
+    return redirect(f"/admin/contacts/{contact_id}", "booked")
+
+
+@router.post("/contacts/{contact_id}/pause")
+def contact_pause(request: Request, contact_id: int, user: StaffUser, session: SessionDep, now: NowDep,
+                  enrollment_id: Annotated[int, Form()], action: Annotated[str, Form()] = "pause") -> Response:
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None or enrollment.contact_id != contact_id:
+        return _not_found(request, user, "This enrollment")
+    if action not in ("pause", "resume"):
+        return _contact_error(request, user, session, contact_id, "Choose pause or resume.")
+    set_paused(session, _rt(request), enrollment, action == "pause", now, user.actor)
+    session.commit()
+    return redirect(f"/admin/contacts/{contact_id}", "paused" if action == "pause" else "resumed")
+
+
+@router.post("/contacts/{contact_id}/enroll")
+def contact_enroll(request: Request, contact_id: int, user: StaffUser, session: SessionDep, now: NowDep,
+                   campaign: Annotated[str, Form(max_length=100)] = "",
+                   consent_email: Annotated[str, Form(max_length=10)] = "",
+                   consent_sms: Annotated[str, Form(max_length=10)] = "") -> Response:
+    contact = _contact_or_404(session, contact_id)
+    if contact is None:
+        return _not_found(request, user, "This contact")
+    consent = [channel for channel, given in (("email", consent_email), ("sms", consent_sms)) if given]
+    try:
+        enroll_contact(session, _rt(request), contact, campaign, consent, ConsentMethod.STAFF, now, user.actor,
+                       source="staff", ip=client_ip(request), user_agent=request.headers.get("user-agent"))
+    except ActionError as exc:
+        session.rollback()
+        return _contact_error(request, user, session, contact_id, _sentence(exc.message))
+    except EnrollmentError as exc:
+        session.rollback()
+        return _contact_error(request, user, session, contact_id, str(exc), 409)
+    session.commit()
+    return redirect(f"/admin/contacts/{contact_id}", "enrolled")
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+@router.get("/messages/{message_id}", response_class=HTMLResponse)
+def message_page(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep) -> HTMLResponse:
+    message = session.get(Message, message_id)
+    contact = _contact_or_404(session, message.contact_id) if message else None
+    if message is None or contact is None:
+        return _not_found(request, user, "This message")
+    from patient_drip.models import Event
+
+    events = list(session.scalars(select(Event).where(Event.message_id == message.id).order_by(Event.id)))
+    info = None
+    if message.channel == "sms" and message.body_text:
+        from patient_drip.content.rendering import sms_info
+
+        info = sms_info(message.body_text)
+    return render(request, "admin/message.html", {"message": message, "contact": contact, "events": events,
+                                                   "sms": info}, user=user)
+
+
+@router.get("/messages/{message_id}/html")
+def message_html(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep) -> Response:
+    """Exactly the HTML that was sent, for a sandboxed iframe: its own CSP forbids scripts, forms and
+    same-origin access, and allows only the inline styles emails need."""
+    message = session.get(Message, message_id)
+    if message is None or not message.body_html or _contact_or_404(session, message.contact_id) is None:
+        return Response("Not found", status_code=404, media_type="text/plain")
+    return sandboxed_html(message.body_html)
+
+
+def sandboxed_html(html: str) -> Response:
+    return Response(html, media_type="text/html; charset=utf-8", headers={
+        "Content-Security-Policy": SANDBOX_CSP, "X-Frame-Options": "SAMEORIGIN", "Cache-Control": "no-store",
+        "Referrer-Policy": "no-referrer"})
+

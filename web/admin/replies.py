@@ -1,0 +1,56 @@
+"""The replies inbox: patients' text replies, crisis-flagged first, each marked handled by a person."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from patient_drip.web.admin.auth import StaffUser
+from patient_drip.web.admin.common import ReadSessionDep, redirect, render
+from patient_drip.models import audit
+from patient_drip.models import Contact, InboundMessage
+from patient_drip.web.app import NowDep, SessionDep
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+PAGE = 50
+
+
+@router.get("/replies", response_class=HTMLResponse)
+def replies(request: Request, user: StaffUser, session: ReadSessionDep, show: str = "open",
+            before: int | None = None) -> HTMLResponse:
+    """Open replies: crisis first, then oldest first (who has waited longest), 50 at a time (handling
+    them brings the next ones up). Handled: newest first, paginated by id."""
+    query = select(InboundMessage, Contact).outerjoin(Contact, Contact.id == InboundMessage.contact_id)
+    if show == "handled":
+        query = query.where(InboundMessage.handled_at.is_not(None))
+        if before is not None:
+            query = query.where(InboundMessage.id < before)
+        query = query.order_by(InboundMessage.id.desc())
+    else:
+        show = "open"
+        query = query.where(InboundMessage.handled_at.is_(None)).order_by(
+            InboundMessage.crisis.desc(), InboundMessage.received_at, InboundMessage.id)
+    rows = list(session.execute(query.limit(PAGE + 1)).all())
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
+    older = rows[-1][0].id if rows and more and show == "handled" else None
+    return render(request, "admin/replies.html", {"rows": rows, "show": show, "older": older, "more": more},
+                  user=user)
+
+
+@router.post("/replies/{reply_id}/handled")
+def reply_handled(request: Request, reply_id: int, user: StaffUser, session: SessionDep, now: NowDep,
+                  note: Annotated[str, Form(max_length=400)] = "") -> Response:
+    reply = session.get(InboundMessage, reply_id)
+    if reply is None:
+        return render(request, "admin/not_found.html", {"what": "This reply"}, user=user, status_code=404)
+    if reply.handled_at is None:
+        reply.handled_at = now
+        reply.handled_by = user.actor
+        audit(session, user.actor, "reply_handled", now, contact_id=reply.contact_id, reply=reply.id,
+              crisis=reply.crisis, note=note.strip())
+        session.commit()
+    return redirect("/admin/replies", "handled")

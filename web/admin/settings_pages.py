@@ -1,0 +1,60 @@
+"""Admins only: the running configuration (secrets never shown) and pausing a channel for everyone."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import SecretStr
+
+from patient_drip import db
+from patient_drip.web.admin.auth import AdminUser
+from patient_drip.web.admin.common import ReadSessionDep, redirect, render
+from patient_drip.dispatch.engine import pause_key, paused_channels
+from patient_drip.models import add_event, audit
+from patient_drip.models import Channel
+from patient_drip.runtime import Runtime
+from patient_drip.settings import env_name
+from patient_drip.web.app import NowDep, SessionDep
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+
+def settings_rows(rt: Runtime) -> list[tuple[str, str, str]]:
+    """(environment variable, value, description) for every setting; secrets show only whether set."""
+    rows = []
+    for name, field in type(rt.settings).model_fields.items():
+        value = getattr(rt.settings, name)
+        if isinstance(value, SecretStr) or name == "secret_key":
+            shown = "set" if value is not None and (not isinstance(value, SecretStr) or value.get_secret_value()) \
+                else "not set"
+        else:
+            shown = str(value)
+            if name == "database_url" and "@" in shown:  # hide a password in the URL
+                scheme, _, rest = shown.partition("://")
+                shown = f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
+        rows.append((env_name(name), shown, field.description or ""))
+    return rows
+
+
+@router.get("/settings", response_class=HTMLResponse)
+def settings_page(request: Request, user: AdminUser, session: ReadSessionDep) -> HTMLResponse:
+    rt: Runtime = request.app.state.rt
+    return render(request, "admin/settings.html", {"rows": settings_rows(rt), "paused": paused_channels(session),
+                                                    "channels": [c.value for c in Channel]}, user=user)
+
+
+@router.post("/settings/channels/{channel}")
+def channel_pause(request: Request, channel: str, user: AdminUser, session: SessionDep, now: NowDep,
+                  action: Annotated[str, Form()]) -> Response:
+    if channel not in {c.value for c in Channel} or action not in ("pause", "resume"):
+        return render(request, "admin/not_found.html", {"what": "This channel"}, user=user, status_code=404)
+    if action == "pause":
+        db.set_kv(session, pause_key(channel), f"{now:%Y-%m-%d %H:%M} UTC paused by {user.actor}", now)
+    else:
+        db.delete_kv(session, pause_key(channel))
+    add_event(session, f"channel_{action}d", now, contact_id=None, channel=channel, actor=user.actor)
+    audit(session, user.actor, f"channel_{action}d", now, channel=channel)
+    session.commit()
+    return redirect("/admin/settings", f"channel_{action}d")

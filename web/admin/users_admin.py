@@ -1,0 +1,117 @@
+"""Admins only: staff users (create, disable, enable, reset password) and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from patient_drip.web.admin.auth import AdminUser, end_all_sessions
+from patient_drip.web.admin.common import ROLE_HELP, ReadSessionDep, redirect, render
+from patient_drip.contacts.fields import FieldError
+from patient_drip.models import audit
+from patient_drip.models import AuditEntry, User
+from patient_drip.accounts.users import Role, create_user, generate_password, hash_password
+from patient_drip.web.app import NowDep, SessionDep
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+AUDIT_PAGE = 100
+
+
+def _users_page(request: Request, user: AdminUser, session: SessionDep, *, values: dict[str, str] | None = None,
+                errors: dict[str, str] | None = None, created: tuple[str, str] | None = None,
+                status_code: int = 200) -> HTMLResponse:
+    users = list(session.scalars(select(User).order_by(User.disabled, User.email)))
+    return render(request, "admin/users.html", {
+        "users": users, "roles": ROLE_HELP, "values": values or {"role": "staff"}, "errors": errors or {},
+        "created": created,
+    }, user=user, status_code=status_code)
+
+
+@router.get("/users", response_class=HTMLResponse)
+def user_list(request: Request, user: AdminUser, session: ReadSessionDep) -> HTMLResponse:
+    return _users_page(request, user, session)
+
+
+@router.post("/users", response_class=HTMLResponse)
+def user_create(request: Request, user: AdminUser, session: SessionDep, now: NowDep,
+                email: Annotated[str, Form(max_length=320)], role: Annotated[str, Form(max_length=20)],
+                name: Annotated[str, Form(max_length=120)] = "",
+                password: Annotated[str, Form(max_length=200)] = "") -> HTMLResponse:
+    values = {"email": email, "role": role, "name": name}
+    chosen = password or generate_password()
+    try:
+        created = create_user(session, email, chosen, role, now, user.actor, name=name.strip())
+    except FieldError as exc:
+        session.rollback()
+        return _users_page(request, user, session, values=values, errors={exc.field: exc.message}, status_code=400)
+    session.commit()
+    # The generated password is shown once, on this response only (never stored in clear).
+    return _users_page(request, user, session, created=(created.email, "" if password else chosen))
+
+
+def _target(session: SessionDep, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
+@router.post("/users/{user_id}/disable")
+def user_disable(request: Request, user_id: int, user: AdminUser, session: SessionDep, now: NowDep) -> Response:
+    target = _target(session, user_id)
+    if target is None:
+        return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
+    if target.id == user.id:
+        return _users_page(request, user, session, errors={"form": "You cannot disable your own account."},
+                           status_code=400)
+    if target.role == Role.ADMIN and not session.scalar(select(User.id).where(
+            User.role == Role.ADMIN, User.disabled.is_(False), User.id != target.id).limit(1)):
+        return _users_page(request, user, session, errors={"form": "This is the last active admin."},
+                           status_code=400)
+    target.disabled = True
+    end_all_sessions(session, target.id, now)
+    audit(session, user.actor, "user_disabled", now, user=target.email)
+    session.commit()
+    return redirect("/admin/users", "user_disabled")
+
+
+@router.post("/users/{user_id}/enable")
+def user_enable(request: Request, user_id: int, user: AdminUser, session: SessionDep, now: NowDep) -> Response:
+    target = _target(session, user_id)
+    if target is None:
+        return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
+    target.disabled = False
+    audit(session, user.actor, "user_enabled", now, user=target.email)
+    session.commit()
+    return redirect("/admin/users", "user_enabled")
+
+
+@router.post("/users/{user_id}/password", response_class=HTMLResponse)
+def user_reset_password(request: Request, user_id: int, user: AdminUser, session: SessionDep,
+                        now: NowDep) -> HTMLResponse:
+    target = _target(session, user_id)
+    if target is None:
+        return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
+    password = generate_password()
+    target.password_hash = hash_password(password)
+    end_all_sessions(session, target.id, now)
+    audit(session, user.actor, "user_password_reset", now, user=target.email)
+    session.commit()
+    return _users_page(request, user, session, created=(target.email, password))
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_log(request: Request, user: AdminUser, session: ReadSessionDep, before: int | None = None,
+              contact: str = "") -> HTMLResponse:
+    """Newest first, 100 a page, keyset on id; optionally one contact's entries (indexed)."""
+    contact_id = int(contact) if contact.strip().isdigit() else None
+    query = select(AuditEntry)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
+    if contact_id is not None:
+        query = query.where(AuditEntry.contact_id == contact_id)
+    rows = list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(AUDIT_PAGE + 1)))
+    more = len(rows) > AUDIT_PAGE
+    rows = rows[:AUDIT_PAGE]
+    return render(request, "admin/audit.html", {"rows": rows, "older": rows[-1].id if rows and more else None,
+                                                 "contact": contact_id, "first_page": before is None}, user=user)

@@ -1,0 +1,183 @@
+"""`GET /metrics`: Prometheus text exposition (format 0.0.4), written by hand (no extra dependency).
+
+Two kinds of numbers:
+
+* **from the database, computed on each scrape** — right whichever process is scraped and however
+  many workers run: the queue (enrollments due now, and how late the oldest is), send records
+  still in flight or waiting for reconciliation or staff, and paused channels. Each query is an
+  index range scan (`ix_enrollment_next_due_at`, `ix_message_status_attempted`).
+* **this process's own counters** — provider calls by channel and result, and provider latency
+  (a histogram). Scrape every process that dispatches: `drip serve` (its scheduler dispatches)
+  here; a `drip worker` exposes the same text with `serve_metrics(port)` when the operator asks
+  for it.
+
+Access: a staff API token (`Authorization: Bearer drip_…`, any role — make one for the
+monitoring system on the Account page). The numbers hold no patient data.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from sqlalchemy import func, select
+
+from patient_drip.dispatch.engine import COUNTERS, DispatchCounters, pause_key
+from patient_drip.models import Channel, Enrollment, EnrollmentStatus, KeyValue, Message, MessageStatus
+from patient_drip.runtime import Runtime, utcnow
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Statuses worth watching (small sets, counted through the status index); sent/delivered are not
+# counted here: that is the funnel (`drip stats`), and a full count would scan every message.
+WATCHED_STATUSES = (MessageStatus.SENDING, MessageStatus.RETRYING, MessageStatus.UNKNOWN, MessageStatus.NEEDS_REVIEW)
+
+
+
+def _build_router() -> Any:
+    from fastapi import APIRouter, Depends, Request
+    from fastapi.responses import PlainTextResponse
+
+    from patient_drip.web.admin.auth import api_require
+    from patient_drip.accounts.users import Role
+
+    # Annotations are strings here (PEP 563): FastAPI resolves them in this module's globals.
+    globals().update(Request=Request, PlainTextResponse=PlainTextResponse)
+    reader = Depends(api_require(*[role.value for role in Role]))
+    built = APIRouter(include_in_schema=False)
+
+    @built.get("/metrics", response_class=PlainTextResponse)
+    def metrics(request: Request, _reader: Any = reader) -> PlainTextResponse:
+        """Prometheus metrics (text format 0.0.4); needs a staff API token."""
+        return PlainTextResponse(render(request.app.state.rt, request.app.state.clock()), media_type=CONTENT_TYPE)
+
+    return built
+
+
+def __getattr__(name: str) -> Any:
+    """`metrics.router` (the web app's) is built on first use: a `drip worker` serving its own
+    metrics (`serve_metrics`) should not have to import the web application to do so."""
+    if name == "router":
+        globals()["router"] = _build_router()
+        return globals()["router"]
+    raise AttributeError(f"module 'metrics' has no attribute {name!r}")
+
+
+def render(rt: Runtime, now: datetime, counters: DispatchCounters = COUNTERS) -> str:
+    """The whole exposition: database gauges first, then this process's counters."""
+    out = _Exposition()
+    with rt.sessions() as session:
+        due = session.scalar(select(func.count()).select_from(Enrollment).where(Enrollment.next_due_at <= now)) or 0
+        oldest = session.scalar(select(func.min(Enrollment.next_due_at)).where(Enrollment.next_due_at <= now))
+        scheduled = session.scalar(
+            select(func.count()).select_from(Enrollment).where(Enrollment.next_due_at > now)) or 0
+        statuses = dict(session.execute(
+            select(Message.status, func.count()).where(Message.status.in_([str(s) for s in WATCHED_STATUSES]))
+            .group_by(Message.status)).all())
+        paused = {key for key, value in session.execute(select(KeyValue.key, KeyValue.value).where(
+            KeyValue.key.in_([pause_key(c) for c in Channel]))) if value}
+        active = session.scalar(select(func.count()).select_from(Enrollment).where(
+            Enrollment.status == EnrollmentStatus.ACTIVE)) or 0
+    out.gauge("drip_queue_due", "Enrollments whose next message is due now (the dispatch queue).", due)
+    out.gauge("drip_queue_lag_seconds", "How late the oldest due message is (0 when the queue is empty).",
+              max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+    out.gauge("drip_queue_scheduled", "Enrollments with a message scheduled later.", scheduled)
+    out.gauge("drip_enrollments_active", "Active enrollments.", active)
+    out.family("drip_messages_by_status", "gauge",
+               "Send records in a state that needs watching (sending = in flight or its worker died; "
+               "unknown = awaiting reconciliation; needs_review = staff must decide).")
+    for status in WATCHED_STATUSES:
+        out.sample("drip_messages_by_status", {"status": str(status)}, statuses.get(str(status), 0))
+    out.family("drip_channel_paused", "gauge", "1 when a channel is paused (provider refused our credentials).")
+    for channel in Channel:
+        out.sample("drip_channel_paused", {"channel": str(channel)}, int(pause_key(channel) in paused))
+    snapshot = counters.snapshot()
+    out.family("drip_messages_total", "counter",
+               "Provider calls made by this process, by channel and result "
+               "(sent, transient, permanent, ambiguous, auth, error).")
+    messages: dict[tuple[str, str], int] = snapshot["messages"]  # type: ignore[assignment]
+    for channel in Channel:
+        for result in ("sent", "transient", "permanent", "ambiguous", "auth", "error"):
+            out.sample("drip_messages_total", {"channel": str(channel), "result": result},
+                       messages.get((str(channel), result), 0))
+    out.family("drip_provider_latency_seconds", "histogram", "Provider call duration in this process, by channel.")
+    buckets: dict[str, list[int]] = snapshot["latency_buckets"]  # type: ignore[assignment]
+    counts: dict[str, int] = snapshot["latency_count"]  # type: ignore[assignment]
+    sums: dict[str, float] = snapshot["latency_sum"]  # type: ignore[assignment]
+    for channel in Channel:
+        per_bucket = buckets.get(str(channel), [0] * len(DispatchCounters.LATENCY_BUCKETS))
+        for bound, count in zip(DispatchCounters.LATENCY_BUCKETS, per_bucket):
+            out.sample("drip_provider_latency_seconds_bucket", {"channel": str(channel), "le": _number(bound)}, count)
+        out.sample("drip_provider_latency_seconds_bucket", {"channel": str(channel), "le": "+Inf"},
+                   counts.get(str(channel), 0))
+        out.sample("drip_provider_latency_seconds_sum", {"channel": str(channel)}, sums.get(str(channel), 0.0))
+        out.sample("drip_provider_latency_seconds_count", {"channel": str(channel)}, counts.get(str(channel), 0))
+    out.family("drip_dispatch_passes_total", "counter", "Dispatch passes run by this process.")
+    out.sample("drip_dispatch_passes_total", {}, snapshot["passes"])  # type: ignore[arg-type]
+    return out.text()
+
+
+class _Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def gauge(self, name: str, help_text: str, value: float) -> None:
+        self.family(name, "gauge", help_text)
+        self.sample(name, {}, value)
+
+    def sample(self, name: str, labels: dict[str, str], value: float) -> None:
+        label_text = ",".join(f'{key}="{_escape_label(val)}"' for key, val in labels.items())
+        self.lines.append(f"{name}{{{label_text}}} {_number(value)}" if labels else f"{name} {_number(value)}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(value))
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _escape_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def serve_metrics(rt: Runtime, port: int, host: str = "127.0.0.1",
+                  clock: Callable[[], datetime] = utcnow) -> ThreadingHTTPServer:
+    """Serve GET /metrics from a background thread (for `drip worker`, which has no web server).
+
+    Binds to loopback by default and has no authentication: expose it through the machine's
+    monitoring agent, not to the network."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404)
+                return
+            body = render(rt, clock()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="drip-metrics", daemon=True).start()
+    return server
