@@ -36,13 +36,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_drip import db
-from patient_drip.web.admin.common import CurrentUser, read_session, redirect, render
+from patient_drip.web.admin.common import CurrentUser, redirect, render
 from patient_drip.contacts.fields import FieldError, normalize_email
 from patient_drip.models import audit
 from patient_drip.models import ApiToken, User
 from patient_drip.runtime import Runtime
 from patient_drip.accounts.users import Role, hash_password, verify_password
-from patient_drip.web.app import client_ip
+from patient_drip.web.deps import client_ip, read_session
 
 SESSION_COOKIE = "drip_session"
 LOGIN_CSRF_COOKIE = "drip_login_csrf"
