@@ -2,24 +2,29 @@
 
 The runtime, a session (IMMEDIATE on SQLite, for routes that write) and a read session (DEFERRED,
 for pages that only read), the clock, the client's address, the page templates and the public page
-renderer. Every route module (public pages, webhooks,
+renderer; the signed-in person (`CurrentUser`), the two authentication errors, and the bearer-token
+check every `/api/v1` route and `/metrics` depend on. Every route module (public pages, webhooks,
 metrics, `admin/`) imports from here and `app.py` imports them: no route module imports `app.py`,
 so the web package has no import cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
+from patient_drip.accounts.api_tokens import user_for_token
+from patient_drip.accounts.users import Role
 from patient_drip.runtime import Runtime
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -27,6 +32,9 @@ WEB_DIR = Path(__file__).resolve().parent
 # One template environment for the public and the staff pages (`web/templates/`, not the message
 # `templates/`); `admin.common` adds the staff pages' filters to it.
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+
+ALL_ROLES = tuple(role.value for role in Role)
+
 
 # -- runtime, sessions, clock -------------------------------------------------------------------
 
@@ -81,3 +89,80 @@ def page(request: Request, name: str, context: dict[str, Any], status_code: int 
     base = {"clinic_name": settings.clinic_name, "clinic_phone": settings.clinic_phone,
             "clinic_address": settings.clinic_address}
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
+
+
+# -- who is asking ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    """The signed-in person, detached from any database session."""
+
+    id: int
+    email: str
+    name: str
+    role: str
+    csrf: str = ""
+    via_api: bool = False
+
+    def can(self, *roles: str) -> bool:
+        """Admins can do everything; others only what their role is listed for."""
+        return self.role == Role.ADMIN or self.role in roles
+
+    @property
+    def actor(self) -> str:
+        """How this person appears in the audit log and as template author/approver."""
+        return self.email
+
+    @property
+    def label(self) -> str:
+        return self.name or self.email
+
+
+class NotAuthenticated(Exception):
+    """No valid session (or API token): the handler redirects to the login page or answers 401."""
+
+
+class Forbidden(Exception):
+    """Signed in, but the role does not allow this (or the CSRF token is missing/wrong)."""
+
+    def __init__(self, message: str = "Your role does not allow this page or action.") -> None:
+        self.message = message
+        super().__init__(message)
+
+
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="ApiToken", bearerFormat="drip_<random>",
+    description="A personal API token created on the staff UI's Account page (`Authorization: Bearer drip_...`).",
+)
+
+
+def api_user_for_token(rt: Runtime, token: str, now: datetime) -> CurrentUser | None:
+    """The enabled user who owns this unrevoked API token, or None (its use is recorded)."""
+    with rt.sessions() as session:
+        user = user_for_token(session, token, now)
+        if user is None:
+            return None
+        current = CurrentUser(user.id, user.email, user.name, user.role, via_api=True)
+        session.commit()
+        return current
+
+
+def api_require(*roles: str) -> Callable[..., CurrentUser]:
+    """Dependency for `/api/v1` and `/metrics`: a valid bearer token whose user's role is one of
+    `roles` (admins always pass). Raises NotAuthenticated or Forbidden."""
+
+    def dependency(request: Request,
+                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> CurrentUser:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise NotAuthenticated()
+        user = api_user_for_token(get_runtime(request), credentials.credentials, get_now(request))
+        if user is None:
+            raise NotAuthenticated()
+        if not user.can(*roles):
+            raise Forbidden()
+        return user
+
+    dependency.__name__ = f"api_require_{'_'.join(roles) or 'any'}"
+    dependency.drip_auth = True  # type: ignore[attr-defined]  # the route-protection test looks for it
+    return dependency

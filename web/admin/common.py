@@ -6,7 +6,6 @@ the CSP allows only our own scripts and styles, so templates use classes, never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -17,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from patient_drip.accounts.users import Role
 from patient_drip.runtime import Runtime
-from patient_drip.web.deps import templates
+from patient_drip.web.deps import CurrentUser, templates
 
 
 # Fixed notices shown after a redirect (`?done=key`): user input is never reflected into them.
@@ -50,31 +49,6 @@ ROLE_HELP = {
     Role.MARKETING: "templates, campaigns and the funnel (no contact details)",
     Role.CLINICIAN: "approves template changes; views templates and campaigns",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentUser:
-    """The signed-in person, detached from any database session."""
-
-    id: int
-    email: str
-    name: str
-    role: str
-    csrf: str = ""
-    via_api: bool = False
-
-    def can(self, *roles: str) -> bool:
-        """Admins can do everything; others only what their role is listed for."""
-        return self.role == Role.ADMIN or self.role in roles
-
-    @property
-    def actor(self) -> str:
-        """How this person appears in the audit log and as template author/approver."""
-        return self.email
-
-    @property
-    def label(self) -> str:
-        return self.name or self.email
 
 
 def clinic_zone(rt: Runtime) -> ZoneInfo:
