@@ -116,6 +116,7 @@ class CurrentUser:
 
     @property
     def label(self) -> str:
+        """The name to show (the email when no name is set)."""
         return self.name or self.email
 
 

@@ -59,6 +59,7 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def allow(self, key: str, now: float | None = None) -> bool:
+        """True, and the hit counted, when `key` has had fewer than `limit` hits in the window."""
         moment = time.monotonic() if now is None else now
         with self._lock:
             hits = self._hits.setdefault(key, deque())
@@ -111,11 +112,13 @@ def healthz(request: Request, session: SessionDep) -> dict[str, str]:
     session.execute(text("SELECT 1"))
     return {"status": "ok", "delivery": rt.delivery}
 
+
 @router.get("/consult", response_class=HTMLResponse, tags=["public"])
 def consult_form(request: Request) -> HTMLResponse:
     """The public consultation request form."""
     rt = get_runtime(request)
     return page(request, "consult.html", {"values": {}, "errors": {}, "wording": consent_wording(rt.settings.policy_dir)})
+
 
 @router.post("/api/consultations", tags=["public"])
 async def submit_consultation(request: Request, now: NowDep) -> Response:
@@ -145,6 +148,7 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
         return JSONResponse({"status": result}, status_code=201 if result == "enrolled" else 200)
     return page(request, "thanks.html", {"status": result})
 
+
 @router.get("/u/{token}", response_class=HTMLResponse, tags=["public"])
 def preferences(token: str, request: Request, session: SessionDep) -> HTMLResponse:
     """The preference page: unsubscribe per channel or from everything; resubscribe where allowed."""
@@ -153,6 +157,7 @@ def preferences(token: str, request: Request, session: SessionDep) -> HTMLRespon
     if contact is None:
         return page(request, "not_found.html", {"what": "This link"}, 404)
     return page(request, "preferences.html", _preferences_context(contact, token, None))
+
 
 @router.post("/u/{token}", tags=["public"])
 def preferences_post(
@@ -189,6 +194,7 @@ def preferences_post(
     session.commit()
     return page(request, "preferences.html", _preferences_context(contact, token, done))
 
+
 @router.get("/b/{token}", tags=["public"])
 def booking_link(token: str, request: Request, session: SessionDep, now: NowDep) -> Response:
     """Record the click and send the person on to the booking page, tagged for analytics."""
@@ -211,8 +217,10 @@ def booking_link(token: str, request: Request, session: SessionDep, now: NowDep)
     })
     return RedirectResponse(target, status_code=302)
 
+
 @router.get("/book-placeholder", response_class=HTMLResponse, include_in_schema=False)
 def booking_placeholder(request: Request) -> HTMLResponse:
+    """The booking page when DRIP_BOOKING_URL is not set: shows the tags a booking link carried."""
     return page(request, "booking_placeholder.html", {"params": dict(request.query_params)})
 
 
