@@ -86,6 +86,7 @@ class SandboxServer:
     # lifecycle -------------------------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> SandboxServer:
+        """Bind, serve on a daemon thread and return once callbacks can run; RuntimeError if not within `timeout`."""
         if self._thread is not None:
             raise RuntimeError("sandbox already started")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -133,6 +134,7 @@ class SandboxServer:
 
     @property
     def url(self) -> str:
+        """Base URL of the running sandbox; RuntimeError before `start()`."""
         if self.port is None:
             raise RuntimeError("sandbox not started")
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -143,6 +145,7 @@ class SandboxServer:
 
     @property
     def config(self) -> SandboxConfig:
+        """The configuration in force."""
         return self.state.config
 
     @property
@@ -153,47 +156,53 @@ class SandboxServer:
     # Python API ------------------------------------------------------------------------------
 
     def configure(self, **changes: Any) -> SandboxConfig:
+        """Change settings (any `SandboxConfig` field) while running; ValueError on bad ones."""
         return self.state.update_config(**changes)
 
     def messages(self, provider: str | None = None, to: str | None = None) -> list[dict[str, Any]]:
+        """Recorded messages, oldest first (of `provider` / to `to` when given)."""
         return self.state.messages(provider, to)
 
     def wait_for_messages(
         self, count: int, provider: str | None = None, timeout: float = 5.0
     ) -> list[dict[str, Any]]:
         """Block until at least `count` messages (of `provider`) were recorded; return them."""
-
-        def enough(state: SandboxState) -> list[dict[str, Any]] | None:
-            found = state.messages(provider)
-            return found if len(found) >= count else None
-
-        return self.state.wait_for(enough, timeout)
+        return self._wait_for_count(lambda state: state.messages(provider), count, timeout)
 
     def wait_for_callbacks(
         self, count: int, kind: str | None = None, timeout: float = 5.0
     ) -> list[dict[str, Any]]:
         """Block until at least `count` callbacks (of `kind`) were attempted; return their log."""
+        return self._wait_for_count(lambda state: state.callbacks(kind), count, timeout)
 
+    def _wait_for_count(
+        self, read: Callable[[SandboxState], list[dict[str, Any]]], count: int, timeout: float
+    ) -> list[dict[str, Any]]:
         def enough(state: SandboxState) -> list[dict[str, Any]] | None:
-            found = state.callbacks(kind)
+            found = read(state)
             return found if len(found) >= count else None
 
         return self.state.wait_for(enough, timeout)
 
     def add_fault(self, provider: Provider, fault: Fault | None = None, **fields: Any) -> None:
+        """Queue a fault for `provider`: `fault`, or one built from `fields`."""
         self.state.add_fault(provider, fault or Fault(**fields))
 
     def add_rule(self, rule: RecipientRule) -> None:
+        """Add a recipient rule (it wins over earlier and built-in ones)."""
         self.state.add_rule(rule)
 
     def set_latency(self, provider: Provider, latency_ms: int) -> None:
+        """Delay every request to `provider` by `latency_ms`."""
         self.state.set_latency(provider, latency_ms)
 
     def set_random_faults(self, provider: Provider, rate: float, faults: Iterable[Fault],
                           seed: int | None = None) -> None:
+        """Fail about `rate` of the requests to `provider` with a fault picked from `faults` (seeded)."""
         self.state.set_random_faults(provider, rate, faults, seed)
 
     def clear_faults(self) -> None:
+        """Drop queued and random faults, latencies and added rules."""
         self.state.clear_faults()
 
     def reset(self) -> None:
