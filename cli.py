@@ -24,19 +24,16 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from patient_drip import db
 from patient_drip.content.campaign import CampaignError, UnknownCampaign, load_campaigns
-from patient_drip.contacts.fields import FieldError
+from patient_drip.accounts.users import AccountError
+from patient_drip.contacts.changes import ContactNotFound, lookup_contact, parse_contact_input, upsert_contact
+from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.enrollment import (
-    ConsentGrant,
-    ContactNotFound,
     EnrollmentError,
     enroll as enroll_contact,
-    grant_consent,
-    lookup_contact,
     mark_booked,
-    parse_contact_input,
     unsubscribe as unsubscribe_contact,
-    upsert_contact,
 )
+from patient_drip.contacts.fields import FieldError
 from patient_drip.logs import configure_logging
 from patient_drip.models import Channel, ConsentMethod
 from patient_drip.content.rendering import RenderError
@@ -65,7 +62,8 @@ def friendly(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, CampaignError, UnknownCampaign, FieldError, EnrollmentError, RenderError) as exc:
+        except (SettingsError, CampaignError, UnknownCampaign, FieldError, EnrollmentError, ContactNotFound,
+                AccountError, RenderError) as exc:
             raise UserError(str(exc)) from None
         except (OperationalError, ProgrammingError) as exc:
             text = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
@@ -213,7 +211,8 @@ def _consent_channels(value: str | None) -> list[Channel]:
 @click.option("--first-name", default="", help="First name.")
 @click.option("--last-name", default="", help="Last name.")
 @click.option("--timezone", "tz", default="", help="IANA time zone; default: from the phone number, else the clinic's.")
-@click.option("--consent", default="", help="Channels the person agreed to (recorded as staff consent): email, sms or email,sms.")
+@click.option("--consent", default="", help="Channels the person agreed to (recorded as staff consent with the "
+              "clinic's current consent wording, as the staff UI does): email, sms or email,sms.")
 @friendly
 def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: str, last_name: str, tz: str,
            consent: str) -> None:
@@ -226,17 +225,13 @@ def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: s
         data = parse_contact_input({"email": email, "phone": phone, "first_name": first_name, "last_name": last_name,
                                     "timezone": tz}, settings.clinic_timezone, source="cli")
         now = utcnow()
+        wording = load_wording(settings.policy_dir)
         with rt.sessions() as session, session.begin():
-            contact, created = upsert_contact(session, rt, data, now, CLI_ACTOR)
+            contact, created = upsert_contact(session, rt.suppression_key, data, now, CLI_ACTOR)
             for channel in channels:
-                if channel == Channel.SMS and not contact.phone:
-                    raise FieldError("--consent", "sms consent needs --phone")
-                if channel == Channel.EMAIL and not contact.email:
-                    raise FieldError("--consent", "email consent needs --email")
-                grant_consent(session, contact, ConsentGrant(channel, ConsentMethod.STAFF,
-                                                             wording_text=f"recorded by {CLI_ACTOR} via drip enroll"),
-                              now, CLI_ACTOR)
-            enrollment = enroll_contact(session, rt, contact, campaign, now, CLI_ACTOR, source="cli")
+                grant_consent(session, wording, contact, ConsentGrant(channel, ConsentMethod.STAFF,
+                                                                      note="recorded via drip enroll"), now, CLI_ACTOR)
+            enrollment = enroll_contact(session, contact, campaign, now, CLI_ACTOR, source="cli")
             click.echo(f"enrolled contact {contact.id} ({'new' if created else 'existing'}) in {campaign.id}; "
                        f"first message due {enrollment.next_due_at:%Y-%m-%d %H:%M} UTC")
 
@@ -249,7 +244,8 @@ def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: s
 @friendly
 def import_(file: Path, campaign_id: str, errors_csv: Path | None) -> None:
     """Bulk enroll a CSV (header: first_name,last_name,email,phone,timezone,consent_email,consent_sms,source)."""
-    from patient_drip.contacts.importer import ImportFileError, count_data_lines, import_csv, open_csv
+    from patient_drip.contacts.import_rows import ImportFileError, count_data_lines, open_csv
+    from patient_drip.contacts.importer import import_csv
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
@@ -296,7 +292,8 @@ def unsubscribe(email: str | None, phone: str | None, channel: str) -> None:
                 contact = lookup_contact(session, email=email, phone=phone)
             except ContactNotFound as exc:
                 raise UserError(str(exc)) from None
-            changed = unsubscribe_contact(session, rt, contact, channels, ConsentMethod.STAFF, utcnow(), CLI_ACTOR)
+            changed = unsubscribe_contact(session, rt.campaigns, contact, channels, ConsentMethod.STAFF, utcnow(),
+                                          CLI_ACTOR)
         click.echo(f"contact {contact.id}: unsubscribed from {', '.join(changed) if changed else 'nothing new (already unsubscribed)'}")
 
 
@@ -359,7 +356,7 @@ def forget(email: str | None, phone: str | None, yes: bool) -> None:
             raise UserError(str(exc)) from None
         if not yes:
             click.confirm(f"Erase contact {contact.id} ({contact.display_name})? This cannot be undone", abort=True)
-        forget_contact(session, rt, contact, utcnow(), CLI_ACTOR)
+        forget_contact(session, rt.suppression_key, contact, utcnow(), CLI_ACTOR)
         click.echo(f"contact {contact.id} erased; their addresses are suppressed")
 
 
@@ -450,19 +447,60 @@ def users_add(email: str, role: str, name: str, password: str | None) -> None:
 @click.argument("email")
 @friendly
 def users_disable(email: str) -> None:
-    """Disable a staff user (they can no longer sign in; API tokens stop working)."""
-    from patient_drip.contacts.fields import normalize_email
-    from patient_drip.models import audit
-    from patient_drip.models import User
+    """Disable a staff user (they can no longer sign in; API tokens stop working). The last active
+    admin cannot be disabled."""
+    from patient_drip.accounts.users import disable_user, find_user
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        user = session.scalar(select(User).where(User.email == normalize_email(email)))
-        if user is None:
-            raise UserError(f"no user {email}")
-        user.disabled = True
-        audit(session, CLI_ACTOR, "user_disabled", utcnow(), user=user.email)
+        user = find_user(session, email)
+        disable_user(session, user, utcnow(), CLI_ACTOR)
     click.echo(f"user {user.email} disabled")
+
+
+@users.command("enable")
+@click.argument("email")
+@friendly
+def users_enable(email: str) -> None:
+    """Let a disabled staff user sign in again."""
+    from patient_drip.accounts.users import enable_user, find_user
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        user = find_user(session, email)
+        enable_user(session, user, utcnow(), CLI_ACTOR)
+    click.echo(f"user {user.email} enabled")
+
+
+@users.command("role")
+@click.argument("email")
+@click.argument("role", type=click.Choice(["admin", "staff", "marketing", "clinician"]))
+@friendly
+def users_role(email: str, role: str) -> None:
+    """Give a staff user another role (the last active admin cannot be demoted)."""
+    from patient_drip.accounts.users import change_role, find_user
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        user = find_user(session, email)
+        change_role(session, user, role, utcnow(), CLI_ACTOR)
+    click.echo(f"user {user.email} is now {role}")
+
+
+@users.command("reset-password")
+@click.argument("email")
+@click.option("--password", envvar="DRIP_NEW_USER_PASSWORD", default=None,
+              help="New password (min. 10 characters); generated and printed when omitted.")
+@friendly
+def users_reset_password(email: str, password: str | None) -> None:
+    """Set a new password for a staff user."""
+    from patient_drip.accounts.users import find_user, reset_password
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        user = find_user(session, email)
+        chosen = reset_password(session, user, utcnow(), CLI_ACTOR, password)
+    click.echo(f"password of {user.email} reset" + ("" if password else f"; password: {chosen}"))
 
 
 @users.command("list")
