@@ -172,10 +172,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
     def effective_booking_url(self) -> str:
         """Booking destination; the embedded default points at a local placeholder page."""
         return self.booking_url or f"{self.public_url}/book-placeholder"

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from patient_drip.web.admin.auth import new_api_token, token_digest
+from patient_drip.accounts.api_tokens import new_api_token, token_digest
 from patient_drip.dispatch.engine import Dispatcher
 from helpers import add_contact
 from patient_drip.models import ApiToken, ConsentRecord, Contact, Enrollment, EnrollmentStatus, ExitReason

@@ -1,149 +1,39 @@
-"""The HTTP app: health, the public consultation form, preference/unsubscribe pages, booking links.
+"""The app factory: `create_app` builds the whole HTTP surface for one runtime.
 
-Webhooks live in `webhooks.py` and the staff UI under `/admin`; this module assembles them.
+Middleware (security headers), the static files, the error handlers every route shares, and the
+routers: public pages (`public`), provider and scheduler webhooks (`webhooks`), `/metrics` and the
+staff UI and JSON API (`admin`). Only entry points (the CLI, tests, scripts) import this module; the
+routes take what they share from `deps`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Any
-from urllib.parse import urlencode, urlsplit, urlunsplit, parse_qsl
+from typing import Any
 
-from fastapi import Depends, FastAPI, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
-from starlette.concurrency import run_in_threadpool
-from sqlalchemy import text
 from sqlalchemy.exc import DataError, OperationalError
-from sqlalchemy.orm import Session
 
-from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
-from patient_drip.contacts.enrollment import (
-    AlreadyEnrolled,
-    ConsentGrant,
-    EnrollmentError,
-    consent_wording,
-    enroll,
-    grant_consent,
-    parse_contact_input,
-    unsubscribe,
-    upsert_contact,
-    usable_channels,
-)
-from patient_drip.models import add_event
-from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, Message
 from patient_drip.runtime import Runtime, utcnow
-from patient_drip.content.tokens import BadToken
+from patient_drip.web import admin, metrics, public, webhooks
+from patient_drip.web.deps import WEB_DIR
 
 log = logging.getLogger("drip.web")
 
-WEB_DIR = Path(__file__).resolve().parent
-DEFAULT_CAMPAIGN = "ketamine-consult"
-FORM_FIELDS = ("first_name", "last_name", "email", "phone", "preferred_channel", "timezone")
-MAX_BODY_BYTES = 64 * 1024
 _PRIVATE_PREFIXES = ("/admin", "/api/v1", "/u/")
-
-templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
-
-
-class RateLimiter:
-    """Sliding-window limit per key (client IP), in this process's memory."""
-
-    def __init__(self, limit: int, window_seconds: float) -> None:
-        self.limit, self.window = limit, window_seconds
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str, now: float | None = None) -> bool:
-        moment = time.monotonic() if now is None else now
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= moment - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return False
-            hits.append(moment)
-            if len(self._hits) > 10_000:  # bound memory under a spray of addresses
-                for stale in [k for k, v in self._hits.items() if not v]:
-                    del self._hits[stale]
-            return True
-
-
-def get_rt(request: Request) -> Runtime:
-    return request.app.state.rt  # type: ignore[no-any-return]
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    with get_rt(request).sessions() as session:
-        yield session
-
-
-def get_now(request: Request) -> datetime:
-    return request.app.state.clock()  # type: ignore[no-any-return]
-
-
-RtDep = Annotated[Runtime, Depends(get_rt)]
-SessionDep = Annotated[Session, Depends(get_session)]
-NowDep = Annotated[datetime, Depends(get_now)]
-
-
-def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    rt: Runtime = request.app.state.rt
-    base = {"clinic_name": rt.settings.clinic_name, "clinic_phone": rt.settings.clinic_phone,
-            "clinic_address": rt.settings.clinic_address}
-    return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value or "").strip().lower() in {"yes", "on", "true", "1", "y"}
-
-
-async def _read_submission(request: Request) -> tuple[dict[str, Any], bool]:
-    """The posted fields and whether the client wants JSON back."""
-    content_type = request.headers.get("content-type", "")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise FieldError("body", f"is larger than {MAX_BODY_BYTES // 1024} KB")
-    if content_type.startswith("application/json"):
-        import json
-
-        try:
-            data = json.loads(body or b"{}")
-        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[…" nested too deep
-            raise FieldError("body", "is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise FieldError("body", "must be a JSON object")
-        return data, True
-    form = await request.form()
-    return {key: value for key, value in form.items() if isinstance(value, str)}, False
-
-
-def _add_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query.update(params)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admin: bool = True) -> FastAPI:
-    """The whole HTTP surface for one runtime. `clock` is replaced by tests with a virtual one."""
+    """The whole HTTP surface for one runtime. `clock` is replaced by tests with a virtual one;
+    `with_admin=False` serves the public pages alone (no webhooks, metrics or staff UI)."""
     app = FastAPI(title="patient-drip", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.rt = rt
     app.state.clock = clock
-    app.state.form_limiter = RateLimiter(limit=5, window_seconds=600)
+    app.state.form_limiter = public.RateLimiter(limit=5, window_seconds=600)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
 
     hsts = rt.settings.public_url.startswith("https://")  # served over TLS (behind a proxy): browsers stay on it
@@ -194,207 +84,9 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
                                 headers={"Retry-After": "30"})
         return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "30"})
 
-    @app.get("/healthz", tags=["public"])
-    def healthz(session: SessionDep) -> dict[str, str]:
-        """Liveness: the process answers and the database is reachable."""
-        session.execute(text("SELECT 1"))
-        return {"status": "ok", "delivery": rt.delivery}
-
-    @app.get("/consult", response_class=HTMLResponse, tags=["public"])
-    def consult_form(request: Request) -> HTMLResponse:
-        """The public consultation request form."""
-        return page(request, "consult.html", {"values": {}, "errors": {}, "wording": consent_wording(rt.settings.policy_dir)})
-
-    @app.post("/api/consultations", tags=["public"])
-    async def submit_consultation(request: Request, now: NowDep) -> Response:
-        """Create or update the contact, record consent with its proof, enroll once."""
-        wants_json = request.headers.get("content-type", "").startswith("application/json")
-        try:
-            data, wants_json = await _read_submission(request)
-        except FieldError as exc:
-            return JSONResponse({"errors": {exc.field: exc.message}}, status_code=400)
-        if not request.app.state.form_limiter.allow(client_ip(request)):
-            message = "Too many requests from your network. Please wait a few minutes or call us."
-            if wants_json:
-                return JSONResponse({"errors": {"form": message}}, status_code=429, headers={"Retry-After": "600"})
-            return page(request, "consult.html", {"values": data, "errors": {"form": message},
-                                                  "wording": consent_wording(rt.settings.policy_dir)}, 429)
-        if str(data.get("website") or "").strip():  # honeypot: people never see this field
-            log.info("honeypot field filled; request dropped")
-            return JSONResponse({"status": "received"}) if wants_json else page(request, "thanks.html", {})
-        errors, result = await run_in_threadpool(_accept_consultation, rt, request, data, now)
-        if errors:
-            if wants_json:
-                return JSONResponse({"errors": errors}, status_code=422)
-            return page(request, "consult.html", {"values": data, "errors": errors,
-                                                  "wording": consent_wording(rt.settings.policy_dir)}, 400)
-        if wants_json:
-            return JSONResponse({"status": result}, status_code=201 if result == "enrolled" else 200)
-        return page(request, "thanks.html", {"status": result})
-
-    @app.get("/u/{token}", response_class=HTMLResponse, tags=["public"])
-    def preferences(token: str, request: Request, session: SessionDep) -> HTMLResponse:
-        """The preference page: unsubscribe per channel or from everything; resubscribe where allowed."""
-        contact = _contact_for_token(rt, session, token)
-        if contact is None:
-            return page(request, "not_found.html", {"what": "This link"}, 404)
-        return page(request, "preferences.html", _preferences_context(contact, token, None))
-
-    @app.post("/u/{token}", tags=["public"])
-    def preferences_post(
-        token: str, request: Request, session: SessionDep, now: NowDep,
-        list_unsubscribe: Annotated[str | None, Form(alias="List-Unsubscribe", max_length=40)] = None,
-        action: Annotated[str | None, Form(max_length=40)] = None,
-    ) -> Response:
-        """One-click unsubscribe (RFC 8058: body `List-Unsubscribe=One-Click`) or a preference change."""
-        contact = _contact_for_token(rt, session, token)
-        if contact is None:
-            return page(request, "not_found.html", {"what": "This link"}, 404)
-        if list_unsubscribe == "One-Click":
-            unsubscribe(session, rt, contact, [Channel.EMAIL], ConsentMethod.ONE_CLICK, now, "patient:one-click")
-            session.commit()
-            return PlainTextResponse("You are unsubscribed from our emails.")
-        action = action or ""
-        channels = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
-        if action in channels:
-            unsubscribe(session, rt, contact, channels[action], ConsentMethod.UNSUBSCRIBE_PAGE, now, "patient:preferences")
-            done = {"email": "You will get no more emails from us.", "sms": "You will get no more text messages from us.",
-                    "all": "You will get no more messages from us."}[action]
-        elif action in ("resubscribe_email", "resubscribe_sms"):
-            channel = Channel.EMAIL if action == "resubscribe_email" else Channel.SMS
-            if not _can_resubscribe(contact, channel):
-                return page(request, "preferences.html", _preferences_context(contact, token, "That is not possible for this contact method."), 400)
-            version, wording = consent_wording(rt.settings.policy_dir)[channel.value]
-            grant_consent(session, contact, ConsentGrant(channel, ConsentMethod.UNSUBSCRIBE_PAGE, version, wording,
-                                                         client_ip(request), request.headers.get("user-agent")),
-                          now, "patient:preferences")
-            done = "Welcome back. You are subscribed again."
-        else:
-            return page(request, "preferences.html", _preferences_context(contact, token, "Please choose an option."), 400)
-        session.commit()
-        return page(request, "preferences.html", _preferences_context(contact, token, done))
-
-    @app.get("/b/{token}", tags=["public"])
-    def booking_link(token: str, request: Request, session: SessionDep, now: NowDep) -> Response:
-        """Record the click and send the person on to the booking page, tagged for analytics."""
-        try:
-            message_id = rt.tokens.read_booking(token)
-        except BadToken:
-            return page(request, "not_found.html", {"what": "This booking link"}, 404)
-        message = session.get(Message, message_id)
-        if message is None:
-            return page(request, "not_found.html", {"what": "This booking link"}, 404)
-        if message.clicked_at is None:
-            message.clicked_at = now
-        add_event(session, "clicked", now, contact_id=message.contact_id, message_id=message.id, step=message.step_id,
-                  channel=message.channel)
-        session.commit()
-        target = _add_query(rt.settings.effective_booking_url, {
-            "utm_source": "patient-drip", "utm_medium": message.channel, "utm_campaign": message.campaign_id,
-            "utm_content": message.step_id,
-        })
-        return RedirectResponse(target, status_code=302)
-
-    @app.get("/book-placeholder", response_class=HTMLResponse, include_in_schema=False)
-    def booking_placeholder(request: Request) -> HTMLResponse:
-        return page(request, "booking_placeholder.html", {"params": dict(request.query_params)})
-
+    app.include_router(public.router)
     if with_admin:
-        _mount_routers(app, rt)
+        app.include_router(webhooks.router)
+        app.include_router(metrics.router)
+        admin.mount(app, rt)
     return app
-
-
-def _mount_routers(app: FastAPI, rt: Runtime) -> None:
-    """Webhooks, metrics and the staff UI (imported here: they import this module's helpers)."""
-    from patient_drip.web import admin
-    from patient_drip.web import metrics
-    from patient_drip.web import webhooks
-
-    app.include_router(webhooks.router)
-    app.include_router(metrics.router)
-    admin.mount(app, rt)
-
-
-def _contact_for_token(rt: Runtime, session: Session, token: str) -> Contact | None:
-    try:
-        contact_id, _message_id = rt.tokens.read_unsubscribe(token)
-    except BadToken:
-        return None
-    contact = session.get(Contact, contact_id)
-    if contact is None or contact.erased_at is not None:
-        return None
-    return contact
-
-
-def _can_resubscribe(contact: Contact, channel: Channel) -> bool:
-    """Only someone who opted out themselves, and has the address, may opt back in here."""
-    blocked = contact.email_blocked if channel == Channel.EMAIL else contact.sms_blocked
-    address = contact.email if channel == Channel.EMAIL else contact.phone
-    return bool(address) and (blocked is None or blocked.startswith("opted_out"))
-
-
-def _preferences_context(contact: Contact, token: str, notice: str | None) -> dict[str, Any]:
-    def state(channel: Channel) -> dict[str, Any]:
-        address = contact.email if channel == Channel.EMAIL else contact.phone
-        consent = contact.email_consent if channel == Channel.EMAIL else contact.sms_consent
-        blocked = contact.email_blocked if channel == Channel.EMAIL else contact.sms_blocked
-        return {"has_address": bool(address), "subscribed": bool(address) and consent and not blocked,
-                "can_resubscribe": _can_resubscribe(contact, channel) and not (consent and not blocked)}
-
-    return {"token": token, "email": state(Channel.EMAIL), "sms": state(Channel.SMS), "notice": notice}
-
-
-def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], now: datetime) -> tuple[dict[str, str], str]:
-    """Validate and store a request. Returns (field errors, status)."""
-    errors: dict[str, str] = {}
-    raw = {name: (str(data.get(name)) if data.get(name) is not None else "") for name in FORM_FIELDS}
-    consent_email, consent_sms = _truthy(data.get("consent_email")), _truthy(data.get("consent_sms"))
-    checks: dict[str, Callable[[str], object]] = {
-        "email": normalize_email, "phone": normalize_phone, "first_name": lambda v: normalize_name(v, "first_name"),
-        "last_name": lambda v: normalize_name(v, "last_name"), "timezone": check_timezone,
-    }
-    for name, check in checks.items():  # every field's problem at once, not just the first
-        if raw[name].strip():
-            try:
-                check(raw[name])
-            except FieldError as exc:
-                errors[name] = exc.message
-    if not raw["email"].strip() and not raw["phone"].strip():
-        errors["email"] = "Please give an email address or a mobile number."
-    if errors:
-        return errors, ""
-    try:
-        contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, source="web_form")
-    except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
-        return {exc.field: exc.message}, ""
-    if not raw["first_name"]:
-        errors["first_name"] = "Please tell us your first name."
-    if consent_sms and not contact_input.phone:
-        errors["phone"] = "Add a mobile number to get text messages, or untick the text message box."
-    if consent_email and not contact_input.email:
-        errors["email"] = "Add an email address to get emails, or untick the email box."
-    if errors:
-        return errors, ""
-    wording = consent_wording(rt.settings.policy_dir)
-    ip, agent = client_ip(request), request.headers.get("user-agent")
-    campaign = rt.campaign(DEFAULT_CAMPAIGN) if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns.values()))
-    with rt.sessions() as session, session.begin():
-        try:
-            contact, _created = upsert_contact(session, rt, contact_input, now, "patient:web_form")
-        except FieldError as exc:
-            return {exc.field: "We could not use this; please call us." if exc.field == "phone" else exc.message}, ""
-        add_event(session, "consultation_requested", now, contact_id=contact.id, ip=ip)
-        for channel, given in ((Channel.EMAIL, consent_email), (Channel.SMS, consent_sms)):
-            if given:
-                version, text_shown = wording[channel.value]
-                grant_consent(session, contact, ConsentGrant(channel, ConsentMethod.WEB_FORM, version, text_shown, ip, agent),
-                              now, "patient:web_form")
-        if not usable_channels(contact, campaign):
-            return {}, "received"
-        try:
-            enroll(session, rt, contact, campaign, now, "patient:web_form", source="web_form")
-        except AlreadyEnrolled:
-            return {}, "already_enrolled"
-        except EnrollmentError:
-            return {}, "received"
-    return {}, "enrolled"

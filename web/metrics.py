@@ -7,9 +7,8 @@ Two kinds of numbers:
   still in flight or waiting for reconciliation or staff, and paused channels. Each query is an
   index range scan (`ix_enrollment_next_due_at`, `ix_message_status_attempted`).
 * **this process's own counters** — provider calls by channel and result, and provider latency
-  (a histogram). Scrape every process that dispatches: `drip serve` (its scheduler dispatches)
-  here; a `drip worker` exposes the same text with `serve_metrics(port)` when the operator asks
-  for it.
+  (a histogram), from the dispatching `drip serve`'s own scheduler does. A `drip worker` has no
+  web server, so its counters are not exposed; the database numbers cover every worker.
 
 Access: a staff API token (`Authorization: Bearer drip_…`, any role — make one for the
 monitoring system on the Account page). The numbers hold no patient data.
@@ -17,52 +16,32 @@ monitoring system on the Account page). The numbers hold no patient data.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select
 
 from patient_drip.dispatch.engine import COUNTERS, DispatchCounters, pause_key
 from patient_drip.models import Channel, Enrollment, EnrollmentStatus, KeyValue, Message, MessageStatus
-from patient_drip.runtime import Runtime, utcnow
+from patient_drip.runtime import Runtime
+from patient_drip.web.deps import ALL_ROLES, CurrentUser, api_require, get_now, get_runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Statuses worth watching (small sets, counted through the status index); sent/delivered are not
 # counted here: that is the funnel (`drip stats`), and a full count would scan every message.
 WATCHED_STATUSES = (MessageStatus.SENDING, MessageStatus.RETRYING, MessageStatus.UNKNOWN, MessageStatus.NEEDS_REVIEW)
 
+router = APIRouter(include_in_schema=False)
+# Any role may read the numbers (they hold no patient data).
+MetricsReader = Annotated[CurrentUser, Depends(api_require(*ALL_ROLES))]
 
 
-def _build_router() -> Any:
-    from fastapi import APIRouter, Depends, Request
-    from fastapi.responses import PlainTextResponse
-
-    from patient_drip.web.admin.auth import api_require
-    from patient_drip.accounts.users import Role
-
-    # Annotations are strings here (PEP 563): FastAPI resolves them in this module's globals.
-    globals().update(Request=Request, PlainTextResponse=PlainTextResponse)
-    reader = Depends(api_require(*[role.value for role in Role]))
-    built = APIRouter(include_in_schema=False)
-
-    @built.get("/metrics", response_class=PlainTextResponse)
-    def metrics(request: Request, _reader: Any = reader) -> PlainTextResponse:
-        """Prometheus metrics (text format 0.0.4); needs a staff API token."""
-        return PlainTextResponse(render(request.app.state.rt, request.app.state.clock()), media_type=CONTENT_TYPE)
-
-    return built
-
-
-def __getattr__(name: str) -> Any:
-    """`metrics.router` (the web app's) is built on first use: a `drip worker` serving its own
-    metrics (`serve_metrics`) should not have to import the web application to do so."""
-    if name == "router":
-        globals()["router"] = _build_router()
-        return globals()["router"]
-    raise AttributeError(f"module 'metrics' has no attribute {name!r}")
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(request: Request, _reader: MetricsReader) -> PlainTextResponse:
+    """Prometheus metrics (text format 0.0.4); needs a staff API token."""
+    return PlainTextResponse(render(get_runtime(request), get_now(request)), media_type=CONTENT_TYPE)
 
 
 def render(rt: Runtime, now: datetime, counters: DispatchCounters = COUNTERS) -> str:
@@ -153,31 +132,3 @@ def _escape_help(text: str) -> str:
 
 def _escape_label(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def serve_metrics(rt: Runtime, port: int, host: str = "127.0.0.1",
-                  clock: Callable[[], datetime] = utcnow) -> ThreadingHTTPServer:
-    """Serve GET /metrics from a background thread (for `drip worker`, which has no web server).
-
-    Binds to loopback by default and has no authentication: expose it through the machine's
-    monitoring agent, not to the network."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            if self.path.split("?", 1)[0] != "/metrics":
-                self.send_error(404)
-                return
-            body = render(rt, clock()).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="drip-metrics", daemon=True).start()
-    return server

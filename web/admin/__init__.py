@@ -1,9 +1,9 @@
-"""The staff web app (`/admin`) and the staff JSON API (`/api/v1`), mounted into `web.create_app`.
+"""The staff web app (`/admin`) and the staff JSON API (`/api/v1`), mounted by `create_app`.
 
 One router per resource; every private route depends on `admin.auth.require(...)` (session +
-role + CSRF) or `admin.auth.api_require(...)` (bearer token + role). In-process state (login
-throttle, CSV import jobs, preview cache) lives on `app.state.admin`: fine for one `drip serve`
-process, which is how the UI is deployed.
+role + CSRF) or `web.deps.api_require(...)` (bearer token + role). Imports `web.deps` and its own
+modules, never the app factory. In-process state (login throttle, CSV import jobs, preview cache)
+lives on `app.state.admin`: fine for one `drip serve` process, which is how the UI is deployed.
 """
 
 from __future__ import annotations
@@ -18,9 +18,24 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from patient_drip.web.admin.auth import Forbidden, LoginThrottle, NotAuthenticated, login_url_for, session_user
-from patient_drip.web.admin.common import render
 from patient_drip.runtime import Runtime
+from patient_drip.web.admin import (
+    account,
+    api_v1,
+    auth,
+    campaigns,
+    contacts,
+    dashboard,
+    imports,
+    replies,
+    settings_pages,
+    templates_editor,
+    users_admin,
+)
+from patient_drip.web.admin.auth import LoginThrottle, login_url_for, session_user
+from patient_drip.web.admin.common import render
+from patient_drip.web.admin.imports import ImportJobs
+from patient_drip.web.deps import Forbidden, NotAuthenticated
 
 
 class PreviewCache:
@@ -53,7 +68,7 @@ class PreviewCache:
 class AdminState:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     previews: PreviewCache = field(default_factory=PreviewCache)
-    imports: Any = None  # admin.imports.ImportJobs
+    imports: ImportJobs = field(default_factory=ImportJobs)
     funnel_cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,10 +79,7 @@ def _wants_json(request: Request) -> bool:
 
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
-    from patient_drip.web.admin import account, api_v1, auth, campaigns, contacts, dashboard, imports, replies, settings_pages, \
-        templates_editor, users_admin
-
-    app.state.admin = AdminState(imports=imports.ImportJobs())
+    app.state.admin = AdminState()
     for module in (auth, dashboard, contacts, imports, replies, templates_editor, campaigns, users_admin,
                    settings_pages, account):
         app.include_router(module.router)

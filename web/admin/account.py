@@ -8,12 +8,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from patient_drip.web.admin.auth import AnyUser, end_all_sessions, issue_session, new_api_token, set_session_cookie, token_digest
-from patient_drip.web.admin.common import CurrentUser, ReadSessionDep, redirect, render
+from patient_drip.accounts.api_tokens import new_api_token, token_digest
+from patient_drip.web.admin.auth import AnyUser, end_all_sessions, issue_session, set_session_cookie
+from patient_drip.web.admin.common import redirect, render
 from patient_drip.models import audit
 from patient_drip.models import ApiToken, User
 from patient_drip.accounts.users import MIN_PASSWORD, hash_password, verify_password
-from patient_drip.web.app import NowDep, SessionDep
+from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 MAX_TOKENS = 20

@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_drip.web.admin.auth import ALL_ROLES, api_require
-from patient_drip.web.admin.common import CurrentUser, ReadSessionDep
 from patient_drip.web.admin.contact_actions import ActionError, booked, create_contact, enroll_contact, unsubscribe_contact
 from patient_drip.web.admin.contact_queries import STATUS_FILTERS, find_contacts
 from patient_drip.contacts.fields import FieldError, normalize_email, normalize_phone
@@ -27,7 +25,7 @@ from patient_drip.models import ConsentMethod, Contact, Enrollment, Message
 from patient_drip.runtime import Runtime
 from patient_drip.dispatch.funnel import campaign_summaries
 from patient_drip.accounts.users import Role
-from patient_drip.web.app import NowDep, SessionDep, client_ip
+from patient_drip.web.deps import ALL_ROLES, CurrentUser, NowDep, ReadSessionDep, SessionDep, api_require, client_ip
 
 API_DESCRIPTION = """\
 Public endpoints (consultation form, preference pages, booking links, provider webhooks) and the

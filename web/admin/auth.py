@@ -1,4 +1,4 @@
-"""Sign-in, sessions, roles, CSRF and login throttling for the staff UI; bearer tokens for the API.
+"""Sign-in, sessions, roles, CSRF and login throttling for the staff UI.
 
 - The session is a cookie signed with the installation's secret (itsdangerous, its own salt, SHA-256)
   holding the user id, a session generation, a CSRF token and the issue time. HttpOnly, SameSite=Lax,
@@ -11,7 +11,8 @@
   form has its own pre-session token (double-submit cookie).
 - Failed sign-ins are counted per email+IP (5 per 15 minutes) and per IP (30 per 15 minutes) in
   this process's memory; over the limit the form answers 429 without checking the password.
-- The API takes `Authorization: Bearer <token>`; only the token's SHA-256 is stored.
+- The API's bearer tokens are checked by `web.deps.api_require` (`accounts.api_tokens` makes and
+  looks them up); `describe_auth` recognises both kinds of check.
 """
 
 from __future__ import annotations
@@ -30,19 +31,18 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_drip import db
-from patient_drip.web.admin.common import CurrentUser, read_session, redirect, render
+from patient_drip.web.admin.common import redirect, render
 from patient_drip.contacts.fields import FieldError, normalize_email
 from patient_drip.models import audit
-from patient_drip.models import ApiToken, User
+from patient_drip.models import User
 from patient_drip.runtime import Runtime
 from patient_drip.accounts.users import Role, hash_password, verify_password
-from patient_drip.web.app import client_ip
+from patient_drip.web.deps import ALL_ROLES, CurrentUser, Forbidden, NotAuthenticated, client_ip, read_session
 
 SESSION_COOKIE = "drip_session"
 LOGIN_CSRF_COOKIE = "drip_login_csrf"
@@ -51,7 +51,6 @@ SESSION_MAX_AGE = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-API_TOKEN_PREFIX = "drip_"
 
 
 @lru_cache(maxsize=1)
@@ -59,18 +58,6 @@ def _dummy_hash() -> str:
     """A real argon2 hash, verified when the email is unknown so that timing does not reveal which
     addresses have accounts."""
     return hash_password(secrets.token_urlsafe(16))
-
-
-class NotAuthenticated(Exception):
-    """No valid session (or API token): the handler redirects to the login page or answers 401."""
-
-
-class Forbidden(Exception):
-    """Signed in, but the role does not allow this (or the CSRF token is missing/wrong)."""
-
-    def __init__(self, message: str = "Your role does not allow this page or action.") -> None:
-        self.message = message
-        super().__init__(message)
 
 
 # -- login throttling ---------------------------------------------------------------------------
@@ -215,66 +202,12 @@ def require(*roles: str) -> Callable[[Request], Awaitable[CurrentUser]]:
     return dependency
 
 
-ALL_ROLES = tuple(role.value for role in Role)
 AnyUser = Annotated[CurrentUser, Depends(require(*ALL_ROLES))]
 StaffUser = Annotated[CurrentUser, Depends(require(Role.STAFF))]
 MarketingUser = Annotated[CurrentUser, Depends(require(Role.MARKETING))]
 ClinicianUser = Annotated[CurrentUser, Depends(require(Role.CLINICIAN))]
 TemplateViewer = Annotated[CurrentUser, Depends(require(Role.MARKETING, Role.CLINICIAN))]
 AdminUser = Annotated[CurrentUser, Depends(require(Role.ADMIN))]
-
-
-# -- API tokens ---------------------------------------------------------------------------------
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def new_api_token() -> str:
-    return API_TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-bearer_scheme = HTTPBearer(
-    auto_error=False, scheme_name="ApiToken", bearerFormat="drip_<random>",
-    description="A personal API token created on the staff UI's Account page (`Authorization: Bearer drip_...`).",
-)
-
-
-def api_user_for_token(rt: Runtime, token: str, now: datetime) -> CurrentUser | None:
-    if not token or len(token) > 200:
-        return None
-    with rt.sessions() as session:
-        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_digest(token)))
-        if row is None or row.revoked_at is not None:
-            return None
-        user = session.get(User, row.user_id)
-        if user is None or user.disabled:
-            return None
-        # Record use at most once a minute: no write on every API call.
-        if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):
-            row.last_used_at = now
-            session.commit()
-        return CurrentUser(user.id, user.email, user.name, user.role, via_api=True)
-
-
-def api_require(*roles: str) -> Callable[..., CurrentUser]:
-    """Dependency for `/api/v1`: a valid bearer token whose user's role is one of `roles`."""
-
-    def dependency(request: Request,
-                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]) -> CurrentUser:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise NotAuthenticated()
-        user = api_user_for_token(request.app.state.rt, credentials.credentials, request.app.state.clock())
-        if user is None:
-            raise NotAuthenticated()
-        if not user.can(*roles):
-            raise Forbidden()
-        return user
-
-    dependency.__name__ = f"api_require_{'_'.join(roles) or 'any'}"
-    dependency.drip_auth = True  # type: ignore[attr-defined]
-    return dependency
 
 
 # -- login / logout -----------------------------------------------------------------------------

@@ -7,8 +7,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
 
 from patient_drip.web.admin.auth import AnyUser
-from patient_drip.web.admin.common import ReadSessionDep, render
+from patient_drip.web.admin.common import render
 from patient_drip.web.admin.contacts import sandboxed_html
+from patient_drip.web.deps import ReadSessionDep
 from patient_drip.models import Enrollment
 from patient_drip.content.rendering import RenderError, sms_info
 from patient_drip.runtime import Runtime

@@ -6,44 +6,18 @@ the CSP allows only our own scripts and styles, so templates use classes, never 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
 
-from patient_drip.runtime import Runtime
 from patient_drip.accounts.users import Role
-from patient_drip.web.app import WEB_DIR
+from patient_drip.runtime import Runtime
+from patient_drip.web.deps import CurrentUser, templates
 
-templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
-
-
-@contextmanager
-def read_session(rt: Runtime) -> Iterator[Session]:
-    """A session for reading only. On SQLite its transaction is DEFERRED (db.py makes transactions
-    IMMEDIATE by default, which takes the write lock): a page view, the sign-in check or the
-    funnel count then never holds up the dispatcher or a webhook (WAL lets readers and one writer
-    work at once). Never write through it."""
-    with rt.sessions() as session:
-        session.connection(execution_options={"sqlite_begin": "DEFERRED"})
-        yield session
-
-
-def get_read_session(request: Request) -> Iterator[Session]:
-    with read_session(request.app.state.rt) as session:
-        yield session
-
-
-# For GET pages: they only read. State-changing routes use web.SessionDep (IMMEDIATE on SQLite).
-ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 # Fixed notices shown after a redirect (`?done=key`): user input is never reflected into them.
 NOTICES = {
@@ -75,31 +49,6 @@ ROLE_HELP = {
     Role.MARKETING: "templates, campaigns and the funnel (no contact details)",
     Role.CLINICIAN: "approves template changes; views templates and campaigns",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class CurrentUser:
-    """The signed-in person, detached from any database session."""
-
-    id: int
-    email: str
-    name: str
-    role: str
-    csrf: str = ""
-    via_api: bool = False
-
-    def can(self, *roles: str) -> bool:
-        """Admins can do everything; others only what their role is listed for."""
-        return self.role == Role.ADMIN or self.role in roles
-
-    @property
-    def actor(self) -> str:
-        """How this person appears in the audit log and as template author/approver."""
-        return self.email
-
-    @property
-    def label(self) -> str:
-        return self.name or self.email
 
 
 def clinic_zone(rt: Runtime) -> ZoneInfo:

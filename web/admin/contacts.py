@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_drip.web.admin.auth import StaffUser
-from patient_drip.web.admin.common import CurrentUser, ReadSessionDep, redirect, render
+from patient_drip.web.admin.common import redirect, render
 from patient_drip.web.admin.contact_actions import (
     ActionError,
     create_contact,
@@ -35,7 +35,7 @@ from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, s
 from patient_drip.models import audit
 from patient_drip.models import ConsentMethod, Contact, Enrollment, EnrollmentStatus, Message
 from patient_drip.runtime import Runtime
-from patient_drip.web.app import NowDep, SessionDep, client_ip
+from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, client_ip
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 

@@ -16,12 +16,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.web.admin.auth import AnyUser
-from patient_drip.web.admin.common import ReadSessionDep, clinic_zone, read_session, render
+from patient_drip.web.admin.common import clinic_zone, render
 from patient_drip.dispatch.engine import paused_channels
 from patient_drip.models import InboundMessage, Message
 from patient_drip.runtime import Runtime
 from patient_drip.dispatch.funnel import SENT_STATUSES, CampaignSummary, campaign_summaries
-from patient_drip.web.app import NowDep
+from patient_drip.web.deps import NowDep, ReadSessionDep, read_session
 
 log = logging.getLogger("drip.admin")
 router = APIRouter(prefix="/admin", include_in_schema=False)

@@ -22,11 +22,11 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from patient_drip.web.admin.auth import StaffUser
-from patient_drip.web.admin.common import CurrentUser, redirect, render
+from patient_drip.web.admin.common import redirect, render
 from patient_drip.contacts.import_rows import KNOWN_COLUMNS, ImportFileError, read_rows
 from patient_drip.contacts.importer import ImportReport, import_csv
 from patient_drip.runtime import Runtime
-from patient_drip.web.app import NowDep
+from patient_drip.web.deps import CurrentUser, NowDep
 
 log = logging.getLogger("drip.admin.import")
 router = APIRouter(prefix="/admin", include_in_schema=False)

@@ -9,10 +9,10 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from patient_drip.web.admin.auth import StaffUser
-from patient_drip.web.admin.common import ReadSessionDep, redirect, render
+from patient_drip.web.admin.common import redirect, render
 from patient_drip.models import audit
 from patient_drip.models import Contact, InboundMessage
-from patient_drip.web.app import NowDep, SessionDep
+from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 PAGE = 50

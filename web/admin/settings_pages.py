@@ -10,13 +10,13 @@ from pydantic import SecretStr
 
 from patient_drip import db
 from patient_drip.web.admin.auth import AdminUser
-from patient_drip.web.admin.common import ReadSessionDep, redirect, render
+from patient_drip.web.admin.common import redirect, render
 from patient_drip.dispatch.engine import pause_key, paused_channels
 from patient_drip.models import add_event, audit
 from patient_drip.models import Channel
 from patient_drip.runtime import Runtime
 from patient_drip.settings import env_name
-from patient_drip.web.app import NowDep, SessionDep
+from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 

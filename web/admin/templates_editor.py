@@ -20,13 +20,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_drip.web.admin.auth import AnyUser, ClinicianUser, MarketingUser, TemplateViewer
-from patient_drip.web.admin.common import CurrentUser, ReadSessionDep, redirect, render, templates
+from patient_drip.web.admin.common import redirect, render
 from patient_drip.web.admin.contacts import sandboxed_html
 from patient_drip.web.admin.template_checks import Preview, all_sources, is_layout, preview_template, step_for, template_channel
 from patient_drip.models import TemplateStatus, TemplateVersion
 from patient_drip.runtime import Runtime
 from patient_drip.content.template_store import TemplateStoreError, approve, published, reject, rollback_draft, save_draft, versions
-from patient_drip.web.app import NowDep, SessionDep
+from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, templates
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 MAX_SOURCE = 100_000

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from patient_drip.web.admin.auth import AdminUser, end_all_sessions
-from patient_drip.web.admin.common import ROLE_HELP, ReadSessionDep, redirect, render
+from patient_drip.web.admin.common import ROLE_HELP, redirect, render
 from patient_drip.accounts.users import (
     AccountError,
     change_role,
@@ -21,7 +21,7 @@ from patient_drip.accounts.users import (
 )
 from patient_drip.contacts.fields import FieldError
 from patient_drip.models import AuditEntry, User
-from patient_drip.web.app import NowDep, SessionDep
+from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 AUDIT_PAGE = 100
