@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.fields import FieldError, normalize_email
@@ -78,8 +78,10 @@ def create_user(session: Session, email: str, password: str, role: str, now: dat
 
 
 def find_user(session: Session, email: str) -> User:
-    """The user with this email address. Raises `AccountError` when there is none."""
-    user = session.scalar(select(User).where(User.email == normalize_email(email, field="email")))
+    """The user with this email address (any case). Raises `AccountError` when there is none.
+
+    A look-up, not a validation: an address that would not be accepted today still finds its user."""
+    user = session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
     if user is None:
         raise AccountError(f"no user {email}")
     return user
