@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 
 from patient_drip import db
 from patient_drip.content.campaign import CampaignError, UnknownCampaign, load_campaigns
@@ -35,7 +37,7 @@ from patient_drip.contacts.enrollment import (
 )
 from patient_drip.contacts.fields import FieldError
 from patient_drip.logs import configure_logging
-from patient_drip.models import Channel, ConsentMethod
+from patient_drip.models import Channel, ConsentMethod, User
 from patient_drip.content.rendering import RenderError
 from patient_drip.runtime import Runtime, build_runtime, utcnow
 from patient_drip.settings import Settings, SettingsError, load_settings
@@ -443,18 +445,26 @@ def users_add(email: str, role: str, name: str, password: str | None) -> None:
     click.echo(f"user {user.email} ({role}) created" + ("" if password else f"; password: {chosen}"))
 
 
+def _change_user(email: str, change: Callable[[Session, User, datetime], object]) -> User:
+    """Find the user `email` and apply one `accounts.users` change to it in one transaction."""
+    from patient_drip.accounts.users import find_user
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        user = find_user(session, email)
+        change(session, user, utcnow())
+    return user
+
+
 @users.command("disable")
 @click.argument("email")
 @friendly
 def users_disable(email: str) -> None:
     """Disable a staff user (they can no longer sign in; API tokens stop working). The last active
     admin cannot be disabled."""
-    from patient_drip.accounts.users import disable_user, find_user
+    from patient_drip.accounts.users import disable_user
 
-    settings = load_settings()
-    with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        user = find_user(session, email)
-        disable_user(session, user, utcnow(), CLI_ACTOR)
+    user = _change_user(email, lambda session, user, now: disable_user(session, user, now, CLI_ACTOR))
     click.echo(f"user {user.email} disabled")
 
 
@@ -463,12 +473,9 @@ def users_disable(email: str) -> None:
 @friendly
 def users_enable(email: str) -> None:
     """Let a disabled staff user sign in again."""
-    from patient_drip.accounts.users import enable_user, find_user
+    from patient_drip.accounts.users import enable_user
 
-    settings = load_settings()
-    with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        user = find_user(session, email)
-        enable_user(session, user, utcnow(), CLI_ACTOR)
+    user = _change_user(email, lambda session, user, now: enable_user(session, user, now, CLI_ACTOR))
     click.echo(f"user {user.email} enabled")
 
 
@@ -478,12 +485,9 @@ def users_enable(email: str) -> None:
 @friendly
 def users_role(email: str, role: str) -> None:
     """Give a staff user another role (the last active admin cannot be demoted)."""
-    from patient_drip.accounts.users import change_role, find_user
+    from patient_drip.accounts.users import change_role
 
-    settings = load_settings()
-    with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        user = find_user(session, email)
-        change_role(session, user, role, utcnow(), CLI_ACTOR)
+    user = _change_user(email, lambda session, user, now: change_role(session, user, role, now, CLI_ACTOR))
     click.echo(f"user {user.email} is now {role}")
 
 
@@ -494,12 +498,10 @@ def users_role(email: str, role: str) -> None:
 @friendly
 def users_reset_password(email: str, password: str | None) -> None:
     """Set a new password for a staff user."""
-    from patient_drip.accounts.users import find_user, reset_password
+    from patient_drip.accounts.users import generate_password, reset_password
 
-    settings = load_settings()
-    with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        user = find_user(session, email)
-        chosen = reset_password(session, user, utcnow(), CLI_ACTOR, password)
+    chosen = password or generate_password()
+    user = _change_user(email, lambda session, user, now: reset_password(session, user, now, CLI_ACTOR, chosen))
     click.echo(f"password of {user.email} reset" + ("" if password else f"; password: {chosen}"))
 
 
@@ -507,8 +509,6 @@ def users_reset_password(email: str, password: str | None) -> None:
 @friendly
 def users_list() -> None:
     """List staff users and their roles."""
-    from patient_drip.models import User
-
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session:
         for user in session.scalars(select(User).order_by(User.email)):
