@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,24 +22,22 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 
 from patient_drip import db
 from patient_drip.content.campaign import CampaignError, UnknownCampaign, load_campaigns
-from patient_drip.contacts.fields import FieldError
+from patient_drip.accounts.users import AccountError
+from patient_drip.contacts.changes import ContactNotFound, lookup_contact, parse_contact_input, upsert_contact
+from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.enrollment import (
-    ConsentGrant,
-    ContactNotFound,
     EnrollmentError,
     enroll as enroll_contact,
-    grant_consent,
-    lookup_contact,
     mark_booked,
-    parse_contact_input,
     unsubscribe as unsubscribe_contact,
-    upsert_contact,
 )
+from patient_drip.contacts.fields import FieldError
 from patient_drip.logs import configure_logging
-from patient_drip.models import Channel, ConsentMethod
+from patient_drip.models import Channel, ConsentMethod, User
 from patient_drip.content.rendering import RenderError
 from patient_drip.runtime import Runtime, build_runtime, utcnow
 from patient_drip.settings import Settings, SettingsError, load_settings
@@ -65,7 +64,8 @@ def friendly(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (SettingsError, CampaignError, UnknownCampaign, FieldError, EnrollmentError, RenderError) as exc:
+        except (SettingsError, CampaignError, UnknownCampaign, FieldError, EnrollmentError, ContactNotFound,
+                AccountError, RenderError) as exc:
             raise UserError(str(exc)) from None
         except (OperationalError, ProgrammingError) as exc:
             text = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
@@ -213,7 +213,8 @@ def _consent_channels(value: str | None) -> list[Channel]:
 @click.option("--first-name", default="", help="First name.")
 @click.option("--last-name", default="", help="Last name.")
 @click.option("--timezone", "tz", default="", help="IANA time zone; default: from the phone number, else the clinic's.")
-@click.option("--consent", default="", help="Channels the person agreed to (recorded as staff consent): email, sms or email,sms.")
+@click.option("--consent", default="", help="Channels the person agreed to (recorded as staff consent with the "
+              "clinic's current consent wording, as the staff UI does): email, sms or email,sms.")
 @friendly
 def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: str, last_name: str, tz: str,
            consent: str) -> None:
@@ -226,17 +227,13 @@ def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: s
         data = parse_contact_input({"email": email, "phone": phone, "first_name": first_name, "last_name": last_name,
                                     "timezone": tz}, settings.clinic_timezone, source="cli")
         now = utcnow()
+        wording = load_wording(settings.policy_dir)
         with rt.sessions() as session, session.begin():
-            contact, created = upsert_contact(session, rt, data, now, CLI_ACTOR)
+            contact, created = upsert_contact(session, rt.suppression_key, data, now, CLI_ACTOR)
             for channel in channels:
-                if channel == Channel.SMS and not contact.phone:
-                    raise FieldError("--consent", "sms consent needs --phone")
-                if channel == Channel.EMAIL and not contact.email:
-                    raise FieldError("--consent", "email consent needs --email")
-                grant_consent(session, contact, ConsentGrant(channel, ConsentMethod.STAFF,
-                                                             wording_text=f"recorded by {CLI_ACTOR} via drip enroll"),
-                              now, CLI_ACTOR)
-            enrollment = enroll_contact(session, rt, contact, campaign, now, CLI_ACTOR, source="cli")
+                grant_consent(session, wording, contact, ConsentGrant(channel, ConsentMethod.STAFF,
+                                                                      note="recorded via drip enroll"), now, CLI_ACTOR)
+            enrollment = enroll_contact(session, contact, campaign, now, CLI_ACTOR, source="cli")
             click.echo(f"enrolled contact {contact.id} ({'new' if created else 'existing'}) in {campaign.id}; "
                        f"first message due {enrollment.next_due_at:%Y-%m-%d %H:%M} UTC")
 
@@ -249,7 +246,8 @@ def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: s
 @friendly
 def import_(file: Path, campaign_id: str, errors_csv: Path | None) -> None:
     """Bulk enroll a CSV (header: first_name,last_name,email,phone,timezone,consent_email,consent_sms,source)."""
-    from patient_drip.contacts.importer import ImportFileError, count_data_lines, import_csv, open_csv
+    from patient_drip.contacts.import_rows import ImportFileError, count_data_lines, open_csv
+    from patient_drip.contacts.importer import import_csv
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
@@ -296,7 +294,8 @@ def unsubscribe(email: str | None, phone: str | None, channel: str) -> None:
                 contact = lookup_contact(session, email=email, phone=phone)
             except ContactNotFound as exc:
                 raise UserError(str(exc)) from None
-            changed = unsubscribe_contact(session, rt, contact, channels, ConsentMethod.STAFF, utcnow(), CLI_ACTOR)
+            changed = unsubscribe_contact(session, rt.campaigns, contact, channels, ConsentMethod.STAFF, utcnow(),
+                                          CLI_ACTOR)
         click.echo(f"contact {contact.id}: unsubscribed from {', '.join(changed) if changed else 'nothing new (already unsubscribed)'}")
 
 
@@ -359,7 +358,7 @@ def forget(email: str | None, phone: str | None, yes: bool) -> None:
             raise UserError(str(exc)) from None
         if not yes:
             click.confirm(f"Erase contact {contact.id} ({contact.display_name})? This cannot be undone", abort=True)
-        forget_contact(session, rt, contact, utcnow(), CLI_ACTOR)
+        forget_contact(session, rt.suppression_key, contact, utcnow(), CLI_ACTOR)
         click.echo(f"contact {contact.id} erased; their addresses are suppressed")
 
 
@@ -446,31 +445,70 @@ def users_add(email: str, role: str, name: str, password: str | None) -> None:
     click.echo(f"user {user.email} ({role}) created" + ("" if password else f"; password: {chosen}"))
 
 
+def _change_user(email: str, change: Callable[[Session, User, datetime], object]) -> User:
+    """Find the user `email` and apply one `accounts.users` change to it in one transaction."""
+    from patient_drip.accounts.users import find_user
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        user = find_user(session, email)
+        change(session, user, utcnow())
+    return user
+
+
 @users.command("disable")
 @click.argument("email")
 @friendly
 def users_disable(email: str) -> None:
-    """Disable a staff user (they can no longer sign in; API tokens stop working)."""
-    from patient_drip.contacts.fields import normalize_email
-    from patient_drip.models import audit
-    from patient_drip.models import User
+    """Disable a staff user (they can no longer sign in; API tokens stop working). The last active
+    admin cannot be disabled."""
+    from patient_drip.accounts.users import disable_user
 
-    settings = load_settings()
-    with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        user = session.scalar(select(User).where(User.email == normalize_email(email)))
-        if user is None:
-            raise UserError(f"no user {email}")
-        user.disabled = True
-        audit(session, CLI_ACTOR, "user_disabled", utcnow(), user=user.email)
+    user = _change_user(email, lambda session, user, now: disable_user(session, user, now, CLI_ACTOR))
     click.echo(f"user {user.email} disabled")
+
+
+@users.command("enable")
+@click.argument("email")
+@friendly
+def users_enable(email: str) -> None:
+    """Let a disabled staff user sign in again."""
+    from patient_drip.accounts.users import enable_user
+
+    user = _change_user(email, lambda session, user, now: enable_user(session, user, now, CLI_ACTOR))
+    click.echo(f"user {user.email} enabled")
+
+
+@users.command("role")
+@click.argument("email")
+@click.argument("role", type=click.Choice(["admin", "staff", "marketing", "clinician"]))
+@friendly
+def users_role(email: str, role: str) -> None:
+    """Give a staff user another role (the last active admin cannot be demoted)."""
+    from patient_drip.accounts.users import change_role
+
+    user = _change_user(email, lambda session, user, now: change_role(session, user, role, now, CLI_ACTOR))
+    click.echo(f"user {user.email} is now {role}")
+
+
+@users.command("reset-password")
+@click.argument("email")
+@click.option("--password", envvar="DRIP_NEW_USER_PASSWORD", default=None,
+              help="New password (min. 10 characters); generated and printed when omitted.")
+@friendly
+def users_reset_password(email: str, password: str | None) -> None:
+    """Set a new password for a staff user."""
+    from patient_drip.accounts.users import generate_password, reset_password
+
+    chosen = password or generate_password()
+    user = _change_user(email, lambda session, user, now: reset_password(session, user, now, CLI_ACTOR, chosen))
+    click.echo(f"password of {user.email} reset" + ("" if password else f"; password: {chosen}"))
 
 
 @users.command("list")
 @friendly
 def users_list() -> None:
     """List staff users and their roles."""
-    from patient_drip.models import User
-
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session:
         for user in session.scalars(select(User).order_by(User.email)):

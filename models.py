@@ -137,8 +137,11 @@ class Contact(Base):
     # Current consent, cached from the ledger for the dispatcher's hot path.
     email_consent: Mapped[bool] = mapped_column(Boolean, default=False)
     sms_consent: Mapped[bool] = mapped_column(Boolean, default=False)
-    # Why a channel must not be used any more (bounce, complaint, STOP, invalid number...).
+    # Why a channel must not be used any more: the kind (`contacts.blocks.BlockReason`, which code
+    # reads) and the readable text with its detail (which staff and the API see). Both or neither.
+    email_block_reason: Mapped[str | None] = mapped_column(String(20))
     email_blocked: Mapped[str | None] = mapped_column(String(200))
+    sms_block_reason: Mapped[str | None] = mapped_column(String(20))
     sms_blocked: Mapped[str | None] = mapped_column(String(200))
     preferred_channel: Mapped[str] = mapped_column(String(10), default="")
     created_at: Mapped[datetime]

@@ -1,4 +1,11 @@
-"""Staff accounts: argon2-hashed passwords and roles."""
+"""Staff accounts: argon2-hashed passwords, roles, and every change to a user.
+
+Creating a user, changing a role, disabling, enabling and resetting a password each live here once;
+the CLI (`drip users …`) and the staff UI both call them. The last active admin can be neither
+disabled nor demoted, from anywhere; nobody can disable their own account. Sign-in sessions are
+the web's business: the staff UI ends them after a disable or reset (a disabled user is refused at
+every request anyway).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,11 @@ from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.fields import FieldError, normalize_email
-from patient_drip.models import audit
-from patient_drip.models import User
+from patient_drip.models import User, audit
 
 MIN_PASSWORD = 10
 _hasher = PasswordHasher()
@@ -24,6 +30,10 @@ class Role(StrEnum):
     STAFF = "staff"
     MARKETING = "marketing"
     CLINICIAN = "clinician"
+
+
+class AccountError(Exception):
+    """A change to a user that the rules refuse; the message says why."""
 
 
 def hash_password(password: str) -> str:
@@ -41,13 +51,23 @@ def generate_password() -> str:
     return secrets.token_urlsafe(12)
 
 
-def create_user(session: Session, email: str, password: str, role: str, now: datetime, actor: str,
-                name: str = "") -> User:
-    address = normalize_email(email, field="email")
+def _check_role(role: str) -> Role:
     if role not in {r.value for r in Role}:
         raise FieldError("role", f"{role!r} is not a role; choose from {', '.join(r.value for r in Role)}")
+    return Role(role)
+
+
+def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise FieldError("password", f"must be at least {MIN_PASSWORD} characters")
+
+
+def create_user(session: Session, email: str, password: str, role: str, now: datetime, actor: str,
+                name: str = "") -> User:
+    """A new active user. Raises `FieldError` (email, role, password too short, email taken)."""
+    address = normalize_email(email, field="email")
+    _check_role(role)
+    _check_password(password)
     if session.scalar(select(User).where(User.email == address)) is not None:
         raise FieldError("email", f"a user with {address} already exists")
     user = User(email=address, name=name, password_hash=hash_password(password), role=role, created_at=now)
@@ -57,5 +77,70 @@ def create_user(session: Session, email: str, password: str, role: str, now: dat
     return user
 
 
+def find_user(session: Session, email: str) -> User:
+    """The user with this email address (any case). Raises `AccountError` when there is none.
+
+    A look-up, not a validation: an address that would not be accepted today still finds its user."""
+    user = session.scalar(select(User).where(func.lower(User.email) == email.strip().lower()))
+    if user is None:
+        raise AccountError(f"no user {email}")
+    return user
+
+
 def has_admin(session: Session) -> bool:
     return session.scalar(select(User.id).where(User.role == Role.ADMIN, User.disabled.is_(False)).limit(1)) is not None
+
+
+def _is_last_active_admin(session: Session, user: User) -> bool:
+    if user.role != Role.ADMIN or user.disabled:
+        return False
+    other = session.scalar(select(User.id).where(User.role == Role.ADMIN, User.disabled.is_(False),
+                                                 User.id != user.id).limit(1))
+    return other is None
+
+
+def change_role(session: Session, user: User, role: str, now: datetime, actor: str) -> bool:
+    """Give `user` another role. Raises `FieldError` (not a role) or `AccountError` (the last active
+    admin cannot be demoted). Returns whether the role changed."""
+    new_role = _check_role(role)
+    if new_role == user.role:
+        return False
+    if _is_last_active_admin(session, user):
+        raise AccountError(f"{user.email} is the last active admin; make someone else an admin first")
+    previous = user.role
+    user.role = new_role
+    audit(session, actor, "user_role_changed", now, user=user.email, role=str(new_role), previous=previous)
+    return True
+
+
+def disable_user(session: Session, user: User, now: datetime, actor: str, *, acting_user_id: int | None = None) -> bool:
+    """`user` can no longer sign in and their API tokens stop working. Raises `AccountError` for the
+    acting user's own account and for the last active admin. Returns whether anything changed."""
+    if acting_user_id is not None and user.id == acting_user_id:
+        raise AccountError("You cannot disable your own account.")
+    if _is_last_active_admin(session, user):
+        raise AccountError("This is the last active admin.")
+    if user.disabled:
+        return False
+    user.disabled = True
+    audit(session, actor, "user_disabled", now, user=user.email)
+    return True
+
+
+def enable_user(session: Session, user: User, now: datetime, actor: str) -> bool:
+    """`user` may sign in again. Returns whether anything changed."""
+    if not user.disabled:
+        return False
+    user.disabled = False
+    audit(session, actor, "user_enabled", now, user=user.email)
+    return True
+
+
+def reset_password(session: Session, user: User, now: datetime, actor: str, password: str | None = None) -> str:
+    """Set a new password (`password`, or a generated one) and return it; the caller shows it once.
+    Raises `FieldError` when the given password is too short."""
+    chosen = password or generate_password()
+    _check_password(chosen)
+    user.password_hash = hash_password(chosen)
+    audit(session, actor, "user_password_reset", now, user=user.email)
+    return chosen

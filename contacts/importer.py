@@ -5,8 +5,10 @@ Two paths with the same result, row for row:
 * the **bulk path** (`import_csv`): rows are validated in Python (on several processes for a big
   file), then each chunk of `CHUNK` rows is written with a handful of set-based statements — one
   query each for the chunk's existing contacts, their enrollments and the suppression hashes;
-  the chunk is then decided in memory, row by row in file order, exactly as the row-by-row path
-  would (a later row sees what an earlier one created; a row that fails leaves no trace), and
+  the chunk is then decided in memory, row by row in file order, by the same rule functions the
+  row-by-row path calls (`merge_contact_input`, `apply_suppressions`, `require_address`,
+  `apply_grant`, `enrollment_decision`, `first_step_due`, and the `*_rows` builders for what is
+  written; a later row sees what an earlier one created; a row that fails leaves no trace), and
   written as multi-row INSERTs (contacts, consent records, enrollments, timeline events, audit
   entries) and one executemany UPDATE for existing contacts;
 * the **row-by-row path** (`_import_chunk_rowwise`): the ORM services one row at a time inside a
@@ -18,18 +20,10 @@ Memory stays flat: the file is streamed, at most a few chunks are in flight.
 
 from __future__ import annotations
 
-import csv
-import io
-import multiprocessing
-import os
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from itertools import islice
-from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 from sqlalchemy import BigInteger, String, any_, bindparam, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -38,23 +32,46 @@ from sqlalchemy.orm import Session
 
 from patient_drip import db
 from patient_drip.content.campaign import Campaign
-from patient_drip.contacts.fields import FieldError, address_hash
-from patient_drip.contacts.enrollment import (
-    OPTED_OUT,
-    AlreadyEnrolled,
-    ConsentGrant,
-    ContactInput,
-    EnrollmentError,
-    enroll,
-    grant_consent,
-    parse_contact_input,
+from patient_drip.contacts.blocks import BlockReason, block_rows
+from patient_drip.contacts.changes import (
+    apply_suppressions,
+    created_rows,
+    merge_contact_input,
     upsert_contact,
-    usable_channels,
 )
+from patient_drip.contacts.consent import (
+    ConsentGrant,
+    ConsentWording,
+    Wording,
+    apply_grant,
+    grant_consent,
+    grant_rows,
+    load_wording,
+    require_address,
+)
+from patient_drip.contacts.enrollment import (
+    EnrollmentError,
+    PastEnrollment,
+    enroll,
+    enrolled_rows,
+    enrollment_decision,
+    first_step_due,
+)
+from patient_drip.contacts.fields import FieldError, address_hash
+from patient_drip.contacts.import_rows import (
+    KNOWN_COLUMNS,
+    RowError,
+    ValidRow,
+    chunks,
+    default_workers,
+    read_rows,
+    validate_row,
+    validated_chunks,
+)
+from patient_drip.contacts.records import AuditRow, ConsentRow, EventRow, Row
 from patient_drip.models import (
     AuditEntry,
     Channel,
-    ConsentAction,
     ConsentMethod,
     ConsentRecord,
     Contact,
@@ -64,25 +81,9 @@ from patient_drip.models import (
     Suppression,
 )
 from patient_drip.runtime import Runtime
-from patient_drip.content.windows import step_due_at
 
-KNOWN_COLUMNS = ("first_name", "last_name", "email", "phone", "timezone", "consent_email", "consent_sms", "source")
-YES = {"yes", "y", "true", "1", "x"}
-NO = {"no", "n", "false", "0", ""}
 CHUNK = 2000  # rows per write transaction
-MAX_FIELD = 10_000
-PARALLEL_MIN_ROWS = 4000  # validate on several processes only when the file has at least this many rows
 IN_LIST = 900  # values per IN (...) list (SQLite allows 32766 bound parameters; stay well under)
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.field}: {self.message}" if self.field else f"line {self.line}: {self.message}"
 
 
 @dataclass
@@ -106,146 +107,6 @@ class ImportReport:
         self.errors += other.errors
 
 
-class ImportFileError(Exception):
-    """The file as a whole cannot be imported (no header, no email/phone column, not CSV)."""
-
-
-def _flag(value: str | None, column: str) -> bool:
-    text = (value or "").strip().lower()
-    if text in YES:
-        return True
-    if text in NO:
-        return False
-    raise FieldError(column, f"{value!r} is not yes or no")
-
-
-def read_rows(stream: IO[str]) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    """Header and (line number, row) pairs. Raises ImportFileError for a file that is not usable."""
-    csv.field_size_limit(MAX_FIELD)
-    reader = csv.DictReader(stream)
-    try:
-        header = [name.strip().lower() for name in (reader.fieldnames or [])]
-    except csv.Error as exc:
-        raise ImportFileError(f"line 1: not a CSV header: {exc}") from None
-    if not header:
-        raise ImportFileError("the file is empty; the first line must be a header such as first_name,email,phone")
-    if "email" not in header and "phone" not in header:
-        raise ImportFileError(f"line 1: the header needs an email or phone column (found: {', '.join(header)})")
-    reader.fieldnames = header
-
-    def rows() -> Iterator[tuple[int, dict[str, str]]]:
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield reader.line_num, {"__error__": str(exc)}
-                continue
-            yield reader.line_num, {key: (value or "") for key, value in row.items() if isinstance(key, str)}
-
-    return header, rows()
-
-
-# -- validation (pure; runs in worker processes for big files) ---------------------------------------
-
-
-class ValidRow(NamedTuple):
-    """A row that passed validation: the `ContactInput` fields plus the consent it states.
-
-    A plain tuple, so that sending thousands of them back from a validation process is cheap."""
-
-    line: int
-    email: str | None
-    phone: str | None
-    first_name: str
-    last_name: str
-    timezone: str
-    source: str
-    preferred_channel: str
-    consent_email: bool
-    consent_sms: bool
-
-    def contact_input(self) -> ContactInput:
-        return ContactInput(email=self.email, phone=self.phone, first_name=self.first_name,
-                            last_name=self.last_name, timezone=self.timezone, source=self.source,
-                            preferred_channel=self.preferred_channel)
-
-
-def validate_row(line: int, row: dict[str, str], clinic_timezone: str) -> ValidRow | RowError:
-    """One CSV row → the contact it describes and the consent it states, or the error to report."""
-    if "__error__" in row:
-        return RowError(line, "", f"unreadable CSV row: {row['__error__']}")
-    if any(len(value) > MAX_FIELD for value in row.values()):
-        return RowError(line, "", "a field is too long")
-    try:
-        data = parse_contact_input(row, clinic_timezone, source=row.get("source") or "import")
-        consent_email = _flag(row.get("consent_email"), "consent_email")
-        consent_sms = _flag(row.get("consent_sms"), "consent_sms")
-        if consent_sms and not data.phone:
-            raise FieldError("consent_sms", "is yes but the row has no phone number")
-    except FieldError as exc:
-        return RowError(line, exc.field, exc.message)
-    return ValidRow(line, data.email, data.phone, data.first_name, data.last_name, data.timezone, data.source,
-                    data.preferred_channel, consent_email, consent_sms)
-
-
-def validate_rows(rows: list[tuple[int, dict[str, str]]], clinic_timezone: str) -> list[ValidRow | RowError]:
-    return [validate_row(line, row, clinic_timezone) for line, row in rows]
-
-
-def _chunks(rows: Iterable[tuple[int, dict[str, str]]], size: int) -> Iterator[list[tuple[int, dict[str, str]]]]:
-    iterator = iter(rows)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
-def default_workers() -> int:
-    """Validation processes for a big import: the cores but the one that writes (0: validate here)."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-def _validated_chunks(chunks: Iterator[list[tuple[int, dict[str, str]]]], clinic_timezone: str,
-                      workers: int) -> Iterator[tuple[list[tuple[int, dict[str, str]]], list[ValidRow | RowError]]]:
-    """(raw chunk, validated chunk) in file order; with `workers` ≥ 1, validated ahead on that many
-    processes while this one writes.
-
-    Parsing email addresses and phone numbers (email-validator, phonenumbers) is ~150 µs a row,
-    most of an import's CPU time: spread over processes it overlaps with the database writes."""
-    first = next(chunks, None)
-    if first is None:
-        return
-    second = next(chunks, None)
-    big = second is not None and len(first) + len(second) >= PARALLEL_MIN_ROWS
-    # Forking is only safe from a process's main thread (the staff UI imports in a thread).
-    if workers < 1 or not big or threading.current_thread() is not threading.main_thread():
-        yield first, validate_rows(first, clinic_timezone)
-        if second is not None:
-            yield second, validate_rows(second, clinic_timezone)
-        for chunk in chunks:
-            yield chunk, validate_rows(chunk, clinic_timezone)
-        return
-    # The first chunk here: it also loads the phone-number metadata the forked processes inherit.
-    yield first, validate_rows(first, clinic_timezone)
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        queue: list[tuple[list[tuple[int, dict[str, str]]], Future[list[ValidRow | RowError]]]] = []
-
-        def submit(chunk: list[tuple[int, dict[str, str]]]) -> None:
-            queue.append((chunk, pool.submit(validate_rows, chunk, clinic_timezone)))
-
-        assert second is not None
-        submit(second)
-        for chunk in chunks:
-            submit(chunk)
-            while len(queue) > workers * 2:  # bounded look-ahead: memory stays flat
-                raw, future = queue.pop(0)
-                yield raw, future.result()
-        while queue:
-            raw, future = queue.pop(0)
-            yield raw, future.result()
-
-
 def import_csv(
     rt: Runtime,
     stream: IO[str],
@@ -266,7 +127,7 @@ def import_csv(
     if unknown:
         report.warnings.append(f"ignored columns: {', '.join(unknown)}")
     workers = default_workers() if workers is None else workers
-    for raw, validated in _validated_chunks(_chunks(rows, CHUNK), rt.settings.clinic_timezone, workers):
+    for raw, validated in validated_chunks(chunks(rows, CHUNK), rt.settings.clinic_timezone, workers):
         report.merge(_import_chunk(rt, raw, validated, campaign, now, actor))
         if progress:
             progress(len(raw))
@@ -278,7 +139,8 @@ def _import_chunk(rt: Runtime, raw: list[tuple[int, dict[str, str]]], validated:
     try:
         # BEGIN IMMEDIATE on SQLite: what we look up cannot change before we write.
         with db.write_transaction(rt.sessions) as session:
-            return _BulkChunk(session, rt, campaign, now, actor).run(validated)
+            return _BulkChunk(session, rt.suppression_key, load_wording(rt.settings.policy_dir), campaign, now,
+                              actor).run(validated)
     except IntegrityError:
         # Another process created one of these contacts or enrollments after we looked: redo the
         # chunk row by row, where each row sees the other's work and reports it like any other.
@@ -302,7 +164,9 @@ class _ContactState:
     preferred_channel: str
     email_consent: bool
     sms_consent: bool
+    email_block_reason: str | None
     email_blocked: str | None
+    sms_block_reason: str | None
     sms_blocked: str | None
     key: int = 0  # identity within the chunk (new contacts have no id yet)
 
@@ -312,27 +176,35 @@ class _ContactState:
         return name or self.email or self.phone or f"contact #{self.id}"
 
 
-_CONTACT_COLUMNS = (Contact.id, Contact.email, Contact.phone, Contact.first_name, Contact.last_name, Contact.timezone,
-                    Contact.source, Contact.preferred_channel, Contact.email_consent, Contact.sms_consent,
-                    Contact.email_blocked, Contact.sms_blocked)
+_STATE_COLUMNS = ("id", "email", "phone", "first_name", "last_name", "timezone", "source", "preferred_channel",
+                  "email_consent", "sms_consent", "email_block_reason", "email_blocked", "sms_block_reason",
+                  "sms_blocked")
+_CONTACT_COLUMNS = tuple(getattr(Contact, name) for name in _STATE_COLUMNS)
 
 
 @dataclass(slots=True)
 class _Accepted:
+    """A row that succeeds, and what the shared rules decided for it (written by `_write`)."""
+
     row: ValidRow
     contact: _ContactState
     created: bool
-    grants: list[Channel]
+    suppressed: list[tuple[Channel, str]]
+    grants: list[tuple[ConsentGrant, Wording, BlockReason | None]]
 
 
 class _BulkChunk:
-    """Decide one chunk in memory with the row-by-row rules, then write it set-based."""
+    """Decide one chunk in memory with the shared contact, consent and enrollment rules, then
+    write it set-based."""
 
-    def __init__(self, session: Session, rt: Runtime, campaign: Campaign, now: datetime, actor: str) -> None:
-        self.session, self.rt, self.campaign, self.now, self.actor = session, rt, campaign, now, actor
+    def __init__(self, session: Session, suppression_key: str, wording: ConsentWording, campaign: Campaign,
+                 now: datetime, actor: str) -> None:
+        self.session, self.suppression_key, self.campaign, self.now, self.actor = (
+            session, suppression_key, campaign, now, actor)
+        self.shown = {channel: wording.wording(channel) for channel in (Channel.EMAIL, Channel.SMS)}
         self.by_email: dict[str, _ContactState] = {}
         self.by_phone: dict[str, _ContactState] = {}
-        self.enrolled: dict[int, tuple[str, str | None]] = {}  # contact key → (status, exit reason)
+        self.enrolled: dict[int, PastEnrollment] = {}  # contact key → its enrollment in the campaign
         self.suppressed: dict[tuple[str, str], str] = {}
         self._keys = 0
 
@@ -346,10 +218,7 @@ class _BulkChunk:
         self._load(rows)
         accepted: list[_Accepted] = []
         for item in validated:
-            if isinstance(item, RowError):
-                report.errors.append(item)
-                continue
-            outcome = self._decide(item)
+            outcome = item if isinstance(item, RowError) else self._decide(item)
             if isinstance(outcome, RowError):
                 report.errors.append(outcome)
                 continue
@@ -383,7 +252,7 @@ class _BulkChunk:
                 select(Enrollment.contact_id, Enrollment.status, Enrollment.exit_reason).where(
                     _in(Enrollment.contact_id, part, session), Enrollment.campaign_id == self.campaign.id)
             ):
-                self.enrolled[key_of[contact_id]] = (status, reason)
+                self.enrolled[key_of[contact_id]] = PastEnrollment(status, reason)
         # Suppression hashes of every address a contact of this chunk can end up with.
         addresses = {(str(Channel.EMAIL), e) for e in emails} | {(str(Channel.SMS), p) for p in phones}
         for state in found.values():
@@ -391,8 +260,8 @@ class _BulkChunk:
                 addresses.add((str(Channel.EMAIL), state.email))
             if state.phone:
                 addresses.add((str(Channel.SMS), state.phone))
-        secret = self.rt.suppression_key
-        by_hash = {address_hash(secret, channel, value): (channel, value) for channel, value in addresses}
+        by_hash = {address_hash(self.suppression_key, channel, value): (channel, value)
+                   for channel, value in addresses}
         for part in _parts(sorted(by_hash), session):
             for channel, digest, reason in session.execute(
                 select(Suppression.channel, Suppression.value_hash, Suppression.reason).where(
@@ -402,59 +271,41 @@ class _BulkChunk:
                 if address is not None and address[0] == channel:
                     self.suppressed[address] = reason
 
-    # deciding (enrollment.upsert_contact + grant_consent + enroll, in memory) -------------------------
+    # deciding (upsert_contact + grant_consent + enroll, with their rules, in memory) ------------------
 
     def _decide(self, row: ValidRow) -> _Accepted | RowError:
-        data = row
-        found = self.by_email.get(data.email) if data.email else None
-        if found is None and data.phone:
-            found = self.by_phone.get(data.phone)
-        if data.phone:
-            holder = self.by_phone.get(data.phone)
+        found = self.by_email.get(row.email) if row.email else None
+        if found is None and row.phone:
+            found = self.by_phone.get(row.phone)
+        if row.phone:
+            holder = self.by_phone.get(row.phone)
             if holder is not None and found is not None and holder is not found:
                 return RowError(row.line, "phone", "this phone number belongs to another contact")
         created = found is None
         if found is None:
             contact = _ContactState(
-                id=None, email=data.email, phone=data.phone, first_name=data.first_name, last_name=data.last_name,
-                timezone=data.timezone, source=data.source, preferred_channel=data.preferred_channel,
-                email_consent=False, sms_consent=False, email_blocked=None, sms_blocked=None, key=self._new_key(),
+                id=None, email=row.email, phone=row.phone, first_name=row.first_name, last_name=row.last_name,
+                timezone=row.timezone, source=row.source, preferred_channel=row.preferred_channel,
+                email_consent=False, sms_consent=False, email_block_reason=None, email_blocked=None,
+                sms_block_reason=None, sms_blocked=None, key=self._new_key(),
             )
         else:
             contact = replace(found)  # changes stay on the copy unless the row succeeds
-            if data.email and not contact.email:
-                contact.email = data.email
-            if data.phone and contact.phone != data.phone and contact.phone is None:
-                contact.phone = data.phone
-            contact.first_name = data.first_name or contact.first_name
-            contact.last_name = data.last_name or contact.last_name
-            contact.timezone = data.timezone or contact.timezone
-            contact.preferred_channel = data.preferred_channel or contact.preferred_channel
-        for channel, value in ((Channel.EMAIL, contact.email), (Channel.SMS, contact.phone)):
-            reason = self.suppressed.get((str(channel), value)) if value else None
-            if reason:
-                _block(contact, channel, f"suppressed: {reason}")
-        grants = [channel for channel, given in ((Channel.EMAIL, row.consent_email), (Channel.SMS, row.consent_sms))
-                  if given]
-        for channel in grants:
-            if channel == Channel.EMAIL:
-                contact.email_consent = True
-                if contact.email_blocked and contact.email_blocked.startswith(OPTED_OUT):
-                    contact.email_blocked = None
-            else:
-                contact.sms_consent = True
-                if contact.sms_blocked and contact.sms_blocked.startswith(OPTED_OUT):
-                    contact.sms_blocked = None
-        existing = self.enrolled.get(contact.key)
-        if existing is not None:
-            status, reason = existing
-            return RowError(row.line, "", str(AlreadyEnrolled(
-                f"{contact.display_name} is already enrolled in {self.campaign.id} (status {status}"
-                + (f", {reason}" if reason else "") + ")")))
-        if not usable_channels(contact, self.campaign):  # type: ignore[arg-type]
-            return RowError(row.line, "", str(EnrollmentError(
-                f"{contact.display_name} cannot receive {self.campaign.id}: no email or SMS the contact agreed to "
-                "and has not opted out of (record consent first)")))
+            merge_contact_input(contact, row.contact_input())
+        suppressed = apply_suppressions(contact, {
+            channel: self.suppressed.get((str(channel), value)) if value else None
+            for channel, value in ((Channel.EMAIL, contact.email), (Channel.SMS, contact.phone))})
+        grants = []
+        try:
+            for channel in _stated_consent(row):
+                require_address(contact, channel)
+                grant = ConsentGrant(channel, ConsentMethod.IMPORT, note=_consent_note(row.source))
+                grants.append((grant, self.shown[channel], apply_grant(contact, channel)))
+            enrollment_decision(contact, self.campaign, self.enrolled.get(contact.key))
+        except FieldError as exc:
+            return RowError(row.line, exc.field, exc.message)
+        except EnrollmentError as exc:
+            return RowError(row.line, "", str(exc))
         # The row succeeds: its contact becomes what later rows of the chunk see.
         if found is not None and found.email and found.email != contact.email:
             self.by_email.pop(found.email, None)
@@ -462,8 +313,8 @@ class _BulkChunk:
             self.by_email[contact.email] = contact
         if contact.phone:
             self.by_phone[contact.phone] = contact
-        self.enrolled[contact.key] = (str(EnrollmentStatus.ACTIVE), None)
-        return _Accepted(row, contact, created, grants)
+        self.enrolled[contact.key] = PastEnrollment(str(EnrollmentStatus.ACTIVE), None)
+        return _Accepted(row, contact, created, suppressed, grants)
 
     # writing ------------------------------------------------------------------------------------
 
@@ -477,14 +328,11 @@ class _BulkChunk:
             for item, contact_id in zip(new, db.allocate_ids(connection, Contact.__table__, len(new)), strict=True):
                 item.contact.id = contact_id
             db.bulk_insert(connection, Contact.__table__, _CONTACT_INSERT, [
-                (a.contact.id, a.contact.email, a.contact.phone, a.contact.first_name, a.contact.last_name,
-                 a.contact.timezone, a.contact.source, a.contact.preferred_channel, a.contact.email_consent,
-                 a.contact.sms_consent, a.contact.email_blocked, a.contact.sms_blocked, now, now) for a in new])
+                tuple(getattr(a.contact, name) for name in _STATE_COLUMNS) + (now, now) for a in new])
         changed = [a for a in accepted if not a.created]
         if changed:
             table = Contact.__table__
-            columns = ("email", "phone", "first_name", "last_name", "timezone", "preferred_channel",
-                       "email_consent", "sms_consent", "email_blocked", "sms_blocked")
+            columns = [name for name in _STATE_COLUMNS if name not in ("id", "source")]
             connection.execute(
                 table.update().where(table.c.id == bindparam("b_id")).values(
                     {name: bindparam(f"b_{name}") for name in columns}
@@ -492,13 +340,6 @@ class _BulkChunk:
                 [{f"b_{name}": getattr(a.contact, name) for name in columns}
                  | {"b_id": a.contact.id, "b_updated_at": now} for a in changed],
             )
-        granted, method = str(ConsentAction.GRANTED), str(ConsentMethod.IMPORT)
-        consent: list[tuple[Any, ...]] = []
-        for item in accepted:
-            wording = f"consent stated in the imported file (source: {item.row.source or 'import'})"
-            consent += [(item.contact.id, str(channel), granted, method, wording, actor, "", now)
-                        for channel in item.grants]
-        db.bulk_insert(connection, ConsentRecord.__table__, _CONSENT_INSERT, consent)
         enrollment_ids = db.allocate_ids(connection, Enrollment.__table__, len(accepted))
         active = str(EnrollmentStatus.ACTIVE)
         # The first step's time depends on the enrollment id only when it falls outside the send
@@ -507,39 +348,46 @@ class _BulkChunk:
 
         def first_due(zone: str, enrollment_id: int) -> datetime | None:
             if zone not in by_zone:
-                due = step_due_at(campaign, 0, now, zone, 0)
-                by_zone[zone] = due if due == step_due_at(campaign, 0, now, zone, 1) else _PER_ID
+                due = first_step_due(campaign, zone, now, 0)
+                by_zone[zone] = due if due == first_step_due(campaign, zone, now, 1) else _PER_ID
             shared = by_zone[zone]
-            return step_due_at(campaign, 0, now, zone, enrollment_id) if shared is _PER_ID else shared
+            return first_step_due(campaign, zone, now, enrollment_id) if shared is _PER_ID else shared
 
         db.bulk_insert(connection, Enrollment.__table__, _ENROLLMENT_INSERT, [
             (enrollment_id, item.contact.id, campaign.id, active, 0, now, first_due(item.contact.timezone, enrollment_id),
              (item.row.source or "import")[:64])
             for item, enrollment_id in zip(accepted, enrollment_ids, strict=True)])
-        events: list[tuple[Any, ...]] = []
-        audits: list[tuple[Any, ...]] = []
+        records: list[Row] = []
         for item, enrollment_id in zip(accepted, enrollment_ids, strict=True):
             contact_id = item.contact.id
             if item.created:
-                events.append(_event("contact_created", now, contact_id, None, source=item.row.source, actor=actor))
-            for channel in item.grants:
-                events.append(_event("consent_granted", now, contact_id, None, channel=str(channel),
-                                     method=str(ConsentMethod.IMPORT), wording_version=None))
-                audits.append(_audit(actor, "consent_granted", now, contact_id, channel=str(channel),
-                                     method=str(ConsentMethod.IMPORT)))
-            events.append(_event("enrolled", now, contact_id, enrollment_id, campaign=campaign.id))
-            audits.append(_audit(actor, "enrolled", now, contact_id, campaign=campaign.id))
-        db.bulk_insert(connection, Event.__table__, _EVENT_INSERT, events)
-        db.bulk_insert(connection, AuditEntry.__table__, _AUDIT_INSERT, audits)
+                records += created_rows(contact_id, item.row.source, now, actor)
+            for channel, reason in item.suppressed:
+                records += block_rows(contact_id, channel, BlockReason.SUPPRESSED, reason, now, actor)
+            for grant, shown, lifted in item.grants:
+                records += grant_rows(contact_id, grant, shown, lifted, now, actor)
+            records += enrolled_rows(contact_id, enrollment_id, campaign.id, now, actor)
+        db.bulk_insert(connection, ConsentRecord.__table__, ConsentRow._fields,
+                       [r for r in records if isinstance(r, ConsentRow)])
+        db.bulk_insert(connection, Event.__table__, EventRow._fields,
+                       [r._replace(detail=_detail(r.detail)) for r in records if isinstance(r, EventRow)])
+        db.bulk_insert(connection, AuditEntry.__table__, AuditRow._fields,
+                       [r._replace(detail=_detail(r.detail)) for r in records if isinstance(r, AuditRow)])
+
+
+def _stated_consent(row: ValidRow) -> list[Channel]:
+    return [channel for channel, given in ((Channel.EMAIL, row.consent_email), (Channel.SMS, row.consent_sms))
+            if given]
+
+
+def _consent_note(source: str) -> str:
+    """How an imported grant came: the wording is the clinic's current one, the proof is the file."""
+    return f"consent stated in the imported file (source: {source or 'import'})"
 
 
 _PER_ID: Any = object()
-_CONTACT_INSERT = ("id", "email", "phone", "first_name", "last_name", "timezone", "source", "preferred_channel",
-                   "email_consent", "sms_consent", "email_blocked", "sms_blocked", "created_at", "updated_at")
-_CONSENT_INSERT = ("contact_id", "channel", "action", "method", "wording_text", "actor", "note", "occurred_at")
+_CONTACT_INSERT = (*_STATE_COLUMNS, "created_at", "updated_at")
 _ENROLLMENT_INSERT = ("id", "contact_id", "campaign_id", "status", "step_index", "enrolled_at", "next_due_at", "source")
-_EVENT_INSERT = ("kind", "contact_id", "enrollment_id", "detail", "occurred_at")
-_AUDIT_INSERT = ("actor", "action", "contact_id", "detail", "created_at")
 
 
 _DETAILS: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
@@ -558,22 +406,6 @@ def _detail(detail: dict[str, Any]) -> dict[str, Any]:
             _DETAILS.clear()
         found = _DETAILS[key] = detail
     return found
-
-
-def _event(kind: str, now: datetime, contact_id: int | None, enrollment_id: int | None,
-           **detail: Any) -> tuple[Any, ...]:
-    return (kind, contact_id, enrollment_id, _detail(detail), now)
-
-
-def _audit(actor: str, action: str, now: datetime, contact_id: int | None, **detail: Any) -> tuple[Any, ...]:
-    return (actor, action, contact_id, _detail(detail), now)
-
-
-def _block(contact: _ContactState, channel: Channel, reason: str) -> None:
-    if channel == Channel.EMAIL:
-        contact.email_blocked = reason[:200]
-    else:
-        contact.sms_blocked = reason[:200]
 
 
 def _parts(values: list[Any], session: Session) -> Iterator[list[Any]]:
@@ -598,6 +430,7 @@ def _in(column: Any, values: list[Any], session: Session) -> Any:
 def _import_chunk_rowwise(rt: Runtime, chunk: list[tuple[int, dict[str, str]]], campaign: Campaign, now: datetime,
                           actor: str) -> ImportReport:
     report = ImportReport()
+    wording = load_wording(rt.settings.policy_dir)
     with db.write_transaction(rt.sessions) as session:
         for line, row in chunk:
             report.rows += 1
@@ -606,24 +439,20 @@ def _import_chunk_rowwise(rt: Runtime, chunk: list[tuple[int, dict[str, str]]], 
                 report.errors.append(checked)
                 continue
             data = checked.contact_input()
-            consent = {Channel.EMAIL: checked.consent_email, Channel.SMS: checked.consent_sms}
             try:
                 with session.begin_nested():
-                    contact, created = upsert_contact(session, rt, data, now, actor)
-                    for channel, given in consent.items():
-                        if given:
-                            grant_consent(session, contact, ConsentGrant(
-                                channel=channel, method=ConsentMethod.IMPORT,
-                                wording_text=f"consent stated in the imported file (source: {data.source or 'import'})",
-                            ), now, actor)
-                    enroll(session, rt, contact, campaign, now, actor, source=data.source or "import")
+                    contact, created = upsert_contact(session, rt.suppression_key, data, now, actor)
+                    for channel in _stated_consent(checked):
+                        grant_consent(session, wording, contact, ConsentGrant(
+                            channel, ConsentMethod.IMPORT, note=_consent_note(data.source)), now, actor)
+                    enroll(session, contact, campaign, now, actor, source=data.source or "import")
                 report.enrolled += 1
                 report.created += int(created)
                 report.updated += int(not created)
-            except AlreadyEnrolled as exc:
+            except FieldError as exc:
+                report.errors.append(RowError(line, exc.field, exc.message))
+            except EnrollmentError as exc:
                 report.errors.append(RowError(line, "", str(exc)))
-            except (EnrollmentError, FieldError) as exc:
-                report.errors.append(RowError(line, getattr(exc, "field", ""), getattr(exc, "message", str(exc))))
             except IntegrityError:
                 report.errors.append(RowError(line, "", "conflicts with another contact (same email or phone)"))
     return report
@@ -636,16 +465,6 @@ def import_csv_rowwise(rt: Runtime, stream: IO[str], campaign: Campaign, now: da
     unknown = [name for name in header if name not in KNOWN_COLUMNS]
     if unknown:
         report.warnings.append(f"ignored columns: {', '.join(unknown)}")
-    for chunk in _chunks(rows, 500):
+    for chunk in chunks(rows, 500):
         report.merge(_import_chunk_rowwise(rt, chunk, campaign, now, actor))
     return report
-
-
-def count_data_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return max(0, sum(1 for _ in handle) - 1)
-
-
-def open_csv(path: Path) -> io.TextIOWrapper:
-    """Open as UTF-8 (with or without BOM, as spreadsheets save it)."""
-    return open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115

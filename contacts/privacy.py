@@ -1,4 +1,7 @@
-"""Consent history export and erasure ("forget me") for a contact."""
+"""Consent history export and erasure ("forget me") for a contact.
+
+May import `models` and the other `contacts` rule modules.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from patient_drip.contacts.enrollment import end_enrollments, suppress
+from patient_drip.contacts.blocks import BlockReason, block_channel, suppress
+from patient_drip.contacts.enrollment import end_enrollments
 from patient_drip.models import audit
 from patient_drip.models import (
     AuditEntry,
@@ -23,7 +27,6 @@ from patient_drip.models import (
     InboundMessage,
     Message,
 )
-from patient_drip.runtime import Runtime
 
 CONSENT_FIELDS = ("occurred_at", "channel", "action", "method", "wording_version", "wording_text", "ip_address",
                   "user_agent", "actor", "note")
@@ -64,12 +67,12 @@ def consent_history_csv(history: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def forget(session: Session, rt: Runtime, contact: Contact, now: datetime, actor: str) -> None:
+def forget(session: Session, suppression_key: str, contact: Contact, now: datetime, actor: str) -> None:
     """Remove the person's personal data; keep anonymous counts and a keyed hash of each address
     so they are never contacted again."""
     for channel, value in ((Channel.EMAIL, contact.email), (Channel.SMS, contact.phone)):
         if value:
-            suppress(session, rt, channel, value, "erased at the person's request", now)
+            suppress(session, suppression_key, channel, value, "erased at the person's request", now)
     end_enrollments(session, contact.id, ExitReason.ERASED, now, actor)
     session.execute(update(Message).where(Message.contact_id == contact.id).values(
         to_address=None, subject=None, body_text=None, body_html=None, last_error=None))
@@ -86,8 +89,8 @@ def forget(session: Session, rt: Runtime, contact: Contact, now: datetime, actor
     contact.source = ""
     contact.email_consent = False
     contact.sms_consent = False
-    contact.email_blocked = "erased"
-    contact.sms_blocked = "erased"
+    for channel in (Channel.EMAIL, Channel.SMS):
+        block_channel(session, contact, channel, BlockReason.ERASED, "", now, actor)
     contact.erased_at = now
     contact.updated_at = now
     audit(session, actor, "erased", now, contact_id=contact.id)

@@ -7,7 +7,9 @@ from datetime import datetime
 from sqlalchemy import select
 
 from patient_drip.dispatch.engine import DispatchSummary, Dispatcher
-from patient_drip.contacts.enrollment import ConsentGrant, enroll, grant_consent, parse_contact_input, upsert_contact
+from patient_drip.contacts.changes import parse_contact_input, upsert_contact
+from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
+from patient_drip.contacts.enrollment import enroll
 from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, Message
 from patient_drip.runtime import Runtime
 
@@ -19,11 +21,12 @@ def add_contact(rt: Runtime, now: datetime, *, email: str | None = "alex@example
     with rt.sessions() as session, session.begin():
         data = parse_contact_input({"email": email, "phone": phone, "first_name": first_name, "timezone": timezone},
                                    rt.settings.clinic_timezone, source="test")
-        contact, _ = upsert_contact(session, rt, data, now, "test")
+        contact, _ = upsert_contact(session, rt.suppression_key, data, now, "test")
         for channel in consent:
-            grant_consent(session, contact, ConsentGrant(Channel(channel), ConsentMethod.STAFF, "v-test", "test"), now, "test")
+            grant_consent(session, load_wording(rt.settings.policy_dir), contact,
+                          ConsentGrant(Channel(channel), ConsentMethod.STAFF), now, "test")
         if campaign:
-            enroll(session, rt, contact, rt.campaign(campaign), now, "test")
+            enroll(session, contact, rt.campaign(campaign), now, "test")
         return contact.id
 
 

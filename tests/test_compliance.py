@@ -16,7 +16,6 @@ from twilio.request_validator import RequestValidator
 from patient_drip import db
 from conftest import make_settings
 from patient_drip.dispatch.engine import Dispatcher
-from patient_drip.contacts.enrollment import ConsentGrant, grant_consent
 from helpers import add_contact, contact, messages_for, run_until_done
 from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, ExitReason,
                     InboundMessage, MessageStatus)
@@ -238,7 +237,7 @@ def test_erasure_leaves_no_email_phone_or_name_anywhere(rt, clock, client):
     run_until_done(rt, clock)
     sms_in(client, "thanks Zebediah here")
     with rt.sessions() as session, session.begin():
-        forget(session, rt, session.get(Contact, contact_id), clock.now, "test")
+        forget(session, rt.suppression_key, session.get(Contact, contact_id), clock.now, "test")
     needles = ["alex@example.com", "3125550142", "Zebediah", "UniqueAgent"]
     inspector = inspect(rt.engine)
     with rt.engine.connect() as connection:

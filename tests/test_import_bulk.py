@@ -14,8 +14,10 @@ from sqlalchemy import select
 from patient_drip import db
 from patient_drip.contacts import importer
 from conftest import START, make_postgres_database, make_settings
-from patient_drip.contacts.enrollment import (ConsentGrant, end_enrollments, enroll, grant_consent, parse_contact_input, suppress,
-                        upsert_contact, withdraw_consent)
+from patient_drip.contacts.blocks import suppress
+from patient_drip.contacts.changes import parse_contact_input, upsert_contact
+from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording, withdraw_consent
+from patient_drip.contacts.enrollment import end_enrollments, enroll
 from patient_drip.contacts.importer import import_csv, import_csv_rowwise
 from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, ExitReason)
 from patient_drip.runtime import Runtime, build_runtime
@@ -57,18 +59,18 @@ def _existing(rt: Runtime, now: datetime) -> None:
         def person(email: str | None, phone: str | None, first: str, consent: tuple[str, ...] = ("email",)) -> Contact:
             data = parse_contact_input({"email": email, "phone": phone, "first_name": first}, "America/Chicago",
                                        source="seed")
-            contact, _ = upsert_contact(session, rt, data, now, "seed")
+            contact, _ = upsert_contact(session, rt.suppression_key, data, now, "seed")
             for channel in consent:
-                grant_consent(session, contact, ConsentGrant(Channel(channel), ConsentMethod.STAFF, "v1", "seed"),
-                              now, "seed")
+                grant_consent(session, load_wording(rt.settings.policy_dir), contact,
+                              ConsentGrant(Channel(channel), ConsentMethod.STAFF, note="seed"), now, "seed")
             return contact
 
         person("old@example.com", "+13125550105", "Old", ())
         exited = person("exited@example.com", None, "Ex")
-        enroll(session, rt, exited, campaign, now, "seed")
+        enroll(session, exited, campaign, now, "seed")
         end_enrollments(session, exited.id, ExitReason.UNSUBSCRIBED, now, "seed")
-        suppress(session, rt, Channel.EMAIL, "suppressed@example.com", "hard bounce", now)
-        suppress(session, rt, Channel.EMAIL, "suppressed2@example.com", "spam complaint", now)
+        suppress(session, rt.suppression_key, Channel.EMAIL, "suppressed@example.com", "hard bounce", now)
+        suppress(session, rt.suppression_key, Channel.EMAIL, "suppressed2@example.com", "spam complaint", now)
         optout = person("optout@example.com", None, "Opt")
         withdraw_consent(session, optout, Channel.EMAIL, ConsentMethod.ONE_CLICK, now, "seed")
         person("nophone@example.com", None, "Other")
@@ -194,7 +196,7 @@ def test_a_conflicting_insert_falls_back_to_the_row_by_row_path(rt, clock, monke
         original(self, rows)
         with rt.sessions() as session, session.begin():
             data = parse_contact_input({"email": "p1@example.com", "first_name": "Racer"}, "America/Chicago")
-            upsert_contact(session, rt, data, clock.now, "other-process")
+            upsert_contact(session, rt.suppression_key, data, clock.now, "other-process")
 
     monkeypatch.setattr(importer._BulkChunk, "_load", load_then_race)
     report = import_csv(rt, io.StringIO(text), rt.campaign("ketamine-consult"), clock.now, "cli:test")

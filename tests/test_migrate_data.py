@@ -11,7 +11,8 @@ from sqlalchemy import select
 from patient_drip import db
 from conftest import make_settings
 from patient_drip.dispatch.engine import Dispatcher
-from patient_drip.contacts.enrollment import parse_contact_input, suppress, upsert_contact
+from patient_drip.contacts.blocks import suppress
+from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from helpers import add_contact
 from patient_drip.migrate_data import copy_order, migrate_data, migrate_data_command
 from patient_drip.models import Channel, Contact, Message
@@ -37,7 +38,7 @@ def source(tmp_path: Path, clock) -> str:  # type: ignore[no-untyped-def]
         add_contact(rt, clock.now, email=f"m{index}@example.com", phone=f"+1312555{6000 + index}")
     Dispatcher(rt, "w").run_once(clock.now)
     with rt.sessions() as session, session.begin():
-        suppress(session, rt, Channel.EMAIL, "gone@example.com", "hard bounce", clock.now)
+        suppress(session, rt.suppression_key, Channel.EMAIL, "gone@example.com", "hard bounce", clock.now)
     rt.close()
     return url
 
@@ -54,7 +55,7 @@ def test_everything_is_copied_and_new_rows_continue_after_the_copied_ids(source,
     try:
         with rt.sessions() as session, session.begin():
             data = parse_contact_input({"email": "gone@example.com", "first_name": "G"}, "America/Chicago")
-            contact, created = upsert_contact(session, rt, data, clock.now, "test")
+            contact, created = upsert_contact(session, rt.suppression_key, data, clock.now, "test")
             assert created and contact.email_blocked == "suppressed: hard bounce"
             assert contact.id == 6
         with rt.sessions() as session:

@@ -29,7 +29,8 @@ from patient_drip.contacts import fields as contact_fields
 from patient_drip.content.campaign import Campaign, CampaignError, parse_campaign
 from conftest import ROOT, START, VirtualClock
 from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
-from patient_drip.contacts.importer import KNOWN_COLUMNS, ImportFileError, import_csv, read_rows
+from patient_drip.contacts.import_rows import KNOWN_COLUMNS, ImportFileError, read_rows
+from patient_drip.contacts.importer import import_csv
 from patient_drip.models import Contact, Enrollment
 from patient_drip.contacts.replies import ReplyKind, classify_reply
 from patient_drip.content.rendering import MAX_RENDER_SECONDS, Renderer, RenderError

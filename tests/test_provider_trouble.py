@@ -191,7 +191,7 @@ def test_a_timeout_settled_by_the_providers_callback_is_delivered_not_resent(liv
         from patient_drip.contacts.enrollment import enroll
         from patient_drip.models import Contact
 
-        enroll(session, live_sqlite, session.get(Contact, contact), live_sqlite.campaign("ketamine-consult"),
+        enroll(session, session.get(Contact, contact), live_sqlite.campaign("ketamine-consult"),
                clock.now, "test")
     drive(live_sqlite, clock, Dispatcher(live_sqlite, "w"), until=clock.now)
     wait_until(lambda: settled(live_sqlite) and _statuses(live_sqlite) <= {"delivered", "unknown"})

@@ -66,7 +66,7 @@ def test_unsubscribe_in_the_middle_stops_the_rest(rt, clock):
     assert len(messages_for(rt, contact_id)) == 3
     with rt.sessions() as session, session.begin():
         contact = session.get(Contact, contact_id)
-        unsubscribe(session, rt, contact, [Channel.EMAIL, Channel.SMS], ConsentMethod.STAFF, clock.now, "test")
+        unsubscribe(session, rt.campaigns, contact, [Channel.EMAIL, Channel.SMS], ConsentMethod.STAFF, clock.now, "test")
     run_until_done(rt, clock)
     assert len(messages_for(rt, contact_id)) == 3
     with rt.sessions() as session:
@@ -78,7 +78,7 @@ def test_sms_only_unsubscribe_keeps_emails_and_records_skips(rt, clock):
     contact_id = add_contact(rt, clock.now)
     with rt.sessions() as session, session.begin():
         contact = session.get(Contact, contact_id)
-        unsubscribe(session, rt, contact, [Channel.SMS], ConsentMethod.STAFF, clock.now, "test")
+        unsubscribe(session, rt.campaigns, contact, [Channel.SMS], ConsentMethod.STAFF, clock.now, "test")
     run_until_done(rt, clock)
     messages = messages_for(rt, contact_id)
     sent = [m for m in messages if m.status == MessageStatus.SENT]
@@ -92,7 +92,7 @@ def test_second_enrollment_in_the_same_campaign_is_refused(rt, clock):
     with rt.sessions() as session:
         contact = session.get(Contact, contact_id)
         with pytest.raises(AlreadyEnrolled, match="already enrolled"):
-            enroll(session, rt, contact, rt.campaign("ketamine-consult"), clock.now, "test")
+            enroll(session, contact, rt.campaign("ketamine-consult"), clock.now, "test")
 
 
 def test_email_only_contact_gets_emails_and_sms_steps_are_skipped(rt, clock):

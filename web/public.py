@@ -23,18 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from patient_drip.contacts.enrollment import (
-    AlreadyEnrolled,
-    ConsentGrant,
-    EnrollmentError,
-    consent_wording,
-    enroll,
-    grant_consent,
-    parse_contact_input,
-    unsubscribe,
-    upsert_contact,
-    usable_channels,
-)
+from patient_drip.contacts.blocks import consent_can_lift, is_blocked
+from patient_drip.contacts.changes import parse_contact_input, upsert_contact
+from patient_drip.contacts.consent import ConsentGrant, consent_wording, grant_consent, load_wording
+from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, enroll, unsubscribe, usable_channels
 from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
 from patient_drip.content.tokens import BadToken
 from patient_drip.models import Channel, ConsentMethod, Contact, Message, add_event
@@ -171,23 +163,24 @@ def preferences_post(
     if contact is None:
         return page(request, "not_found.html", {"what": "This link"}, 404)
     if list_unsubscribe == "One-Click":
-        unsubscribe(session, rt, contact, [Channel.EMAIL], ConsentMethod.ONE_CLICK, now, "patient:one-click")
+        unsubscribe(session, rt.campaigns, contact, [Channel.EMAIL], ConsentMethod.ONE_CLICK, now, "patient:one-click",
+                    ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
         session.commit()
         return PlainTextResponse("You are unsubscribed from our emails.")
     action = action or ""
     channels = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
     if action in channels:
-        unsubscribe(session, rt, contact, channels[action], ConsentMethod.UNSUBSCRIBE_PAGE, now, "patient:preferences")
+        unsubscribe(session, rt.campaigns, contact, channels[action], ConsentMethod.UNSUBSCRIBE_PAGE, now,
+                    "patient:preferences", ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
         done = {"email": "You will get no more emails from us.", "sms": "You will get no more text messages from us.",
                 "all": "You will get no more messages from us."}[action]
     elif action in ("resubscribe_email", "resubscribe_sms"):
         channel = Channel.EMAIL if action == "resubscribe_email" else Channel.SMS
         if not _can_resubscribe(contact, channel):
             return page(request, "preferences.html", _preferences_context(contact, token, "That is not possible for this contact method."), 400)
-        version, wording = consent_wording(rt.settings.policy_dir)[channel.value]
-        grant_consent(session, contact, ConsentGrant(channel, ConsentMethod.UNSUBSCRIBE_PAGE, version, wording,
-                                                     client_ip(request), request.headers.get("user-agent")),
-                      now, "patient:preferences")
+        grant_consent(session, load_wording(rt.settings.policy_dir), contact,
+                      ConsentGrant(channel, ConsentMethod.UNSUBSCRIBE_PAGE, ip_address=client_ip(request),
+                                   user_agent=request.headers.get("user-agent")), now, "patient:preferences")
         done = "Welcome back. You are subscribed again."
     else:
         return page(request, "preferences.html", _preferences_context(contact, token, "Please choose an option."), 400)
@@ -237,16 +230,15 @@ def _contact_for_token(rt: Runtime, session: Session, token: str) -> Contact | N
 
 def _can_resubscribe(contact: Contact, channel: Channel) -> bool:
     """Only someone who opted out themselves, and has the address, may opt back in here."""
-    blocked = contact.email_blocked if channel == Channel.EMAIL else contact.sms_blocked
     address = contact.email if channel == Channel.EMAIL else contact.phone
-    return bool(address) and (blocked is None or blocked.startswith("opted_out"))
+    return bool(address) and consent_can_lift(contact, channel)
 
 
 def _preferences_context(contact: Contact, token: str, notice: str | None) -> dict[str, Any]:
     def state(channel: Channel) -> dict[str, Any]:
         address = contact.email if channel == Channel.EMAIL else contact.phone
         consent = contact.email_consent if channel == Channel.EMAIL else contact.sms_consent
-        blocked = contact.email_blocked if channel == Channel.EMAIL else contact.sms_blocked
+        blocked = is_blocked(contact, channel)
         return {"has_address": bool(address), "subscribed": bool(address) and consent and not blocked,
                 "can_resubscribe": _can_resubscribe(contact, channel) and not (consent and not blocked)}
 
@@ -284,24 +276,23 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
         errors["email"] = "Add an email address to get emails, or untick the email box."
     if errors:
         return errors, ""
-    wording = consent_wording(rt.settings.policy_dir)
+    wording = load_wording(rt.settings.policy_dir)
     ip, agent = client_ip(request), request.headers.get("user-agent")
     campaign = rt.campaign(DEFAULT_CAMPAIGN) if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns.values()))
     with rt.sessions() as session, session.begin():
         try:
-            contact, _created = upsert_contact(session, rt, contact_input, now, "patient:web_form")
+            contact, _created = upsert_contact(session, rt.suppression_key, contact_input, now, "patient:web_form")
         except FieldError as exc:
             return {exc.field: "We could not use this; please call us." if exc.field == "phone" else exc.message}, ""
         add_event(session, "consultation_requested", now, contact_id=contact.id, ip=ip)
         for channel, given in ((Channel.EMAIL, consent_email), (Channel.SMS, consent_sms)):
             if given:
-                version, text_shown = wording[channel.value]
-                grant_consent(session, contact, ConsentGrant(channel, ConsentMethod.WEB_FORM, version, text_shown, ip, agent),
-                              now, "patient:web_form")
+                grant_consent(session, wording, contact, ConsentGrant(channel, ConsentMethod.WEB_FORM, ip_address=ip,
+                                                                      user_agent=agent), now, "patient:web_form")
         if not usable_channels(contact, campaign):
             return {}, "received"
         try:
-            enroll(session, rt, contact, campaign, now, "patient:web_form", source="web_form")
+            enroll(session, contact, campaign, now, "patient:web_form", source="web_form")
         except AlreadyEnrolled:
             return {}, "already_enrolled"
         except EnrollmentError:

@@ -30,18 +30,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
+from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, consent_can_lift, suppress
+from patient_drip.contacts.changes import ContactNotFound, find_contact, lookup_contact
+from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
+from patient_drip.contacts.enrollment import mark_booked, unsubscribe
 from patient_drip.contacts.fields import FieldError, normalize_phone
-from patient_drip.contacts.enrollment import (
-    ConsentGrant,
-    ContactNotFound,
-    blocked_reason,
-    find_contact,
-    grant_consent,
-    lookup_contact,
-    mark_booked,
-    suppress,
-    unsubscribe,
-)
 from patient_drip.models import add_event
 from patient_drip.models import (
     MESSAGE_STATUS_RANK,
@@ -184,12 +177,13 @@ async def twilio_status(request: Request) -> Response:
                       error_code=error_code)
             if new_status == MessageStatus.FAILED and error_code and _is_permanent_twilio(error_code):
                 contact = session.get(Contact, message.contact_id)
-                if contact is not None and not contact.sms_blocked:
+                if contact is not None:
                     reason = TWILIO_PERMANENT_CODES.get(int(error_code), "permanent failure")
-                    contact.sms_blocked = f"failed: {reason} (code {error_code})"[:200]
-                    add_event(session, "channel_blocked", now, contact_id=contact.id, channel="sms", reason=reason)
+                    block_channel(session, contact, Channel.SMS, BlockReason.FAILED, f"{reason} (code {error_code})",
+                                  now, "webhook:twilio")
                     if int(error_code) == 21610 and contact.phone:  # the number replied STOP at the carrier
-                        suppress(session, rt, Channel.SMS, contact.phone, "carrier opt-out (21610)", now)
+                        suppress(session, rt.suppression_key, Channel.SMS, contact.phone, "carrier opt-out (21610)",
+                                 now)
         return Response(status_code=204)
 
     return await run_in_threadpool(apply)
@@ -258,7 +252,8 @@ async def twilio_inbound(request: Request) -> Response:
                 changed = False
                 if contact is not None:
                     method = ConsentMethod.SMS_KEYWORD if kind == ReplyKind.OPT_OUT else ConsentMethod.SMS_TEXT
-                    changed = bool(unsubscribe(session, rt, contact, [Channel.SMS], method, now, "patient:sms"))
+                    changed = bool(unsubscribe(session, rt.campaigns, contact, [Channel.SMS], method, now,
+                                               "patient:sms"))
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: opt-out"
                 # Twilio answers the exact keywords itself; a free-text opt-out we confirm, once.
@@ -267,9 +262,11 @@ async def twilio_inbound(request: Request) -> Response:
                              f"Reply START to opt back in.")
             elif kind == ReplyKind.OPT_IN:
                 if contact is not None and _had_sms_consent(session, contact):
-                    grant_consent(session, contact, ConsentGrant(Channel.SMS, ConsentMethod.SMS_KEYWORD,
-                                                                 wording_text=f"replied {classification.matched!r}"),
-                                  now, "patient:sms")
+                    # The person re-affirms the texting consent they gave before: recorded with the
+                    # current SMS wording (which names STOP and START) and the keyword they sent.
+                    grant_consent(session, load_wording(settings.policy_dir), contact,
+                                  ConsentGrant(Channel.SMS, ConsentMethod.SMS_KEYWORD,
+                                               note=f"replied {classification.matched!r}"), now, "patient:sms")
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: opt-in keyword"
             elif kind == ReplyKind.HELP:
@@ -294,7 +291,7 @@ async def twilio_inbound(request: Request) -> Response:
 
 def _had_sms_consent(session: Session, contact: Contact) -> bool:
     """START only restores texting for someone who agreed to it before (never creates consent)."""
-    if contact.sms_blocked and not contact.sms_blocked.startswith("opted_out"):
+    if not consent_can_lift(contact, Channel.SMS):
         return False  # invalid number, carrier block...: a keyword cannot lift that
     return session.scalar(select(ConsentRecord.id).where(
         ConsentRecord.contact_id == contact.id, ConsentRecord.channel == Channel.SMS,
@@ -397,30 +394,29 @@ def _apply_sendgrid_event(session: Session, rt: Runtime, event: dict[str, Any], 
         if str(event.get("type", "bounce")) == "bounce":  # hard bounce; "blocked" is a soft one
             _move_forward(message, MessageStatus.BOUNCED, now)
             message.last_error = f"bounced: {detail.get('reason', '')}"[:500]
-            _stop_email(session, rt, contact, "bounced", now, suppress_it=True)
+            _stop_email(session, rt, contact, BlockReason.BOUNCED, "", now, suppress_it=True)
     elif kind == "dropped":
         _move_forward(message, MessageStatus.FAILED, now)
         reason = str(event.get("reason", ""))
         message.last_error = f"dropped: {reason}"[:500]
         if any(word in reason.lower() for word in ("bounce", "unsubscribe", "spam", "invalid")):
-            _stop_email(session, rt, contact, f"dropped: {reason}", now, suppress_it=False)
+            _stop_email(session, rt, contact, BlockReason.DROPPED, reason, now, suppress_it=False)
     elif kind == "spamreport":
-        _stop_email(session, rt, contact, "spam complaint", now, suppress_it=True)
+        _stop_email(session, rt, contact, BlockReason.COMPLAINED, "", now, suppress_it=True)
     elif kind in ("unsubscribe", "group_unsubscribe"):
         if contact is not None:
-            unsubscribe(session, rt, contact, [Channel.EMAIL], ConsentMethod.PROVIDER, now, "patient:sendgrid")
+            unsubscribe(session, rt.campaigns, contact, [Channel.EMAIL], ConsentMethod.PROVIDER, now,
+                        "patient:sendgrid")
     return 1
 
 
-def _stop_email(session: Session, rt: Runtime, contact: Contact | None, reason: str, now: datetime,
-                *, suppress_it: bool) -> None:
+def _stop_email(session: Session, rt: Runtime, contact: Contact | None, reason: BlockReason, detail: str,
+                now: datetime, *, suppress_it: bool) -> None:
     if contact is None:
         return
-    if blocked_reason(contact, Channel.EMAIL) is None or blocked_reason(contact, Channel.EMAIL).startswith("opted_out"):  # type: ignore[union-attr]
-        contact.email_blocked = reason[:200]
-        add_event(session, "channel_blocked", now, contact_id=contact.id, channel="email", reason=reason)
+    block_channel(session, contact, Channel.EMAIL, reason, detail, now, "webhook:sendgrid")
     if suppress_it and contact.email:
-        suppress(session, rt, Channel.EMAIL, contact.email, reason, now)
+        suppress(session, rt.suppression_key, Channel.EMAIL, contact.email, block_text(reason, detail), now)
 
 
 # -- Booking webhook -------------------------------------------------------------------------------

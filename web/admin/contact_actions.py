@@ -1,8 +1,9 @@
-"""What staff do to a contact, shared by the web pages and the JSON API (thin over enrollment.py).
+"""What staff do to a contact, shared by the web pages and the JSON API: thin over the `contacts`
+services, which hold the rules.
 
 Each function takes the session and `now`, records consent with its method (STAFF from the UI,
-API from the JSON API) and the consent wording the person agreed to, and leaves the commit to the
-caller.
+API from the JSON API) and the clinic's current consent wording (version and exact text), and
+leaves the commit to the caller.
 """
 
 from __future__ import annotations
@@ -15,18 +16,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from patient_drip.contacts.changes import parse_contact_input, upsert_contact
+from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
+from patient_drip.contacts.enrollment import enroll, mark_booked, unsubscribe
 from patient_drip.contacts.fields import FieldError
-from patient_drip.contacts.enrollment import (
-    ConsentGrant,
-    consent_wording,
-    enroll,
-    grant_consent,
-    mark_booked,
-    parse_contact_input,
-    unsubscribe,
-    upsert_contact,
-)
-from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, Event, InboundMessage, Message, ConsentRecord
+from patient_drip.models import Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime
 
 UNSUBSCRIBE_CHOICES = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
@@ -42,18 +36,17 @@ class ActionError(Exception):
 
 def record_consent(session: Session, rt: Runtime, contact: Contact, channels: Iterable[str], method: ConsentMethod,
                    now: datetime, actor: str, *, ip: str | None = None, user_agent: str | None = None) -> list[str]:
-    """Grant consent on `channels` with the current wording as proof; returns the channels granted."""
-    wording = consent_wording(rt.settings.policy_dir)
+    """Grant consent on `channels` with the current wording as proof; returns the channels granted.
+    Raises `ActionError` naming the missing address."""
+    wording = load_wording(rt.settings.policy_dir)
     granted = []
     for name in channels:
-        channel = Channel(name)
-        if (channel == Channel.EMAIL and not contact.email) or (channel == Channel.SMS and not contact.phone):
-            field = "email" if channel == Channel.EMAIL else "phone"
-            raise ActionError(f"consent to {'emails' if channel == Channel.EMAIL else 'text messages'} needs "
-                              f"{'an email address' if channel == Channel.EMAIL else 'a mobile number'}", field)
-        version, text = wording[channel.value]
-        grant_consent(session, contact, ConsentGrant(channel, method, version, text, ip, user_agent), now, actor)
-        granted.append(channel.value)
+        grant = ConsentGrant(Channel(name), method, ip_address=ip, user_agent=user_agent)
+        try:
+            grant_consent(session, wording, contact, grant, now, actor)
+        except FieldError as exc:
+            raise ActionError(exc.message, exc.field) from None
+        granted.append(name)
     return granted
 
 
@@ -64,7 +57,7 @@ def enroll_contact(session: Session, rt: Runtime, contact: Contact, campaign_id:
     if campaign_id not in rt.campaigns:
         raise ActionError(f"there is no campaign {campaign_id!r}", "campaign")
     record_consent(session, rt, contact, consent, method, now, actor, ip=ip, user_agent=user_agent)
-    return enroll(session, rt, contact, rt.campaign(campaign_id), now, actor, source=source)
+    return enroll(session, contact, rt.campaign(campaign_id), now, actor, source=source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +83,11 @@ def create_contact(session: Session, rt: Runtime, raw: Mapping[str, Any], consen
         raise FieldError("email", "add an email address to record consent to emails")
     if campaign_id is not None and campaign_id not in rt.campaigns:
         raise ActionError(f"there is no campaign {campaign_id!r}", "campaign")
-    contact, created = upsert_contact(session, rt, data, now, actor)  # records "contact_created" with the actor
+    contact, created = upsert_contact(session, rt.suppression_key, data, now, actor)
     record_consent(session, rt, contact, consent, method, now, actor, ip=ip, user_agent=user_agent)
     enrollment = None
     if campaign_id is not None:
-        enrollment = enroll(session, rt, contact, rt.campaign(campaign_id), now, actor, source=source)
+        enrollment = enroll(session, contact, rt.campaign(campaign_id), now, actor, source=source)
     return Created(contact, created, enrollment)
 
 
@@ -103,7 +96,8 @@ def unsubscribe_contact(session: Session, rt: Runtime, contact: Contact, choice:
     """Stop `choice` (email, sms or all). Returns the channels that changed."""
     if choice not in UNSUBSCRIBE_CHOICES:
         raise ActionError("channel must be email, sms or all", "channel")
-    return [str(c) for c in unsubscribe(session, rt, contact, UNSUBSCRIBE_CHOICES[choice], method, now, actor)]
+    return [str(c) for c in unsubscribe(session, rt.campaigns, contact, UNSUBSCRIBE_CHOICES[choice], method, now,
+                                        actor)]
 
 
 def booked(session: Session, contact: Contact, now: datetime, actor: str, source: str) -> int:
@@ -129,6 +123,7 @@ EVENT_TITLES = {
     "message_reconciled": "Message outcome reconciled",
     "message_needs_review": "Message needs review",
     "channel_blocked": "Channel blocked",
+    "channel_unblocked": "Channel unblocked",
     "crisis_flagged": "Reply flagged as possible crisis",
     "sms_reply": "Text reply classified",
 }

@@ -29,14 +29,9 @@ from patient_drip.web.admin.contact_queries import (
     find_contacts,
 )
 from patient_drip.contacts.fields import FieldError
-from patient_drip.contacts.enrollment import (
-    AlreadyEnrolled,
-    EnrollmentError,
-    consent_wording,
-    lookup_contact,
-    set_paused,
-    usable_channels,
-)
+from patient_drip.contacts.changes import ContactNotFound, lookup_contact
+from patient_drip.contacts.consent import consent_wording
+from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, set_paused, usable_channels
 from patient_drip.models import audit
 from patient_drip.models import ConsentMethod, Contact, Enrollment, EnrollmentStatus, Message
 from patient_drip.runtime import Runtime
@@ -166,7 +161,7 @@ def enroll_submit(request: Request, user: StaffUser, now: NowDep,
             session.rollback()
             try:
                 existing = lookup_contact(session, email=email or None, phone=phone or None)
-            except (FieldError, EnrollmentError):
+            except (FieldError, ContactNotFound):
                 existing = None
             session.rollback()
             return _enroll_form(request, user, values, {"form": str(exc)}, 409, existing=existing)
@@ -246,7 +241,7 @@ def contact_pause(request: Request, contact_id: int, user: StaffUser, session: S
         return _not_found(request, user, "This enrollment")
     if action not in ("pause", "resume"):
         return _contact_error(request, user, session, contact_id, "Choose pause or resume.")
-    set_paused(session, _rt(request), enrollment, action == "pause", now, user.actor)
+    set_paused(session, _rt(request).campaigns, enrollment, action == "pause", now, user.actor)
     session.commit()
     return redirect(f"/admin/contacts/{contact_id}", "paused" if action == "pause" else "resumed")
 

@@ -23,7 +23,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from patient_drip.web.admin.auth import StaffUser
 from patient_drip.web.admin.common import redirect, render
-from patient_drip.contacts.importer import KNOWN_COLUMNS, ImportFileError, ImportReport, import_csv, read_rows
+from patient_drip.contacts.import_rows import KNOWN_COLUMNS, ImportFileError, read_rows
+from patient_drip.contacts.importer import ImportReport, import_csv
 from patient_drip.runtime import Runtime
 from patient_drip.web.deps import CurrentUser, NowDep
 

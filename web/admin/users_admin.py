@@ -10,10 +10,17 @@ from sqlalchemy import select
 
 from patient_drip.web.admin.auth import AdminUser, end_all_sessions
 from patient_drip.web.admin.common import ROLE_HELP, redirect, render
+from patient_drip.accounts.users import (
+    AccountError,
+    change_role,
+    create_user,
+    disable_user,
+    enable_user,
+    generate_password,
+    reset_password,
+)
 from patient_drip.contacts.fields import FieldError
-from patient_drip.models import audit
 from patient_drip.models import AuditEntry, User
-from patient_drip.accounts.users import Role, create_user, generate_password, hash_password
 from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -61,16 +68,11 @@ def user_disable(request: Request, user_id: int, user: AdminUser, session: Sessi
     target = _target(session, user_id)
     if target is None:
         return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
-    if target.id == user.id:
-        return _users_page(request, user, session, errors={"form": "You cannot disable your own account."},
-                           status_code=400)
-    if target.role == Role.ADMIN and not session.scalar(select(User.id).where(
-            User.role == Role.ADMIN, User.disabled.is_(False), User.id != target.id).limit(1)):
-        return _users_page(request, user, session, errors={"form": "This is the last active admin."},
-                           status_code=400)
-    target.disabled = True
+    try:
+        disable_user(session, target, now, user.actor, acting_user_id=user.id)
+    except AccountError as exc:
+        return _users_page(request, user, session, errors={"form": str(exc)}, status_code=400)
     end_all_sessions(session, target.id, now)
-    audit(session, user.actor, "user_disabled", now, user=target.email)
     session.commit()
     return redirect("/admin/users", "user_disabled")
 
@@ -80,10 +82,25 @@ def user_enable(request: Request, user_id: int, user: AdminUser, session: Sessio
     target = _target(session, user_id)
     if target is None:
         return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
-    target.disabled = False
-    audit(session, user.actor, "user_enabled", now, user=target.email)
+    enable_user(session, target, now, user.actor)
     session.commit()
     return redirect("/admin/users", "user_enabled")
+
+
+@router.post("/users/{user_id}/role", response_class=HTMLResponse)
+def user_change_role(request: Request, user_id: int, user: AdminUser, session: SessionDep, now: NowDep,
+                     role: Annotated[str, Form(max_length=20)]) -> Response:
+    target = _target(session, user_id)
+    if target is None:
+        return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
+    try:
+        change_role(session, target, role, now, user.actor)
+    except FieldError as exc:
+        return _users_page(request, user, session, errors={exc.field: exc.message}, status_code=400)
+    except AccountError as exc:
+        return _users_page(request, user, session, errors={"form": str(exc)}, status_code=400)
+    session.commit()
+    return redirect("/admin/users", "user_role_changed")
 
 
 @router.post("/users/{user_id}/password", response_class=HTMLResponse)
@@ -92,10 +109,8 @@ def user_reset_password(request: Request, user_id: int, user: AdminUser, session
     target = _target(session, user_id)
     if target is None:
         return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
-    password = generate_password()
-    target.password_hash = hash_password(password)
+    password = reset_password(session, target, now, user.actor)
     end_all_sessions(session, target.id, now)
-    audit(session, user.actor, "user_password_reset", now, user=target.email)
     session.commit()
     return _users_page(request, user, session, created=(target.email, password))
 

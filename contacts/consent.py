@@ -1,0 +1,177 @@
+"""Consent: grants and withdrawals, each recorded in the append-only ledger with its proof.
+
+A grant always stores the wording version the person agreed to *and its exact text* from
+`policy/consent_wording.yaml` (an unknown version is refused; none given means the current one,
+which every staff screen shows), the method, the actor, the IP address and user agent where there
+is one, and a note saying how it came (a keyword reply, an imported file...). Fresh consent lifts an
+earlier opt-out, never any other block. A withdrawal stores method, actor, IP/user agent and note,
+and blocks the channel as opted out.
+
+Every entry point calls `grant_consent` / `withdraw_consent`; the bulk importer applies the same
+`require_address` + `apply_grant` + `grant_rows` to its in-memory state and inserts the rows itself.
+May import `models`, `contacts.fields`, `contacts.records`, `contacts.blocks`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import yaml
+from sqlalchemy.orm import Session
+
+from patient_drip.contacts.blocks import BlockReason, Blockable, block_channel, blocked_reason, clear_block, unblock_rows
+from patient_drip.contacts.fields import FieldError
+from patient_drip.contacts.records import ConsentRow, Row, add_rows, audit_row, event_row
+from patient_drip.models import Channel, ConsentAction, ConsentMethod, Contact
+
+WORDING_FILE = "consent_wording.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Wording:
+    """One published consent wording: its version id and the exact text shown."""
+
+    version: str
+    text: str
+
+
+class UnknownWording(FieldError):
+    """A consent wording version that `policy/consent_wording.yaml` does not publish."""
+
+    def __init__(self, channel: Channel, version: str, known: list[str]) -> None:
+        super().__init__("wording_version", f"{version!r} is not a published {channel} consent wording in "
+                                            f"policy/{WORDING_FILE} (published: {', '.join(known) or 'none'})")
+
+
+@dataclass(frozen=True)
+class ConsentWording:
+    """Every published consent wording per channel, and which one forms show now."""
+
+    current: dict[Channel, str]
+    versions: dict[Channel, dict[str, str]]
+
+    def wording(self, channel: Channel, version: str | None = None) -> Wording:
+        """The wording `version` of `channel` (default: the current one). Raises `UnknownWording`."""
+        chosen = version or self.current[channel]
+        text = self.versions[channel].get(chosen)
+        if text is None:
+            raise UnknownWording(channel, chosen, sorted(self.versions[channel]))
+        return Wording(chosen, text)
+
+    def shown(self) -> dict[str, tuple[str, str]]:
+        """The current (version, text) per channel name, as the forms show them."""
+        return {channel.value: (self.current[channel], self.versions[channel][self.current[channel]])
+                for channel in (Channel.EMAIL, Channel.SMS)}
+
+
+@lru_cache(maxsize=4)
+def load_wording(policy_dir: Path) -> ConsentWording:
+    """Read `policy_dir/consent_wording.yaml` (whitespace in each text folded to single spaces)."""
+    data = yaml.safe_load((policy_dir / WORDING_FILE).read_text(encoding="utf-8"))
+    current: dict[Channel, str] = {}
+    versions: dict[Channel, dict[str, str]] = {}
+    for channel in (Channel.EMAIL, Channel.SMS):
+        versions[channel] = {str(v): " ".join(str(text).split()) for v, text in data[channel]["versions"].items()}
+        current[channel] = str(data[channel]["current"])
+        if current[channel] not in versions[channel]:
+            raise UnknownWording(channel, current[channel], sorted(versions[channel]))
+    return ConsentWording(current, versions)
+
+
+def consent_wording(policy_dir: Path) -> dict[str, tuple[str, str]]:
+    """The current (version, text) of the consent wording per channel name (what forms show)."""
+    return load_wording(policy_dir).shown()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentGrant:
+    """What an entry point knows about a grant; the wording text is always looked up, never given."""
+
+    channel: Channel
+    method: ConsentMethod
+    wording_version: str | None = None  # None: the current wording (what staff screens show)
+    ip_address: str | None = None
+    user_agent: str | None = None
+    note: str = ""
+
+
+class Consentable(Blockable, Protocol):
+    """What the consent rules read and write: a `Contact`, or the importer's copy of one."""
+
+    email: str | None
+    phone: str | None
+    email_consent: bool
+    sms_consent: bool
+
+
+def require_address(contact: Consentable, channel: Channel) -> None:
+    """Consent to a channel needs the address to use it: raises `FieldError` (email / phone) otherwise."""
+    if channel == Channel.EMAIL and not contact.email:
+        raise FieldError("email", "consent to emails needs an email address")
+    if channel == Channel.SMS and not contact.phone:
+        raise FieldError("phone", "consent to text messages needs a mobile number")
+
+
+def apply_grant(contact: Consentable, channel: Channel) -> BlockReason | None:
+    """Consent on `channel` in memory: the flag goes on and an opt-out is lifted (no other block).
+    Returns the block lifted, if any."""
+    if channel == Channel.EMAIL:
+        contact.email_consent = True
+    else:
+        contact.sms_consent = True
+    if blocked_reason(contact, channel) == BlockReason.OPTED_OUT:
+        return clear_block(contact, channel)
+    return None
+
+
+def grant_rows(contact_id: int | None, grant: ConsentGrant, wording: Wording, lifted: BlockReason | None,
+               now: datetime, actor: str) -> list[Row]:
+    """The ledger, timeline and audit rows of one grant, in the order they are written."""
+    rows: list[Row] = [
+        ConsentRow(contact_id, str(grant.channel), str(ConsentAction.GRANTED), str(grant.method), wording.version,
+                   wording.text, grant.ip_address, (grant.user_agent or "")[:400] or None, actor, grant.note[:400], now),
+        event_row("consent_granted", now, contact_id, channel=str(grant.channel), method=str(grant.method),
+                  wording_version=wording.version),
+        audit_row(actor, "consent_granted", now, contact_id, channel=str(grant.channel), method=str(grant.method),
+                  wording_version=wording.version),
+    ]
+    if lifted is not None:
+        rows += unblock_rows(contact_id, grant.channel, lifted, now, actor)
+    return rows
+
+
+def grant_consent(session: Session, wording: ConsentWording, contact: Contact, grant: ConsentGrant, now: datetime,
+                  actor: str) -> None:
+    """Record consent with its proof (version and exact text from `wording`); fresh consent lifts an
+    earlier opt-out. Raises `UnknownWording`, or `FieldError` when the contact lacks the address."""
+    shown = wording.wording(grant.channel, grant.wording_version)
+    require_address(contact, grant.channel)
+    lifted = apply_grant(contact, grant.channel)
+    contact.updated_at = now
+    add_rows(session, grant_rows(contact.id, grant, shown, lifted, now, actor))
+
+
+def withdraw_consent(session: Session, contact: Contact, channel: Channel, method: ConsentMethod, now: datetime,
+                     actor: str, *, note: str = "", ip_address: str | None = None,
+                     user_agent: str | None = None) -> bool:
+    """Record the withdrawal and block the channel as opted out (a stronger block stays).
+    Returns False if consent was already withdrawn (the record is written all the same)."""
+    consented = contact.email_consent if channel == Channel.EMAIL else contact.sms_consent
+    already = not consented and blocked_reason(contact, channel) is not None
+    if channel == Channel.EMAIL:
+        contact.email_consent = False
+    else:
+        contact.sms_consent = False
+    contact.updated_at = now
+    add_rows(session, [
+        ConsentRow(contact.id, str(channel), str(ConsentAction.WITHDRAWN), str(method), None, None, ip_address,
+                   (user_agent or "")[:400] or None, actor, note[:400], now),
+        event_row("consent_withdrawn", now, contact.id, channel=str(channel), method=str(method)),
+        audit_row(actor, "consent_withdrawn", now, contact.id, channel=str(channel), method=str(method), note=note),
+    ])
+    block_channel(session, contact, channel, BlockReason.OPTED_OUT, str(method), now, actor)
+    return not already
