@@ -300,3 +300,19 @@ def test_migration_0003_gives_existing_blocks_their_kind(tmp_path: Path):
     engine.dispose()
     assert kinds == ["opted_out", "suppressed", "failed", "bounced", "complained", "dropped", "erased", "failed"]
     assert sms == {None}
+
+
+def test_an_admin_changes_a_role_from_the_users_page_and_it_is_audited(art, web, clock):
+    admin = add_user(art, "admin", "boss@clinic.test")
+    staff = add_user(art, "staff", "desk@clinic.test")
+    csrf = sign_in_as(web, art, admin, clock.now)
+    page = web.get("/admin/users")
+    assert f'action="/admin/users/{staff.id}/role"' in page.text
+    changed = web.post(f"/admin/users/{staff.id}/role", data={"role": "marketing", "csrf_token": csrf})
+    assert changed.status_code == 303
+    assert "Role changed." in web.get(changed.headers["location"]).text
+    refused = web.post(f"/admin/users/{staff.id}/role", data={"role": "owner", "csrf_token": csrf})
+    assert refused.status_code == 400 and "desk@clinic.test:" in refused.text
+    with art.sessions() as session:
+        assert session.scalar(select(User.role).where(User.id == staff.id)) == "marketing"
+        assert [a.action for a in session.scalars(select(AuditEntry).order_by(AuditEntry.id))] == ["user_role_changed"]

@@ -37,6 +37,7 @@ NOTICES = {
     "user_created": "User created.",
     "user_disabled": "User disabled. They can no longer sign in and their API tokens stop working.",
     "user_enabled": "User enabled.",
+    "user_role_changed": "Role changed. It applies from their next request.",
     "token_revoked": "Token revoked.",
     "password_changed": "Password changed. Other sessions of yours were signed out.",
     "channel_paused": "Channel paused for everyone.",

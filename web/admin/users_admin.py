@@ -96,7 +96,8 @@ def user_change_role(request: Request, user_id: int, user: AdminUser, session: S
     try:
         change_role(session, target, role, now, user.actor)
     except FieldError as exc:
-        return _users_page(request, user, session, errors={exc.field: exc.message}, status_code=400)
+        # Shown above the table, next to the user it concerns, not on the "Add a user" form's role field.
+        return _users_page(request, user, session, errors={"form": f"{target.email}: {exc.message}"}, status_code=400)
     except AccountError as exc:
         return _users_page(request, user, session, errors={"form": str(exc)}, status_code=400)
     session.commit()
