@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from patient_drip.accounts.sessions import end_all_sessions
 from patient_drip.contacts.fields import FieldError, normalize_email
 from patient_drip.models import User, audit
 
@@ -123,6 +124,7 @@ def disable_user(session: Session, user: User, now: datetime, actor: str, *, act
     if user.disabled:
         return False
     user.disabled = True
+    end_all_sessions(session, user.id, now)
     audit(session, actor, "user_disabled", now, user=user.email)
     return True
 
@@ -142,5 +144,21 @@ def reset_password(session: Session, user: User, now: datetime, actor: str, pass
     chosen = password or generate_password()
     _check_password(chosen)
     user.password_hash = hash_password(chosen)
+    end_all_sessions(session, user.id, now)  # whoever held the old password is signed out everywhere
     audit(session, actor, "user_password_reset", now, user=user.email)
     return chosen
+
+
+def change_own_password(session: Session, user: User, current: str, new: str, confirm: str, now: datetime,
+                        actor: str) -> None:
+    """The signed-in person changes their own password. Raises `FieldError` naming `current`, `new` or
+    `confirm`. Every session of theirs ends; the caller issues a fresh one for the device in use."""
+    if not verify_password(user.password_hash, current):
+        raise FieldError("current", "This is not your current password.")
+    if len(new) < MIN_PASSWORD:
+        raise FieldError("new", f"Use at least {MIN_PASSWORD} characters.")
+    if new != confirm:
+        raise FieldError("confirm", "The two new passwords are not the same.")
+    user.password_hash = hash_password(new)
+    end_all_sessions(session, user.id, now)
+    audit(session, actor, "password_changed", now)

@@ -316,3 +316,28 @@ def test_an_admin_changes_a_role_from_the_users_page_and_it_is_audited(art, web,
     with art.sessions() as session:
         assert session.scalar(select(User.role).where(User.id == staff.id)) == "marketing"
         assert [a.action for a in session.scalars(select(AuditEntry).order_by(AuditEntry.id))] == ["user_role_changed"]
+
+
+@pytest.mark.parametrize("how", ["cli-reset", "ui-reset", "cli-disable", "ui-disable", "own-change"])
+def test_a_password_reset_or_disable_ends_the_users_sessions_from_every_entry_point(how, art, web, cli, clock):
+    admin = add_user(art, "admin", "boss@clinic.test")
+    staff = add_user(art, "staff", "desk@clinic.test")
+    with TestClient(create_app(art, clock=clock), base_url="https://clinic.test", follow_redirects=False) as other_device:
+        sign_in_as(other_device, art, staff, clock.now)
+        assert other_device.get("/admin/contacts", follow_redirects=False).status_code == 200
+        if how.startswith("cli"):
+            cli("users", "reset-password" if how == "cli-reset" else "disable", "desk@clinic.test")
+        elif how == "own-change":
+            with TestClient(create_app(art, clock=clock), base_url="https://clinic.test", follow_redirects=False) as this_device:
+                csrf = sign_in_as(this_device, art, staff, clock.now)
+                changed = this_device.post("/admin/account/password", data={
+                    "current": "correct horse battery", "new": "another long passphrase",
+                    "confirm": "another long passphrase", "csrf_token": csrf})
+                assert changed.status_code == 303
+                assert this_device.get("/admin/contacts", follow_redirects=False).status_code == 200  # kept
+        else:
+            csrf = sign_in_as(web, art, admin, clock.now)
+            action = "password" if how == "ui-reset" else "disable"
+            assert web.post(f"/admin/users/{staff.id}/{action}", data={"csrf_token": csrf}).status_code in (200, 303)
+        stale = other_device.get("/admin/contacts", follow_redirects=False)
+        assert stale.status_code == 303 and "/admin/login" in stale.headers["location"]

@@ -9,11 +9,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from patient_drip.accounts.api_tokens import new_api_token, token_digest
-from patient_drip.web.admin.auth import AnyUser, end_all_sessions, issue_session, set_session_cookie
+from patient_drip.web.admin.auth import AnyUser, issue_session, set_session_cookie
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.models import audit
 from patient_drip.models import ApiToken, User
-from patient_drip.accounts.users import MIN_PASSWORD, hash_password, verify_password
+from patient_drip.accounts.users import MIN_PASSWORD, change_own_password
+from patient_drip.contacts.fields import FieldError
 from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -65,19 +66,13 @@ def password_change(request: Request, user: AnyUser, session: SessionDep, now: N
                     current: Annotated[str, Form(max_length=1000)], new: Annotated[str, Form(max_length=1000)],
                     confirm: Annotated[str, Form(max_length=1000)]) -> Response:
     row = session.get(User, user.id)
-    errors = {}
-    if row is None or not verify_password(row.password_hash, current):
-        errors["current"] = "This is not your current password."
-    elif len(new) < MIN_PASSWORD:
-        errors["new"] = f"Use at least {MIN_PASSWORD} characters."
-    elif new != confirm:
-        errors["confirm"] = "The two new passwords are not the same."
-    if errors or row is None:
-        return _page(request, user, session, errors=errors, status_code=400)
-    row.password_hash = hash_password(new)
-    end_all_sessions(session, row.id, now)  # other devices are signed out...
-    audit(session, user.actor, "password_changed", now)
-    value = issue_session(request.app.state.rt, session, row, now)  # ...this one stays signed in
+    if row is None:
+        return _page(request, user, session, errors={"current": "This is not your current password."}, status_code=400)
+    try:
+        change_own_password(session, row, current, new, confirm, now, user.actor)  # ends every other session
+    except FieldError as exc:
+        return _page(request, user, session, errors={exc.field: exc.message}, status_code=400)
+    value = issue_session(request.app.state.rt, session, row, now)  # this device stays signed in
     session.commit()
     response = redirect("/admin/account", "password_changed")
     set_session_cookie(response, request.app.state.rt, value)

@@ -41,6 +41,7 @@ from patient_drip.contacts.fields import FieldError, normalize_email
 from patient_drip.models import audit
 from patient_drip.models import User
 from patient_drip.runtime import Runtime
+from patient_drip.accounts.sessions import end_all_sessions, session_generation
 from patient_drip.accounts.users import Role, hash_password, verify_password
 from patient_drip.web.deps import ALL_ROLES, CurrentUser, Forbidden, NotAuthenticated, client_ip, read_session
 
@@ -105,21 +106,6 @@ class LoginThrottle:
 
 def _serializer(rt: Runtime) -> URLSafeSerializer:
     return URLSafeSerializer(rt.tokens.secret_key, salt=SESSION_SALT, signer_kwargs={"digest_method": hashlib.sha256})
-
-
-def _generation_key(user_id: int) -> str:
-    return f"admin_session_gen:{user_id}"
-
-
-def session_generation(session: Session, user_id: int) -> int:
-    value = db.get_kv(session, _generation_key(user_id))
-    return int(value) if value and value.isdigit() else 0
-
-
-def end_all_sessions(session: Session, user_id: int, now: datetime) -> None:
-    """Every existing session cookie of this user stops working (all processes)."""
-    db.set_kv(session, _generation_key(user_id), str(session_generation(session, user_id) + 1), now)
-    session.flush()
 
 
 def issue_session(rt: Runtime, session: Session, user: User, now: datetime) -> str:

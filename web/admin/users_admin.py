@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from patient_drip.web.admin.auth import AdminUser, end_all_sessions
+from patient_drip.web.admin.auth import AdminUser
 from patient_drip.web.admin.common import ROLE_HELP, redirect, render
 from patient_drip.accounts.users import (
     AccountError,
@@ -72,7 +72,6 @@ def user_disable(request: Request, user_id: int, user: AdminUser, session: Sessi
         disable_user(session, target, now, user.actor, acting_user_id=user.id)
     except AccountError as exc:
         return _users_page(request, user, session, errors={"form": str(exc)}, status_code=400)
-    end_all_sessions(session, target.id, now)
     session.commit()
     return redirect("/admin/users", "user_disabled")
 
@@ -111,7 +110,6 @@ def user_reset_password(request: Request, user_id: int, user: AdminUser, session
     if target is None:
         return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
     password = reset_password(session, target, now, user.actor)
-    end_all_sessions(session, target.id, now)
     session.commit()
     return _users_page(request, user, session, created=(target.email, password))
 
