@@ -22,7 +22,7 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parent.parent
 
 from patient_drip import db  # noqa: E402
-from patient_drip.dispatch.engine import Dispatcher  # noqa: E402
+from patient_drip.dispatch.pipeline import Dispatcher  # noqa: E402
 from patient_drip.models import Enrollment, Message, MessageStatus  # noqa: E402
 from patient_drip.content.rendering import sms_info  # noqa: E402
 from patient_drip.runtime import build_runtime  # noqa: E402

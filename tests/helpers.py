@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from patient_drip.dispatch.engine import DispatchSummary, Dispatcher
+from patient_drip.dispatch.pipeline import DispatchSummary, Dispatcher
 from patient_drip.contacts.enrollment import ConsentGrant, enroll, grant_consent, parse_contact_input, upsert_contact
 from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, Message
 from patient_drip.runtime import Runtime

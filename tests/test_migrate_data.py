@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from patient_drip import db
 from conftest import make_settings
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.contacts.enrollment import parse_contact_input, suppress, upsert_contact
 from helpers import add_contact
 from patient_drip.migrate_data import copy_order, migrate_data, migrate_data_command
