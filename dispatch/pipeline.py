@@ -138,13 +138,6 @@ class Dispatcher:
             self._run_pooled(now, max_batches, summary)
         return summary
 
-    def process(self, enrollment_id: int, now: datetime) -> str:
-        """Take one claimed enrollment one step forward. Never raises for a single bad row."""
-        works, outcomes = self._prepare_ids([enrollment_id], now)
-        if not works:
-            return outcomes[0] if outcomes else Outcome.ERROR
-        return self._record([self._send(work) for work in works], now)[0]
-
     # -- the pass ---------------------------------------------------------------------------
 
     def _more_batches(self, batches: int, max_batches: int | None) -> bool:
