@@ -26,9 +26,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from patient_drip.providers.types import Channel
-
-__all__ = ["Channel"]  # re-exported: models and their users name one `Channel` (providers.types)
+# The one `Channel` (providers never import models); re-exported for the code that imports it from here.
+from patient_drip.providers.types import Channel  # noqa: F401
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere for a million-contact table.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

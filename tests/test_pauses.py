@@ -80,11 +80,12 @@ def test_admin_pauses_and_resumes_with_an_event_and_an_audit_row(client, srt, cl
     assert_one_of_each(srt, EventKind.CHANNEL_RESUMED, Channel.SMS, user.email)
 
 
-def test_drip_resume_resumes_with_an_event_and_an_audit_row(rt, clock, monkeypatch):
+def test_drip_resume_resumes_with_an_event_and_an_audit_row(rt, clock, monkeypatch, tmp_path):
     with rt.sessions() as session, session.begin():
         pause_channel(session, Channel.SMS, "provider refused: credentials", clock.now, "worker:w1")
     monkeypatch.setenv("DRIP_DATABASE_URL", rt.settings.database_url)
     monkeypatch.setenv("DRIP_PUBLIC_URL", "https://clinic.test")
+    monkeypatch.chdir(tmp_path)  # no stray .env
     runner = CliRunner()
     resumed = runner.invoke(main, ["resume", "sms"], catch_exceptions=False)
     assert resumed.exit_code == 0 and "sms delivery resumed (was paused: " in resumed.output
