@@ -6,9 +6,7 @@ Errors a user can cause print one clear line and exit non-zero; a stack trace is
 from __future__ import annotations
 
 import csv
-import io
 import json
-import logging
 import os
 import socket
 import sys
@@ -182,7 +180,7 @@ def worker() -> None:
 @friendly
 def send_due() -> None:
     """One dispatch pass of everything due now, then exit with a summary."""
-    from patient_drip.dispatch.engine import Dispatcher
+    from patient_drip.dispatch.pipeline import Dispatcher
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
@@ -367,17 +365,14 @@ def forget(email: str | None, phone: str | None, yes: bool) -> None:
 @friendly
 def resume(channel: str) -> None:
     """Resume a channel that was paused because the provider refused our credentials."""
-    from patient_drip.dispatch.engine import pause_key
-    from patient_drip.models import audit
+    from patient_drip.dispatch.pauses import resume_channel
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        reason = db.get_kv(session, pause_key(channel))
-        if not reason:
-            click.echo(f"{channel} delivery is not paused")
-            return
-        db.delete_kv(session, pause_key(channel))
-        audit(session, CLI_ACTOR, "channel_resumed", utcnow(), channel=channel, paused_because=reason)
+        reason = resume_channel(session, Channel(channel), utcnow(), CLI_ACTOR)
+    if reason is None:
+        click.echo(f"{channel} delivery is not paused")
+        return
     click.echo(f"{channel} delivery resumed (was paused: {reason})")
 
 

@@ -26,6 +26,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+# The one `Channel` (providers never import models); re-exported for the code that imports it from here.
+from patient_drip.providers.types import Channel  # noqa: F401
+
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere for a million-contact table.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -54,11 +57,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime()}
-
-
-class Channel(StrEnum):
-    EMAIL = "email"
-    SMS = "sms"
 
 
 class EnrollmentStatus(StrEnum):
@@ -122,6 +120,59 @@ class ConsentMethod(StrEnum):
     PROVIDER = "provider"  # bounce, complaint, carrier opt-out
     API = "api"
     CLI = "cli"
+
+
+class EventKind(StrEnum):
+    """Every `Event.kind` written anywhere (the contact timeline). A StrEnum, so stored and compared
+    as its plain string; `add_event` also takes a plain string (webhooks build `sms_*`/`email_*`
+    from the provider's status names, which are listed here as far as we know them)."""
+
+    # contacts
+    CONTACT_CREATED = "contact_created"
+    CONSULTATION_REQUESTED = "consultation_requested"
+    CONSENT_GRANTED = "consent_granted"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+    ENROLLED = "enrolled"
+    PAUSED = "paused"  # one enrollment, by staff
+    RESUMED = "resumed"
+    BOOKED = "booked"
+    CLICKED = "clicked"
+    CHANNEL_BLOCKED = "channel_blocked"  # one contact's channel
+    SMS_REPLY = "sms_reply"
+    CRISIS_FLAGGED = "crisis_flagged"
+    # dispatch
+    MESSAGE_SENT = "message_sent"
+    MESSAGE_SKIPPED = "message_skipped"
+    MESSAGE_RETRY = "message_retry"
+    MESSAGE_FAILED = "message_failed"
+    MESSAGE_UNKNOWN = "message_unknown"
+    MESSAGE_RECONCILED = "message_reconciled"
+    MESSAGE_NEEDS_REVIEW = "message_needs_review"
+    ENROLLMENT_COMPLETED = "enrollment_completed"
+    ENROLLMENT_ENDED = "enrollment_ended"
+    CHANNEL_PAUSED = "channel_paused"  # for everyone
+    CHANNEL_RESUMED = "channel_resumed"
+    # provider receipts: Twilio status callbacks (`sms_<MessageStatus>`)
+    SMS_ACCEPTED = "sms_accepted"
+    SMS_QUEUED = "sms_queued"
+    SMS_SENDING = "sms_sending"
+    SMS_SENT = "sms_sent"
+    SMS_DELIVERED = "sms_delivered"
+    SMS_READ = "sms_read"
+    SMS_UNDELIVERED = "sms_undelivered"
+    SMS_FAILED = "sms_failed"
+    # provider receipts: SendGrid event webhook (`email_<event>`)
+    EMAIL_PROCESSED = "email_processed"
+    EMAIL_DELIVERED = "email_delivered"
+    EMAIL_DEFERRED = "email_deferred"
+    EMAIL_OPEN = "email_open"
+    EMAIL_CLICK = "email_click"
+    EMAIL_BOUNCE = "email_bounce"
+    EMAIL_DROPPED = "email_dropped"
+    EMAIL_SPAMREPORT = "email_spamreport"
+    EMAIL_UNSUBSCRIBE = "email_unsubscribe"
+    EMAIL_GROUP_UNSUBSCRIBE = "email_group_unsubscribe"
+    EMAIL_GROUP_RESUBSCRIBE = "email_group_resubscribe"
 
 
 class Contact(Base):
@@ -397,6 +448,7 @@ def add_event(
     message_id: int | None = None,
     **detail: Any,
 ) -> None:
+    """Append one entry to the contact timeline (`contact_id` None: a system-wide event)."""
     session.add(
         Event(
             kind=kind,

@@ -18,7 +18,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.exc import OperationalError
 
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.runtime import Runtime, utcnow
 
 log = logging.getLogger("drip.scheduler")

@@ -11,12 +11,11 @@ import os
 import resource
 import sys
 import time
-from pathlib import Path
 
 if os.environ.get("DRIP_BENCH_EXTRA_PATH"):  # to compare another implementation of a module
     sys.path.insert(0, os.environ["DRIP_BENCH_EXTRA_PATH"])
 
-from patient_drip.dispatch.engine import Dispatcher  # noqa: E402
+from patient_drip.dispatch.pipeline import Dispatcher  # noqa: E402
 from patient_drip.runtime import build_runtime, utcnow  # noqa: E402
 from patient_drip.settings import load_settings  # noqa: E402
 

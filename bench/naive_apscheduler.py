@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED  # noqa: E402
@@ -30,7 +29,8 @@ from apscheduler.schedulers.background import BackgroundScheduler  # noqa: E402
 from apscheduler.triggers.date import DateTrigger  # noqa: E402
 from apscheduler.util import datetime_to_utc_timestamp  # noqa: E402
 
-from patient_drip.providers.senders import Channel, OutgoingMessage, TwilioSender  # noqa: E402
+from patient_drip.providers.twilio import TwilioSender  # noqa: E402
+from patient_drip.providers.types import Channel, OutgoingMessage  # noqa: E402
 from support import TWILIO_SID, TWILIO_TOKEN, phone_for  # noqa: E402
 
 SENDER: TwilioSender | None = None

@@ -11,12 +11,13 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 
 from patient_drip.content.campaign import load_campaigns  # noqa: E402
 from patient_drip.content.rendering import Renderer  # noqa: E402
-from patient_drip.providers.senders import Channel, OutgoingMessage, SendGridSender, TwilioSender  # noqa: E402
+from patient_drip.providers.sendgrid import SendGridSender  # noqa: E402
+from patient_drip.providers.twilio import TwilioSender  # noqa: E402
+from patient_drip.providers.types import Channel, OutgoingMessage  # noqa: E402
 from support import ROOT, SENDGRID_KEY, TWILIO_SID, TWILIO_TOKEN, phone_for  # noqa: E402
 
 

@@ -191,7 +191,7 @@ def _unrecorded(engine) -> int:  # type: ignore[no-untyped-def]
 def phase_million(table: Table, sandbox: SandboxProcess, dbs: Databases, sizes: Sizes, kinds: list[str]) -> None:
     from sqlalchemy import text
 
-    from patient_drip.dispatch.engine import claim_due
+    from patient_drip.dispatch.queue import claim_due
     from patient_drip.runtime import build_runtime
     from patient_drip.settings import Settings
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from patient_drip.content.campaign import CampaignError, load_campaigns
+from patient_drip.content.context import message_context
 from patient_drip.models import Channel
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderError, Renderer, sms_info
 from patient_drip.settings import Settings
@@ -21,18 +22,10 @@ SAMPLE_LONG_FIRST_NAME = "Christopher"
 
 
 def sample_context(settings: Settings, step_id: str, channel: str, campaign_name: str) -> dict[str, str]:
-    tokens = LinkTokens("template-check")
-    return {
-        "first_name": SAMPLE_LONG_FIRST_NAME,
-        "clinic_name": settings.clinic_name,
-        "clinic_phone": settings.clinic_phone,
-        "clinic_address": settings.clinic_address,
-        "booking_link": f"{settings.public_url}/b/{tokens.booking(9_999_999)}",
-        "unsubscribe_link": f"{settings.public_url}/u/{tokens.unsubscribe(9_999_999, 99_999_999)}",
-        "campaign_name": campaign_name,
-        "step_id": step_id,
-        "channel": channel,
-    }
+    """The message context for checking a template: a long name and large ids (long links)."""
+    return message_context(settings, LinkTokens("template-check"), first_name=SAMPLE_LONG_FIRST_NAME,
+                           contact_id=9_999_999, message_id=99_999_999, campaign_name=campaign_name,
+                           step_id=step_id, channel=channel)
 
 
 def _relative(path: Path, root: Path) -> str:

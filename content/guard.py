@@ -36,13 +36,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from html import unescape as html_unescape
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from jinja2 import BaseLoader, ChainableUndefined, ChoiceLoader, DictLoader, FileSystemLoader, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
 from patient_drip.content.rendering import TEMPLATE_VARIABLES, BoundedSandbox, RenderedEmail
+from patient_drip.providers.types import Channel
 
 __all__ = [
     "RULES",
@@ -62,7 +63,6 @@ __all__ = [
 ]
 
 DEFAULT_POLICY_DIR = Path(__file__).resolve().parent.parent / "policy"
-Channel = Literal["email", "sms"]
 
 DISCREET_SUBJECT = "discreet-subject"
 DISCREET_SMS = "discreet-sms"
@@ -396,7 +396,7 @@ def _probe_render(name: str, loader: BaseLoader, channel: Channel) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template(name).render({**_MARKERS, "channel": channel})
+    return env.get_template(name).render({**_MARKERS, "channel": str(channel)})
 
 
 def _sources_as_output(sources: Iterable[str]) -> str:
@@ -582,7 +582,7 @@ def check_templates_dir(templates_dir: Path, policy: ContentPolicy | None = None
         except (UnicodeDecodeError, OSError) as exc:
             issues.append(GuardIssue(str(path), 1, UNREADABLE, f"cannot be read as UTF-8 text: {exc}"))
     for name, source in sources.items():
-        channel: Channel = "sms" if name.endswith(".txt") else "email"
+        channel = Channel.SMS if name.endswith(".txt") else Channel.EMAIL
         top = name.split("/", 1)[0]
         is_layout = Path(name).name.startswith("_") or top not in ("email", "sms")
         issues += check_template_source(

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from patient_drip.content.campaign import Campaign
-from patient_drip.dispatch.engine import message_context
+from patient_drip.content.context import message_context
 from patient_drip.models import Channel
 from patient_drip.content.rendering import Renderer, sms_info
 from patient_drip.settings import Settings
@@ -33,7 +33,8 @@ def simulate_campaign(settings: Settings, campaign: Campaign, renderer: Renderer
     tokens = LinkTokens(PREVIEW_KEY)
     result = []
     for index, step in enumerate(campaign.steps, start=1):
-        context = message_context(settings, tokens, first_name, 1, campaign, step, index)
+        context = message_context(settings, tokens, first_name=first_name, contact_id=1, message_id=index,
+                                  campaign_name=campaign.name, step_id=step.id, channel=step.channel)
         if step.channel == Channel.EMAIL:
             email = renderer.render_email(step.template, context)
             result.append(SimulatedMessage(step.id, "email", int(step.delay.total_seconds()), email.subject,

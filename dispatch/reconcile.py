@@ -16,10 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_drip.models import add_event
-from patient_drip.models import Channel, Enrollment, EnrollmentStatus, Message, MessageStatus
+from patient_drip.models import Channel, Enrollment, EnrollmentStatus, EventKind, Message, MessageStatus, add_event
 from patient_drip.runtime import Runtime
-from patient_drip.providers.senders import SendError
+from patient_drip.providers.types import FindsSent, SendError
 
 log = logging.getLogger("drip.reconcile")
 
@@ -51,11 +50,11 @@ def _reconcile_one(rt: Runtime, message_id: int, now: datetime) -> str:
         if message.provider in ("outbox", ""):
             return _resend(session, message, now, "outbox: nothing left the machine")
         if message.channel == Channel.SMS:
-            finder = getattr(rt.senders.get(Channel.SMS), "find_sent", None)
-            if finder is None:
+            sender = rt.senders.get(Channel.SMS)
+            if not isinstance(sender, FindsSent):
                 return _review(session, message, now, "no way to ask the SMS provider")
             try:
-                found = finder(message.to_address or "", attempted - timedelta(minutes=1))
+                found = sender.find_sent(message.to_address or "", attempted - timedelta(minutes=1))
             except SendError as exc:
                 if now - attempted > SMS_REVIEW_AFTER:
                     return _review(session, message, now, f"could not ask Twilio: {exc}")
@@ -67,8 +66,8 @@ def _reconcile_one(rt: Runtime, message_id: int, now: datetime) -> str:
                 message.provider_message_id = match.sid
                 message.sent_at = message.sent_at or attempted
                 message.updated_at = now
-                add_event(session, "message_reconciled", now, contact_id=message.contact_id, message_id=message.id,
-                          found=True)
+                add_event(session, EventKind.MESSAGE_RECONCILED, now, contact_id=message.contact_id,
+                          message_id=message.id, found=True)
                 log.info("reconciled message %s: Twilio has it (%s)", message.id, match.sid)
                 return "found"
             if now - attempted < SMS_LIST_GRACE:
@@ -88,7 +87,8 @@ def _resend(session: Session, message: Message, now: datetime, why: str) -> str:
     if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
         enrollment.next_due_at = now
         enrollment.claimed_by = None
-    add_event(session, "message_reconciled", now, contact_id=message.contact_id, message_id=message.id, found=False)
+    add_event(session, EventKind.MESSAGE_RECONCILED, now, contact_id=message.contact_id, message_id=message.id,
+              found=False)
     log.info("reconciled message %s: %s; queued again", message.id, why)
     return "resend"
 
@@ -101,6 +101,7 @@ def _review(session: Session, message: Message, now: datetime, why: str) -> str:
     if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
         enrollment.next_due_at = now  # the sequence continues; staff decide about this one message
         enrollment.claimed_by = None
-    add_event(session, "message_needs_review", now, contact_id=message.contact_id, message_id=message.id, reason=why)
+    add_event(session, EventKind.MESSAGE_NEEDS_REVIEW, now, contact_id=message.contact_id, message_id=message.id,
+              reason=why)
     log.warning("message %s needs staff review: %s", message.id, why)
     return "needs_review"

@@ -8,11 +8,10 @@ so two weeks pass in seconds. Usage: `make demo` (or `.venv/bin/python scripts/d
 from __future__ import annotations
 
 import socket
-import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parent.parent
 
 from patient_drip import db  # noqa: E402
-from patient_drip.dispatch.engine import Dispatcher  # noqa: E402
+from patient_drip.dispatch.pipeline import Dispatcher  # noqa: E402
 from patient_drip.models import Enrollment, Message, MessageStatus  # noqa: E402
 from patient_drip.content.rendering import sms_info  # noqa: E402
 from patient_drip.runtime import build_runtime  # noqa: E402

@@ -331,7 +331,7 @@ def settle_in_virtual_time(rt: Any, start: datetime, *, step: timedelta = timede
     (leases end, reconciliation grace periods pass) until nothing is due or unknown."""
     from sqlalchemy import func, select
 
-    from patient_drip.dispatch.engine import Dispatcher
+    from patient_drip.dispatch.pipeline import Dispatcher
     from patient_drip.models import Enrollment, Message, MessageStatus
     from patient_drip.dispatch.reconcile import reconcile_unknown
 
@@ -358,7 +358,7 @@ def settle_in_virtual_time(rt: Any, start: datetime, *, step: timedelta = timede
 
 
 def _worker_main() -> None:
-    from patient_drip.dispatch import engine as dispatch
+    from patient_drip.dispatch import queue as dispatch
     from patient_drip.dispatch import reconcile
     from patient_drip import scheduler
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from patient_drip.dispatch.engine import DispatchSummary, Dispatcher
+from patient_drip.dispatch.pipeline import DispatchSummary, Dispatcher
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.enrollment import enroll

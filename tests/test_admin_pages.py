@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, insert, select, text
 
 from patient_drip.web.admin.contact_queries import find_contacts
-from patient_drip.dispatch.engine import Dispatcher, pause_key
+from patient_drip.dispatch.pauses import pause_key
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact, messages_for
 from patient_drip.models import (
     ApiToken,

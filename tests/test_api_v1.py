@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from patient_drip.accounts.api_tokens import new_api_token, token_digest
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact
 from patient_drip.models import ApiToken, ConsentRecord, Contact, Enrollment, EnrollmentStatus, ExitReason
 from test_admin_auth import add_user, client, make_client, srt  # noqa: F401  (fixtures)

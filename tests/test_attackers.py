@@ -24,7 +24,7 @@ from twilio.request_validator import RequestValidator
 
 from patient_drip.web.admin.auth import SESSION_COOKIE, describe_auth
 from conftest import VirtualClock
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact
 from patient_drip.models import AuditEntry, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime

@@ -136,7 +136,7 @@ def sign_out(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_front_desk_enrolls_a_contact_reads_its_timeline_and_unsubscribes_it(page, server):
-    from patient_drip.dispatch.engine import Dispatcher
+    from patient_drip.dispatch.pipeline import Dispatcher
 
     page.goto("/admin/login")
     shot(page, "01-login")
@@ -257,7 +257,7 @@ def test_staff_imports_a_csv_with_one_bad_row(page, server, tmp_path):
 
 
 def test_every_page_renders_for_an_admin_at_laptop_and_tablet_width(page, server):
-    from patient_drip.dispatch.engine import Dispatcher
+    from patient_drip.dispatch.pipeline import Dispatcher
     from helpers import add_contact
     from patient_drip.models import InboundMessage
 

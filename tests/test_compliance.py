@@ -15,7 +15,7 @@ from twilio.request_validator import RequestValidator
 
 from patient_drip import db
 from conftest import make_settings
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact, contact, messages_for, run_until_done
 from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, ExitReason,
                     InboundMessage, MessageStatus)

@@ -249,7 +249,7 @@ def test_sqlite_locked_briefly_the_dispatcher_waits_its_turn(sqlite_url, clock):
     try:
         for index in range(5):
             add_contact(rt, clock.now, email=f"busy{index}@example.com", phone=f"+1312555{5000 + index}")
-        from patient_drip.dispatch.engine import Dispatcher
+        from patient_drip.dispatch.pipeline import Dispatcher
 
         with Locker(sqlite_url.removeprefix("sqlite:///"), 1.0):
             summary = Dispatcher(rt, "w").run_once(clock.now)

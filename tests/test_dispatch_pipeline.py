@@ -14,7 +14,8 @@ from sqlalchemy import func, select, update
 
 from patient_drip import db
 from conftest import ROOT, make_settings
-from patient_drip.dispatch.engine import COUNTERS, Dispatcher
+from patient_drip.dispatch.counters import COUNTERS
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact
 from patient_drip.models import Contact, Enrollment, Event, Message, MessageStatus
 from patient_drip.runtime import Runtime, build_runtime

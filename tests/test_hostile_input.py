@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 
 from patient_drip import db
 from conftest import _PG, START, VirtualClock, make_postgres_database, make_settings
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact
 from patient_drip.models import ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime, build_runtime

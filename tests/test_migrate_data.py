@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from patient_drip import db
 from conftest import make_settings
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.contacts.blocks import suppress
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from helpers import add_contact

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from patient_drip import db
 from conftest import VirtualClock, make_settings
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.contacts.importer import import_csv
 from patient_drip.logs import AccessLogFilter, RedactingFilter, configure_logging, redact
 from patient_drip.models import Message

@@ -223,7 +223,7 @@ def web_client() -> tuple[TestClient, Runtime]:
         path = Path(tempfile.mkdtemp(prefix="drip-webhook-props-")) / "drip.db"
         rt = runtime_for(f"sqlite:///{path}", twilio_auth_token=TOKEN, booking_webhook_secret=SECRET,
                          sendgrid_webhook_public_key=SIGNER.public_key)
-        from patient_drip.dispatch.engine import Dispatcher
+        from patient_drip.dispatch.pipeline import Dispatcher
         from helpers import add_contact
 
         add_contact(rt, START)

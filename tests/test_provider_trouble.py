@@ -19,10 +19,10 @@ import pytest
 from sqlalchemy import func, select
 
 from patient_drip import db
-from patient_drip.dispatch import engine as dispatch
+from patient_drip.dispatch import outcome as dispatch
 from chaos_support import audit_sandbox, drip_message_id, record_figures
 from conftest import VirtualClock, make_settings
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact
 from patient_drip.models import Enrollment, EnrollmentStatus, Event, Message, MessageStatus
 from patient_drip.dispatch.reconcile import reconcile_unknown

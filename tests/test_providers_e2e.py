@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from patient_drip import db
 from conftest import make_settings
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact, contact, messages_for, run_until_done
 from patient_drip.models import Contact, Enrollment, Message, MessageStatus
 from patient_drip.dispatch.reconcile import reconcile_unknown

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from patient_drip.dispatch.engine import Dispatcher
+from patient_drip.dispatch.pipeline import Dispatcher
 from helpers import add_contact, contact, messages_for
 from patient_drip.models import ConsentRecord, Contact, Enrollment, EnrollmentStatus, Event
 from patient_drip.web.app import create_app

@@ -13,17 +13,18 @@ from sandbox_fixture import make_sandbox, sandbox, webhook_sink  # noqa: F401
 from twilio.request_validator import RequestValidator
 
 from patient_drip.providers.sandbox import SandboxServer
-from patient_drip.providers.senders import (
+from patient_drip.providers.outbox import OutboxSender
+from patient_drip.providers.sendgrid import SendGridSender
+from patient_drip.providers.twilio import TwilioSender
+from patient_drip.providers.types import (
+    AccountSendError,
     AmbiguousSendError,
     AuthSendError,
     Channel,
-    OutboxSender,
     OutgoingMessage,
     PermanentSendError,
     Sender,
-    SendGridSender,
     TransientSendError,
-    TwilioSender,
 )
 
 CALLBACK_BASE = "http://127.0.0.1:9/webhooks/twilio/status"  # loopback, nothing listening
@@ -203,7 +204,7 @@ def test_twilio_recipient_errors_are_permanent(sandbox: SandboxServer, to: str, 
         twilio_sender(sandbox).send(sms(to=to))
     assert caught.value.code == code
     assert caught.value.reason == reason
-    assert not caught.value.affects_all_recipients
+    assert not isinstance(caught.value, AccountSendError)
     assert to not in str(caught.value)  # no phone numbers in reasons (they end up in logs)
     assert sandbox.messages("twilio") == []
 
@@ -313,14 +314,14 @@ def test_sendgrid_400_on_the_recipient_is_permanent(sandbox: SandboxServer, how:
     with pytest.raises(PermanentSendError) as caught:
         sendgrid_sender(sandbox).send(email(to=to))
     assert caught.value.reason.startswith("Invalid recipient address")
-    assert not caught.value.affects_all_recipients
+    assert not isinstance(caught.value, AccountSendError)
 
 
 def test_sendgrid_400_on_the_sender_address_affects_all_recipients(sandbox: SandboxServer) -> None:
     sandbox.add_fault("sendgrid", status=400, field="from.email", message="The from email does not contain a valid address.")
-    with pytest.raises(PermanentSendError) as caught:
+    with pytest.raises(AccountSendError) as caught:
         sendgrid_sender(sandbox).send(email())
-    assert caught.value.affects_all_recipients
+    assert isinstance(caught.value, AccountSendError) and not isinstance(caught.value, PermanentSendError)
 
 
 def test_sendgrid_wrong_api_key_is_auth_error(sandbox: SandboxServer) -> None:

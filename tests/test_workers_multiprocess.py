@@ -139,7 +139,7 @@ def test_claims_from_several_processes_never_overlap(database_url, tmp_path, pro
         "import json, sys\n"
         f"sys.path[:0] = [{str(ROOT / 'tests')!r}]\n"
         "from conftest import make_settings\n"
-        "from patient_drip.dispatch.engine import claim_due\n"
+        "from patient_drip.dispatch.queue import claim_due\n"
         "from patient_drip.runtime import build_runtime, utcnow\n"
         "rt = build_runtime(make_settings(sys.argv[1]))\n"
         "got = []\n"

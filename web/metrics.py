@@ -23,8 +23,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, select
 
-from patient_drip.dispatch.engine import COUNTERS, DispatchCounters, pause_key
-from patient_drip.models import Channel, Enrollment, EnrollmentStatus, KeyValue, Message, MessageStatus
+from patient_drip.dispatch.counters import COUNTERS, DispatchCounters
+from patient_drip.dispatch.pauses import paused_channels
+from patient_drip.models import Channel, Enrollment, EnrollmentStatus, Message, MessageStatus
 from patient_drip.runtime import Runtime
 from patient_drip.web.deps import ALL_ROLES, CurrentUser, api_require, get_now, get_runtime
 
@@ -55,8 +56,7 @@ def render(rt: Runtime, now: datetime, counters: DispatchCounters = COUNTERS) ->
         statuses = dict(session.execute(
             select(Message.status, func.count()).where(Message.status.in_([str(s) for s in WATCHED_STATUSES]))
             .group_by(Message.status)).all())
-        paused = {key for key, value in session.execute(select(KeyValue.key, KeyValue.value).where(
-            KeyValue.key.in_([pause_key(c) for c in Channel]))) if value}
+        paused = paused_channels(session)
         active = session.scalar(select(func.count()).select_from(Enrollment).where(
             Enrollment.status == EnrollmentStatus.ACTIVE)) or 0
     out.gauge("drip_queue_due", "Enrollments whose next message is due now (the dispatch queue).", due)
@@ -71,7 +71,7 @@ def render(rt: Runtime, now: datetime, counters: DispatchCounters = COUNTERS) ->
         out.sample("drip_messages_by_status", {"status": str(status)}, statuses.get(str(status), 0))
     out.family("drip_channel_paused", "gauge", "1 when a channel is paused (provider refused our credentials).")
     for channel in Channel:
-        out.sample("drip_channel_paused", {"channel": str(channel)}, int(pause_key(channel) in paused))
+        out.sample("drip_channel_paused", {"channel": str(channel)}, int(channel in paused))
     snapshot = counters.snapshot()
     out.family("drip_messages_total", "counter",
                "Provider calls made by this process, by channel and result "

@@ -49,7 +49,8 @@ from patient_drip.models import (
 )
 from patient_drip.contacts.replies import ReplyKind, classify_reply, load_phrase_lists
 from patient_drip.runtime import Runtime
-from patient_drip.providers.senders import TWILIO_PERMANENT_CODES, OutgoingMessage, SendError
+from patient_drip.providers.twilio import TWILIO_PERMANENT_CODES
+from patient_drip.providers.types import OutgoingMessage, SendError
 
 log = logging.getLogger("drip.webhooks")
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])

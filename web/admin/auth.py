@@ -35,7 +35,6 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_drip import db
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.contacts.fields import FieldError, normalize_email
 from patient_drip.models import audit

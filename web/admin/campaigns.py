@@ -13,7 +13,7 @@ from patient_drip.web.deps import ReadSessionDep
 from patient_drip.models import Enrollment
 from patient_drip.content.rendering import RenderError, sms_info
 from patient_drip.runtime import Runtime
-from patient_drip.dispatch.engine import message_context
+from patient_drip.content.context import message_context
 from patient_drip.content.simulate import PREVIEW_KEY, SAMPLE_FIRST_NAME, SimulatedMessage, simulate_campaign
 from patient_drip.content.tokens import LinkTokens
 
@@ -67,7 +67,9 @@ def campaign_step_html(request: Request, campaign_id: str, step_id: str, user: A
         return Response("Not found", status_code=404, media_type="text/plain")
     step = campaign.steps[index]
     # The same sample contact and preview-only link key as simulate_campaign.
-    context = message_context(rt.settings, LinkTokens(PREVIEW_KEY), SAMPLE_FIRST_NAME, 1, campaign, step, index + 1)
+    context = message_context(rt.settings, LinkTokens(PREVIEW_KEY), first_name=SAMPLE_FIRST_NAME, contact_id=1,
+                              message_id=index + 1, campaign_name=campaign.name, step_id=step.id,
+                              channel=step.channel)
     rt.refresh_templates()
     try:
         email = rt.renderer.render_email(step.template, context)

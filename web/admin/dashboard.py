@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from patient_drip.web.admin.auth import AnyUser
 from patient_drip.web.admin.common import clinic_zone, render
-from patient_drip.dispatch.engine import paused_channels
+from patient_drip.dispatch.pauses import paused_channels
 from patient_drip.models import InboundMessage, Message
 from patient_drip.runtime import Runtime
 from patient_drip.dispatch.funnel import SENT_STATUSES, CampaignSummary, campaign_summaries

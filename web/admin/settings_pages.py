@@ -8,11 +8,9 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import SecretStr
 
-from patient_drip import db
 from patient_drip.web.admin.auth import AdminUser
 from patient_drip.web.admin.common import redirect, render
-from patient_drip.dispatch.engine import pause_key, paused_channels
-from patient_drip.models import add_event, audit
+from patient_drip.dispatch.pauses import pause_channel, paused_channels, resume_channel
 from patient_drip.models import Channel
 from patient_drip.runtime import Runtime
 from patient_drip.settings import env_name
@@ -51,10 +49,8 @@ def channel_pause(request: Request, channel: str, user: AdminUser, session: Sess
     if channel not in {c.value for c in Channel} or action not in ("pause", "resume"):
         return render(request, "admin/not_found.html", {"what": "This channel"}, user=user, status_code=404)
     if action == "pause":
-        db.set_kv(session, pause_key(channel), f"{now:%Y-%m-%d %H:%M} UTC paused by {user.actor}", now)
+        pause_channel(session, Channel(channel), f"paused by {user.actor}", now, user.actor)
     else:
-        db.delete_kv(session, pause_key(channel))
-    add_event(session, f"channel_{action}d", now, contact_id=None, channel=channel, actor=user.actor)
-    audit(session, user.actor, f"channel_{action}d", now, channel=channel)
+        resume_channel(session, Channel(channel), now, user.actor)
     session.commit()
     return redirect("/admin/settings", f"channel_{action}d")

@@ -1,0 +1,33 @@
+"""The one message context: the variables every template gets (`rendering.TEMPLATE_VARIABLES`).
+
+Dispatch renders real messages with it; `simulate`, the campaign preview and `templates check`
+render samples with it, so a template that passes the check and the preview sees exactly the
+variables a real send gives it.
+"""
+
+from __future__ import annotations
+
+from patient_drip.content.tokens import LinkTokens
+from patient_drip.settings import Settings
+
+
+def unsubscribe_url(settings: Settings, tokens: LinkTokens, contact_id: int, message_id: int) -> str:
+    """The signed one-click unsubscribe link of one message to one contact."""
+    return f"{settings.public_url}/u/{tokens.unsubscribe(contact_id, message_id)}"
+
+
+def message_context(settings: Settings, tokens: LinkTokens, *, first_name: str, contact_id: int, message_id: int,
+                    campaign_name: str, step_id: str, channel: str) -> dict[str, str]:
+    """Every template variable for message `message_id` of step `step_id` to contact `contact_id`;
+    the links are signed with `tokens` (a preview key gives links the live service refuses)."""
+    return {
+        "first_name": first_name,
+        "clinic_name": settings.clinic_name,
+        "clinic_phone": settings.clinic_phone,
+        "clinic_address": settings.clinic_address,
+        "booking_link": f"{settings.public_url}/b/{tokens.booking(message_id)}",
+        "unsubscribe_link": unsubscribe_url(settings, tokens, contact_id, message_id),
+        "campaign_name": campaign_name,
+        "step_id": step_id,
+        "channel": str(channel),
+    }

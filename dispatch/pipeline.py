@@ -1,0 +1,498 @@
+"""The dispatch pipeline: claim due enrollments, write the send record, render, deliver, record.
+
+Delivery semantics (README "Delivery semantics"):
+- A message row is committed with status `sending` *before* the provider is called; the unique key
+  (enrollment, step, channel) makes a second row — and so a second send — of the same step impossible.
+- A row found still `sending` after its lease ran out belongs to a worker that died mid-call: it is
+  marked `unknown` and reconciled later (status callback, or asking Twilio), never sent again blindly.
+- What each step does is decided in `step.py`; what a provider's answer does in `outcome.py`; the
+  SQL is in `queue.py`. This module only moves batches between them.
+
+How a pass is organised (the shape is about database round trips, not about semantics):
+
+1. *Claim* a batch of due enrollments in one statement (`queue.claim_due`).
+2. *Prepare* the batch in one write transaction: load the enrollments, contacts, current send
+   records and pause flags with a handful of set-based queries, decide each enrollment
+   (`step.decide`), insert the new send records, render them and commit them as `sending`.
+3. *Send* on a bounded thread pool (`DRIP_WORKER_CONCURRENCY`): only the provider call and the
+   shared rate limiter run there; no database work.
+4. *Record* outcomes in batches, one write transaction per up to `RECORD_BATCH` results.
+
+While the pool sends one batch the main thread claims and prepares the next, so the provider
+never waits for the database. The window between a provider's answer and its recording is a few
+milliseconds; a crash inside it leaves the row `sending`, which the lease turns into `unknown` —
+the same path as a crash during the provider call itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from patient_drip import db
+from patient_drip.content.campaign import Campaign, Step
+from patient_drip.content.context import message_context, unsubscribe_url
+from patient_drip.content.render_memo import MemoRenderer
+from patient_drip.content.rendering import RenderError
+from patient_drip.dispatch import queue
+from patient_drip.dispatch.counters import COUNTERS, result_label
+from patient_drip.dispatch.outcome import (
+    BackoffChooser,
+    FailurePolicy,
+    SendResult,
+    Work,
+    record_failure,
+    record_sent,
+)
+from patient_drip.dispatch.step import BatchState, Outcome, Ready, decide, defer, defer_over_cap
+from patient_drip.models import Channel, Contact, Enrollment, Message, MessageStatus
+from patient_drip.providers.types import AccountSendError, AuthSendError, OutgoingMessage, SendError, TransientSendError
+from patient_drip.runtime import Runtime
+
+log = logging.getLogger("drip.dispatch")
+
+# A pooled pass claims about this many seconds of sending at a time (from the provider's recent
+# round-trip time and the pool size), between DRIP_WORKER_CONCURRENCY and DRIP_BATCH_SIZE: with a
+# slow provider one worker must not hold the whole queue while the others have nothing to do.
+CLAIM_SECONDS = 1.0
+RECORD_BATCH = 200  # outcomes written per transaction
+# Seconds an outcome may wait for others to share its transaction. Every database round trip of
+# the dispatching thread gives the GIL to the sending threads and waits to get it back: fewer,
+# larger transactions are what keeps the thread that feeds the pool ahead of it.
+RECORD_DELAY = 0.2
+# SQLite has one writer at a time and rendering happens inside the prepare transaction (the
+# links in a message carry its id): prepare in smaller pieces there so other local processes
+# (another worker, the web app) wait tens of milliseconds, not the whole batch.
+SQLITE_PREPARE_CHUNK = 50
+# Outcomes are kept in memory and retried this many times, with backoff from 0.1 s (about 25 s in
+# all), when the database is unreachable: a restart of PostgreSQL must not turn sent messages
+# into `unknown` ones that need reconciling.
+RECORD_RETRIES = 9
+
+
+@dataclass
+class DispatchSummary:
+    """What one pass did: how many enrollments it claimed and how each turn ended (`Outcome`)."""
+
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+
+    def merge(self, other: DispatchSummary) -> None:
+        self.claimed += other.claimed
+        self.outcomes.update(other.outcomes)
+
+    def line(self) -> str:
+        """One log/CLI line: "12 claimed, 3 deferred, 9 sent"."""
+        parts = [f"{self.claimed} claimed"] + [f"{count} {name}" for name, count in sorted(self.outcomes.items())]
+        return ", ".join(parts)
+
+
+class Dispatcher:
+    """Runs dispatch passes for one worker.
+
+    `run_once` is meant to be called by one thread at a time (the scheduler's dispatch job runs
+    with max_instances=1); inside it, provider calls run on a pool of
+    `DRIP_WORKER_CONCURRENCY` threads."""
+
+    def __init__(self, rt: Runtime, worker_id: str, *, rng: random.Random | None = None) -> None:
+        self.rt = rt
+        self.worker_id = worker_id
+        self._backoff = BackoffChooser(rng or random.Random())
+        self._memo = MemoRenderer()
+        self._local_pause: set[str] = set()
+        # Where the dispatching thread spends its time (seconds, cumulative): claim, prepare,
+        # record, idle (waiting for the provider calls). For profiling and the benchmark.
+        self.phase_seconds: Counter[str] = Counter()
+        self._latency = 0.0  # moving average of provider round trips (seconds), for sizing claims
+        self._pass_started = time.monotonic()
+        self.stop_requested = threading.Event()  # set to finish the sends in flight and return early
+
+    # -- public -----------------------------------------------------------------------------
+
+    def run_once(self, now: datetime, *, max_batches: int | None = None) -> DispatchSummary:
+        """Claim and process batches until nothing is due at `now` (or `max_batches` ran).
+
+        Returns early, after recording every send in flight, once `stop_requested` is set."""
+        summary = DispatchSummary()
+        self._pass_started = time.monotonic()
+        self.rt.refresh_templates()
+        self._local_pause.clear()
+        COUNTERS.count_pass()
+        if self.rt.settings.worker_concurrency == 1:
+            self._run_serial(now, max_batches, summary)
+        else:
+            self._run_pooled(now, max_batches, summary)
+        return summary
+
+    # -- the pass ---------------------------------------------------------------------------
+
+    def _more_batches(self, batches: int, max_batches: int | None) -> bool:
+        return (max_batches is None or batches < max_batches) and not self.stop_requested.is_set()
+
+    def _record_all(self, results: list[SendResult], now: datetime, summary: DispatchSummary) -> None:
+        for start in range(0, len(results), RECORD_BATCH):
+            for outcome in self._record(results[start:start + RECORD_BATCH], now):
+                summary.add(outcome)
+
+    def _run_serial(self, now: datetime, max_batches: int | None, summary: DispatchSummary) -> None:
+        batches = 0
+        while self._more_batches(batches, max_batches):
+            ids = self._claim(now)
+            if not ids:
+                return
+            batches += 1
+            summary.claimed += len(ids)
+            works, outcomes = self._prepare_ids(ids, now)
+            for outcome in outcomes:
+                summary.add(outcome)
+            self._record_all([self._send(work) for work in works], now, summary)
+
+    def _run_pooled(self, now: datetime, max_batches: int | None, summary: DispatchSummary) -> None:
+        settings = self.rt.settings
+        batches = 0
+        pending: set[Future[SendResult]] = set()
+        results: list[SendResult] = []
+        oldest_result = 0.0
+        drained = False  # the last claim found nothing and nothing was recorded since
+
+        with ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="drip-send") as pool:
+            while True:
+                done = {f for f in pending if f.done()}
+                if done:
+                    pending -= done
+                    if not results:
+                        oldest_result = time.monotonic()
+                    results.extend(f.result() for f in done)
+                if results and (len(results) >= RECORD_BATCH or not pending
+                                or time.monotonic() - oldest_result >= RECORD_DELAY):
+                    self._record_all(results, now, summary)
+                    results = []
+                    # Recording can make the next step due at `now` (day 0 sends an email and
+                    # an SMS): the next claim may find work again.
+                    drained = False
+                more = self._more_batches(batches, max_batches)
+                # Keep about one batch queued behind the one being sent: the pool never starves
+                # and memory stays bounded whatever the length of the queue.
+                limit = self._claim_size()
+                if not drained and more and len(pending) < limit:
+                    ids = self._claim(now, limit)
+                    if ids is None:  # the database is away: finish what is in flight, then stop
+                        max_batches, ids = batches, []
+                    if ids:
+                        batches += 1
+                        summary.claimed += len(ids)
+                        works, outcomes = self._prepare_ids(ids, now)
+                        for outcome in outcomes:
+                            summary.add(outcome)
+                        pending.update(pool.submit(self._send, work) for work in works)
+                        continue
+                    drained = True
+                if not pending and not results:
+                    if drained or not more:
+                        return
+                    continue
+                if pending:
+                    started = time.perf_counter()
+                    wait(pending, timeout=RECORD_DELAY, return_when=FIRST_COMPLETED)
+                    self.phase_seconds["idle"] += time.perf_counter() - started
+
+    def _clock(self, now: datetime) -> datetime:
+        """`now` moved on by the time this pass has been running.
+
+        A pass decides everything with the `now` it was given (schedules, windows, `sent_at`: what
+        tests drive with a virtual clock). What other workers judge against their own clocks must
+        not go stale with a long pass, though: claim leases, `attempted_at`, and the waits before
+        a retry (Retry-After is the provider's real time). A pass lasting longer than the lease
+        would otherwise hand out claims already expired — free for another worker to take while
+        this one is still sending them."""
+        return now + timedelta(seconds=time.monotonic() - self._pass_started)
+
+    def _claim_size(self) -> int:
+        """How many enrollments to claim next: about `CLAIM_SECONDS` of sending at the pool's pace."""
+        settings = self.rt.settings
+        latency = self._latency
+        if latency <= 0:
+            return settings.dispatch_batch_size
+        pace = settings.worker_concurrency / latency
+        return max(settings.worker_concurrency, min(settings.dispatch_batch_size, int(pace * CLAIM_SECONDS)))
+
+    def _claim(self, now: datetime, limit: int | None = None) -> list[int] | None:
+        """The next batch; None (logged) when the database cannot be reached."""
+        started = time.perf_counter()
+        try:
+            return queue.claim_due(self.rt, now, limit or self.rt.settings.dispatch_batch_size, self.worker_id,
+                                   lease_from=self._clock(now))
+        except OperationalError as exc:
+            log.warning("could not claim due enrollments: database unavailable (%s)", _kind(exc))
+            return None
+        finally:
+            self.phase_seconds["claim"] += time.perf_counter() - started
+
+    # -- phase 1: decide and write the send records (one transaction per chunk) ----------------
+
+    def _prepare_ids(self, ids: list[int], now: datetime) -> tuple[list[Work], list[str]]:
+        """Prepare claimed enrollments; returns the sends to make and the other outcomes."""
+        started = time.perf_counter()
+        try:
+            return self._prepare_parts(ids, now)
+        finally:
+            self.phase_seconds["prepare"] += time.perf_counter() - started
+
+    def _prepare_parts(self, ids: list[int], now: datetime) -> tuple[list[Work], list[str]]:
+        size = SQLITE_PREPARE_CHUNK if self.rt.engine.dialect.name == "sqlite" else len(ids)
+        works: list[Work] = []
+        outcomes: list[str] = []
+        for start in range(0, len(ids), max(1, size)):
+            part = ids[start:start + size]
+            try:
+                chunk_works, chunk_outcomes = self._prepare_chunk(part, now)
+            except OperationalError as exc:  # the database, not a row: the lease brings them back
+                log.warning("could not prepare %s enrollments: database unavailable (%s); they fall due again "
+                            "when their lease ends", len(part), _kind(exc))
+                outcomes += [Outcome.ERROR] * len(part)
+                continue
+            except Exception as exc:
+                if len(part) == 1:
+                    log.error("could not prepare enrollment %s (%s); it falls due again when its lease ends\n%s",
+                              part[0], _kind(exc), _stack(exc))
+                    outcomes.append(Outcome.ERROR)
+                    continue
+                # One bad row must not hold the whole batch: find it by preparing them one by one.
+                log.warning("preparing a batch of %s failed (%s); retrying one by one", len(part), _kind(exc))
+                for enrollment_id in part:
+                    one_works, one_outcomes = self._prepare_parts([enrollment_id], now)
+                    works += one_works
+                    outcomes += one_outcomes
+                continue
+            works += chunk_works
+            outcomes += chunk_outcomes
+        return works, outcomes
+
+    def _prepare_chunk(self, ids: Sequence[int], now: datetime) -> tuple[list[Work], list[str]]:
+        outcomes: list[str] = []
+        with db.write_transaction(self.rt.sessions) as session:
+            state = BatchState(session, ids, self.rt.campaigns)
+            if len(state.rows) < len(ids):
+                outcomes += [Outcome.LOST_CLAIM] * (len(ids) - len(state.rows))
+            ready: list[Ready] = []
+            for enrollment, contact in state.rows:
+                decided = decide(state, enrollment, contact, now, worker_id=self.worker_id,
+                                 campaigns=self.rt.campaigns)
+                if isinstance(decided, Ready):
+                    ready.append(decided)
+                else:
+                    outcomes.append(decided)
+            sendable, deferred = defer_over_cap(state, ready, now)
+            outcomes += deferred
+            works, failed = self._write_send_records(session, sendable, now)
+            outcomes += failed
+        return works, outcomes
+
+    def _write_send_records(self, session: Session, sendable: list[Ready],
+                            now: datetime) -> tuple[list[Work], list[str]]:
+        """Mark retries `sending`; for new sends take ids first (the links in a message carry its
+        id), render, then insert all complete rows already `sending` for this attempt at once."""
+        new_ids = iter(queue.new_message_ids(session, sum(1 for item in sendable if item.message is None)))
+        rows: list[tuple[object, ...]] = []
+        works: list[Work] = []
+        outcomes: list[str] = []
+        for item in sendable:
+            enrollment, contact, campaign, step = item.enrollment, item.contact, item.campaign, item.step
+            if item.message is not None:
+                works.append(self._ready(item.message, enrollment, contact, campaign, step, now))
+                continue
+            message_id = next(new_ids)
+            try:
+                subject, html, text, unsubscribe = self._render(message_id, contact, campaign, step)
+            except RenderError as exc:
+                log.error("template %s failed for message %s: %s", step.template, message_id, exc)
+                defer(enrollment, now + queue.RENDER_RETRY)
+                outcomes.append(Outcome.ERROR)
+                continue
+            to = contact.email if step.channel == Channel.EMAIL else contact.phone
+            rows.append((message_id, enrollment.id, contact.id, campaign.id, step.id, str(step.channel),
+                         str(MessageStatus.SENDING), to, subject, text, html, step.template, "",
+                         self._provider_name(step.channel), 1, now, self._clock(now), now))
+            works.append(self._work(message_id, enrollment, contact, campaign, step, 1, to, text, subject,
+                                    html, unsubscribe, now))
+        queue.insert_messages(session, rows)
+        return works, outcomes
+
+    def _ready(self, message: Message, enrollment: Enrollment, contact: Contact, campaign: Campaign, step: Step,
+               now: datetime) -> Work:
+        """Mark an existing send record (a retry) `sending` for this attempt and describe it."""
+        message.status = MessageStatus.SENDING
+        message.attempts = (message.attempts or 0) + 1
+        message.attempted_at = self._clock(now)
+        message.updated_at = now
+        message.to_address = contact.email if step.channel == Channel.EMAIL else contact.phone
+        message.provider = self._provider_name(step.channel)
+        if message.body_text is None:  # its first attempt never got as far as rendering
+            message.subject, message.body_html, message.body_text, _ = self._render(message.id, contact, campaign,
+                                                                                    step)
+        return self._work(message.id, enrollment, contact, campaign, step, message.attempts, message.to_address,
+                          message.body_text or "", message.subject, message.body_html,
+                          unsubscribe_url(self.rt.settings, self.rt.tokens, contact.id, message.id), now)
+
+    def _work(self, message_id: int, enrollment: Enrollment, contact: Contact, campaign: Campaign, step: Step,
+              attempts: int, to: str | None, text: str, subject: str | None, html: str | None,
+              unsubscribe: str, now: datetime) -> Work:
+        # Skipping a step on the way here moved the enrollment on and released it: hold it again
+        # until the outcome is recorded, so no other pass picks it up while the send is in flight.
+        enrollment.next_due_at = self._clock(now) + queue.LEASE
+        enrollment.claimed_by = self.worker_id
+        return Work(
+            message_id=message_id,
+            enrollment_id=enrollment.id,
+            contact_id=contact.id,
+            campaign_id=campaign.id,
+            step_index=enrollment.step_index,
+            step_id=step.id,
+            enrolled_at=enrollment.enrolled_at,
+            timezone=contact.timezone,
+            attempts=attempts,
+            outgoing=OutgoingMessage(
+                message_id=message_id,
+                channel=Channel(step.channel),
+                to=to or "",
+                text=text,
+                subject=subject,
+                html=html,
+                unsubscribe_url=unsubscribe if step.channel == Channel.EMAIL else None,
+                categories=(campaign.id, step.id),
+            ),
+        )
+
+    def _provider_name(self, channel: str) -> str:
+        return self.rt.senders[Channel(channel)].provider
+
+    def _render(self, message_id: int, contact: Contact, campaign: Campaign,
+                step: Step) -> tuple[str | None, str | None, str, str]:
+        """(subject, html, text, unsubscribe URL) of this step for this contact; raises RenderError."""
+        context = message_context(self.rt.settings, self.rt.tokens, first_name=contact.first_name,
+                                  contact_id=contact.id, message_id=message_id, campaign_name=campaign.name,
+                                  step_id=step.id, channel=step.channel)
+        if step.channel == Channel.EMAIL:
+            email = self._memo.render_email(self.rt.renderer, step.template, context)
+            return email.subject, email.html, email.text, context["unsubscribe_link"]
+        return None, None, self.rt.renderer.render_sms(step.template, context), context["unsubscribe_link"]
+
+    # -- phase 2: the provider call (pool threads; no database work but the rate limiter) ----------
+
+    def _send(self, work: Work) -> SendResult:
+        channel = work.outgoing.channel
+        if channel in self._local_pause:
+            return SendResult(work, error=AuthSendError(f"{channel} paused during this pass"), not_sent=True)
+        try:
+            limiter = self.rt.limiters.get(channel)
+            if limiter is not None:  # hold the channel's configured rate across all workers
+                limiter.acquire()
+        except Exception as exc:
+            log.error("rate limiter failed for message %s (%s); not sent, tried again in a minute", work.message_id,
+                      _kind(exc))
+            return SendResult(work, error=TransientSendError("rate limiter unavailable"), not_sent=True)
+        started = time.monotonic()
+        try:
+            provider_id = self.rt.senders[channel].send(work.outgoing)
+        except SendError as exc:
+            elapsed = time.monotonic() - started
+            if isinstance(exc, AccountSendError):
+                self._local_pause.add(channel)  # stop this pass's other sends on the channel at once
+            COUNTERS.observe(channel, result_label(exc), elapsed)
+            return SendResult(work, error=exc)
+        except Exception as exc:  # a bug below us: the request may have left; never resend blindly
+            log.error("unexpected error sending message %s (%s); it becomes unknown when its lease ends\n%s",
+                      work.message_id, _kind(exc), _stack(exc))
+            COUNTERS.observe(channel, "error", None)
+            return SendResult(work, unexpected=True)
+        elapsed = time.monotonic() - started
+        COUNTERS.observe(channel, "sent", elapsed)
+        self._latency = elapsed if self._latency <= 0 else 0.9 * self._latency + 0.1 * elapsed
+        log.debug("provider call for message %s took %.0f ms", work.message_id, elapsed * 1000)
+        return SendResult(work, provider_id=provider_id)
+
+    # -- phase 3: record outcomes (one transaction per batch) -------------------------------------
+
+    def _record(self, results: list[SendResult], now: datetime) -> list[str]:
+        """Write the outcomes of `results`; returns one outcome per result."""
+        if not results:
+            return []
+        started = time.perf_counter()
+        try:
+            return self._record_retrying(results, now)
+        finally:
+            self.phase_seconds["record"] += time.perf_counter() - started
+
+    def _record_retrying(self, results: list[SendResult], now: datetime) -> list[str]:
+        failure: BaseException | None = None
+        for attempt in range(1, RECORD_RETRIES + 1):
+            try:
+                with db.write_transaction(self.rt.sessions) as session:
+                    return self._record_in(session, results, now)
+            except OperationalError as exc:  # deadlock, serialization failure, SQLite busy: try again
+                failure = exc
+                if attempt == RECORD_RETRIES:
+                    break
+                log.warning("recording %s outcomes failed (attempt %s, %s); retrying", len(results), attempt,
+                            _kind(exc))
+                time.sleep(min(5.0, 0.1 * 2 ** (attempt - 1)))
+            except Exception as exc:
+                failure = exc
+                break
+        if len(results) > 1 and not isinstance(failure, OperationalError):
+            # A bad row, not the database: find it by recording them one by one.
+            log.warning("recording a batch of %s outcomes failed (%s); recording one by one", len(results),
+                        _kind(failure))
+            return [outcome for result in results for outcome in self._record_retrying([result], now)]
+        log.error("could not record the outcome of message(s) %s (%s); unknown when the lease ends, then "
+                  "reconciled\n%s", ", ".join(str(r.work.message_id) for r in results), _kind(failure),
+                  _stack(failure))
+        return [Outcome.ERROR] * len(results)
+
+    def _record_in(self, session: Session, results: list[SendResult], now: datetime) -> list[str]:
+        outcomes: dict[int, str] = {}
+        sent = [r for r in results if r.error is None and not r.unexpected]
+        # The pause is recorded as this worker's doing; waits before the next attempt run in real time.
+        policy = FailurePolicy(max_attempts=self.rt.settings.max_attempts, campaigns=self.rt.campaigns,
+                               actor=f"worker:{self.worker_id}", backoff=self._backoff)
+        for result in results:
+            if result.unexpected:
+                outcomes[id(result)] = Outcome.ERROR
+            elif result.error is not None:
+                outcomes[id(result)] = record_failure(session, result, now, self._clock(now), policy)
+        if sent:
+            record_sent(session, sent, now, self.rt.campaigns)
+            for result in sent:
+                outcomes[id(result)] = Outcome.SENT
+        for result in results:
+            if outcomes[id(result)] == Outcome.SENT:
+                log.info("sent message %s (%s, step %s) to contact %s", result.work.message_id,
+                         result.work.outgoing.channel, result.work.step_id, result.work.contact_id)
+        return [outcomes[id(r)] for r in results]
+
+
+def _kind(exc: BaseException | None) -> str:
+    """An exception's type (and the driver's), never its text: SQLAlchemy and the drivers put
+    statement parameters — addresses, names, message bodies — into it (STYLE rule 9)."""
+    if exc is None:
+        return "unknown error"
+    orig = getattr(exc, "orig", None)
+    return type(exc).__name__ + (f": {type(orig).__name__}" if orig is not None else "")
+
+
+def _stack(exc: BaseException | None) -> str:
+    return "".join(traceback.format_tb(exc.__traceback__)) if exc is not None else ""

@@ -1,0 +1,233 @@
+"""The dispatch queue's storage: every SQL statement the dispatcher runs, as named calls.
+
+The pipeline (`pipeline.py`), the step state machine (`step.py`) and the outcome policy
+(`outcome.py`) hold no SQL; they call these. Each statement says which index it relies on: the
+queue must stay cheap at a million enrollments, so none of them may scan a table.
+
+Also here: the waits that put an enrollment back in the queue (`next_due_at`), read at call time
+as `queue.LEASE` etc. so that a test worker can shorten them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy.orm import Session, defer
+
+from patient_drip import db
+from patient_drip.models import (
+    SENT_LIKE,
+    Contact,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    Message,
+    MessageStatus,
+)
+from patient_drip.runtime import Runtime
+
+LEASE = timedelta(minutes=5)  # a claim older than this belongs to a dead worker
+PAUSE_RECHECK = timedelta(minutes=1)  # a paused channel's enrollments look again this often
+RENDER_RETRY = timedelta(minutes=10)  # a template that failed to render is tried again after this
+RECONCILE_WAIT = timedelta(minutes=2)  # how often an enrollment waiting on an unknown send looks again
+
+MESSAGE_COLUMNS = ("id", "enrollment_id", "contact_id", "campaign_id", "step_id", "channel", "status", "to_address",
+                   "subject", "body_text", "body_html", "template_name", "template_version", "provider", "attempts",
+                   "created_at", "attempted_at", "updated_at")
+EVENT_COLUMNS = ("kind", "contact_id", "enrollment_id", "message_id", "occurred_at", "detail")
+# A message still in one of these when its provider call returns becomes `sent`; any other status
+# means the provider's receipt beat us to it (it only moves forward).
+_BEFORE_SENT = (MessageStatus.SENDING, MessageStatus.UNKNOWN)
+
+
+# -- claiming -------------------------------------------------------------------------------------
+
+
+def claim_due(rt: Runtime, now: datetime, limit: int, worker_id: str, *,
+              lease_from: datetime | None = None) -> list[int]:
+    """Claim up to `limit` due enrollments for this worker; returns their ids.
+
+    One statement: the claim moves `next_due_at` to the lease end, so a worker that dies holding a
+    claim simply lets it fall due again. PostgreSQL skips rows other workers are claiming
+    (FOR UPDATE SKIP LOCKED); SQLite takes the write lock first (BEGIN IMMEDIATE). The inner
+    query is an index range scan on `ix_enrollment_next_due_at` that stops after `limit` rows,
+    so its cost does not grow with the number of enrollments.
+
+    `lease_from` (default `now`) is when the lease starts: a long pass decides with the `now` it
+    started with, but its leases must run from the real time of the claim (`Dispatcher._clock`)."""
+    due = (
+        select(Enrollment.id)
+        .where(Enrollment.next_due_at <= now)
+        .order_by(Enrollment.next_due_at)
+        .limit(limit)
+    )
+    if rt.engine.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    statement = (
+        update(Enrollment)
+        .where(Enrollment.id.in_(due.scalar_subquery()))
+        .values(next_due_at=(lease_from or now) + LEASE, claimed_by=worker_id)
+        .returning(Enrollment.id)
+        .execution_options(synchronize_session=False)
+    )
+    with db.write_transaction(rt.sessions) as session:
+        return list(session.scalars(statement))
+
+
+# -- reading a claimed batch ------------------------------------------------------------------------
+
+
+def load_enrollments(session: Session, ids: Sequence[int]) -> list[tuple[Enrollment, Contact | None]]:
+    """The claimed enrollments with their contacts, in id order (primary keys of both tables)."""
+    rows = session.execute(
+        select(Enrollment, Contact)
+        .outerjoin(Contact, Contact.id == Enrollment.contact_id)
+        .where(Enrollment.id.in_(ids))
+        .order_by(Enrollment.id)
+    ).all()
+    return [(enrollment, contact) for enrollment, contact in rows]
+
+
+def step_messages(session: Session, enrollment_ids: Sequence[int], step_ids: Iterable[str]) -> list[Message]:
+    """The send records of these enrollments for these steps (`uq_message_enrollment_step_channel`,
+    whose leading column is the enrollment). Bodies are deferred: only a retry needs them."""
+    return list(session.scalars(
+        select(Message)
+        .options(defer(Message.body_html), defer(Message.body_text), defer(Message.subject))
+        .where(Message.enrollment_id.in_(enrollment_ids), Message.step_id.in_(list(step_ids)))
+    ))
+
+
+def find_message(session: Session, enrollment_id: int, step_id: str, channel: str) -> Message | None:
+    """One step's send record (`uq_message_enrollment_step_channel`, all three columns)."""
+    return session.scalar(
+        select(Message).where(
+            Message.enrollment_id == enrollment_id, Message.step_id == step_id, Message.channel == channel
+        )
+    )
+
+
+def recent_sends(session: Session, contact_ids: Iterable[int], now: datetime) -> list[tuple[int, datetime]]:
+    """(contact id, sent_at) of everything sent to these contacts within two days of `now`.
+
+    A local calendar day starts at most 14 h before / ends 14 h after the UTC day, so two days each
+    way cover any contact's "today". Uses `ix_message_contact_id`: a contact has a handful of
+    messages, so filtering status and time on them is cheap."""
+    return [(contact_id, sent_at) for contact_id, sent_at in session.execute(
+        select(Message.contact_id, Message.sent_at).where(
+            Message.contact_id.in_(sorted(set(contact_ids))),
+            Message.status.in_(SENT_LIKE),
+            Message.sent_at >= now - timedelta(days=2),
+            Message.sent_at < now + timedelta(days=2),
+        )
+    )]
+
+
+def load_send(session: Session, message_id: int, enrollment_id: int) -> tuple[Message, Enrollment, Contact]:
+    """A send record with its enrollment and contact, to record a failure (three primary-key reads)."""
+    message = session.get(Message, message_id)
+    enrollment = session.get(Enrollment, enrollment_id)
+    assert message is not None and enrollment is not None
+    contact = session.get(Contact, message.contact_id)
+    assert contact is not None
+    return message, enrollment, contact
+
+
+def load_contact(session: Session, contact_id: int) -> Contact:
+    """One contact by primary key (usually already in the session: no statement at all)."""
+    contact = session.get(Contact, contact_id)
+    assert contact is not None
+    return contact
+
+
+# -- writing send records ----------------------------------------------------------------------------
+
+
+def new_message_ids(session: Session, count: int) -> list[int]:
+    """`count` fresh send-record ids (the message sequence on PostgreSQL; see `db.allocate_ids`)."""
+    return db.allocate_ids(session.connection(), Message.__table__, count)
+
+
+def insert_messages(session: Session, rows: Sequence[Sequence[object]]) -> None:
+    """One bulk INSERT (COPY on PostgreSQL) of complete send records, `MESSAGE_COLUMNS` in order."""
+    db.bulk_insert(session.connection(), Message.__table__, MESSAGE_COLUMNS, rows)
+
+
+def mark_sent(session: Session, sent: Sequence[tuple[int, str | None]], now: datetime) -> None:
+    """Record (message id, provider id) pairs as sent, by primary key, in one executemany.
+
+    A status callback can beat us here (the provider is fast, the batch is not): never move a
+    message back from `delivered` to `sent`, but do store the provider's id."""
+    table = Message.__table__
+    session.execute(
+        table.update()
+        .where(table.c.id == bindparam("b_id"))
+        .values(
+            status=case((or_(*(table.c.status == str(s) for s in _BEFORE_SENT)), str(MessageStatus.SENT)),
+                        else_=table.c.status),
+            provider_message_id=bindparam("b_provider_id"),
+            sent_at=bindparam("b_now", type_=table.c.sent_at.type),
+            updated_at=bindparam("b_now", type_=table.c.updated_at.type),
+            last_error=None,
+        ),
+        [{"b_id": message_id, "b_provider_id": provider_id, "b_now": now} for message_id, provider_id in sent],
+    )
+
+
+# -- moving enrollments after a send -----------------------------------------------------------------
+
+
+def lock_enrollment_statuses(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """Lock these enrollments (primary key, in id order so two workers never deadlock) and return
+    their statuses: a booking or an unsubscribe arriving now either happened before — we see it and
+    stop — or waits for us and wins afterwards."""
+    return dict(session.execute(
+        select(Enrollment.id, Enrollment.status).where(Enrollment.id.in_(sorted(set(ids)))).order_by(Enrollment.id)
+        .with_for_update()
+    ).all())
+
+
+def advance_enrollments(session: Session, moves: Sequence[tuple[int, int, datetime]]) -> None:
+    """(enrollment id, new step index, due at): on to the next step, released (primary key)."""
+    if not moves:
+        return
+    table = Enrollment.__table__
+    session.execute(
+        table.update().where(table.c.id == bindparam("b_id")).values(
+            step_index=bindparam("b_index"), next_due_at=bindparam("b_due", type_=table.c.next_due_at.type),
+            claimed_by=None),
+        [{"b_id": id_, "b_index": index, "b_due": due} for id_, index, due in moves],
+    )
+
+
+def complete_enrollments(session: Session, done: Sequence[tuple[int, int]], now: datetime) -> None:
+    """(enrollment id, final step index): the sequence is finished (primary key)."""
+    if not done:
+        return
+    table = Enrollment.__table__
+    session.execute(
+        table.update().where(table.c.id == bindparam("b_id")).values(
+            step_index=bindparam("b_index"), status=str(EnrollmentStatus.COMPLETED), next_due_at=None,
+            claimed_by=None, ended_at=bindparam("b_now", type_=table.c.ended_at.type)),
+        [{"b_id": id_, "b_index": index, "b_now": now} for id_, index in done],
+    )
+
+
+def release_enrollments(session: Session, ids: Sequence[int], *, clear_due: bool) -> None:
+    """Give up the claim on these enrollments (primary key); `clear_due` also takes them out of the
+    queue (booked or stopped meanwhile)."""
+    if not ids:
+        return
+    table = Enrollment.__table__
+    values: dict[str, Any] = {"claimed_by": None}
+    if clear_due:
+        values["next_due_at"] = None
+    session.execute(table.update().where(table.c.id.in_(ids)).values(**values))
+
+
+def insert_events(session: Session, events: Sequence[Sequence[object]]) -> None:
+    """One bulk INSERT of timeline entries, `EVENT_COLUMNS` in order."""
+    db.bulk_insert(session.connection(), Event.__table__, EVENT_COLUMNS, events)

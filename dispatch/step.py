@@ -1,0 +1,306 @@
+"""The step state machine: what happens to one claimed enrollment's current step in a pass.
+
+`decide` walks one enrollment to the step it must send now. It ends in exactly one of these
+ways (an `Outcome`, or a `Ready` send):
+
+- `LOST_CLAIM` — another worker holds the enrollment now (our lease ran out): touch nothing.
+- `EXITED` — the enrollment is no longer active (booked, stopped, paused by staff): it leaves the
+  queue; or the contact can be reached on no channel the campaign uses any more: it ends as
+  `unsubscribed` (consent withdrawn on every channel) or `unreachable`.
+- `ERROR` — the contact or the campaign file is missing: held `RENDER_RETRY`, never guessed.
+- `COMPLETED` — there is no step left: the enrollment is finished.
+- `UNKNOWN` — the step's send has an unknown fate (its worker died mid-call, or the provider's
+  answer was lost): it waits `RECONCILE_WAIT` for reconciliation; never resent blindly.
+- `DEFERRED` — someone else's send of this step is still within its lease; or the next step is
+  not due yet; or the send window is closed in the contact's time zone (moved to its opening).
+- `SKIPPED` — the step's channel cannot be used for this contact (no consent, blocked, no
+  address): the skip is recorded and the enrollment moves on; if the next step is due now the walk
+  continues with it.
+- `PAUSED` — the step's channel is paused for everyone: looked at again every `PAUSE_RECHECK`.
+- `Ready` — a send is due now: a new one (no send record yet) or a retry of its record.
+
+A step already sent (or failed, or skipped) moves the enrollment on and the walk continues, so one
+pass can go through several steps due at once. After `decide`, `defer_over_cap` holds back new
+sends beyond the campaign's daily frequency cap (`DEFERRED` to the contact's next local day).
+
+Every function here works on ORM rows in the caller's transaction; the SQL is in `queue.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy.orm import Session
+
+from patient_drip.contacts.enrollment import usable_channels
+from patient_drip.content.campaign import Campaign, Step
+from patient_drip.content.windows import local_day_bounds, next_opening, schedule_into_window, step_due_at
+from patient_drip.dispatch import queue
+from patient_drip.dispatch.pauses import paused_channels
+from patient_drip.models import (
+    Channel,
+    Contact,
+    Enrollment,
+    EnrollmentStatus,
+    EventKind,
+    ExitReason,
+    Message,
+    MessageStatus,
+    add_event,
+)
+
+log = logging.getLogger("drip.dispatch")
+
+
+class Outcome(StrEnum):
+    """How one enrollment's turn in a pass ended (counted in `DispatchSummary.outcomes`)."""
+
+    SENT = "sent"
+    SKIPPED = "skipped"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    DEFERRED = "deferred"
+    COMPLETED = "completed"
+    EXITED = "exited"
+    PAUSED = "paused"
+    ERROR = "error"
+    LOST_CLAIM = "lost_claim"
+
+
+@dataclass(slots=True)
+class Ready:
+    """A step to send now: its send record is None for a first attempt."""
+
+    enrollment: Enrollment
+    contact: Contact
+    campaign: Campaign
+    step: Step
+    message: Message | None
+
+
+class BatchState:
+    """What one prepare transaction loaded, so deciding an enrollment issues no queries."""
+
+    def __init__(self, session: Session, ids: Sequence[int], campaigns: dict[str, Campaign]) -> None:
+        self.session = session
+        self.rows = queue.load_enrollments(session, ids)
+        step_ids: set[str] = set()
+        for enrollment, _contact in self.rows:
+            campaign = campaigns.get(enrollment.campaign_id)
+            if campaign is not None and enrollment.step_index < len(campaign.steps):
+                step_ids.add(campaign.steps[enrollment.step_index].id)
+        self.loaded_steps = step_ids
+        self.messages: dict[tuple[int, str, str], Message] = {}
+        if step_ids and self.rows:
+            # Only the current step's send record matters.
+            for message in queue.step_messages(session, [e.id for e, _ in self.rows], step_ids):
+                self.messages[(message.enrollment_id, message.step_id, message.channel)] = message
+        self.paused = paused_channels(session)
+        self._sent_times: dict[int, list[datetime]] | None = None
+        self.prepared_for: Counter[int] = Counter()  # new sends per contact in this batch
+
+    def message(self, enrollment: Enrollment, step: Step) -> Message | None:
+        """The send record of `step` for `enrollment`, or None when there is none yet."""
+        key = (enrollment.id, step.id, str(step.channel))
+        if key in self.messages:
+            return self.messages[key]
+        if step.id in self.loaded_steps:
+            return None
+        # The enrollment moved past its current step (skip, or already sent): look it up alone.
+        found = queue.find_message(self.session, enrollment.id, step.id, step.channel)
+        if found is not None:
+            self.messages[key] = found
+        return found
+
+    def sent_today(self, contacts: Iterable[Contact], contact: Contact, now: datetime) -> int:
+        """Messages sent to `contact` on its local calendar day, counting this batch's new sends
+        (loaded once for all of `contacts`)."""
+        if self._sent_times is None:
+            self._sent_times = defaultdict(list)
+            for contact_id, sent_at in queue.recent_sends(self.session, (c.id for c in contacts), now):
+                self._sent_times[contact_id].append(sent_at)
+        start, end = local_day_bounds(now, contact.timezone)
+        stored = sum(1 for sent_at in self._sent_times.get(contact.id, ()) if start <= sent_at < end)
+        return stored + self.prepared_for[contact.id]
+
+
+def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, now: datetime, *,
+           worker_id: str, campaigns: dict[str, Campaign]) -> Outcome | Ready:
+    """Walk one claimed enrollment to the step it must send now, or return why it sends nothing
+    (the module docstring lists every ending)."""
+    session = state.session
+    if enrollment.claimed_by != worker_id:
+        return Outcome.LOST_CLAIM
+    if enrollment.status != EnrollmentStatus.ACTIVE:
+        enrollment.next_due_at = None
+        enrollment.claimed_by = None
+        return Outcome.EXITED
+    campaign = campaigns.get(enrollment.campaign_id)
+    if contact is None or campaign is None:
+        # Campaign file removed while people were enrolled: hold them, do not guess.
+        log.error("enrollment %s: campaign %s not loaded; holding", enrollment.id, enrollment.campaign_id)
+        defer(enrollment, now + queue.RENDER_RETRY)
+        return Outcome.ERROR
+    while True:
+        if enrollment.step_index >= len(campaign.steps):
+            complete(session, enrollment, now)
+            return Outcome.COMPLETED
+        if not usable_channels(contact, campaign):
+            exit_unreachable(session, enrollment, contact, now)
+            return Outcome.EXITED
+        step = campaign.steps[enrollment.step_index]
+        message = state.message(enrollment, step)
+        if message is not None and message.status == MessageStatus.UNKNOWN:
+            # Fate unknown: wait for the status callback / reconciliation to decide.
+            defer(enrollment, now + queue.RECONCILE_WAIT)
+            return Outcome.UNKNOWN
+        if message is not None and message.status not in (MessageStatus.SENDING, MessageStatus.RETRYING):
+            advance(session, enrollment, campaign, contact, now)  # done already
+            if enrollment.status != EnrollmentStatus.ACTIVE:
+                return Outcome.COMPLETED
+            if enrollment.next_due_at is not None and enrollment.next_due_at > now:
+                return Outcome.DEFERRED  # the next step is not due yet
+            continue
+        if message is not None and message.status == MessageStatus.SENDING:
+            attempted = message.attempted_at or message.created_at
+            if attempted + queue.LEASE > now:
+                defer(enrollment, attempted + queue.LEASE)  # someone is still on it
+                return Outcome.DEFERRED
+            # Its worker died between commit and outcome: fate unknown. Never resend blindly.
+            message.status = MessageStatus.UNKNOWN
+            message.last_error = "worker stopped during the provider call; awaiting reconciliation"
+            message.updated_at = now
+            add_event(session, EventKind.MESSAGE_UNKNOWN, now, contact_id=contact.id, enrollment_id=enrollment.id,
+                      message_id=message.id, step=step.id, channel=step.channel)
+            log.warning("message %s (contact %s) marked unknown after a stalled send", message.id, contact.id)
+            defer(enrollment, now + queue.RECONCILE_WAIT)
+            return Outcome.UNKNOWN
+        if step.channel not in usable_channels(contact, campaign):
+            skip(session, enrollment, contact, step, message, now)
+            advance(session, enrollment, campaign, contact, now)
+            if enrollment.status != EnrollmentStatus.ACTIVE or (
+                    enrollment.next_due_at is not None and enrollment.next_due_at > now):
+                return Outcome.SKIPPED  # completed, or the next step waits for its own time
+            continue
+        break
+    if state.paused.get(step.channel):
+        defer(enrollment, now + queue.PAUSE_RECHECK)
+        return Outcome.PAUSED
+    window = campaign.send_window
+    if window.applies_to(step.channel):
+        opening = next_opening(now, contact.timezone, window)
+        if opening > now:
+            defer(enrollment, schedule_into_window(now, contact.timezone, window, enrollment.id))
+            return Outcome.DEFERRED
+    return Ready(enrollment, contact, campaign, step, message)
+
+
+def defer_over_cap(state: BatchState, ready: list[Ready], now: datetime) -> tuple[list[Ready], list[Outcome]]:
+    """Apply each campaign's daily frequency cap to the new sends in `ready` (retries always go).
+
+    Returns the sends to make and one `DEFERRED` per send held back to the contact's next local
+    day (into the send window where it applies). One query for the whole batch, counting the
+    batch's own sends too."""
+    sendable: list[Ready] = []
+    outcomes: list[Outcome] = []
+    contacts = [item.contact for item in ready if item.message is None]
+    for item in ready:
+        enrollment, contact, campaign, step = item.enrollment, item.contact, item.campaign, item.step
+        if item.message is None and state.sent_today(contacts, contact, now) >= campaign.frequency_cap_per_day:
+            _start, later = local_day_bounds(now, contact.timezone)  # tomorrow, local time
+            if campaign.send_window.applies_to(step.channel):
+                later = schedule_into_window(later, contact.timezone, campaign.send_window, enrollment.id)
+            defer(enrollment, later)
+            outcomes.append(Outcome.DEFERRED)
+            continue
+        if item.message is None:
+            state.prepared_for[contact.id] += 1
+        sendable.append(item)
+    return sendable, outcomes
+
+
+# -- transitions ------------------------------------------------------------------------------------
+
+
+def defer(enrollment: Enrollment, until: datetime) -> None:
+    """Release the claim; the enrollment falls due again at `until`."""
+    enrollment.next_due_at = until
+    enrollment.claimed_by = None
+
+
+def advance(session: Session, enrollment: Enrollment, campaign: Campaign, contact: Contact, now: datetime) -> None:
+    """On to the next step (due at its own time), or complete the enrollment after the last."""
+    enrollment.step_index += 1
+    enrollment.claimed_by = None
+    due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone, enrollment.id)
+    if due is None:
+        complete(session, enrollment, now)
+    else:
+        enrollment.next_due_at = due
+
+
+def advance_after_send(session: Session, enrollment: Enrollment, campaigns: dict[str, Campaign],
+                       now: datetime) -> None:
+    """Move on after this step's send was settled (sent or failed for good) — unless the
+    enrollment was booked or stopped meanwhile (it leaves the queue) or its campaign file went
+    away (it is only released)."""
+    contact = queue.load_contact(session, enrollment.contact_id)
+    campaign = campaigns.get(enrollment.campaign_id)
+    if campaign is None:
+        enrollment.claimed_by = None
+        return
+    if enrollment.status != EnrollmentStatus.ACTIVE:  # booked or stopped while we were sending
+        enrollment.next_due_at = None
+        enrollment.claimed_by = None
+        return
+    advance(session, enrollment, campaign, contact, now)
+
+
+def complete(session: Session, enrollment: Enrollment, now: datetime) -> None:
+    """The sequence is finished: out of the queue, with an `enrollment_completed` event."""
+    enrollment.status = EnrollmentStatus.COMPLETED
+    enrollment.next_due_at = None
+    enrollment.claimed_by = None
+    enrollment.ended_at = now
+    add_event(session, EventKind.ENROLLMENT_COMPLETED, now, contact_id=enrollment.contact_id,
+              enrollment_id=enrollment.id)
+
+
+def exit_unreachable(session: Session, enrollment: Enrollment, contact: Contact, now: datetime) -> None:
+    """No channel of the campaign can reach the contact any more: end the enrollment, as
+    `unsubscribed` when they withdrew consent everywhere, else `unreachable`."""
+    withdrew = not contact.email_consent and not contact.sms_consent
+    enrollment.status = EnrollmentStatus.EXITED
+    enrollment.exit_reason = ExitReason.UNSUBSCRIBED if withdrew else ExitReason.UNREACHABLE
+    enrollment.next_due_at = None
+    enrollment.claimed_by = None
+    enrollment.ended_at = now
+    add_event(session, EventKind.ENROLLMENT_ENDED, now, contact_id=contact.id, enrollment_id=enrollment.id,
+              reason=enrollment.exit_reason)
+
+
+def skip(session: Session, enrollment: Enrollment, contact: Contact, step: Step, message: Message | None,
+         now: datetime) -> None:
+    """Record the step as skipped (with why the channel cannot be used), creating its send record
+    if it has none; the caller moves the enrollment on."""
+    if step.channel == Channel.EMAIL:
+        reason = contact.email_blocked or ("no email address" if not contact.email else "no email consent")
+    else:
+        reason = contact.sms_blocked or ("no phone number" if not contact.phone else "no SMS consent")
+    if message is None:
+        message = Message(enrollment_id=enrollment.id, contact_id=contact.id, campaign_id=enrollment.campaign_id,
+                          step_id=step.id, channel=step.channel, template_name=step.template,
+                          created_at=now, updated_at=now)
+        session.add(message)
+    message.status = MessageStatus.SKIPPED
+    message.last_error = reason[:500]
+    message.updated_at = now
+    session.flush()
+    add_event(session, EventKind.MESSAGE_SKIPPED, now, contact_id=contact.id, enrollment_id=enrollment.id,
+              message_id=message.id, step=step.id, channel=step.channel, reason=reason)
