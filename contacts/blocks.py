@@ -56,14 +56,10 @@ def block_text(reason: BlockReason, detail: str = "") -> str:
 
 
 def blocked_reason(contact: Blockable, channel: Channel) -> BlockReason | None:
-    """Why `channel` of `contact` must not be used, or None when it may be.
-
-    A block whose text was written without its kind (by a writer that does not go through
-    `block_channel` yet) reads as FAILED: permanent, the strict reading."""
+    """Why `channel` of `contact` must not be used, or None when it may be. Every writer goes through
+    `set_block`, which stores the kind beside the text (migration 0003 gave older rows theirs)."""
     value = contact.email_block_reason if channel == Channel.EMAIL else contact.sms_block_reason
-    if value:
-        return BlockReason(value)
-    return BlockReason.FAILED if blocked_text(contact, channel) else None
+    return BlockReason(value) if value else None
 
 
 def blocked_text(contact: Blockable, channel: Channel) -> str | None:

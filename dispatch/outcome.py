@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.windows import step_due_at
+from patient_drip.contacts.blocks import BlockReason, block_channel
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.pauses import pause_channel
 from patient_drip.dispatch.step import Outcome, advance_after_send
@@ -179,12 +180,8 @@ def record_failure(session: Session, result: SendResult, now: datetime, real_now
     add_event(session, EventKind.MESSAGE_FAILED, now, contact_id=contact.id, message_id=message.id,
               error=exc.reason, code=message.error_code)
     if isinstance(exc, PermanentSendError):
-        reason = f"{exc.reason} (code {exc.code})" if exc.code else exc.reason
-        if channel == Channel.EMAIL:
-            contact.email_blocked = f"failed: {reason}"[:200]
-        else:
-            contact.sms_blocked = f"failed: {reason}"[:200]
-        add_event(session, EventKind.CHANNEL_BLOCKED, now, contact_id=contact.id, channel=channel, reason=reason)
+        detail = f"{exc.reason} (code {exc.code})" if exc.code else exc.reason
+        block_channel(session, contact, Channel(channel), BlockReason.FAILED, detail, now, policy.actor)
     log.warning("message %s failed permanently: %s", message.id, exc.reason)
     advance_after_send(session, enrollment, policy.campaigns, now)
     return Outcome.FAILED

@@ -232,7 +232,7 @@ def twilio_failure(web: TestClient, message_id: int, code: str) -> None:
 
 def test_a_permanent_failure_outranks_an_opt_out_and_no_keyword_lifts_it(art, web, clock):
     from helpers import messages_for
-    from patient_drip.dispatch.engine import Dispatcher
+    from patient_drip.dispatch.pipeline import Dispatcher
 
     cid = add_contact(art, clock.now, email=EMAIL, phone=PHONE)
     Dispatcher(art, "w").run_once(clock.now)
