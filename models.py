@@ -138,6 +138,7 @@ class EventKind(StrEnum):
     BOOKED = "booked"
     CLICKED = "clicked"
     CHANNEL_BLOCKED = "channel_blocked"  # one contact's channel
+    CHANNEL_UNBLOCKED = "channel_unblocked"
     SMS_REPLY = "sms_reply"
     CRISIS_FLAGGED = "crisis_flagged"
     # dispatch

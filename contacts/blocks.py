@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from patient_drip.contacts.fields import address_hash
 from patient_drip.contacts.records import Row, add_rows, event_row
-from patient_drip.models import Channel, Contact, Suppression
+from patient_drip.models import Channel, Contact, EventKind, Suppression
 
 
 class BlockReason(StrEnum):
@@ -112,14 +112,14 @@ def clear_block(target: Blockable, channel: Channel) -> BlockReason | None:
 def block_rows(contact_id: int | None, channel: Channel, reason: BlockReason, detail: str, now: datetime,
                actor: str) -> list[Row]:
     """The timeline row of a block that `set_block` applied."""
-    return [event_row("channel_blocked", now, contact_id, channel=str(channel), reason=str(reason),
+    return [event_row(EventKind.CHANNEL_BLOCKED, now, contact_id, channel=str(channel), reason=str(reason),
                       detail=detail[:200], actor=actor)]
 
 
 def unblock_rows(contact_id: int | None, channel: Channel, previous: BlockReason, now: datetime,
                  actor: str) -> list[Row]:
     """The timeline row of a block that `clear_block` lifted."""
-    return [event_row("channel_unblocked", now, contact_id, channel=str(channel), reason=str(previous), actor=actor)]
+    return [event_row(EventKind.CHANNEL_UNBLOCKED, now, contact_id, channel=str(channel), reason=str(previous), actor=actor)]
 
 
 def block_channel(session: Session, contact: Contact, channel: Channel, reason: BlockReason, detail: str,

@@ -25,7 +25,7 @@ from patient_drip.contacts.fields import (
     resolve_timezone,
 )
 from patient_drip.contacts.records import Row, add_rows, event_row
-from patient_drip.models import Channel, Contact
+from patient_drip.models import Channel, Contact, EventKind
 
 
 class ContactNotFound(Exception):
@@ -129,7 +129,7 @@ def apply_suppressions(contact: ContactFields, reasons: Mapping[Channel, str | N
 
 def created_rows(contact_id: int | None, source: str, now: datetime, actor: str) -> list[Row]:
     """The timeline row of a new contact."""
-    return [event_row("contact_created", now, contact_id, source=source, actor=actor)]
+    return [event_row(EventKind.CONTACT_CREATED, now, contact_id, source=source, actor=actor)]
 
 
 def upsert_contact(session: Session, suppression_key: str, data: ContactInput, now: datetime,

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.blocks import BlockReason, Blockable, block_channel, blocked_reason, clear_block, unblock_rows
 from patient_drip.contacts.fields import FieldError
 from patient_drip.contacts.records import ConsentRow, Row, add_rows, audit_row, event_row
-from patient_drip.models import Channel, ConsentAction, ConsentMethod, Contact
+from patient_drip.models import Channel, ConsentAction, ConsentMethod, Contact, EventKind
 
 WORDING_FILE = "consent_wording.yaml"
 
@@ -134,7 +134,7 @@ def grant_rows(contact_id: int | None, grant: ConsentGrant, wording: Wording, li
     rows: list[Row] = [
         ConsentRow(contact_id, str(grant.channel), str(ConsentAction.GRANTED), str(grant.method), wording.version,
                    wording.text, grant.ip_address, (grant.user_agent or "")[:400] or None, actor, grant.note[:400], now),
-        event_row("consent_granted", now, contact_id, channel=str(grant.channel), method=str(grant.method),
+        event_row(EventKind.CONSENT_GRANTED, now, contact_id, channel=str(grant.channel), method=str(grant.method),
                   wording_version=wording.version),
         audit_row(actor, "consent_granted", now, contact_id, channel=str(grant.channel), method=str(grant.method),
                   wording_version=wording.version),
@@ -170,7 +170,7 @@ def withdraw_consent(session: Session, contact: Contact, channel: Channel, metho
     add_rows(session, [
         ConsentRow(contact.id, str(channel), str(ConsentAction.WITHDRAWN), str(method), None, None, ip_address,
                    (user_agent or "")[:400] or None, actor, note[:400], now),
-        event_row("consent_withdrawn", now, contact.id, channel=str(channel), method=str(method)),
+        event_row(EventKind.CONSENT_WITHDRAWN, now, contact.id, channel=str(channel), method=str(method)),
         audit_row(actor, "consent_withdrawn", now, contact.id, channel=str(channel), method=str(method), note=note),
     ])
     block_channel(session, contact, channel, BlockReason.OPTED_OUT, str(method), now, actor)

@@ -23,7 +23,7 @@ from patient_drip.content.windows import step_due_at
 from patient_drip.contacts.blocks import is_blocked
 from patient_drip.contacts.consent import Consentable, withdraw_consent
 from patient_drip.contacts.records import Row, add_rows, audit_row, event_row
-from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus, ExitReason
+from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus, EventKind, ExitReason
 
 RUNNING = (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED)
 
@@ -89,7 +89,7 @@ def first_step_due(campaign: Campaign, timezone: str, now: datetime, enrollment_
 
 def enrolled_rows(contact_id: int | None, enrollment_id: int, campaign_id: str, now: datetime, actor: str) -> list[Row]:
     """The timeline and audit rows of a new enrollment."""
-    return [event_row("enrolled", now, contact_id, enrollment_id, campaign=campaign_id),
+    return [event_row(EventKind.ENROLLED, now, contact_id, enrollment_id, campaign=campaign_id),
             audit_row(actor, "enrolled", now, contact_id, campaign=campaign_id)]
 
 
@@ -129,7 +129,7 @@ def end_enrollments(
         enrollment.claimed_by = None
         enrollment.ended_at = now
         add_rows(session, [
-            event_row("enrollment_ended", now, contact_id, enrollment.id, reason=str(reason),
+            event_row(EventKind.ENROLLMENT_ENDED, now, contact_id, enrollment.id, reason=str(reason),
                       campaign=enrollment.campaign_id),
             audit_row(actor, "enrollment_ended", now, contact_id, campaign=enrollment.campaign_id, reason=str(reason)),
         ])
@@ -158,7 +158,7 @@ def unsubscribe(
 
 def mark_booked(session: Session, contact: Contact, now: datetime, actor: str, source: str) -> int:
     """The contact booked a consultation: end every sequence with reason `booked`. Returns how many."""
-    add_rows(session, [event_row("booked", now, contact.id, source=source),
+    add_rows(session, [event_row(EventKind.BOOKED, now, contact.id, source=source),
                        audit_row(actor, "booked", now, contact.id, source=source)])
     return end_enrollments(session, contact.id, ExitReason.BOOKED, now, actor)
 
@@ -180,6 +180,6 @@ def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: 
         enrollment.next_due_at = max(due, now) if due else now
     else:
         return
-    action = "paused" if paused else "resumed"
+    action = EventKind.PAUSED if paused else EventKind.RESUMED  # the audit action has the same name
     add_rows(session, [event_row(action, now, enrollment.contact_id, enrollment.id),
                        audit_row(actor, action, now, enrollment.contact_id, campaign=enrollment.campaign_id)])

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
-from patient_drip.models import AuditEntry, ConsentRecord, Event
+from patient_drip.models import AuditEntry, ConsentRecord, Event, EventKind
 
 
 class EventRow(NamedTuple):
@@ -56,7 +56,7 @@ class ConsentRow(NamedTuple):
 Row = EventRow | AuditRow | ConsentRow
 
 
-def event_row(kind: str, now: datetime, contact_id: int | None, enrollment_id: int | None = None,
+def event_row(kind: EventKind, now: datetime, contact_id: int | None, enrollment_id: int | None = None,
               **detail: Any) -> EventRow:
     """A timeline event of `kind` at `now`; `detail` is stored as its JSON detail."""
     return EventRow(kind, contact_id, enrollment_id, detail, now)

@@ -29,7 +29,7 @@ from patient_drip.contacts.consent import ConsentGrant, consent_wording, grant_c
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, enroll, unsubscribe, usable_channels
 from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
 from patient_drip.content.tokens import BadToken
-from patient_drip.models import Channel, ConsentMethod, Contact, Message, add_event
+from patient_drip.models import Channel, ConsentMethod, Contact, EventKind, Message, add_event
 from patient_drip.runtime import Runtime
 from patient_drip.web.deps import NowDep, SessionDep, client_ip, get_runtime, page
 
@@ -201,7 +201,7 @@ def booking_link(token: str, request: Request, session: SessionDep, now: NowDep)
         return page(request, "not_found.html", {"what": "This booking link"}, 404)
     if message.clicked_at is None:
         message.clicked_at = now
-    add_event(session, "clicked", now, contact_id=message.contact_id, message_id=message.id, step=message.step_id,
+    add_event(session, EventKind.CLICKED, now, contact_id=message.contact_id, message_id=message.id, step=message.step_id,
               channel=message.channel)
     session.commit()
     target = _add_query(rt.settings.effective_booking_url, {
@@ -284,7 +284,7 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
             contact, _created = upsert_contact(session, rt.suppression_key, contact_input, now, "patient:web_form")
         except FieldError as exc:
             return {exc.field: "We could not use this; please call us." if exc.field == "phone" else exc.message}, ""
-        add_event(session, "consultation_requested", now, contact_id=contact.id, ip=ip)
+        add_event(session, EventKind.CONSULTATION_REQUESTED, now, contact_id=contact.id, ip=ip)
         for channel, given in ((Channel.EMAIL, consent_email), (Channel.SMS, consent_sms)):
             if given:
                 grant_consent(session, wording, contact, ConsentGrant(channel, ConsentMethod.WEB_FORM, ip_address=ip,

@@ -35,7 +35,7 @@ from patient_drip.contacts.changes import ContactNotFound, find_contact, lookup_
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.enrollment import mark_booked, unsubscribe
 from patient_drip.contacts.fields import FieldError, normalize_phone
-from patient_drip.models import add_event
+from patient_drip.models import EventKind, add_event
 from patient_drip.models import (
     MESSAGE_STATUS_RANK,
     Channel,
@@ -248,7 +248,7 @@ async def twilio_inbound(request: Request) -> Response:
             session.add(inbound)
             session.flush()
             if contact is not None:
-                add_event(session, "sms_reply", now, contact_id=contact.id, inbound_id=inbound.id, reply_kind=kind)
+                add_event(session, EventKind.SMS_REPLY, now, contact_id=contact.id, inbound_id=inbound.id, reply_kind=kind)
             if kind in (ReplyKind.OPT_OUT, ReplyKind.OPT_OUT_TEXT):
                 changed = False
                 if contact is not None:
@@ -279,7 +279,7 @@ async def twilio_inbound(request: Request) -> Response:
                 reply = (f"If you are thinking about suicide or are in crisis, call or text 988 now "
                          f"(Suicide & Crisis Lifeline, 24/7). In an emergency call 911. "
                          f"{settings.clinic_name}: {settings.clinic_phone}. Our team will see your message.")
-                add_event(session, "crisis_flagged", now, contact_id=contact.id if contact else None, inbound_id=inbound.id)
+                add_event(session, EventKind.CRISIS_FLAGGED, now, contact_id=contact.id if contact else None, inbound_id=inbound.id)
                 log.warning("crisis reply flagged for staff (inbound %s, contact %s)", inbound.id,
                             contact.id if contact else "unknown")
             inbound_id = inbound.id
