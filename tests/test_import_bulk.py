@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from patient_drip import db
 from patient_drip.contacts import importer
-from conftest import START, make_postgres_database, make_settings
+from support.builders import START, make_settings
+from support.databases import TEMPLATES
 from patient_drip.contacts.enrollment import (ConsentGrant, end_enrollments, enroll, grant_consent, parse_contact_input, suppress,
                         upsert_contact, withdraw_consent)
 from patient_drip.contacts.importer import import_csv, import_csv_rowwise
@@ -109,11 +110,10 @@ def _snapshot(rt: Runtime) -> dict[str, Any]:
 
 @pytest.fixture
 def second_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    """Another empty database of the same kind."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'other.db'}"
-    else:
-        yield from make_postgres_database()
+    """Another migrated database of the same kind."""
+    engine = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    with TEMPLATES.migrated(engine, tmp_path, "other.db") as url:
+        yield url
 
 
 def _runtime(url: str) -> Runtime:
