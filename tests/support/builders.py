@@ -46,7 +46,8 @@ class VirtualClock:
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
     """Settings for the test clinic on `database_url` (never read from the environment or a .env
-    file); `overrides` replace any field."""
+    file); `overrides` replace any field. The dispatcher runs its default thread pool, as in
+    production."""
     values: dict[str, object] = {
         "database_url": database_url,
         "public_url": "https://clinic.test",
@@ -59,7 +60,6 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "campaigns_dir": ROOT / "campaigns",
         "templates_dir": ROOT / "templates",
         "policy_dir": ROOT / "policy",
-        "worker_concurrency": 1,
         "_env_file": None,
     }
     values.update(overrides)
