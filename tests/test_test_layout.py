@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -14,6 +15,7 @@ SHARED = ("free_port", "loopback_url", "wait_until", "LiveApp", "make_settings",
 GONE = ("helpers.py", "sandbox_fixture.py", "chaos_support.py")
 
 
+@cache  # parsed once for all three tests
 def _modules() -> dict[Path, ast.Module]:
     return {path: ast.parse(path.read_text(encoding="utf-8"), str(path)) for path in sorted(TESTS.rglob("*.py"))}
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from patient_drip import db
 from support.builders import ROOT, add_contact, make_settings
-from support.chaos import provider_env
+from support.chaos import all_at_once_campaign, provider_env
 from patient_drip.models import Enrollment, EnrollmentStatus, Message, MessageStatus
 from patient_drip.runtime import build_runtime, utcnow
 
@@ -26,24 +26,8 @@ WORKERS = 3
 CONTACTS = 30
 STEPS = 8
 # The real templates, every step due at once, all day, uncapped: plenty of concurrent work.
-CAMPAIGN = """\
-id: all-at-once
-name: All at once
-description: every step of the sequence at once, for the multi-process test
-send_window: {start: "00:00", end: "24:00", email: true, spread_minutes: 0}
-frequency_cap_per_day: 100
-email_requires_consent: true
-exit_on: [booked, unsubscribed]
-steps:
-  - {id: welcome-email,      delay: 0m, channel: email, template: email/01-welcome.html}
-  - {id: welcome-sms,        delay: 0m, channel: sms,   template: sms/01-welcome.txt}
-  - {id: stress-brain-email, delay: 0m, channel: email, template: email/02-stress-brain.html}
-  - {id: checkin-sms,        delay: 0m, channel: sms,   template: sms/02-checkin.txt}
-  - {id: how-it-works-email, delay: 0m, channel: email, template: email/03-how-it-works.html}
-  - {id: results-email,      delay: 0m, channel: email, template: email/04-results.html}
-  - {id: reminder-sms,       delay: 0m, channel: sms,   template: sms/03-reminder.txt}
-  - {id: consult-email,      delay: 0m, channel: email, template: email/05-consultation.html}
-"""
+CAMPAIGN = all_at_once_campaign("all-at-once", "All at once",
+                                "every step of the sequence at once, for the multi-process test")
 _TOKEN = re.compile(r"(/[bu]/)[A-Za-z0-9._-]+")
 
 

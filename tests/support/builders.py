@@ -130,7 +130,8 @@ def next_due(rt: Runtime) -> datetime | None:
         return session.scalar(select(func.min(Enrollment.next_due_at)))
 
 
-def run_until_done(rt: Runtime, clock: VirtualClock, *, worker: str = "test-worker", limit: int = 200) -> DispatchSummary:
+def run_until_done(rt: Runtime, clock: VirtualClock, *, worker: str = "test-worker",
+                   limit: int = 200) -> DispatchSummary:
     """Drive the virtual clock from due time to due time until nothing is scheduled; returns what
     every pass did together. Fails after `limit` passes."""
     dispatcher = Dispatcher(rt, worker)

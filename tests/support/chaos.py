@@ -32,26 +32,31 @@ from support.live import free_port
 PYTHON = sys.executable
 TESTS = Path(__file__).resolve().parents[1]
 
-# A campaign whose eight steps (the real templates) are all due at once, all day, uncapped: a big
-# dispatch that real-time workers can get through in seconds.
-CHAOS_CAMPAIGN = """\
-id: chaos
-name: Chaos campaign
-description: every step of the real sequence at once, for crash tests
-send_window: {start: "00:00", end: "24:00", email: true, spread_minutes: 0}
+def all_at_once_campaign(campaign_id: str, name: str, description: str) -> str:
+    """A campaign (YAML) whose eight steps -- the real templates -- are all due at once, all day,
+    uncapped: a big dispatch that real-time workers get through in seconds."""
+    return f"""\
+id: {campaign_id}
+name: {name}
+description: {description}
+send_window: {{start: "00:00", end: "24:00", email: true, spread_minutes: 0}}
 frequency_cap_per_day: 100
 email_requires_consent: true
 exit_on: [booked, unsubscribed]
 steps:
-  - {id: welcome-email,      delay: 0m, channel: email, template: email/01-welcome.html}
-  - {id: welcome-sms,        delay: 0m, channel: sms,   template: sms/01-welcome.txt}
-  - {id: stress-brain-email, delay: 0m, channel: email, template: email/02-stress-brain.html}
-  - {id: checkin-sms,        delay: 0m, channel: sms,   template: sms/02-checkin.txt}
-  - {id: how-it-works-email, delay: 0m, channel: email, template: email/03-how-it-works.html}
-  - {id: results-email,      delay: 0m, channel: email, template: email/04-results.html}
-  - {id: reminder-sms,       delay: 0m, channel: sms,   template: sms/03-reminder.txt}
-  - {id: consult-email,      delay: 0m, channel: email, template: email/05-consultation.html}
+  - {{id: welcome-email,      delay: 0m, channel: email, template: email/01-welcome.html}}
+  - {{id: welcome-sms,        delay: 0m, channel: sms,   template: sms/01-welcome.txt}}
+  - {{id: stress-brain-email, delay: 0m, channel: email, template: email/02-stress-brain.html}}
+  - {{id: checkin-sms,        delay: 0m, channel: sms,   template: sms/02-checkin.txt}}
+  - {{id: how-it-works-email, delay: 0m, channel: email, template: email/03-how-it-works.html}}
+  - {{id: results-email,      delay: 0m, channel: email, template: email/04-results.html}}
+  - {{id: reminder-sms,       delay: 0m, channel: sms,   template: sms/03-reminder.txt}}
+  - {{id: consult-email,      delay: 0m, channel: email, template: email/05-consultation.html}}
 """
+
+
+CHAOS_CAMPAIGN = all_at_once_campaign("chaos", "Chaos campaign",
+                                      "every step of the real sequence at once, for crash tests")
 CHAOS_STEPS = 8
 
 TWILIO_SID = "AC" + "0" * 32
