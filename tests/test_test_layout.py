@@ -1,5 +1,6 @@
-"""The layout of the test suite itself: shared fixtures and builders live in `support/`, test
-modules never import one another (or conftest), and each shared builder is defined once."""
+"""The test suite itself: shared fixtures and builders live in `support/`, test modules never import
+one another (or conftest), each shared builder is defined once, and a reused test database is as
+good as a fresh one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ import ast
 from collections import defaultdict
 from functools import cache
 from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from patient_drip.models import Base
+from patient_drip.runtime import build_runtime
+from support.builders import START, add_contact, make_settings
+from support.databases import POSTGRES_REACHABLE, Templates
 
 TESTS = Path(__file__).resolve().parent
 # Each defined once, in support/: a second copy drifts from the first.
@@ -51,3 +60,35 @@ def test_the_old_helper_modules_are_gone_and_support_modules_say_what_they_own()
     undocumented = [path.name for path, tree in _modules().items()
                     if path.parent.name == "support" and not ast.get_docstring(tree)]
     assert undocumented == []
+
+
+@pytest.mark.postgres
+def test_a_reused_postgres_database_has_no_rows_restarted_ids_and_the_template_schema() -> None:
+    if not POSTGRES_REACHABLE:
+        pytest.skip("PostgreSQL not reachable")
+    templates = Templates()  # its own template and clones, not the run's
+    try:
+        with templates.postgres() as first:
+            leftover = build_runtime(make_settings(first))
+            add_contact(leftover, START)
+            add_contact(leftover, START, email="other@example.com", phone=None, consent=("email",))
+            # still open on purpose: handing the database back ends its connections
+        leftover.close()
+        with templates.postgres() as again:
+            assert again == first
+            engine = create_engine(again)
+            with engine.connect() as connection:
+                assert [connection.scalar(select(func.count()).select_from(t)) for t in Base.metadata.sorted_tables] \
+                    == [0] * len(Base.metadata.sorted_tables)
+            engine.dispose()
+            rt = build_runtime(make_settings(again))
+            assert add_contact(rt, START) == 1
+            rt.close()
+            engine = create_engine(again)
+            with engine.begin() as connection:
+                connection.execute(text("ALTER TABLE contact ADD COLUMN stray integer"))
+            engine.dispose()
+        with templates.postgres() as third:
+            assert third != first  # a changed schema is not handed out again
+    finally:
+        templates.close()

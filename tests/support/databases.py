@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, func, literal, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -94,6 +94,10 @@ SELECT md5(
         FROM pg_constraint WHERE connamespace = 'public'::regnamespace)
   || (SELECT string_agg(version_num, ',') FROM alembic_version))
 """
+
+
+# Above this many rows a used database is emptied with TRUNCATE rather than DELETE.
+_DELETE_AT_MOST = 2_000
 
 
 def _checkpoint(path: Path) -> None:
@@ -207,8 +211,17 @@ class Templates:
             with engine.begin() as connection:
                 if connection.execute(text(_SCHEMA_FINGERPRINT)).scalar_one() != self._schema:
                     return False
-                for table in reversed(Base.metadata.sorted_tables):
-                    connection.execute(table.delete())
+                tables = list(reversed(Base.metadata.sorted_tables))
+                rows = connection.execute(select(sum((select(func.count()).select_from(table).scalar_subquery()
+                                                      for table in tables), literal(0)))).scalar_one()
+                if rows > _DELETE_AT_MOST:
+                    # TRUNCATE costs a fixed 50-100 ms; DELETE, a few ms for a typical test's rows
+                    # but seconds for a bulk import's.
+                    names = ", ".join(f'"{table.name}"' for table in tables)
+                    connection.execute(text(f"TRUNCATE {names}"))
+                else:
+                    for table in tables:
+                        connection.execute(table.delete())
                 connection.execute(text("SELECT setval(oid, 1, false) FROM pg_class "
                                         "WHERE relkind = 'S' AND relnamespace = 'public'::regnamespace"))
             return True
