@@ -1,126 +1,20 @@
 """Staff sign-in: argon2 passwords, signed session cookies, CSRF, throttling, sign-out, expiry.
-
-The helpers at the top (users with a pre-computed argon2 hash, a signed-in test client) are
-imported by the other admin test modules; hashing once keeps the suite fast.
-"""
+(The users, clients and runtimes these tests use are built by `support.staff`.)"""
 
 from __future__ import annotations
 
-import atexit
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from patient_drip import db
 from patient_drip.web.admin.auth import SESSION_COOKIE, issue_session
-from conftest import START, VirtualClock, make_settings
 from patient_drip.models import AuditEntry, User
-from patient_drip.runtime import Runtime, build_runtime
-from patient_drip.content.template_store import sync_from_files
-from patient_drip.accounts.users import Role, hash_password
+from patient_drip.accounts.users import Role
 from patient_drip.web.app import create_app
-
-PASSWORD = "correct horse battery"
-_HASH = hash_password(PASSWORD)  # once per test session: argon2 is deliberately slow
-BASE_URL = "https://clinic.test"
-ROLES = ("admin", "staff", "marketing", "clinician")
-
-
-# -- helpers shared by the admin test modules ---------------------------------------------------
-
-
-def add_user(rt: Runtime, role: str, email: str | None = None, *, name: str = "", now: datetime = START,
-             disabled: bool = False) -> User:
-    """A staff user whose password is PASSWORD (inserted directly; create_user is tested on its own)."""
-    with rt.sessions() as session, session.begin():
-        user = User(email=email or f"{role}@clinic.test", name=name or role.capitalize(), password_hash=_HASH,
-                    role=role, disabled=disabled, created_at=now)
-        session.add(user)
-        session.flush()
-        session.expunge(user)
-        return user
-
-
-def make_client(rt: Runtime, clock: VirtualClock) -> TestClient:
-    return TestClient(create_app(rt, clock=clock), base_url=BASE_URL, follow_redirects=False)
-
-
-def sign_in_as(client: TestClient, rt: Runtime, user: User, now: datetime) -> str:
-    """Give `client` a session for `user` (the same signed cookie the login form issues). Returns the
-    CSRF token for that session."""
-    with rt.sessions() as session, session.begin():
-        value = issue_session(rt, session, session.get(User, user.id), now)
-    client.cookies.set(SESSION_COOKIE, value, domain="clinic.test", path="/admin")
-    return csrf_of(client)
-
-
-def csrf_of(client: TestClient) -> str:
-    page = client.get("/admin/account")
-    assert page.status_code == 200, page.status_code
-    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
-    assert match
-    return match.group(1)
-
-
-def login_form_token(client: TestClient) -> str:
-    page = client.get("/admin/login")
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match
-    return match.group(1)
-
-
-_SEEDED_SQLITE: list[Path] = []
-
-
-def _seeded_sqlite_file() -> Path:
-    """A migrated SQLite file with the templates imported (`drip init`), built once and copied
-    for each test: running the migrations per test would dominate the suite's time."""
-    if not _SEEDED_SQLITE:
-        folder = tempfile.mkdtemp(prefix="drip-admin-tests-")
-        atexit.register(shutil.rmtree, folder, True)
-        path = Path(folder) / "seed.db"
-        settings = make_settings(f"sqlite:///{path}")
-        db.upgrade(settings.database_url)
-        rt = build_runtime(settings)
-        with rt.sessions() as session, session.begin():
-            sync_from_files(session, settings.templates_dir, START, "drip init")
-        rt.close()  # the last connection closing checkpoints the WAL into the file
-        _SEEDED_SQLITE.append(path)
-    return _SEEDED_SQLITE[0]
-
-
-def runtime_for(url: str, **overrides: object) -> Runtime:
-    """A runtime on an initialised database (schema + templates), like after `drip init`."""
-    settings = make_settings(url, **overrides)
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        shutil.copyfile(_seeded_sqlite_file(), url.removeprefix("sqlite:///"))
-        return build_runtime(settings)
-    db.upgrade(settings.database_url)
-    rt = build_runtime(settings)
-    with rt.sessions() as session, session.begin():
-        sync_from_files(session, settings.templates_dir, START, "drip init")
-    return rt
-
-
-@pytest.fixture
-def srt(tmp_path: Path) -> Iterator[Runtime]:
-    """A runtime on a SQLite file (most UI behaviour does not depend on the database)."""
-    runtime = runtime_for(f"sqlite:///{tmp_path / 'drip.db'}")
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture
-def client(srt: Runtime, clock: VirtualClock) -> Iterator[TestClient]:
-    with make_client(srt, clock) as test_client:
-        yield test_client
+from support.staff import PASSWORD, add_user, login_form_token, runtime_for, sign_in_as
 
 
 # -- sign-in ------------------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, insert, select, text
 
 from patient_drip.web.admin.contact_queries import find_contacts
+from support.builders import add_contact, messages_for
 from patient_drip.dispatch.pauses import pause_key
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact, messages_for
 from patient_drip.models import (
     ApiToken,
     AuditEntry,
@@ -28,15 +28,7 @@ from patient_drip.models import (
     User,
 )
 from patient_drip.content.template_store import published
-from test_admin_auth import (  # noqa: F401  (fixtures)
-    PASSWORD,
-    ROLES,
-    add_user,
-    client,
-    make_client,
-    sign_in_as,
-    srt,
-)
+from support.staff import PASSWORD, ROLES, add_user, make_client, sign_in_as
 
 WELCOME = "email/01-welcome.html"
 FIRST_SMS = "sms/01-welcome.txt"
@@ -49,7 +41,7 @@ def signed_in(client, rt, role, clock, email=None):  # type: ignore[no-untyped-d
 
 
 def bulk_contacts(rt, count, *, start=0, last_names=("Reyes", "Smith", "Nguyen"), now=None):  # type: ignore[no-untyped-def]
-    from conftest import START
+    from support.builders import START
 
     moment = now or START
     rows = [{"first_name": f"Pat{i}", "last_name": last_names[i % len(last_names)], "email": f"pat{i}@example.com",

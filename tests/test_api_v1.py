@@ -8,23 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from patient_drip.accounts.api_tokens import new_api_token, token_digest
+from support.builders import add_contact
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact
 from patient_drip.models import ApiToken, ConsentRecord, Contact, Enrollment, EnrollmentStatus, ExitReason
-from test_admin_auth import add_user, client, make_client, srt  # noqa: F401  (fixtures)
-
-
-def token_for(rt, role, *, email=None, revoked=False, disabled=False, now=None):  # type: ignore[no-untyped-def]
-    """A bearer token for a new user with `role` (created as the Account page does)."""
-    from conftest import START
-
-    user = add_user(rt, role, email, disabled=disabled)
-    token = new_api_token()
-    with rt.sessions() as session, session.begin():
-        session.add(ApiToken(user_id=user.id, name="test", token_hash=token_digest(token), created_at=now or START,
-                             revoked_at=(now or START) if revoked else None))
-    return {"Authorization": f"Bearer {token}"}
+from support.staff import add_user, make_client, token_for
 
 
 @pytest.fixture
@@ -58,7 +45,7 @@ def test_revoked_tokens_and_disabled_users_are_refused(client, srt, case):
 
 
 def test_a_staff_session_cookie_does_not_authenticate_the_api(client, srt, clock):
-    from test_admin_auth import sign_in_as
+    from support.staff import sign_in_as
 
     sign_in_as(client, srt, add_user(srt, "admin"), clock.now)
     assert client.get("/admin").status_code == 200

@@ -23,15 +23,13 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from patient_drip.web.admin.auth import SESSION_COOKIE, describe_auth
-from conftest import VirtualClock
+from support.builders import VirtualClock, add_contact
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact
 from patient_drip.models import AuditEntry, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime
 from patient_drip.providers.sandbox import SendGridSigner
-from test_admin_auth import BASE_URL, ROLES, add_user, make_client, runtime_for, sign_in_as
-from test_api_v1 import token_for
-from test_routes_protected import PUBLIC, _concrete, _is_public, _routes
+from support.staff import BASE_URL, ROLES, add_user, make_client, runtime_for, sign_in_as, token_for
+from support.routes import PUBLIC, concrete, is_public, routes_of
 from patient_drip.content.tokens import LinkTokens
 from patient_drip.web.app import create_app
 
@@ -84,8 +82,8 @@ def _auth_roles(dependant) -> tuple[str, ...] | None:  # type: ignore[no-untyped
 def forbidden_pairs(app) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
     """(role, method, path) for every private route a role may not use."""
     pairs = []
-    for method, path, dependant in _routes(app):
-        if _is_public(path) or method == "HEAD":
+    for method, path, dependant in routes_of(app):
+        if is_public(path) or method == "HEAD":
             continue
         assert dependant is not None, f"{method} {path} is not a FastAPI route"
         roles = _auth_roles(dependant)
@@ -109,7 +107,7 @@ def test_every_role_is_refused_every_route_its_role_does_not_allow(art, clock):
             for pair_role, method, path in app_routes:
                 if pair_role != role:
                     continue
-                url = _concrete(path)
+                url = concrete(path)
                 if path.startswith("/api/"):
                     response = client.request(method, url, headers=api, json={} if method == "POST" else None)
                 else:
@@ -430,14 +428,14 @@ def test_security_headers_on_every_page_and_error(web, art, clock, patient):
     api = token_for(art, "admin", email="headers-api@clinic.test")
     problems: list[str] = []
     seen = 0
-    for method, path, _dependant in _routes(web.app):
+    for method, path, _dependant in routes_of(web.app):
         if method != "GET":
             continue
-        url = _concrete(path).replace("/static", "/static/admin.css")
+        url = concrete(path).replace("/static", "/static/admin.css")
         response = web.get(url, headers=api if path.startswith("/api/") else None)
         seen += 1
         problems += _check_headers(response, f"GET {url} ({response.status_code})")
-        private = path.startswith(("/admin", "/api/v1")) and not _is_public(path)
+        private = path.startswith(("/admin", "/api/v1")) and not is_public(path)
         if private and response.status_code == 200 and "no-store" not in response.headers.get("cache-control", ""):
             problems.append(f"GET {url}: private page without Cache-Control: no-store")
     for url, method in (("/nowhere", "GET"), ("/healthz", "POST"), ("/admin/login", "PUT"),
@@ -469,10 +467,10 @@ def test_ids_beyond_64_bits_in_any_path_are_a_4xx_not_a_crash(art, clock):
     with TestClient(app, base_url=BASE_URL, follow_redirects=False, raise_server_exceptions=False) as client:
         csrf = sign_in_as(client, art, add_user(art, "admin"), clock.now)
         api = token_for(art, "admin", email="ids-api@clinic.test")
-        for method, path, _dependant in _routes(app):
+        for method, path, _dependant in routes_of(app):
             if "_id}" not in path or method == "HEAD":
                 continue
-            url = _concrete(re.sub(r"\{[a-z_]*_id(:[a-z]+)?\}", huge, path))
+            url = concrete(re.sub(r"\{[a-z_]*_id(:[a-z]+)?\}", huge, path))
             tried.append(url)
             headers = api if path.startswith("/api/") else {"X-CSRF-Token": csrf}
             response = client.request(method, url, headers=headers, json={} if path.startswith("/api/") and method == "POST" else None,

@@ -8,15 +8,14 @@ Skipped when /usr/bin/chromium is not installed (`apt-get install chromium`).
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
+from support.builders import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -28,7 +27,6 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 expect = playwright_api.expect
 
-ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -44,28 +42,17 @@ class LiveServer:
     clock: object
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    import uvicorn
-
-    from patient_drip import db
-    from conftest import VirtualClock, make_settings
-    from patient_drip.runtime import build_runtime
-    from patient_drip.content.template_store import sync_from_files
     from patient_drip.accounts.users import create_user
-    from patient_drip.web.app import create_app
+    from patient_drip.content.template_store import sync_from_files
+    from patient_drip.runtime import build_runtime
+    from support.builders import VirtualClock, make_settings
+    from support.databases import TEMPLATES
+    from support.live import LiveApp, loopback_url
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    path = tmp_path_factory.mktemp("browser") / "drip.db"
-    settings = make_settings(f"sqlite:///{path}", public_url=url)
-    db.upgrade(settings.database_url)
+    url = loopback_url()
+    settings = make_settings(TEMPLATES.copy_sqlite(tmp_path_factory.mktemp("browser") / "drip.db"), public_url=url)
     rt = build_runtime(settings)
     clock = VirtualClock()  # a Monday morning in the clinic's zone: inside the send window
     with rt.sessions() as session, session.begin():
@@ -73,18 +60,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         for role, email in (("admin", "admin@example.com"), ("staff", "frontdesk@example.com"),
                             ("marketing", "marketing@example.com"), ("clinician", "dr.kim@example.com")):
             create_user(session, email, PASSWORD, role, clock.now, "drip init", name=role.capitalize())
-    config = uvicorn.Config(create_app(rt, clock=clock), host="127.0.0.1", port=port, log_level="warning")
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, name="uvicorn-browser-tests", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield LiveServer(url, rt, clock)
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with LiveApp(rt, clock):
+        yield LiveServer(url, rt, clock)
     rt.close()
 
 
@@ -257,8 +234,8 @@ def test_staff_imports_a_csv_with_one_bad_row(page, server, tmp_path):
 
 
 def test_every_page_renders_for_an_admin_at_laptop_and_tablet_width(page, server):
+    from support.builders import add_contact
     from patient_drip.dispatch.pipeline import Dispatcher
-    from helpers import add_contact
     from patient_drip.models import InboundMessage
 
     moment = server.clock.now

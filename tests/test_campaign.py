@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from patient_drip.content.campaign import CampaignError, load_campaigns, parse_campaign, parse_delay
-from conftest import ROOT
+from support.builders import ROOT
 
 GOOD = """
 id: demo

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select
 
 from patient_drip import db
-from chaos_support import (
+from support.chaos import (
     CHAOS_STEPS,
     FROM_NUMBER,
     SENDGRID_KEY,
@@ -30,17 +30,16 @@ from chaos_support import (
     WorkerPool,
     audit_sandbox,
     drip_message_id,
-    free_port,
     provider_env,
     record_figures,
     settle_in_virtual_time,
     write_chaos_campaign,
 )
-from conftest import _PG, make_postgres_database, make_settings
-from helpers import add_contact
+from support.live import LiveApp, free_port
+from support.builders import add_contact, make_settings
+from support.databases import POSTGRES_REACHABLE, make_postgres_database
 from patient_drip.models import Enrollment, EnrollmentStatus, Event, Message, MessageStatus
 from patient_drip.runtime import build_runtime, utcnow
-from test_providers_e2e import LiveApp
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -52,7 +51,7 @@ CHAOS_SECONDS = 50
 
 @pytest.fixture
 def pg_url():
-    if not _PG:
+    if not POSTGRES_REACHABLE:
         pytest.skip("PostgreSQL not reachable")
     yield from make_postgres_database()
 

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from patient_drip.cli import main
-from conftest import ROOT
+from support.builders import ROOT
 
 CONTENT_RULE_TERMS = ("depress", "bipolar", "mdd", "mania", "manic", "ketamine", "antidepress", "infusion", "suicid")
 
 
 @pytest.fixture
-def env(database_url, tmp_path, monkeypatch):
+def env(empty_database_url, tmp_path, monkeypatch):
+    # Empty: these tests run `drip init` on a new installation (or a command before it).
     values = {
-        "DRIP_DATABASE_URL": database_url, "DRIP_PUBLIC_URL": "https://clinic.test", "DRIP_CLINIC_NAME": "Riverside Wellness",
+        "DRIP_DATABASE_URL": empty_database_url, "DRIP_PUBLIC_URL": "https://clinic.test", "DRIP_CLINIC_NAME": "Riverside Wellness",
         "DRIP_CLINIC_ADDRESS": "12 River Road, Springfield, IL 62701", "DRIP_CLINIC_PHONE": "+1 217 555 0100",
     }
     for key, value in values.items():

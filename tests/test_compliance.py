@@ -13,11 +13,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, inspect, select, text
 from twilio.request_validator import RequestValidator
 
-from patient_drip import db
-from conftest import make_settings
+from support.builders import add_contact, contact, make_settings, messages_for, run_until_done
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact, contact, messages_for, run_until_done
-from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, ExitReason,
+from patient_drip.models import (AuditEntry, ConsentRecord, Contact, Enrollment, ExitReason,
                     InboundMessage, MessageStatus)
 from patient_drip.contacts.privacy import consent_history, forget
 from patient_drip.runtime import build_runtime
@@ -30,9 +28,7 @@ PHONE = "+13125550142"
 
 @pytest.fixture
 def rt(database_url):
-    settings = make_settings(database_url, twilio_auth_token=TOKEN, booking_webhook_secret=BOOKING_SECRET)
-    db.upgrade(settings.database_url)
-    runtime = build_runtime(settings)
+    runtime = build_runtime(make_settings(database_url, twilio_auth_token=TOKEN, booking_webhook_secret=BOOKING_SECRET))
     yield runtime
     runtime.close()
 

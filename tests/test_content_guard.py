@@ -20,8 +20,8 @@ from patient_drip.content.guard import (
     load_policy,
 )
 from patient_drip.content.rendering import RenderedEmail, Renderer
+from support.builders import ROOT as REPO
 
-REPO = Path(__file__).resolve().parent.parent
 REPO_TEMPLATES = REPO / "templates"
 
 LAYOUT = """\

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select, text
 
 from patient_drip import db
-from chaos_support import (
+from support.chaos import (
     CHAOS_STEPS,
     FROM_NUMBER,
     SENDGRID_KEY,
@@ -31,17 +31,16 @@ from chaos_support import (
     WorkerPool,
     audit_sandbox,
     drip_message_id,
-    free_port,
     provider_env,
     record_figures,
     settle_in_virtual_time,
     write_chaos_campaign,
 )
-from conftest import _PG, make_settings
-from helpers import add_contact
+from support.live import LiveApp, free_port
+from support.builders import add_contact, make_settings
+from support.databases import POSTGRES_REACHABLE
 from patient_drip.models import Contact, Enrollment, Message, MessageStatus
 from patient_drip.runtime import build_runtime, utcnow
-from test_providers_e2e import LiveApp
 
 CONTACTS = 60
 
@@ -72,7 +71,7 @@ class FreshDatabase:
     (pool_pre_ping), unlike conftest's, whose pooled connection the restart kills."""
 
     def __init__(self) -> None:
-        from conftest import POSTGRES_ADMIN_URL
+        from support.databases import POSTGRES_ADMIN_URL
 
         self.name = f"drip_test_{uuid.uuid4().hex[:12]}"
         self.admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
@@ -125,7 +124,7 @@ def _wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:  # type
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_postgres_restart_mid_dispatch_workers_reconnect_and_nothing_is_lost_or_doubled(tmp_path):
-    if not _PG:
+    if not POSTGRES_REACHABLE:
         pytest.skip("PostgreSQL not reachable")
     version = _pg_version()
     database = FreshDatabase()

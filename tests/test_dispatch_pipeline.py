@@ -13,29 +13,19 @@ import pytest
 from sqlalchemy import func, select, update
 
 from patient_drip import db
-from conftest import ROOT, make_settings
+from support.builders import ROOT, add_contact, make_settings, sandbox_settings
 from patient_drip.dispatch.counters import COUNTERS
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact
 from patient_drip.models import Contact, Enrollment, Event, Message, MessageStatus
 from patient_drip.runtime import Runtime, build_runtime
 from patient_drip.providers.sandbox import Fault
 
 
 def provider_runtime(database_url: str, sandbox, **overrides: object) -> Runtime:  # type: ignore[no-untyped-def]
-    config = sandbox.config
-    values: dict[str, object] = dict(
-        delivery="providers", twilio_account_sid=config.twilio_account_sid,
-        twilio_auth_token=config.twilio_auth_token, twilio_from_number="+15005550006",
-        twilio_base_url=sandbox.url, sendgrid_api_key=config.sendgrid_api_key,
-        from_email="Riverside Wellness <care@clinic.test>", sendgrid_base_url=sandbox.url,
-        sms_rate_per_second=10_000, email_rate_per_second=10_000, provider_timeout_seconds=3,
-        worker_concurrency=4, dispatch_batch_size=7,
-    )
-    values.update(overrides)
-    settings = make_settings(database_url, **values)
-    db.upgrade(settings.database_url)
-    return build_runtime(settings)
+    # Four threads and small batches: several batches in flight within one pass.
+    return build_runtime(sandbox_settings(database_url, sandbox, **{
+        "sms_rate_per_second": 10_000, "email_rate_per_second": 10_000, "provider_timeout_seconds": 3,
+        "worker_concurrency": 4, "dispatch_batch_size": 7, **overrides}))
 
 
 @pytest.fixture
@@ -78,9 +68,7 @@ def test_outbox_pipeline_with_a_large_batch(rt_outbox, clock):
 
 @pytest.fixture
 def rt_outbox(database_url) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
-    settings = make_settings(database_url, worker_concurrency=6, dispatch_batch_size=500)
-    db.upgrade(settings.database_url)
-    runtime = build_runtime(settings)
+    runtime = build_runtime(make_settings(database_url, worker_concurrency=6, dispatch_batch_size=500))
     yield runtime
     runtime.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from patient_drip import db
-from conftest import ROOT
+from support.builders import ROOT
 from patient_drip.dispatch.ratelimit import SharedRateLimiter
 
 RATE = 20.0  # slots a second for all processes together

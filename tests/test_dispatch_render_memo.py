@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patient_drip.content.campaign import load_campaigns
-from conftest import ROOT
+from support.builders import ROOT
 from patient_drip.content.render_memo import MemoRenderer
 from patient_drip.content.rendering import RenderedEmail, Renderer, RenderError
 from patient_drip.content.tokens import LinkTokens

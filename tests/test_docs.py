@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from patient_drip.cli import main
-from conftest import ROOT
+from support.builders import ROOT
 from patient_drip.settings import Settings, env_name
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -15,10 +15,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from patient_drip import db
-from conftest import _PG, START, VirtualClock, make_postgres_database, make_settings
+from support.builders import START, VirtualClock, add_contact, make_settings
+from support.databases import POSTGRES_REACHABLE, TEMPLATES
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact
 from patient_drip.models import ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime, build_runtime
 from patient_drip.providers.sandbox import SendGridSigner
@@ -34,21 +33,13 @@ TABLES = (Contact, Enrollment, ConsentRecord, Message, InboundMessage, Event)
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def hrt(request, tmp_path_factory) -> Iterator[Runtime]:
     """One database per module and engine (every test compares row counts before and after)."""
-    if request.param == "sqlite":
-        urls: Iterator[str] = iter([f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'drip.db'}"])
-    elif not _PG:
+    if request.param == "postgresql" and not POSTGRES_REACHABLE:
         pytest.skip("PostgreSQL not reachable")
-    else:
-        urls = make_postgres_database()
-    url = next(urls)
-    settings = make_settings(url, twilio_auth_token=TWILIO_TOKEN, booking_webhook_secret=BOOKING_SECRET,
-                             sendgrid_webhook_public_key=SIGNER.public_key)
-    db.upgrade(settings.database_url)
-    rt = build_runtime(settings)
-    yield rt
-    rt.close()
-    for _ in urls:  # drops the PostgreSQL database
-        pass
+    with TEMPLATES.migrated(request.param, tmp_path_factory.mktemp("hostile")) as url:
+        rt = build_runtime(make_settings(url, twilio_auth_token=TWILIO_TOKEN, booking_webhook_secret=BOOKING_SECRET,
+                                         sendgrid_webhook_public_key=SIGNER.public_key))
+        yield rt
+        rt.close()
 
 
 @pytest.fixture(scope="module")

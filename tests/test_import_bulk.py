@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from patient_drip import db
 from patient_drip.contacts import importer
-from conftest import START, make_postgres_database, make_settings
+from support.builders import START, make_settings
+from support.databases import TEMPLATES
 from patient_drip.contacts.blocks import suppress
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording, withdraw_consent
@@ -111,11 +112,10 @@ def _snapshot(rt: Runtime) -> dict[str, Any]:
 
 @pytest.fixture
 def second_url(database_url: str, tmp_path: Path) -> Iterator[str]:
-    """Another empty database of the same kind."""
-    if database_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'other.db'}"
-    else:
-        yield from make_postgres_database()
+    """Another migrated database of the same kind."""
+    engine = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    with TEMPLATES.migrated(engine, tmp_path, "other.db") as url:
+        yield url
 
 
 def _runtime(url: str) -> Runtime:

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from patient_drip import db
-from conftest import make_settings
+from support.builders import add_contact, make_settings
+from support.databases import TEMPLATES
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.contacts.blocks import suppress
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
-from helpers import add_contact
 from patient_drip.migrate_data import copy_order, migrate_data, migrate_data_command
 from patient_drip.models import Channel, Contact, Message
 from patient_drip.runtime import build_runtime
@@ -31,8 +31,7 @@ def _rows(url: str) -> dict[str, list[tuple[object, ...]]]:
 
 @pytest.fixture
 def source(tmp_path: Path, clock) -> str:  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'source.db'}"
-    db.upgrade(url)
+    url = TEMPLATES.copy_sqlite(tmp_path / "source.db")
     rt = build_runtime(make_settings(url))
     for index in range(5):
         add_contact(rt, clock.now, email=f"m{index}@example.com", phone=f"+1312555{6000 + index}")
@@ -43,15 +42,15 @@ def source(tmp_path: Path, clock) -> str:  # type: ignore[no-untyped-def]
     return url
 
 
-def test_everything_is_copied_and_new_rows_continue_after_the_copied_ids(source, database_url, clock):
+def test_everything_is_copied_and_new_rows_continue_after_the_copied_ids(source, empty_database_url, clock):
     seen: list[tuple[str, int, int]] = []
-    report = migrate_data(source, database_url, batch=3, progress=lambda *args: seen.append(args))
-    before, after = _rows(source), _rows(database_url)
+    report = migrate_data(source, empty_database_url, batch=3, progress=lambda *args: seen.append(args))
+    before, after = _rows(source), _rows(empty_database_url)
     assert before == after
     assert report.rows["message"] == 10 and report.rows["contact"] == 5 and report.total == sum(map(len, after.values()))
     assert ("message", 10, 10) in seen
     # the keys came along: suppression still matches, links still verify, new ids do not collide
-    rt = build_runtime(make_settings(database_url))
+    rt = build_runtime(make_settings(empty_database_url))
     try:
         with rt.sessions() as session, session.begin():
             data = parse_contact_input({"email": "gone@example.com", "first_name": "G"}, "America/Chicago")

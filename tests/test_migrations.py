@@ -10,19 +10,19 @@ from patient_drip import db
 from patient_drip.models import Base
 
 
-def test_upgrade_from_empty_matches_models_and_is_idempotent(database_url):
-    db.upgrade(database_url)
-    db.upgrade(database_url)
-    engine = create_engine(database_url)
+def test_upgrade_from_empty_matches_models_and_is_idempotent(empty_database_url):
+    db.upgrade(empty_database_url)
+    db.upgrade(empty_database_url)
+    engine = create_engine(empty_database_url)
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     engine.dispose()
     assert diff == []
 
 
-def test_send_record_is_unique_per_enrollment_step_channel(database_url):
-    db.upgrade(database_url)
-    engine = create_engine(database_url)
+def test_send_record_is_unique_per_enrollment_step_channel(empty_database_url):
+    db.upgrade(empty_database_url)
+    engine = create_engine(empty_database_url)
     uniques = inspect(engine).get_unique_constraints("message")
     engine.dispose()
     assert any(sorted(u["column_names"]) == ["channel", "enrollment_id", "step_id"] for u in uniques)

@@ -10,29 +10,24 @@ from __future__ import annotations
 import io
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import select
 
-from patient_drip import db
-from conftest import VirtualClock, make_settings
+from support.builders import drive, settled
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.contacts.importer import import_csv
 from patient_drip.logs import AccessLogFilter, RedactingFilter, configure_logging, redact
 from patient_drip.models import Message
 from patient_drip.dispatch.reconcile import reconcile_unknown
-from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.runtime import Runtime
 from patient_drip.providers.sandbox import Fault, RecipientRule
-from test_api_v1 import token_for
-from test_provider_trouble import drive
-from test_providers_e2e import free_port, settled, wait_until
-from patient_drip.web.app import create_app
+from support.staff import token_for
+from support.live import LiveApp, live_sandbox_runtime, wait_until
 
 NAME, SURNAME = "Quintessa", "Zebrowski"
 EMAIL = "quintessa.zebrowski@example.com"
@@ -57,49 +52,11 @@ class Capture(logging.Handler):
         self.records.append(record)
 
 
-class QuietLiveApp:
-    """Our app under uvicorn with its access log on and routed through our logging."""
-
-    def __init__(self, rt: Runtime, clock: VirtualClock) -> None:
-        self.port = int(rt.settings.public_url.rsplit(":", 1)[1])
-        config = uvicorn.Config(create_app(rt, clock=clock), host="127.0.0.1", port=self.port, log_config=None,
-                                log_level="info", access_log=True)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> QuietLiveApp:
-        # The sandbox's uvicorn, started first, gave the shared "uvicorn" loggers handlers of their
-        # own that do not propagate: send them to our handlers, as `log_config=None` means.
-        for name in ("uvicorn", "uvicorn.access"):
-            logging.getLogger(name).handlers = []
-            logging.getLogger(name).propagate = True
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "web app did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
 def logged(sqlite_url, sandbox, clock) -> Iterator[tuple[Runtime, Capture, io.StringIO]]:
-    config = sandbox.config
-    settings = make_settings(
-        sqlite_url, delivery="providers", public_url=f"http://127.0.0.1:{free_port()}", log_level="DEBUG",
-        twilio_account_sid=config.twilio_account_sid, twilio_auth_token=config.twilio_auth_token,
-        twilio_from_number="+15005550006", twilio_base_url=sandbox.url, sendgrid_api_key=config.sendgrid_api_key,
-        from_email="Riverside Wellness <care@clinic.test>", sendgrid_base_url=sandbox.url,
-        sendgrid_webhook_public_key=sandbox.public_key, sms_rate_per_second=1000, email_rate_per_second=1000,
-        provider_timeout_seconds=1, booking_webhook_secret="phi-booking-secret", staff_alert_email="alerts@clinic.test",
-    )
-    db.upgrade(settings.database_url)
-    rt = build_runtime(settings)
-    sandbox.configure(twilio_inbound_url=f"{settings.public_url}/webhooks/twilio/sms",
-                      sendgrid_event_url=f"{settings.public_url}/webhooks/sendgrid/events")
+    rt = live_sandbox_runtime(sqlite_url, sandbox, log_level="DEBUG", provider_timeout_seconds=1,
+                              booking_webhook_secret="phi-booking-secret", staff_alert_email="alerts@clinic.test")
+    settings = rt.settings
     root = logging.getLogger()
     saved = (root.handlers[:], root.level, {name: logging.getLogger(name).level for name in
                                             ("sqlalchemy", "twilio", "urllib3", "httpx", "uvicorn.access")})
@@ -109,7 +66,7 @@ def logged(sqlite_url, sandbox, clock) -> Iterator[tuple[Runtime, Capture, io.St
     capture = Capture()
     root.addHandler(capture)
     try:
-        with QuietLiveApp(rt, clock):
+        with LiveApp(rt, clock, access_log=True):
             yield rt, capture, written
     finally:
         root.handlers[:] = saved[0]

@@ -23,11 +23,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from chaos_support import record_figures
-from conftest import START, VirtualClock
-from helpers import add_contact
-from test_admin_auth import runtime_for
-from test_api_v1 import token_for
+from support.chaos import record_figures
+from support.builders import START, VirtualClock, add_contact
+from support.staff import runtime_for, token_for
 from patient_drip.web.app import create_app
 
 pytestmark = pytest.mark.slow

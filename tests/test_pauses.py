@@ -10,8 +10,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from conftest import VirtualClock, make_settings
-from helpers import add_contact
+from support.builders import add_contact, make_settings
 from patient_drip import db
 from patient_drip.cli import CLI_ACTOR, main
 from patient_drip.dispatch.pauses import pause_channel, paused_channels, resume_channel
@@ -19,7 +18,7 @@ from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.models import AuditEntry, Channel, Event, EventKind
 from patient_drip.providers.sandbox import SandboxServer
 from patient_drip.runtime import Runtime, build_runtime
-from test_admin_auth import add_user, client, sign_in_as, srt  # noqa: F401  (fixtures)
+from support.staff import add_user, sign_in_as
 
 
 def recorded(rt: Runtime, kind: EventKind) -> list[tuple[str, str, str]]:

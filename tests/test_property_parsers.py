@@ -27,7 +27,7 @@ from twilio.request_validator import RequestValidator
 
 from patient_drip.contacts import fields as contact_fields
 from patient_drip.content.campaign import Campaign, CampaignError, parse_campaign
-from conftest import ROOT, START, VirtualClock
+from support.builders import ROOT, START, VirtualClock
 from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
 from patient_drip.contacts.import_rows import KNOWN_COLUMNS, ImportFileError, read_rows
 from patient_drip.contacts.importer import import_csv
@@ -36,7 +36,7 @@ from patient_drip.contacts.replies import ReplyKind, classify_reply
 from patient_drip.content.rendering import MAX_RENDER_SECONDS, Renderer, RenderError
 from patient_drip.runtime import Runtime
 from patient_drip.providers.sandbox import SendGridSigner
-from test_admin_auth import runtime_for
+from support.staff import runtime_for
 from patient_drip.web.app import create_app
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -223,8 +223,8 @@ def web_client() -> tuple[TestClient, Runtime]:
         path = Path(tempfile.mkdtemp(prefix="drip-webhook-props-")) / "drip.db"
         rt = runtime_for(f"sqlite:///{path}", twilio_auth_token=TOKEN, booking_webhook_secret=SECRET,
                          sendgrid_webhook_public_key=SIGNER.public_key)
+        from support.builders import add_contact
         from patient_drip.dispatch.pipeline import Dispatcher
-        from helpers import add_contact
 
         add_contact(rt, START)
         Dispatcher(rt, "w").run_once(START)

@@ -19,16 +19,15 @@ import pytest
 from sqlalchemy import func, select
 
 from patient_drip import db
+from support.chaos import audit_sandbox, drip_message_id, record_figures
+from support.builders import VirtualClock, add_contact, drive, next_due, settled
 from patient_drip.dispatch import outcome as dispatch
-from chaos_support import audit_sandbox, drip_message_id, record_figures
-from conftest import VirtualClock, make_settings
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact
 from patient_drip.models import Enrollment, EnrollmentStatus, Event, Message, MessageStatus
 from patient_drip.dispatch.reconcile import reconcile_unknown
-from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.runtime import Runtime
 from patient_drip.providers.sandbox import Fault, SandboxServer
-from test_providers_e2e import LiveApp, free_port, settled, wait_until
+from support.live import LiveApp, live_sandbox_runtime, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,20 +35,8 @@ PROVIDERS = ("twilio", "sendgrid")
 
 
 def provider_runtime(database_url: str, sandbox: SandboxServer, **overrides: object) -> Runtime:
-    config = sandbox.config
-    settings = make_settings(
-        database_url, delivery="providers", public_url=f"http://127.0.0.1:{free_port()}",
-        twilio_account_sid=config.twilio_account_sid, twilio_auth_token=config.twilio_auth_token,
-        twilio_from_number="+15005550006", twilio_base_url=sandbox.url,
-        sendgrid_api_key=config.sendgrid_api_key, from_email="Riverside Wellness <care@clinic.test>",
-        sendgrid_base_url=sandbox.url, sendgrid_webhook_public_key=sandbox.public_key,
-        sms_rate_per_second=1000, email_rate_per_second=1000, provider_timeout_seconds=1, **overrides,
-    )
-    db.upgrade(settings.database_url)
-    rt = build_runtime(settings)
-    sandbox.configure(twilio_inbound_url=f"{settings.public_url}/webhooks/twilio/sms",
-                      sendgrid_event_url=f"{settings.public_url}/webhooks/sendgrid/events")
-    return rt
+    # A one-second provider timeout: the hanging calls here hang for 1.3-1.5 s.
+    return live_sandbox_runtime(database_url, sandbox, provider_timeout_seconds=1, **overrides)
 
 
 @pytest.fixture
@@ -66,25 +53,6 @@ def live_sqlite(sqlite_url, sandbox, clock) -> Iterator[Runtime]:
     with LiveApp(rt, clock):
         yield rt
     rt.close()
-
-
-def next_due(rt: Runtime):  # type: ignore[no-untyped-def]
-    with rt.sessions() as session:
-        return session.scalar(select(func.min(Enrollment.next_due_at)))
-
-
-def drive(rt: Runtime, clock: VirtualClock, dispatcher: Dispatcher, *, until=None, limit: int = 5000) -> int:  # type: ignore[no-untyped-def]
-    """Jump the virtual clock from due time to due time, dispatching and reconciling, until nothing
-    is scheduled (or the next due time is after `until`). Returns the passes made."""
-    for passes in range(limit):
-        due = next_due(rt)
-        if due is None or (until is not None and due > until):
-            return passes
-        if due > clock.now:
-            clock.set(due)
-        dispatcher.run_once(clock.now)
-        reconcile_unknown(rt, clock.now)
-    raise AssertionError("the schedule did not finish")
 
 
 def people(rt: Runtime, clock: VirtualClock, count: int, prefix: str, first_phone: int = 2000) -> list[int]:

@@ -3,90 +3,30 @@ the sandbox calling our real web server back (signed) — every path from issue 
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
 from patient_drip import db
-from conftest import make_settings
+from support.builders import add_contact, contact, messages_for, run_until_done, settled
+from support.live import LiveApp, live_sandbox_runtime, wait_until
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact, contact, messages_for, run_until_done
 from patient_drip.models import Contact, Enrollment, Message, MessageStatus
 from patient_drip.dispatch.reconcile import reconcile_unknown
-from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.runtime import Runtime
 from patient_drip.providers.sandbox import Fault
-from patient_drip.web.app import create_app
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class LiveApp:
-    """Our web app served by uvicorn in a thread, so the sandbox can call it back over HTTP."""
-
-    def __init__(self, rt: Runtime, clock: Callable[[], object]) -> None:
-        self.port = int(rt.settings.public_url.rsplit(":", 1)[1])
-        config = uvicorn.Config(create_app(rt, clock=clock), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveApp:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("web app did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
 def provider_rt(database_url, sandbox, clock) -> Iterator[Runtime]:
-    port = free_port()
-    config = sandbox.config
-    settings = make_settings(
-        database_url, delivery="providers", public_url=f"http://127.0.0.1:{port}",
-        twilio_account_sid=config.twilio_account_sid, twilio_auth_token=config.twilio_auth_token,
-        twilio_from_number="+15005550006", twilio_base_url=sandbox.url,
-        sendgrid_api_key=config.sendgrid_api_key, from_email="Riverside Wellness <care@clinic.test>",
-        sendgrid_base_url=sandbox.url, sendgrid_webhook_public_key=sandbox.public_key,
-        sms_rate_per_second=1000, email_rate_per_second=1000, provider_timeout_seconds=2,
-    )
-    db.upgrade(settings.database_url)
-    rt = build_runtime(settings)
-    sandbox.configure(twilio_inbound_url=f"{settings.public_url}/webhooks/twilio/sms",
-                      sendgrid_event_url=f"{settings.public_url}/webhooks/sendgrid/events")
+    rt = live_sandbox_runtime(database_url, sandbox)
     with LiveApp(rt, clock):
         yield rt
     rt.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 8.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
-
-
-def settled(rt: Runtime) -> bool:
-    """No message is still waiting for its delivery receipt."""
-    with rt.sessions() as session:
-        return session.scalar(select(Message.id).where(Message.status == MessageStatus.SENT).limit(1)) is None
 
 
 def sms_of(rt: Runtime, contact_id: int) -> list[Message]:

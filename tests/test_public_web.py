@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from support.builders import add_contact, contact, messages_for
 from patient_drip.dispatch.pipeline import Dispatcher
-from helpers import add_contact, contact, messages_for
 from patient_drip.models import ConsentRecord, Contact, Enrollment, EnrollmentStatus, Event
 from patient_drip.web.app import create_app
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from support.builders import ROOT
 from patient_drip.content.rendering import RenderError, Renderer, html_to_text, sms_info
 
 CTX = {"first_name": "<b>Eve</b>", "clinic_name": "Riverside", "clinic_phone": "+1 217 555 0100",

@@ -22,8 +22,9 @@ from patient_drip.contacts.replies import (
     load_phrase_lists,
     normalise,
 )
+from support.builders import ROOT
 
-POLICY_DIR = Path(__file__).resolve().parent.parent / "policy"
+POLICY_DIR = ROOT / "policy"
 
 
 def kind(body: str) -> ReplyKind:

@@ -4,52 +4,12 @@ every state-changing staff route refuses a missing or wrong CSRF token."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from fastapi import routing
 
 from patient_drip.web.admin.auth import describe_auth
-from test_admin_auth import add_user, client, sign_in_as, srt  # noqa: F401  (fixtures)
+from support.routes import concrete, is_public, routes_of
+from support.staff import add_user, sign_in_as
 from patient_drip.web.app import create_app
-
-PUBLIC = (
-    re.compile(r"^/healthz$"),
-    re.compile(r"^/consult$"),
-    re.compile(r"^/api/consultations$"),
-    re.compile(r"^/u/\{token\}$"),
-    re.compile(r"^/b/\{token\}$"),
-    re.compile(r"^/webhooks/.*"),
-    re.compile(r"^/static$"),
-    re.compile(r"^/book-placeholder$"),
-    re.compile(r"^/admin/login$"),
-    re.compile(r"^/openapi\.json$"),
-)
-SAMPLE_PARAMS = {"name": "email/01-welcome.html", "campaign_id": "ketamine-consult", "step_id": "welcome-email",
-                 "channel": "email"}
-
-
-def _is_public(path: str) -> bool:
-    return any(pattern.match(path) for pattern in PUBLIC)
-
-
-def _concrete(path: str) -> str:
-    def value(match: re.Match[str]) -> str:
-        name = match.group(1).split(":")[0]
-        return SAMPLE_PARAMS.get(name, "1" if name.endswith("_id") else "x")
-
-    return re.sub(r"\{([^}]+)\}", value, path)
-
-
-def _routes(app):  # type: ignore[no-untyped-def]
-    """(method, path template, dependant or None) of every route, included routers flattened."""
-    contexts = routing.iter_route_contexts(app.routes) if hasattr(routing, "iter_route_contexts") else app.routes
-    for route in contexts:
-        path = route.path
-        methods = getattr(route, "methods", None) or {"GET"}  # a Mount (static files) has none
-        dependant = getattr(route, "dependant", None)
-        for method in sorted(methods):
-            yield method, path, dependant
 
 
 def _has_auth_dependency(dependant) -> bool:  # type: ignore[no-untyped-def]
@@ -58,7 +18,7 @@ def _has_auth_dependency(dependant) -> bool:  # type: ignore[no-untyped-def]
 
 def test_every_private_route_depends_on_an_auth_check(srt):
     app = create_app(srt)
-    private = [(method, path, dependant) for method, path, dependant in _routes(app) if not _is_public(path)]
+    private = [(method, path, dependant) for method, path, dependant in routes_of(app) if not is_public(path)]
     assert len(private) > 40  # the staff UI and the API are mounted
     missing = [f"{method} {path}" for method, path, dependant in private
                if dependant is None or not _has_auth_dependency(dependant)]
@@ -67,10 +27,10 @@ def test_every_private_route_depends_on_an_auth_check(srt):
 
 def test_every_private_route_refuses_anonymous_requests(client):
     refused = []
-    for method, path, route in _routes(client.app):
-        if _is_public(path) or method == "HEAD":
+    for method, path, route in routes_of(client.app):
+        if is_public(path) or method == "HEAD":
             continue
-        response = client.request(method, _concrete(path), data={} if method == "POST" else None)
+        response = client.request(method, concrete(path), data={} if method == "POST" else None)
         if path.startswith("/api/"):
             ok = response.status_code == 401 and response.headers.get("www-authenticate") == "Bearer"
         else:
@@ -92,13 +52,13 @@ def test_public_routes_answer_without_signing_in(client):
 def test_every_staff_form_post_refuses_a_missing_or_wrong_csrf_token(client, srt, clock):
     admin = add_user(srt, "admin")
     sign_in_as(client, srt, admin, clock.now)
-    posts = [path for method, path, _ in _routes(client.app)
-             if method == "POST" and path.startswith("/admin") and not _is_public(path)]
+    posts = [path for method, path, _ in routes_of(client.app)
+             if method == "POST" and path.startswith("/admin") and not is_public(path)]
     assert len(posts) >= 20
     accepted = []
     for path in posts:
         for data in ({}, {"csrf_token": "not-the-token"}):
-            response = client.post(_concrete(path), data=data)
+            response = client.post(concrete(path), data=data)
             if response.status_code != 403:
                 accepted.append(f"{path} {data} -> {response.status_code}")
     assert accepted == []

@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 from twilio.request_validator import RequestValidator
 
-from conftest import ROOT, make_settings
-from helpers import add_contact
+from support.builders import ROOT, add_contact, make_settings
 from patient_drip import db
 from patient_drip.cli import main
 from patient_drip.contacts.blocks import suppress
@@ -26,8 +25,7 @@ from patient_drip.contacts.importer import import_csv, import_csv_rowwise
 from patient_drip.models import AuditEntry, ConsentRecord, Contact, Enrollment, Event, User
 from patient_drip.runtime import Runtime, build_runtime
 from patient_drip.web.app import create_app
-from test_admin_auth import add_user, sign_in_as
-from test_api_v1 import token_for
+from support.staff import add_user, sign_in_as, token_for
 
 TWILIO_TOKEN = "twilio-test-token"
 EMAIL, PHONE = "dana@example.com", "+13125550188"
@@ -43,7 +41,6 @@ def current_wording(channel: str) -> tuple[str, str]:
 def art(database_url: str) -> Iterator[Runtime]:
     """A runtime whose Twilio webhooks can be signed."""
     settings = make_settings(database_url, twilio_auth_token=TWILIO_TOKEN)
-    db.upgrade(settings.database_url)
     runtime = build_runtime(settings)
     yield runtime
     runtime.close()
@@ -231,7 +228,7 @@ def twilio_failure(web: TestClient, message_id: int, code: str) -> None:
 
 
 def test_a_permanent_failure_outranks_an_opt_out_and_no_keyword_lifts_it(art, web, clock):
-    from helpers import messages_for
+    from support.builders import messages_for
     from patient_drip.dispatch.pipeline import Dispatcher
 
     cid = add_contact(art, clock.now, email=EMAIL, phone=PHONE)

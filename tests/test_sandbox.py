@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-from sandbox_fixture import WebhookSink, make_sandbox, sandbox, webhook_sink  # noqa: F401
+from support.sandbox import WebhookSink
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 from sendgrid.helpers.mail import Category, Mail

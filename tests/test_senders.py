@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
 
 import pytest
-from sandbox_fixture import make_sandbox, sandbox, webhook_sink  # noqa: F401
 from twilio.request_validator import RequestValidator
 
 from patient_drip.providers.sandbox import SandboxServer
@@ -26,6 +25,7 @@ from patient_drip.providers.types import (
     Sender,
     TransientSendError,
 )
+from support.live import loopback_url as closed_port_url  # a port nothing listens on
 
 CALLBACK_BASE = "http://127.0.0.1:9/webhooks/twilio/status"  # loopback, nothing listening
 SERVICE_SID = "MG" + "1" * 32
@@ -65,13 +65,6 @@ def sendgrid_sender(sb: SandboxServer, **overrides: object) -> SendGridSender:
     kwargs: dict = {"base_url": sb.url, "timeout": 2.0}
     kwargs.update(overrides)
     return SendGridSender(sb.config.sendgrid_api_key, "care@clinic.example", "Clinic Care Team", **kwargs)
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 class HangUpServer:

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.contacts.enrollment import AlreadyEnrolled, enroll, unsubscribe
-from helpers import add_contact, messages_for, run_until_done
+from support.builders import add_contact, messages_for, run_until_done
 from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus, ExitReason, MessageStatus
 
 EXPECTED = [  # step, channel, day offset

@@ -4,7 +4,6 @@ none is left behind."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -18,8 +17,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from patient_drip import db
-from conftest import ROOT, make_settings
-from helpers import add_contact
+from support.builders import ROOT, add_contact, make_settings
+from support.chaos import all_at_once_campaign, provider_env
 from patient_drip.models import Enrollment, EnrollmentStatus, Message, MessageStatus
 from patient_drip.runtime import build_runtime, utcnow
 
@@ -27,42 +26,16 @@ WORKERS = 3
 CONTACTS = 30
 STEPS = 8
 # The real templates, every step due at once, all day, uncapped: plenty of concurrent work.
-CAMPAIGN = """\
-id: all-at-once
-name: All at once
-description: every step of the sequence at once, for the multi-process test
-send_window: {start: "00:00", end: "24:00", email: true, spread_minutes: 0}
-frequency_cap_per_day: 100
-email_requires_consent: true
-exit_on: [booked, unsubscribed]
-steps:
-  - {id: welcome-email,      delay: 0m, channel: email, template: email/01-welcome.html}
-  - {id: welcome-sms,        delay: 0m, channel: sms,   template: sms/01-welcome.txt}
-  - {id: stress-brain-email, delay: 0m, channel: email, template: email/02-stress-brain.html}
-  - {id: checkin-sms,        delay: 0m, channel: sms,   template: sms/02-checkin.txt}
-  - {id: how-it-works-email, delay: 0m, channel: email, template: email/03-how-it-works.html}
-  - {id: results-email,      delay: 0m, channel: email, template: email/04-results.html}
-  - {id: reminder-sms,       delay: 0m, channel: sms,   template: sms/03-reminder.txt}
-  - {id: consult-email,      delay: 0m, channel: email, template: email/05-consultation.html}
-"""
+CAMPAIGN = all_at_once_campaign("all-at-once", "All at once",
+                                "every step of the sequence at once, for the multi-process test")
 _TOKEN = re.compile(r"(/[bu]/)[A-Za-z0-9._-]+")
 
 
 def _worker_env(database_url: str, campaigns: Path, sandbox) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    config = sandbox.config
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIP_", "TWILIO_", "SENDGRID_"))}
-    env.update({
-        "DRIP_DATABASE_URL": database_url, "DRIP_DELIVERY": "providers", "DRIP_PUBLIC_URL": "https://clinic.test",
-        "DRIP_SECRET_KEY": "test-secret-key-for-links", "DRIP_BOOKING_URL": "https://book.clinic.test/consult",
-        "DRIP_CAMPAIGNS_DIR": str(campaigns), "TWILIO_ACCOUNT_SID": config.twilio_account_sid,
-        "TWILIO_AUTH_TOKEN": config.twilio_auth_token, "TWILIO_FROM_NUMBER": "+15005550006",
-        "SENDGRID_API_KEY": config.sendgrid_api_key, "DRIP_FROM_EMAIL": "Riverside Wellness <care@clinic.test>",
-        "DRIP_TWILIO_BASE_URL": sandbox.url, "DRIP_SENDGRID_BASE_URL": sandbox.url,
-        "DRIP_SMS_RATE": "5000", "DRIP_EMAIL_RATE": "5000", "DRIP_DISPATCH_INTERVAL": "0.2",
-        "DRIP_BATCH_SIZE": "7", "DRIP_WORKER_CONCURRENCY": "4", "DRIP_LOG_LEVEL": "INFO", "DRIP_LOG_FORMAT": "text",
-        "PYTHONPATH": str(ROOT),
-    })
-    return env
+    return provider_env(database_url, "https://clinic.test", sandbox.url, sandbox.public_key, campaigns,
+                        DRIP_SECRET_KEY="test-secret-key-for-links", DRIP_SMS_RATE="5000", DRIP_EMAIL_RATE="5000",
+                        DRIP_BATCH_SIZE="7", DRIP_WORKER_CONCURRENCY="4", DRIP_PROVIDER_TIMEOUT="10",
+                        DRIP_LOG_FORMAT="text", PYTHONPATH=str(ROOT))
 
 
 def _finished(rt) -> bool:  # type: ignore[no-untyped-def]
@@ -138,7 +111,7 @@ def test_claims_from_several_processes_never_overlap(database_url, tmp_path, pro
     script = (
         "import json, sys\n"
         f"sys.path[:0] = [{str(ROOT / 'tests')!r}]\n"
-        "from conftest import make_settings\n"
+        "from support.builders import make_settings\n"
         "from patient_drip.dispatch.queue import claim_due\n"
         "from patient_drip.runtime import build_runtime, utcnow\n"
         "rt = build_runtime(make_settings(sys.argv[1]))\n"

@@ -2,7 +2,7 @@
 processes that a test kills and restarts, and a checker that compares what the sandbox received
 with what the database says.
 
-Run as a script (``python tests/chaos_support.py worker``) it is `drip worker` with shorter
+Run as a module (``python -m support.chaos worker`` with ``tests/`` on PYTHONPATH) it is `drip worker` with shorter
 claim lease and reconciliation waits, read from ``DRIP_TEST_*`` variables: the real entry point,
 so that a crash test does not need to wait five real minutes for a lease to run out.
 """
@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,29 +26,37 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+from support.builders import ROOT
+from support.live import free_port
 
-# A campaign whose eight steps (the real templates) are all due at once, all day, uncapped: a big
-# dispatch that real-time workers can get through in seconds.
-CHAOS_CAMPAIGN = """\
-id: chaos
-name: Chaos campaign
-description: every step of the real sequence at once, for crash tests
-send_window: {start: "00:00", end: "24:00", email: true, spread_minutes: 0}
+PYTHON = sys.executable
+TESTS = Path(__file__).resolve().parents[1]
+
+def all_at_once_campaign(campaign_id: str, name: str, description: str) -> str:
+    """A campaign (YAML) whose eight steps -- the real templates -- are all due at once, all day,
+    uncapped: a big dispatch that real-time workers get through in seconds."""
+    return f"""\
+id: {campaign_id}
+name: {name}
+description: {description}
+send_window: {{start: "00:00", end: "24:00", email: true, spread_minutes: 0}}
 frequency_cap_per_day: 100
 email_requires_consent: true
 exit_on: [booked, unsubscribed]
 steps:
-  - {id: welcome-email,      delay: 0m, channel: email, template: email/01-welcome.html}
-  - {id: welcome-sms,        delay: 0m, channel: sms,   template: sms/01-welcome.txt}
-  - {id: stress-brain-email, delay: 0m, channel: email, template: email/02-stress-brain.html}
-  - {id: checkin-sms,        delay: 0m, channel: sms,   template: sms/02-checkin.txt}
-  - {id: how-it-works-email, delay: 0m, channel: email, template: email/03-how-it-works.html}
-  - {id: results-email,      delay: 0m, channel: email, template: email/04-results.html}
-  - {id: reminder-sms,       delay: 0m, channel: sms,   template: sms/03-reminder.txt}
-  - {id: consult-email,      delay: 0m, channel: email, template: email/05-consultation.html}
+  - {{id: welcome-email,      delay: 0m, channel: email, template: email/01-welcome.html}}
+  - {{id: welcome-sms,        delay: 0m, channel: sms,   template: sms/01-welcome.txt}}
+  - {{id: stress-brain-email, delay: 0m, channel: email, template: email/02-stress-brain.html}}
+  - {{id: checkin-sms,        delay: 0m, channel: sms,   template: sms/02-checkin.txt}}
+  - {{id: how-it-works-email, delay: 0m, channel: email, template: email/03-how-it-works.html}}
+  - {{id: results-email,      delay: 0m, channel: email, template: email/04-results.html}}
+  - {{id: reminder-sms,       delay: 0m, channel: sms,   template: sms/03-reminder.txt}}
+  - {{id: consult-email,      delay: 0m, channel: email, template: email/05-consultation.html}}
 """
+
+
+CHAOS_CAMPAIGN = all_at_once_campaign("chaos", "Chaos campaign",
+                                      "every step of the real sequence at once, for crash tests")
 CHAOS_STEPS = 8
 
 TWILIO_SID = "AC" + "0" * 32
@@ -73,12 +80,6 @@ def record_figures(name: str, figures: Mapping[str, Any]) -> None:
         FIGURES_FILE.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     except OSError:
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_chaos_campaign(directory: Path) -> Path:
@@ -233,8 +234,9 @@ class WorkerPool:
     def _spawn(self, index: int) -> Worker:
         self.starts += 1
         log = (self.log_dir / f"worker-{index}-{self.starts}.log").open("wb")
-        process = subprocess.Popen([PYTHON, str(Path(__file__).resolve()), "worker"], cwd=self.log_dir,
-                                   env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        env = {**self.env, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), self.env.get("PYTHONPATH")]))}
+        process = subprocess.Popen([PYTHON, "-m", "support.chaos", "worker"], cwd=self.log_dir,
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         return Worker(index, process, time.monotonic())
 
@@ -380,8 +382,7 @@ def _worker_main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     if sys.argv[1:] == ["worker"]:
         _worker_main()
     else:
-        raise SystemExit("usage: chaos_support.py worker")
+        raise SystemExit("usage: python -m support.chaos worker")

@@ -1,6 +1,4 @@
-"""Pytest fixtures for the provider sandbox (import them from conftest.py).
-
-    from sandbox_fixture import make_sandbox, sandbox, webhook_sink  # noqa: F401
+"""Pytest fixtures for the provider sandbox (conftest.py imports them, so every test has them).
 
 * `sandbox` -- a running `SandboxServer` on a free loopback port with fast callbacks
   (``callback_delay_ms=5``); ``sandbox.url`` is the base URL for both SDKs,
@@ -51,6 +49,8 @@ def sandbox(make_sandbox: Callable[..., SandboxServer]) -> SandboxServer:
 
 @dataclass
 class ReceivedRequest:
+    """One request the `webhook_sink` received."""
+
     method: str
     path: str  # with the query string, as sent
     headers: dict[str, str]
@@ -104,6 +104,7 @@ class WebhookSink:
 
 @pytest.fixture
 def webhook_sink() -> Iterator[WebhookSink]:
+    """A started `WebhookSink` on a free loopback port."""
     sink = WebhookSink()
 
     class Handler(BaseHTTPRequestHandler):

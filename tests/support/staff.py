@@ -1,0 +1,123 @@
+"""Staff-side builders: users with a pre-computed password hash, signed-in test clients, API
+tokens, and runtimes on an initialised database (what `drip init` leaves); plus the `srt` and
+`client` fixtures of the admin and API tests (import them where used)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from patient_drip import db
+from patient_drip.accounts.users import hash_password
+from patient_drip.content.template_store import sync_from_files
+from patient_drip.models import ApiToken, User
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.accounts.api_tokens import new_api_token, token_digest
+from patient_drip.web.admin.auth import SESSION_COOKIE, issue_session
+from patient_drip.web.app import create_app
+from support.builders import START, VirtualClock, make_settings
+from support.databases import TEMPLATES
+
+PASSWORD = "correct horse battery"
+_HASH = hash_password(PASSWORD)  # once per test session: argon2 is deliberately slow
+BASE_URL = "https://clinic.test"
+ROLES = ("admin", "staff", "marketing", "clinician")
+
+
+def add_user(rt: Runtime, role: str, email: str | None = None, *, name: str = "", now: datetime = START,
+             disabled: bool = False) -> User:
+    """A staff user whose password is PASSWORD (inserted directly; create_user is tested on its own)."""
+    with rt.sessions() as session, session.begin():
+        user = User(email=email or f"{role}@clinic.test", name=name or role.capitalize(), password_hash=_HASH,
+                    role=role, disabled=disabled, created_at=now)
+        session.add(user)
+        session.flush()
+        session.expunge(user)
+        return user
+
+
+def token_for(rt: Runtime, role: str, *, email: str | None = None, revoked: bool = False, disabled: bool = False,
+              now: datetime | None = None) -> dict[str, str]:
+    """Authorization headers with a bearer token for a new user with `role` (created as the Account
+    page does)."""
+    user = add_user(rt, role, email, disabled=disabled)
+    token = new_api_token()
+    with rt.sessions() as session, session.begin():
+        session.add(ApiToken(user_id=user.id, name="test", token_hash=token_digest(token), created_at=now or START,
+                             revoked_at=(now or START) if revoked else None))
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_client(rt: Runtime, clock: VirtualClock) -> TestClient:
+    """A test client of the whole app at BASE_URL that does not follow redirects."""
+    return TestClient(create_app(rt, clock=clock), base_url=BASE_URL, follow_redirects=False)
+
+
+def sign_in_as(client: TestClient, rt: Runtime, user: User, now: datetime) -> str:
+    """Give `client` a session for `user` (the same signed cookie the login form issues). Returns the
+    CSRF token for that session."""
+    with rt.sessions() as session, session.begin():
+        value = issue_session(rt, session, session.get(User, user.id), now)
+    client.cookies.set(SESSION_COOKIE, value, domain="clinic.test", path="/admin")
+    return csrf_of(client)
+
+
+def csrf_of(client: TestClient) -> str:
+    """The CSRF token of the client's session, as the pages carry it."""
+    page = client.get("/admin/account")
+    assert page.status_code == 200, page.status_code
+    match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+    assert match
+    return match.group(1)
+
+
+def login_form_token(client: TestClient) -> str:
+    """The form token of a fresh sign-in page."""
+    page = client.get("/admin/login")
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert match
+    return match.group(1)
+
+
+def _initialise(url: str) -> None:
+    """What `drip init` does to a migrated database, but the first admin: import the templates."""
+    settings = make_settings(url)
+    rt = build_runtime(settings)
+    with rt.sessions() as session, session.begin():
+        sync_from_files(session, settings.templates_dir, START, "drip init")
+    rt.close()
+
+
+def runtime_for(url: str, **overrides: object) -> Runtime:
+    """A runtime on an initialised database (schema + templates), like after `drip init`. A SQLite
+    file that does not exist yet is copied from one initialised once per run."""
+    settings = make_settings(url, **overrides)
+    path = Path(url.removeprefix("sqlite:///"))
+    if url.startswith("sqlite:///") and not path.exists():
+        TEMPLATES.copy_sqlite(path, TEMPLATES.derived_sqlite("initialised", _initialise))
+        return build_runtime(settings)
+    db.upgrade(settings.database_url)
+    rt = build_runtime(settings)
+    with rt.sessions() as session, session.begin():
+        sync_from_files(session, settings.templates_dir, START, "drip init")
+    return rt
+
+
+@pytest.fixture
+def srt(tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime on a SQLite file (most UI behaviour does not depend on the database)."""
+    runtime = runtime_for(f"sqlite:///{tmp_path / 'drip.db'}")
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def client(srt: Runtime, clock: VirtualClock) -> Iterator[TestClient]:
+    """A test client (`make_client`) on `srt`."""
+    with make_client(srt, clock) as test_client:
+        yield test_client
