@@ -45,7 +45,9 @@ POSTGRES_REACHABLE = _postgres_reachable()
 
 
 def _admin_engine() -> Engine:
-    return create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    # pre_ping: the engine lives for the whole run, and test_database_trouble restarts PostgreSQL,
+    # which leaves its pooled connection dead for whichever test comes next.
+    return create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
 def _postgres_url(name: str) -> str:
