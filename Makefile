@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+TEST_WORKERS ?= 2
 
 .PHONY: run test install install-test sandbox demo bench clean
 
@@ -28,8 +29,11 @@ run: $(STAMP)
 	$(BIN)/drip init
 	$(BIN)/drip serve
 
+# Two pytest workers (this is a 2-core machine's whole CPU; most tests wait on I/O), then the tests
+# marked `exclusive` (they restart PostgreSQL) alone. Exit 5 = that selection was empty (-k …).
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not exclusive" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -p no:xdist -m exclusive $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 sandbox: $(STAMP)
 	$(BIN)/drip sandbox

@@ -123,6 +123,7 @@ def _wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:  # type
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.exclusive  # restarts the shared PostgreSQL server: `make test` runs it after the parallel part, alone
 def test_postgres_restart_mid_dispatch_workers_reconnect_and_nothing_is_lost_or_doubled(tmp_path):
     if not POSTGRES_REACHABLE:
         pytest.skip("PostgreSQL not reachable")

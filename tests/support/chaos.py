@@ -9,6 +9,7 @@ so that a crash test does not need to wait five real minutes for a lease to run 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -71,13 +72,19 @@ FIGURES_FILE = Path(os.environ.get("DRIP_GUARANTEE_FIGURES")
 
 
 def record_figures(name: str, figures: Mapping[str, Any]) -> None:
+    """Add one test's figures to the shared file (best effort). Test processes run in parallel, so the
+    read-modify-write holds a lock and the new file replaces the old one whole."""
     try:
-        data = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
-    except (OSError, ValueError):
-        data = {}
-    data[name] = {**figures, "recorded_at": datetime.now().isoformat(timespec="seconds")}
-    try:
-        FIGURES_FILE.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+        with open(FIGURES_FILE.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                data = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
+            except ValueError:
+                data = {}
+            data[name] = {**figures, "recorded_at": datetime.now().isoformat(timespec="seconds")}
+            partial = FIGURES_FILE.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+            os.replace(partial, FIGURES_FILE)
     except OSError:
         pass
 
