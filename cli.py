@@ -123,7 +123,7 @@ def init(admin_email: str | None, admin_password: str | None) -> None:
                 password = generate_password()
                 create_user(session, "admin@example.com", password, Role.ADMIN, now, CLI_ACTOR, name="Administrator")
                 click.echo(f"first admin created: admin@example.com  password: {password}")
-                click.echo("  (shown once; change it with `drip users add` / `drip users disable`)")
+                click.echo("  (shown once; change it on the Account page or with `drip users reset-password admin@example.com`)")
             else:
                 click.echo("admin user exists (add more with `drip users add`)")
 
