@@ -1,4 +1,4 @@
-"""The composition root: settings → engine, sessions, campaigns, renderer, tokens, senders, rate limits.
+"""The composition root: settings → engine, sessions, campaigns, renderer, tokens, senders.
 
 Each entry point (CLI command, web app, worker) builds one `Runtime` and passes it down.
 """
@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patient_drip import db
 from patient_drip.content.campaign import Campaign, get_campaign, load_campaigns
-from patient_drip.dispatch.ratelimit import SharedRateLimiter
 from patient_drip.models import KeyValue
 from patient_drip.content.rendering import Renderer
 from patient_drip.providers.outbox import OutboxSender
@@ -42,9 +41,6 @@ class Runtime:
     tokens: LinkTokens
     suppression_key: str
     senders: dict[Channel, Sender] = field(default_factory=dict)
-    # Channels paced to their configured rate across all workers; a channel missing here is not
-    # limited (the outbox: nothing leaves the machine).
-    limiters: dict[Channel, SharedRateLimiter] = field(default_factory=dict)
     _template_stamp: str = ""
 
     def campaign(self, campaign_id: str) -> Campaign:
@@ -88,16 +84,6 @@ def build_senders(settings: Settings) -> dict[Channel, Sender]:
             base_url=settings.sendgrid_base_url or None,
             timeout=settings.provider_timeout_seconds,
         ),
-    }
-
-
-def build_limiters(settings: Settings, sessions: sessionmaker[Session]) -> dict[Channel, SharedRateLimiter]:
-    """The shared rate limit of each channel that reaches a provider; none for the outbox."""
-    if settings.delivery == "outbox":
-        return {}
-    return {
-        Channel.SMS: SharedRateLimiter(sessions, Channel.SMS, settings.sms_rate_per_second),
-        Channel.EMAIL: SharedRateLimiter(sessions, Channel.EMAIL, settings.email_rate_per_second),
     }
 
 
@@ -147,7 +133,6 @@ def build_runtime(
         tokens=LinkTokens(secret),
         suppression_key=suppression_key,
         senders=senders if senders is not None else build_senders(settings),
-        limiters=build_limiters(settings, sessions),
     )
     runtime.refresh_templates()
     return runtime

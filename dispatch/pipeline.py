@@ -46,6 +46,7 @@ from patient_drip.content.context import message_context, unsubscribe_url
 from patient_drip.content.render_memo import MemoRenderer
 from patient_drip.content.rendering import RenderError
 from patient_drip.dispatch import queue
+from patient_drip.dispatch.ratelimit import build_limiters
 from patient_drip.dispatch.counters import COUNTERS, result_label
 from patient_drip.dispatch.outcome import (
     BackoffChooser,
@@ -113,6 +114,7 @@ class Dispatcher:
         self.worker_id = worker_id
         self._backoff = BackoffChooser(rng or random.Random())
         self._memo = MemoRenderer()
+        self._limiters = build_limiters(rt.settings, rt.sessions)  # pacing shared with every worker
         self._local_pause: set[str] = set()
         # Where the dispatching thread spends its time (seconds, cumulative): claim, prepare,
         # record, idle (waiting for the provider calls). For profiling and the benchmark.
@@ -398,7 +400,7 @@ class Dispatcher:
         if channel in self._local_pause:
             return SendResult(work, error=AuthSendError(f"{channel} paused during this pass"), not_sent=True)
         try:
-            limiter = self.rt.limiters.get(channel)
+            limiter = self._limiters.get(channel)
             if limiter is not None:  # hold the channel's configured rate across all workers
                 limiter.acquire()
         except Exception as exc:

@@ -24,7 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from patient_drip import db
-from patient_drip.models import RateBucket
+from patient_drip.models import Channel, RateBucket
+from patient_drip.settings import Settings
 
 BLOCK_SECONDS = 0.25
 FIRST_BLOCK = 8  # slots in a worker's first reservation, before it knows its own pace
@@ -96,3 +97,14 @@ class SharedRateLimiter:
         self._left = count
         self._used = 0
         self._reserved_at = now
+
+
+def build_limiters(settings: Settings, sessions: sessionmaker[Session]) -> dict[Channel, SharedRateLimiter]:
+    """The shared rate limit of each channel that reaches a provider; none for the outbox (nothing
+    leaves the machine), so a channel missing from the result is not limited."""
+    if settings.delivery == "outbox":
+        return {}
+    return {
+        Channel.SMS: SharedRateLimiter(sessions, Channel.SMS, settings.sms_rate_per_second),
+        Channel.EMAIL: SharedRateLimiter(sessions, Channel.EMAIL, settings.email_rate_per_second),
+    }
