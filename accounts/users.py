@@ -100,12 +100,15 @@ def _is_last_active_admin(session: Session, user: User) -> bool:
     return other is None
 
 
-def change_role(session: Session, user: User, role: str, now: datetime, actor: str) -> bool:
-    """Give `user` another role. Raises `FieldError` (not a role) or `AccountError` (the last active
-    admin cannot be demoted). Returns whether the role changed."""
+def change_role(session: Session, user: User, role: str, now: datetime, actor: str, *,
+                acting_user_id: int | None = None) -> bool:
+    """Give `user` another role. Raises `FieldError` (not a role) or `AccountError` (one's own role, as
+    for disabling; the last active admin cannot be demoted). Returns whether the role changed."""
     new_role = _check_role(role)
     if new_role == user.role:
         return False
+    if acting_user_id is not None and user.id == acting_user_id:
+        raise AccountError("You cannot change your own role; ask another admin.")
     if _is_last_active_admin(session, user):
         raise AccountError(f"{user.email} is the last active admin; make someone else an admin first")
     previous = user.role

@@ -310,6 +310,9 @@ def test_an_admin_changes_a_role_from_the_users_page_and_it_is_audited(art, web,
     assert "Role changed." in web.get(changed.headers["location"]).text
     refused = web.post(f"/admin/users/{staff.id}/role", data={"role": "owner", "csrf_token": csrf})
     assert refused.status_code == 400 and "desk@clinic.test:" in refused.text
+    add_user(art, "admin", "second@clinic.test")  # so that the last-admin rule is not what refuses
+    own = web.post(f"/admin/users/{admin.id}/role", data={"role": "staff", "csrf_token": csrf})
+    assert own.status_code == 400 and "cannot change your own role" in own.text
     with art.sessions() as session:
         assert session.scalar(select(User.role).where(User.id == staff.id)) == "marketing"
         assert [a.action for a in session.scalars(select(AuditEntry).order_by(AuditEntry.id))] == ["user_role_changed"]

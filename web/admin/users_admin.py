@@ -93,7 +93,7 @@ def user_change_role(request: Request, user_id: int, user: AdminUser, session: S
     if target is None:
         return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
     try:
-        change_role(session, target, role, now, user.actor)
+        change_role(session, target, role, now, user.actor, acting_user_id=user.id)
     except FieldError as exc:
         # Shown above the table, next to the user it concerns, not on the "Add a user" form's role field.
         return _users_page(request, user, session, errors={"form": f"{target.email}: {exc.message}"}, status_code=400)
