@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from support.builders import ROOT
+from support.staff import add_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -251,9 +252,13 @@ def test_every_page_renders_for_an_admin_at_laptop_and_tablet_width(page, server
              ("21-campaigns", "/admin/campaigns"), ("22-users", "/admin/users"), ("23-audit-log", "/admin/audit"),
              ("24-settings", "/admin/settings"), ("25-account", "/admin/account"),
              ("26-import", "/admin/import")]
+    add_user(server.rt, "staff", "desk@clinic.test")  # a row with controls (one's own row has none)
     for name, path in pages:
         response = page.goto(path)
         assert response is not None and response.status == 200, path
+        # Row controls stay in view: a table that scrolls sideways at laptop width hides them.
+        assert page.evaluate("[...document.querySelectorAll('.table-wrap')].every("
+                             "w => w.scrollWidth <= w.clientWidth + 1)"), path
         shot(page, name)
     assert page.console_errors == []  # type: ignore[attr-defined]  # no CSP violations or script errors
     page.goto("/admin")
