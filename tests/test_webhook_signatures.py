@@ -137,6 +137,15 @@ def _enrollment_status(rt: Runtime) -> str:
         return str(session.scalar(select(Enrollment.status)))
 
 
+def _assert_booking_refused(rt: Runtime, clock: VirtualClock, headers: dict[str, str] | dict[str, bytes],
+                            status: int, why: str) -> None:
+    """The booking call with `headers` is refused with `status` naming `why`, and nothing changed."""
+    with _client(rt, clock) as client:
+        response = client.post("/webhooks/booking", content=BOOKED, headers=headers)
+    assert response.status_code == status and why in response.json()["error"]
+    assert _enrollment_status(rt) == "active"
+
+
 def test_a_booking_call_signed_now_is_applied(keyed, clock):
     add_contact(keyed, clock.now)
     with _client(keyed, clock) as client:
@@ -153,10 +162,7 @@ def test_a_booking_call_signed_now_is_applied(keyed, clock):
 def test_a_booking_call_signed_too_far_from_now_is_refused_with_401(keyed, clock, shift, why):
     add_contact(keyed, clock.now)
     headers = booking_headers(BOOKING_SECRET, BOOKED, clock.now + shift)  # correctly signed, wrong time
-    with _client(keyed, clock) as client:
-        response = client.post("/webhooks/booking", content=BOOKED, headers=headers)
-    assert response.status_code == 401 and why in response.json()["error"]
-    assert _enrollment_status(keyed) == "active"
+    _assert_booking_refused(keyed, clock, headers, 401, why)
 
 
 def test_a_booking_call_just_inside_the_window_is_applied(keyed, clock):
@@ -182,26 +188,17 @@ def test_a_booking_call_without_a_usable_timestamp_is_refused_with_401(keyed, cl
         del headers["X-Drip-Timestamp"]
     else:
         headers["X-Drip-Timestamp"] = timestamp
-    encoded = {k: v.encode() for k, v in headers.items()}
-    with _client(keyed, clock) as client:
-        response = client.post("/webhooks/booking", content=BOOKED, headers=encoded)
-    assert response.status_code == 401 and why in response.json()["error"]
-    assert _enrollment_status(keyed) == "active"
+    _assert_booking_refused(keyed, clock, {k: v.encode() for k, v in headers.items()}, 401, why)
 
 
 def test_a_body_only_signature_from_the_old_scheme_is_refused(keyed, clock):
     add_contact(keyed, clock.now)
     headers = booking_headers(BOOKING_SECRET, BOOKED, clock.now)
     headers["X-Drip-Signature"] = "sha256=" + hmac.new(BOOKING_SECRET.encode(), BOOKED, hashlib.sha256).hexdigest()
-    with _client(keyed, clock) as client:
-        response = client.post("/webhooks/booking", content=BOOKED, headers=headers)
-    assert response.status_code == 403 and "bad X-Drip-Signature" in response.json()["error"]
-    assert _enrollment_status(keyed) == "active"
+    _assert_booking_refused(keyed, clock, headers, 403, "bad X-Drip-Signature")
 
 
 def test_booking_without_a_configured_secret_is_refused(keyless, clock):
     add_contact(keyless, clock.now)
-    with _client(keyless, clock) as client:
-        response = client.post("/webhooks/booking", content=BOOKED, headers=booking_headers("guess", BOOKED, clock.now))
-    assert response.status_code == 403 and "DRIP_BOOKING_WEBHOOK_SECRET" in response.json()["error"]
-    assert _enrollment_status(keyless) == "active"
+    _assert_booking_refused(keyless, clock, booking_headers("guess", BOOKED, clock.now), 403,
+                            "DRIP_BOOKING_WEBHOOK_SECRET")
