@@ -5,7 +5,6 @@ Errors a user can cause print one clear line and exit non-zero; a stack trace is
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -27,6 +26,7 @@ from patient_drip.content.campaign import CampaignError, UnknownCampaign, load_c
 from patient_drip.accounts.users import AccountError
 from patient_drip.contacts.changes import ContactNotFound, lookup_contact, parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
+from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import (
     EnrollmentError,
     enroll as enroll_contact,
@@ -266,7 +266,7 @@ def import_(file: Path, campaign_id: str, errors_csv: Path | None) -> None:
         click.echo(f"{file}:{error}", err=True)
     if errors_csv:
         with errors_csv.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
+            writer = csv_writer(handle)
             writer.writerow(["line", "field", "error"])
             writer.writerows([e.line, e.field, e.message] for e in report.errors)
     click.echo(f"import: {report.rows} rows, {report.enrolled} enrolled ({report.created} new contacts, "

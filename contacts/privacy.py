@@ -5,7 +5,6 @@ May import `models` and the other `contacts` rule modules.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from datetime import datetime
@@ -14,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.blocks import BlockReason, block_channel, suppress
 from patient_drip.contacts.enrollment import end_enrollments
 from patient_drip.models import audit
@@ -60,10 +60,10 @@ def consent_history_json(history: dict[str, Any]) -> str:
 
 def consent_history_csv(history: dict[str, Any]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["contact_id", *CONSENT_FIELDS])
-    writer.writeheader()
+    writer = csv_writer(buffer)
+    writer.writerow(["contact_id", *CONSENT_FIELDS])
     for record in history["records"]:
-        writer.writerow({"contact_id": history["contact_id"], **record})
+        writer.writerow([history["contact_id"], *(record[field] for field in CONSENT_FIELDS)])
     return buffer.getvalue()
 
 

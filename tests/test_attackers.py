@@ -15,6 +15,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
@@ -24,6 +25,7 @@ from twilio.request_validator import RequestValidator
 
 from patient_drip.web.admin.auth import SESSION_COOKIE, describe_auth
 from support.builders import VirtualClock, add_contact
+from support.webhooks import booking_headers, sendgrid_headers
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.models import AuditEntry, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime
@@ -222,10 +224,9 @@ def test_a_replayed_twilio_webhook_is_handled_once(web, art, patient):
 def sendgrid_request(web: TestClient, body: bytes, *, timestamp: int | None = None, signer: SendGridSigner = SIGNER,
                      signed_body: bytes | None = None, signed_timestamp: int | None = None):  # type: ignore[no-untyped-def]
     timestamp = int(time.time()) if timestamp is None else timestamp
-    signature = signer.sign(signed_body or body, str(signed_timestamp or timestamp))
-    return web.post("/webhooks/sendgrid/events", content=body, headers={
-        "Content-Type": "application/json", "X-Twilio-Email-Event-Webhook-Signature": signature,
-        "X-Twilio-Email-Event-Webhook-Timestamp": str(timestamp)})
+    headers = sendgrid_headers(signer, signed_body or body, signed_timestamp or timestamp)
+    headers["X-Twilio-Email-Event-Webhook-Timestamp"] = str(timestamp)
+    return web.post("/webhooks/sendgrid/events", content=body, headers=headers)
 
 
 def test_stale_forged_and_resigned_sendgrid_events_change_nothing(web, art, patient):
@@ -251,23 +252,32 @@ def test_stale_forged_and_resigned_sendgrid_events_change_nothing(web, art, pati
         assert session.get(Contact, patient).email_blocked is None
 
 
-def test_booking_webhook_forgeries_are_refused_and_a_replay_changes_nothing_more(web, art, patient):
+def test_booking_webhook_forgeries_are_refused_and_a_replay_changes_nothing_more(web, art, patient, clock):
     body = json.dumps({"email": "alex@example.com"}).encode()
-    good = "sha256=" + hmac.new(BOOKING_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    signed = booking_headers(BOOKING_SECRET, body, clock.now)
+    good, stamp = signed["X-Drip-Signature"], {"X-Drip-Timestamp": signed["X-Drip-Timestamp"]}
     before = state(art)
     for headers in ({}, {"X-Drip-Signature": "sha256=" + "0" * 64},
                     {"X-Drip-Signature": "sha256=" + hmac.new(b"guess", body, hashlib.sha256).hexdigest()},
                     {"X-Drip-Signature": good.removeprefix("sha256=")},
-                    {"X-Drip-Signature": "sha1=" + hmac.new(BOOKING_SECRET.encode(), body, hashlib.sha1).hexdigest()}):
-        assert web.post("/webhooks/booking", content=body, headers=headers).status_code == 403
+                    {"X-Drip-Signature": "sha1=" + hmac.new(BOOKING_SECRET.encode(), body, hashlib.sha1).hexdigest()},
+                    # the old, untimestamped scheme: HMAC of the body alone
+                    {"X-Drip-Signature": "sha256=" + hmac.new(BOOKING_SECRET.encode(), body, hashlib.sha256).hexdigest()}):
+        assert web.post("/webhooks/booking", content=body, headers={**stamp, **headers}).status_code == 403
     altered = json.dumps({"email": "someone-else@example.com"}).encode()
-    assert web.post("/webhooks/booking", content=altered, headers={"X-Drip-Signature": good}).status_code == 403
+    assert web.post("/webhooks/booking", content=altered, headers=signed).status_code == 403
     assert state(art) == before
-    assert web.post("/webhooks/booking", content=body, headers={"X-Drip-Signature": good}).json()["enrollments_ended"] == 1
-    # The booking webhook carries no timestamp: a replay is possible, and harmless -- it can only
-    # say again that this person booked.
-    replay = web.post("/webhooks/booking", content=body, headers={"X-Drip-Signature": good})
+    assert web.post("/webhooks/booking", content=body, headers=signed).json()["enrollments_ended"] == 1
+    # Within the 5-minute window a replay is possible, and harmless -- it can only say again that
+    # this person booked.
+    replay = web.post("/webhooks/booking", content=body, headers=signed)
     assert replay.status_code == 200 and replay.json()["enrollments_ended"] == 0
+    # Later than that the same call is refused, and so is a fresh timestamp pasted on it.
+    clock.advance(timedelta(minutes=5, seconds=1))
+    late = web.post("/webhooks/booking", content=body, headers=signed)
+    assert late.status_code == 401 and "more than 5 minutes old" in late.json()["error"]
+    pasted = {**signed, "X-Drip-Timestamp": str(int(clock.now.timestamp()))}
+    assert web.post("/webhooks/booking", content=body, headers=pasted).status_code == 403
 
 
 # -- link tokens -------------------------------------------------------------------------------------

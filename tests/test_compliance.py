@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from datetime import timedelta
 
@@ -14,6 +12,7 @@ from sqlalchemy import func, inspect, select, text
 from twilio.request_validator import RequestValidator
 
 from support.builders import add_contact, contact, make_settings, messages_for, run_until_done
+from support.webhooks import booking_headers
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.models import (AuditEntry, ConsentRecord, Contact, Enrollment, ExitReason,
                     InboundMessage, MessageStatus)
@@ -96,16 +95,13 @@ def test_frequency_cap_moves_the_rest_to_the_next_day(rt, clock):
 # -- booking -----------------------------------------------------------------------------------------
 
 
-def signed(body: bytes, secret: str = BOOKING_SECRET) -> dict[str, str]:
-    return {"X-Drip-Signature": "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
-            "Content-Type": "application/json"}
 
 
 def test_booking_webhook_with_a_good_signature_ends_the_sequence(rt, clock, client):
     contact_id = add_contact(rt, clock.now)
     Dispatcher(rt, "w").run_once(clock.now)
     body = json.dumps({"email": "ALEX@example.com"}).encode()
-    response = client.post("/webhooks/booking", content=body, headers=signed(body))
+    response = client.post("/webhooks/booking", content=body, headers=booking_headers(BOOKING_SECRET, body, clock.now))
     assert response.status_code == 200 and response.json()["enrollments_ended"] == 1
     run_until_done(rt, clock)
     assert len(messages_for(rt, contact_id)) == 2
@@ -118,7 +114,9 @@ def test_booking_webhook_refuses_bad_or_missing_signatures(rt, clock, client, he
     add_contact(rt, clock.now)
     body = json.dumps({"email": "alex@example.com"}).encode()
     if headers == "wrong-secret":
-        headers = signed(body, "not-the-secret")
+        headers = booking_headers("not-the-secret", body, clock.now)
+    else:  # a fresh timestamp, so the signature is what is refused
+        headers = {"X-Drip-Timestamp": str(int(clock.now.timestamp())), **headers}
     response = client.post("/webhooks/booking", content=body, headers=headers)
     assert response.status_code == 403
     with rt.sessions() as session:

@@ -3,10 +3,7 @@ a message that says what is wrong -- never a 5xx -- and nothing is stored half-w
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 from collections.abc import Iterator
 from urllib.parse import quote, urlencode
 
@@ -16,6 +13,7 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from support.builders import START, VirtualClock, add_contact, make_settings
+from support.webhooks import booking_headers, sendgrid_headers
 from support.databases import POSTGRES_REACHABLE, TEMPLATES
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.models import ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
@@ -228,18 +226,12 @@ def twilio_post(client: TestClient, path: str, params: dict[str, str], query: st
 
 
 def sendgrid_post(client: TestClient, body: bytes, timestamp: str | None = None):  # type: ignore[no-untyped-def]
-    timestamp = timestamp or str(int(time.time()))
-    return client.post("/webhooks/sendgrid/events", content=body, headers={
-        "Content-Type": "application/json",
-        "X-Twilio-Email-Event-Webhook-Signature": SIGNER.sign(body, timestamp),
-        "X-Twilio-Email-Event-Webhook-Timestamp": timestamp,
-    })
+    return client.post("/webhooks/sendgrid/events", content=body,
+                       headers=sendgrid_headers(SIGNER, body, int(timestamp) if timestamp else None))
 
 
 def booking_post(client: TestClient, body: bytes):  # type: ignore[no-untyped-def]
-    signature = "sha256=" + hmac.new(BOOKING_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return client.post("/webhooks/booking", content=body,
-                       headers={"X-Drip-Signature": signature, "Content-Type": "application/json"})
+    return client.post("/webhooks/booking", content=body, headers=booking_headers(BOOKING_SECRET, body, START))
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from support.builders import drive, settled
+from support.webhooks import booking_headers
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.contacts.importer import import_csv
 from patient_drip.logs import AccessLogFilter, RedactingFilter, configure_logging, redact
@@ -96,14 +97,13 @@ def test_a_whole_sequence_logs_no_patient_data(logged, sandbox, clock):
     for sender, body in ((PHONE_E164, "HELP"), (PHONE_E164, CRISIS), (OTHER_PHONE, FREE_TEXT), ("+13125550111", "who is this")):
         assert sandbox.send_inbound_sms(sender, body).status_code == 200
     # The booking tool says she booked; a forged webhook is refused; a staff member searches.
-    import hashlib
-    import hmac
     import json
 
     body = json.dumps({"email": EMAIL}).encode()
-    signature = "sha256=" + hmac.new(b"phi-booking-secret", body, hashlib.sha256).hexdigest()
-    assert httpx.post(f"{base}/webhooks/booking", content=body, headers={"X-Drip-Signature": signature}).status_code == 200
-    assert httpx.post(f"{base}/webhooks/booking", content=body, headers={"X-Drip-Signature": "sha256=0"}).status_code == 403
+    signed = booking_headers("phi-booking-secret", body, clock.now)
+    assert httpx.post(f"{base}/webhooks/booking", content=body, headers=signed).status_code == 200
+    assert httpx.post(f"{base}/webhooks/booking", content=body,
+                      headers={**signed, "X-Drip-Signature": "sha256=0"}).status_code == 403
     api = token_for(rt, "staff", email="searcher@clinic.test")
     assert httpx.get(f"{base}/api/v1/contacts", params={"q": EMAIL}, headers=api).status_code == 200
     drive(rt, clock, dispatcher)

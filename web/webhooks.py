@@ -4,10 +4,13 @@
   order); permanent failure codes stop SMS to that number.
 - `/webhooks/twilio/sms`: patient replies — carrier keywords, crisis messages, free-text opt-outs,
   everything else kept for staff.
-- `/webhooks/sendgrid/events`: delivered, bounce, spam report, unsubscribe... (ECDSA-signed).
-- `/webhooks/booking`: "this contact booked", HMAC-SHA256 of the body with a shared secret.
+- `/webhooks/sendgrid/events`: delivered, bounce, spam report, unsubscribe... (ECDSA-signed; with
+  no `SENDGRID_WEBHOOK_PUBLIC_KEY` the endpoint refuses everything, in every delivery mode).
+- `/webhooks/booking`: "this contact booked", HMAC-SHA256 of `"{timestamp}.{body}"` with a shared
+  secret; a timestamp more than 5 minutes from our clock is refused (replays).
 
-A forged or unsigned request gets 403 and changes nothing.
+A forged or unsigned request gets 403 (a missing, stale or future booking timestamp 401) and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
 SENDGRID_MAX_AGE_SECONDS = 600  # a signed batch older than this is a replay
+BOOKING_MAX_SKEW_SECONDS = 300  # a booking call signed further than this from our clock is refused
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 TWILIO_STATUS_MAP = {
@@ -320,30 +324,21 @@ def _alert_staff(rt: Runtime, inbound_id: int) -> None:
 # -- SendGrid event webhook ------------------------------------------------------------------------
 
 
-@router.post("/sendgrid/events", summary="SendGrid event webhook (ECDSA-signed when a key is configured)")
+@router.post("/sendgrid/events", summary="SendGrid event webhook (ECDSA-signed; refused without a configured key)")
 async def sendgrid_events(request: Request) -> Response:
     rt = _rt(request)
+    key = rt.settings.sendgrid_webhook_public_key
+    if not key:
+        # Unsigned events can suppress a patient for good (one spamreport), so without the key
+        # nothing is accepted, whatever the delivery mode.
+        return _forbidden("SENDGRID_WEBHOOK_PUBLIC_KEY is not configured, so no SendGrid event can be trusted")
     raw = await request.body()
     if len(raw) > MAX_WEBHOOK_BYTES * 4:
         return JSONResponse({"error": "body too large"}, status_code=413)
-    key = rt.settings.sendgrid_webhook_public_key
-    if key:
-        signature = request.headers.get("x-twilio-email-event-webhook-signature", "")
-        timestamp = request.headers.get("x-twilio-email-event-webhook-timestamp", "")
-        if not signature or not timestamp:
-            return _forbidden("missing SendGrid signature headers")
-        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SENDGRID_MAX_AGE_SECONDS:
-            return _forbidden("stale or malformed SendGrid timestamp (replay?)")
-        try:
-            webhook = EventWebhook()
-            ok = webhook.verify_signature(raw.decode("utf-8"), signature, timestamp,
-                                          webhook.convert_public_key_to_ecdsa(key))
-        except Exception:  # malformed signature or key: not verified
-            ok = False
-        if not ok:
-            return _forbidden("bad SendGrid signature")
-    elif rt.delivery == "providers":
-        return _forbidden("SENDGRID_WEBHOOK_PUBLIC_KEY is not configured")
+    refused = _sendgrid_refusal(key, raw, request.headers.get("x-twilio-email-event-webhook-signature", ""),
+                                request.headers.get("x-twilio-email-event-webhook-timestamp", ""))
+    if refused:
+        return _forbidden(refused)
     try:
         events = _clean_json(json.loads(raw))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -360,6 +355,24 @@ async def sendgrid_events(request: Request) -> Response:
         return JSONResponse({"received": len(events), "applied": applied})
 
     return await run_in_threadpool(apply)
+
+
+def _sendgrid_refusal(key: str, raw: bytes, signature: str, timestamp: str) -> str | None:
+    """Why this batch is not SendGrid's (None when the ECDSA signature over timestamp + body
+    verifies with `key` and the timestamp is within SENDGRID_MAX_AGE_SECONDS of the wall clock).
+
+    The wall clock, not the app's: SendGrid stamps with real time whatever our clock says."""
+    if not signature or not timestamp:
+        return "missing SendGrid signature headers"
+    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SENDGRID_MAX_AGE_SECONDS:
+        return "stale or malformed SendGrid timestamp (replay?)"
+    try:
+        webhook = EventWebhook()
+        ok = webhook.verify_signature(raw.decode("utf-8"), signature, timestamp,
+                                      webhook.convert_public_key_to_ecdsa(key))
+    except Exception:  # malformed signature or key: not verified
+        ok = False
+    return None if ok else "bad SendGrid signature"
 
 
 def _message_for_sendgrid(session: Session, event: dict[str, Any]) -> Message | None:
@@ -423,11 +436,28 @@ def _stop_email(session: Session, rt: Runtime, contact: Contact | None, reason: 
 # -- Booking webhook -------------------------------------------------------------------------------
 
 
-def booking_signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def booking_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Drip-Signature the booking tool sends: ``sha256=`` + hex HMAC-SHA256 with the shared
+    secret over ``f"{timestamp}.{body}"`` (the timestamp is X-Drip-Timestamp, unix seconds)."""
+    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-@router.post("/booking", summary="A contact booked (HMAC-SHA256 of the body in X-Drip-Signature)")
+def _booking_timestamp_refusal(timestamp: str, now: datetime) -> str | None:
+    """Why X-Drip-Timestamp is unacceptable (None when it is unix seconds within
+    BOOKING_MAX_SKEW_SECONDS of `now`, either way)."""
+    if not timestamp:
+        return "missing X-Drip-Timestamp"
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        return "X-Drip-Timestamp must be unix seconds"
+    skew = int(timestamp) - now.timestamp()
+    if skew < -BOOKING_MAX_SKEW_SECONDS:
+        return f"X-Drip-Timestamp is more than {BOOKING_MAX_SKEW_SECONDS // 60} minutes old (replay?)"
+    if skew > BOOKING_MAX_SKEW_SECONDS:
+        return f"X-Drip-Timestamp is more than {BOOKING_MAX_SKEW_SECONDS // 60} minutes in the future"
+    return None
+
+
+@router.post("/booking", summary="A contact booked (X-Drip-Signature: HMAC-SHA256 of X-Drip-Timestamp + '.' + body)")
 async def booking(request: Request) -> Response:
     rt = _rt(request)
     secret = rt.settings.booking_webhook_secret.get_secret_value()
@@ -439,7 +469,13 @@ async def booking(request: Request) -> Response:
     given = request.headers.get("x-drip-signature", "")
     if not given:
         return _forbidden("missing X-Drip-Signature")
-    if not hmac.compare_digest(given.strip(), booking_signature(secret, raw)):
+    now = _now(request)
+    timestamp = request.headers.get("x-drip-timestamp", "").strip()
+    stale = _booking_timestamp_refusal(timestamp, now)
+    if stale:
+        log.warning("webhook refused: %s", stale)
+        return JSONResponse({"error": f"unauthorized: {stale}"}, status_code=401)
+    if not hmac.compare_digest(given.strip().encode(), booking_signature(secret, timestamp, raw).encode()):
         return _forbidden("bad X-Drip-Signature")
     try:
         data = _clean_json(json.loads(raw))
@@ -449,7 +485,6 @@ async def booking(request: Request) -> Response:
         return JSONResponse({"error": "body must be a JSON object with email and/or phone"}, status_code=400)
     email = data.get("email") if isinstance(data.get("email"), str) else None
     phone = data.get("phone") if isinstance(data.get("phone"), str) else None
-    now = _now(request)
 
     def apply() -> Response:  # database work runs off the event loop
         with rt.sessions() as session, session.begin():

@@ -21,6 +21,7 @@ from the first (`after`) — never OFFSET, which reads and discards every earlie
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,13 +46,28 @@ STATUS_FILTERS: dict[str, str] = {
 _PHONEISH = re.compile(r"^\+?[\d\s().-]+$")
 
 
-def _next_string(prefix: str) -> str:
-    """The smallest string greater than every string starting with `prefix`."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+def _comparable(text: str) -> str:
+    """`text` as the database can compare it: no NUL (PostgreSQL refuses it in text) and no lone
+    surrogates (not encodable as UTF-8), each replaced rather than failing the page."""
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def _next_string(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with `prefix`, or None when there is
+    none (a prefix of only U+10FFFF: `chr` has nothing after it)."""
+    carried = prefix.rstrip(chr(sys.maxunicode))
+    if not carried:
+        return None
+    code = ord(carried[-1]) + 1
+    if 0xD800 <= code <= 0xDFFF:
+        code = 0xE000  # after U+D7FF come the surrogates, which no stored text can contain
+    return carried[:-1] + chr(code)
 
 
 def prefix_range(column: InstrumentedAttribute[str | None] | InstrumentedAttribute[str], prefix: str) -> ColumnElement[bool]:
-    return and_(column >= prefix, column < _next_string(prefix))
+    """Rows whose `column` starts with `prefix`, as an index range (code-point order)."""
+    upper = _next_string(prefix)
+    return column >= prefix if upper is None else and_(column >= prefix, column < upper)
 
 
 def _case_variants(text: str) -> list[str]:
@@ -64,7 +80,7 @@ def _any_prefix(column: InstrumentedAttribute[str], text: str) -> ColumnElement[
 
 def search_condition(query: str) -> ColumnElement[bool] | None:
     """The WHERE clause for what a person typed in the search box (None: no search)."""
-    text = " ".join(query.split())[:MAX_QUERY]
+    text = " ".join(_comparable(query).split())[:MAX_QUERY]
     if not text:
         return None
     if "@" in text:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -31,6 +30,7 @@ from patient_drip.web.admin.contact_queries import (
 from patient_drip.contacts.fields import FieldError
 from patient_drip.contacts.changes import ContactNotFound, lookup_contact
 from patient_drip.contacts.consent import consent_wording
+from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, set_paused, usable_channels
 from patient_drip.models import audit
 from patient_drip.models import ConsentMethod, Contact, Enrollment, EnrollmentStatus, Message
@@ -79,7 +79,7 @@ def export_contacts(request: Request, user: StaffUser, now: NowDep) -> Response:
 
     def rows() -> Iterator[str]:
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = csv_writer(buffer)
         writer.writerow(EXPORT_COLUMNS)
         last = 0
         while True:

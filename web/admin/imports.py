@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from patient_drip.web.admin.auth import StaffUser
 from patient_drip.web.admin.common import redirect, render
+from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.import_rows import KNOWN_COLUMNS, ImportFileError, read_rows
 from patient_drip.contacts.importer import ImportReport, import_csv
 from patient_drip.runtime import Runtime
@@ -193,7 +194,7 @@ def import_errors(request: Request, job_id: str, user: StaffUser) -> Response:
     if job is None or job.report is None:
         return Response("Not found", status_code=404, media_type="text/plain")
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv_writer(buffer)
     writer.writerow(["line", "field", "problem"])
     for error in job.report.errors:
         writer.writerow([error.line, error.field, error.message])
