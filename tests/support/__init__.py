@@ -8,5 +8,6 @@
 * `sandbox` -- the provider-sandbox fixtures (`sandbox`, `make_sandbox`, `webhook_sink`);
 * `staff` -- users, signed-in clients, API tokens, initialised runtimes (`srt`, `client`);
 * `routes` -- the app's routes and the public allow-list;
+* `webhooks` -- signed booking and SendGrid webhook headers (`booking_headers`, `sendgrid_headers`);
 * `chaos` -- the sandbox and real workers in child processes, and the audit of what was sent.
 """
