@@ -27,7 +27,14 @@ from patient_drip.contacts.blocks import consent_can_lift, is_blocked
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, consent_wording, grant_consent, load_wording
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, enroll, unsubscribe, usable_channels
-from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
+from patient_drip.contacts.fields import (
+    FieldError,
+    ZoneSource,
+    check_timezone,
+    normalize_email,
+    normalize_name,
+    normalize_phone,
+)
 from patient_drip.content.tokens import BadToken
 from patient_drip.models import Channel, ConsentMethod, Contact, EventKind, Message, add_event
 from patient_drip.runtime import Runtime
@@ -265,7 +272,8 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
     if errors:
         return errors, ""
     try:
-        contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, source="web_form")
+        contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, zone_source=ZoneSource.BROWSER,
+                                            source="web_form")
     except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
         return {exc.field: exc.message}, ""
     if not raw["first_name"]:
