@@ -33,7 +33,7 @@ from patient_drip.contacts.enrollment import (
     mark_booked,
     unsubscribe as unsubscribe_contact,
 )
-from patient_drip.contacts.fields import FieldError
+from patient_drip.contacts.fields import FieldError, ZoneSource
 from patient_drip.logs import configure_logging
 from patient_drip.models import Channel, ConsentMethod, User
 from patient_drip.content.rendering import RenderError
@@ -223,7 +223,7 @@ def enroll(campaign_id: str, email: str | None, phone: str | None, first_name: s
     with runtime(settings) as rt:
         campaign = rt.campaign(campaign_id)
         data = parse_contact_input({"email": email, "phone": phone, "first_name": first_name, "last_name": last_name,
-                                    "timezone": tz}, settings.clinic_timezone, source="cli")
+                                    "timezone": tz}, settings.clinic_timezone, zone_source=ZoneSource.STAFF, source="cli")
         now = utcnow()
         wording = load_wording(settings.policy_dir)
         with rt.sessions() as session, session.begin():

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.blocks import BlockReason, Blockable, block_rows, set_block, suppression_reason
 from patient_drip.contacts.fields import (
     FieldError,
+    ZoneSource,
     normalize_email,
     normalize_name,
     normalize_phone,
@@ -55,9 +56,10 @@ class ContactFields(Blockable, Protocol):
 
 
 def parse_contact_input(
-    raw: Mapping[str, str | None], clinic_timezone: str, *, source: str = ""
+    raw: Mapping[str, str | None], clinic_timezone: str, *, zone_source: ZoneSource, source: str = ""
 ) -> ContactInput:
-    """Validate what a form, the CLI or a CSV row gave. Raises `FieldError` naming the field."""
+    """Validate what a form, the CLI or a CSV row gave; `zone_source` says who gave `raw["timezone"]`
+    (see `resolve_timezone`). Raises `FieldError` naming the field."""
     email_raw = (raw.get("email") or "").strip()
     phone_raw = (raw.get("phone") or "").strip()
     if not email_raw and not phone_raw:
@@ -72,7 +74,7 @@ def parse_contact_input(
         phone=phone,
         first_name=normalize_name(raw.get("first_name"), "first_name"),
         last_name=normalize_name(raw.get("last_name"), "last_name"),
-        timezone=resolve_timezone(raw.get("timezone"), phone, clinic_timezone),
+        timezone=resolve_timezone(raw.get("timezone"), zone_source, phone, clinic_timezone),
         source=normalize_name(raw.get("source") or source, "source")[:64],
         preferred_channel=preferred,
     )

@@ -1,4 +1,5 @@
-"""Parse and normalise what people type: phone numbers, email addresses, names, time zones.
+"""Parse and normalise what people type: phone numbers, email addresses, names, time zones; and
+the one rule that decides a contact's time zone (`resolve_timezone`).
 
 Every error is a `FieldError` naming the field, so the form, the CLI and the importer can all say
 which input is wrong and why.
@@ -10,11 +11,15 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
+from phonenumbers.tzdata import TIMEZONE_DATA
 
 DEFAULT_REGION = "US"
 MAX_NAME = 100
@@ -79,8 +84,15 @@ _ZONE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
 MAX_ZONE = 64
 
 
+def _quoted(text: str, limit: int = 40) -> str:
+    """`text` quoted for an error message, at most `limit` characters of it and a bounded repr
+    (escapes such as `\\U0010ffff` would otherwise make 40 characters 400)."""
+    shown = repr(text[:limit] + ("…" if len(text) > limit else ""))
+    return shown if len(shown) <= 2 * limit else shown[: 2 * limit] + "…'"
+
+
 def check_timezone(raw: str, field: str = "timezone") -> str:
-    """An IANA zone name (`America/Chicago`) or `FieldError`.
+    """An IANA zone name (`America/Chicago`) or `FieldError` (quoting at most 40 characters of `raw`).
 
     Zone names are file paths inside the tz database: a folder name ("America"), a very long
     name or one with odd characters makes `ZoneInfo` raise OSError rather than "not found", so
@@ -88,8 +100,7 @@ def check_timezone(raw: str, field: str = "timezone") -> str:
     text = raw.strip()
     if text in _zones():
         return text
-    shown = text if len(text) <= MAX_ZONE else text[:MAX_ZONE] + "…"
-    problem = FieldError(field, f"{shown!r} is not an IANA time zone such as America/New_York")
+    problem = FieldError(field, f"{_quoted(text)} is not an IANA time zone such as America/New_York")
     if len(text) > MAX_ZONE or not _ZONE_KEY.fullmatch(text):
         raise problem
     try:
@@ -109,26 +120,83 @@ def _zones() -> set[str]:
     return _ZONES
 
 
-def timezone_for_phone(e164: str, fallback: str) -> str:
-    """The phone number's zone when it has exactly one (or one that is the clinic's); else `fallback`."""
+@lru_cache(maxsize=1)
+def _zone_links() -> dict[str, str]:
+    """Link name → canonical zone (`Asia/Calcutta` → `Asia/Kolkata`, `US/Central` →
+    `America/Chicago`), read from the tz database's `tzdata.zi`; empty when it is not there."""
+    for folder in TZPATH:
+        source = Path(folder) / "tzdata.zi"
+        if source.is_file():
+            links = {}
+            for line in source.read_text(encoding="utf-8").splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "L":
+                    links[parts[2]] = parts[1]
+            return links
+    return {}
+
+
+def canonical_zone(zone: str) -> str:
+    """The canonical name of a zone that is a link (browsers still report `Asia/Calcutta`)."""
+    return _zone_links().get(zone, zone)
+
+
+def _place_zone(zone: str) -> bool:
+    """A zone that names a place: not UTC or one of its aliases (GMT, Zulu, Universal...), not a
+    fixed offset (Etc/GMT+5), not a rule-only zone such as EST5EDT."""
+    canonical = canonical_zone(zone)
+    return "/" in canonical and not canonical.startswith("Etc/")
+
+
+def phone_zones(e164: str) -> list[str]:
+    """The zones phonenumbers gives for the number (several for a mobile or non-geographic number
+    in a country with several zones; none for a number it cannot place)."""
     try:
         number = phonenumbers.parse(e164, None)
     except phonenumbers.NumberParseException:
-        return fallback
-    zones = [zone for zone in phone_timezone.time_zones_for_number(number) if zone in _zones()]
-    if len(zones) == 1:
-        return zones[0]
-    if fallback in zones or not zones:
-        return fallback
-    return zones[0]
+        return []
+    return [zone for zone in phone_timezone.time_zones_for_number(number) if zone in _zones()]
 
 
-def resolve_timezone(explicit: str | None, phone: str | None, clinic_timezone: str) -> str:
-    """Explicit zone, else the phone number's, else the clinic's (SPEC decision 6)."""
-    if explicit and explicit.strip():
-        return check_timezone(explicit)
+def _country_zones(e164: str) -> set[str]:
+    """Canonical zones of the number's country calling code (every zone phonenumbers knows for it)."""
+    try:
+        code = str(phonenumbers.parse(e164, None).country_code)
+    except phonenumbers.NumberParseException:
+        return set()
+    return {canonical_zone(zone) for zone in TIMEZONE_DATA.get(code) or () if zone in _zones()}
+
+
+class ZoneSource(StrEnum):
+    """Where a time zone given with a contact came from, which decides how far it is trusted."""
+
+    STAFF = "staff"  # typed or chosen by staff: the CLI, the admin UI, the API, an import column
+    BROWSER = "browser"  # reported by the patient's browser on the public form
+
+
+def resolve_timezone(given: str | None, source: ZoneSource, phone: str | None, clinic_timezone: str) -> str:
+    """The contact's time zone, first that applies (SPEC decision 6):
+
+    1. a zone `given` by staff (`source` STAFF), whatever it is;
+    2. the phone number's zone, when phonenumbers names exactly one, or the clinic zone when it is
+       among several (an area code spanning two zones);
+    3. a zone the browser reported (`source` BROWSER), only when it names a place (not UTC, GMT,
+       Etc/*) and, when there is a phone number, is one of the zones of the number's country
+       (a browser set to UTC or a travelling laptop must not move a Chicago patient's window);
+    4. the clinic's zone.
+
+    Raises `FieldError` when `given` is not an IANA zone, from either source."""
+    zone = check_timezone(given) if given and given.strip() else None
+    if zone is not None and source is ZoneSource.STAFF:
+        return zone
     if phone:
-        return timezone_for_phone(phone, clinic_timezone)
+        zones = phone_zones(phone)
+        if len(zones) == 1:
+            return zones[0]
+        if clinic_timezone in zones:
+            return clinic_timezone
+    if zone is not None and _place_zone(zone) and (not phone or canonical_zone(zone) in _country_zones(phone)):
+        return zone
     return clinic_timezone
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from patient_drip.contacts.changes import ContactInput, parse_contact_input
-from patient_drip.contacts.fields import FieldError
+from patient_drip.contacts.fields import FieldError, ZoneSource
 
 KNOWN_COLUMNS = ("first_name", "last_name", "email", "phone", "timezone", "consent_email", "consent_sms", "source")
 YES = {"yes", "y", "true", "1", "x"}
@@ -112,7 +112,8 @@ def validate_row(line: int, row: dict[str, str], clinic_timezone: str) -> ValidR
     if any(len(value) > MAX_FIELD for value in row.values()):
         return RowError(line, "", "a field is too long")
     try:
-        data = parse_contact_input(row, clinic_timezone, source=row.get("source") or "import")
+        data = parse_contact_input(row, clinic_timezone, zone_source=ZoneSource.STAFF,
+                                   source=row.get("source") or "import")
         consent_email = _flag(row.get("consent_email"), "consent_email")
         consent_sms = _flag(row.get("consent_sms"), "consent_sms")
         if consent_sms and not data.phone:

@@ -19,6 +19,7 @@ from patient_drip.contacts.blocks import suppress
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording, withdraw_consent
 from patient_drip.contacts.enrollment import end_enrollments, enroll
+from patient_drip.contacts.fields import ZoneSource
 from patient_drip.contacts.importer import import_csv, import_csv_rowwise
 from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, ExitReason)
 from patient_drip.runtime import Runtime, build_runtime
@@ -59,7 +60,7 @@ def _existing(rt: Runtime, now: datetime) -> None:
     with rt.sessions() as session, session.begin():
         def person(email: str | None, phone: str | None, first: str, consent: tuple[str, ...] = ("email",)) -> Contact:
             data = parse_contact_input({"email": email, "phone": phone, "first_name": first}, "America/Chicago",
-                                       source="seed")
+                                       zone_source=ZoneSource.STAFF, source="seed")
             contact, _ = upsert_contact(session, rt.suppression_key, data, now, "seed")
             for channel in consent:
                 grant_consent(session, load_wording(rt.settings.policy_dir), contact,
@@ -195,7 +196,8 @@ def test_a_conflicting_insert_falls_back_to_the_row_by_row_path(rt, clock, monke
     def load_then_race(self, rows):  # type: ignore[no-untyped-def]
         original(self, rows)
         with rt.sessions() as session, session.begin():
-            data = parse_contact_input({"email": "p1@example.com", "first_name": "Racer"}, "America/Chicago")
+            data = parse_contact_input({"email": "p1@example.com", "first_name": "Racer"}, "America/Chicago",
+                                       zone_source=ZoneSource.STAFF)
             upsert_contact(session, rt.suppression_key, data, clock.now, "other-process")
 
     monkeypatch.setattr(importer._BulkChunk, "_load", load_then_race)

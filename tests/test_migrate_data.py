@@ -14,6 +14,7 @@ from support.databases import TEMPLATES
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.contacts.blocks import suppress
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
+from patient_drip.contacts.fields import ZoneSource
 from patient_drip.migrate_data import copy_order, migrate_data, migrate_data_command
 from patient_drip.models import Channel, Contact, Message
 from patient_drip.runtime import build_runtime
@@ -53,7 +54,8 @@ def test_everything_is_copied_and_new_rows_continue_after_the_copied_ids(source,
     rt = build_runtime(make_settings(empty_database_url))
     try:
         with rt.sessions() as session, session.begin():
-            data = parse_contact_input({"email": "gone@example.com", "first_name": "G"}, "America/Chicago")
+            data = parse_contact_input({"email": "gone@example.com", "first_name": "G"}, "America/Chicago",
+                                       zone_source=ZoneSource.STAFF)
             contact, created = upsert_contact(session, rt.suppression_key, data, clock.now, "test")
             assert created and contact.email_blocked == "suppressed: hard bounce"
             assert contact.id == 6

@@ -65,7 +65,7 @@ def test_phone_is_e164_and_stable_or_a_field_error(raw):
         return
     assert E164.fullmatch(phone), phone
     assert normalize_phone(phone) == phone
-    zone = contact_fields.timezone_for_phone(phone, "America/Chicago")
+    zone = contact_fields.resolve_timezone(None, contact_fields.ZoneSource.STAFF, phone, "America/Chicago")
     assert check_timezone(zone) == zone
 
 
@@ -114,6 +114,8 @@ def test_name_is_storable_text_or_a_field_error(raw):
 @example("a" * 5000)
 @example("../../../etc/passwd")
 @example("/etc/localtime")
+@example("\x00" * 80)  # each character quoted as four: the message must stay bounded all the same
+@example("\U0010ffff" * 80)
 def test_time_zone_is_a_real_zone_or_a_field_error(raw):
     try:
         zone = check_timezone(raw)

@@ -121,7 +121,8 @@ def test_preference_page_unsubscribes_everything_and_can_resubscribe(client, rt,
     with rt.sessions() as session:
         enrollment = session.scalar(select(Enrollment))
         assert enrollment.status == EnrollmentStatus.EXITED and enrollment.exit_reason == "unsubscribed"
-    again = client.post(f"/u/{token}", data={"action": "resubscribe_email"})
+    assert "Start emails again" in client.get(f"/u/{token}").text
+    again = client.post(f"/u/{token}", data={"action": "resubscribe_email", "wording_version": "email-v1"})
     assert "subscribed again" in again.text and contact(rt, contact_id).email_consent is True
 
 

@@ -207,7 +207,8 @@ def test_opting_back_in_records_the_current_wording_and_lifts_only_the_opt_out(h
     sms_in(web, "STOP", "SM-stop")
     before = stored(art, contact_id(art))
     if how == "preferences":
-        assert web.post(f"/u/{art.tokens.unsubscribe(contact_id(art))}", data={"action": "resubscribe_sms"}
+        assert web.post(f"/u/{art.tokens.unsubscribe(contact_id(art))}", data={"action": "resubscribe_sms",
+                                                                     "wording_version": current_wording("sms")[0]}
                         ).status_code == 200
     else:
         sms_in(web, "START", "SM-start")

@@ -14,12 +14,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -27,9 +28,25 @@ from patient_drip.contacts.blocks import consent_can_lift, is_blocked
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, consent_wording, grant_consent, load_wording
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, enroll, unsubscribe, usable_channels
-from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
+from patient_drip.contacts.fields import (
+    FieldError,
+    ZoneSource,
+    check_timezone,
+    normalize_email,
+    normalize_name,
+    normalize_phone,
+)
 from patient_drip.content.tokens import BadToken
-from patient_drip.models import Channel, ConsentMethod, Contact, EventKind, Message, add_event
+from patient_drip.models import (
+    Channel,
+    ConsentAction,
+    ConsentMethod,
+    ConsentRecord,
+    Contact,
+    EventKind,
+    Message,
+    add_event,
+)
 from patient_drip.runtime import Runtime
 from patient_drip.web.deps import NowDep, SessionDep, client_ip, get_runtime, page
 
@@ -143,12 +160,13 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
 
 @router.get("/u/{token}", response_class=HTMLResponse, tags=["public"])
 def preferences(token: str, request: Request, session: SessionDep) -> HTMLResponse:
-    """The preference page: unsubscribe per channel or from everything; resubscribe where allowed."""
+    """The preference page: unsubscribe per channel or from everything; start a channel again
+    where the person had consented to it, or start emails with the consent wording shown."""
     rt = get_runtime(request)
     contact = _contact_for_token(rt, session, token)
     if contact is None:
         return page(request, "not_found.html", {"what": "This link"}, 404)
-    return page(request, "preferences.html", _preferences_context(contact, token, None))
+    return page(request, "preferences.html", _preferences_context(rt, session, contact, token, None))
 
 
 @router.post("/u/{token}", tags=["public"])
@@ -156,12 +174,22 @@ def preferences_post(
     token: str, request: Request, session: SessionDep, now: NowDep,
     list_unsubscribe: Annotated[str | None, Form(alias="List-Unsubscribe", max_length=40)] = None,
     action: Annotated[str | None, Form(max_length=40)] = None,
+    wording_version: Annotated[str | None, Form(max_length=40)] = None,
 ) -> Response:
-    """One-click unsubscribe (RFC 8058: body `List-Unsubscribe=One-Click`) or a preference change."""
+    """One-click unsubscribe (RFC 8058: body `List-Unsubscribe=One-Click`) or a preference change.
+
+    Starting a channel (`resubscribe_email`, `resubscribe_sms`, `start_email`) records consent with
+    the wording version the page showed (`wording_version`), refused (409, nothing recorded) when it
+    is not the current one. `resubscribe_*` needs an earlier grant in the ledger; `start_email` needs
+    none; a number that never consented is never started here (texts need a confirmation by text)."""
     rt = get_runtime(request)
     contact = _contact_for_token(rt, session, token)
     if contact is None:
         return page(request, "not_found.html", {"what": "This link"}, 404)
+
+    def answer(notice: str, status_code: int = 200) -> HTMLResponse:
+        return page(request, "preferences.html", _preferences_context(rt, session, contact, token, notice), status_code)
+
     if list_unsubscribe == "One-Click":
         unsubscribe(session, rt.campaigns, contact, [Channel.EMAIL], ConsentMethod.ONE_CLICK, now, "patient:one-click",
                     ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
@@ -169,23 +197,35 @@ def preferences_post(
         return PlainTextResponse("You are unsubscribed from our emails.")
     action = action or ""
     channels = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
+    starts = {"resubscribe_email": (Channel.EMAIL, Offer.RESTART), "resubscribe_sms": (Channel.SMS, Offer.RESTART),
+              "start_email": (Channel.EMAIL, Offer.START), "start_sms": (Channel.SMS, Offer.CONFIRM_BY_TEXT)}
     if action in channels:
         unsubscribe(session, rt.campaigns, contact, channels[action], ConsentMethod.UNSUBSCRIBE_PAGE, now,
                     "patient:preferences", ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
         done = {"email": "You will get no more emails from us.", "sms": "You will get no more text messages from us.",
                 "all": "You will get no more messages from us."}[action]
-    elif action in ("resubscribe_email", "resubscribe_sms"):
-        channel = Channel.EMAIL if action == "resubscribe_email" else Channel.SMS
-        if not _can_resubscribe(contact, channel):
-            return page(request, "preferences.html", _preferences_context(contact, token, "That is not possible for this contact method."), 400)
-        grant_consent(session, load_wording(rt.settings.policy_dir), contact,
-                      ConsentGrant(channel, ConsentMethod.UNSUBSCRIBE_PAGE, ip_address=client_ip(request),
-                                   user_agent=request.headers.get("user-agent")), now, "patient:preferences")
-        done = "Welcome back. You are subscribed again."
+    elif action in starts:
+        channel, wanted = starts[action]
+        offer = _offer(session, contact, channel)
+        if offer == Offer.CONFIRM_BY_TEXT:
+            return answer(SMS_CONFIRM_NOTICE, 400)
+        if offer != wanted:
+            return answer("That is not possible for this contact method.", 400)
+        wording = load_wording(rt.settings.policy_dir)
+        current = wording.wording(channel)
+        if wording_version != current.version:
+            return answer("The consent wording has changed since this page was opened. Please read the wording "
+                          "below and choose again; nothing was changed.", 409)
+        note = "restarted on the preference page" if offer == Offer.RESTART else "started on the preference page"
+        grant_consent(session, wording, contact,
+                      ConsentGrant(channel, ConsentMethod.UNSUBSCRIBE_PAGE, wording_version=current.version,
+                                   ip_address=client_ip(request), user_agent=request.headers.get("user-agent"),
+                                   note=note), now, "patient:preferences")
+        done = "Welcome back. You are subscribed again." if offer == Offer.RESTART else "You will get our emails."
     else:
-        return page(request, "preferences.html", _preferences_context(contact, token, "Please choose an option."), 400)
+        return answer("Please choose an option.", 400)
     session.commit()
-    return page(request, "preferences.html", _preferences_context(contact, token, done))
+    return answer(done)
 
 
 @router.get("/b/{token}", tags=["public"])
@@ -228,21 +268,56 @@ def _contact_for_token(rt: Runtime, session: Session, token: str) -> Contact | N
     return contact
 
 
-def _can_resubscribe(contact: Contact, channel: Channel) -> bool:
-    """Only someone who opted out themselves, and has the address, may opt back in here."""
+class Offer(StrEnum):
+    """What the preference page offers for a channel the person does not receive."""
+
+    RESTART = "restart"  # consented before, then opted out: "Start … again"
+    START = "start"  # never consented, email: "Start emails" with the wording shown
+    CONFIRM_BY_TEXT = "confirm_by_text"  # never consented, SMS: only a confirmation by text starts them
+
+
+SMS_CONFIRM_NOTICE = ("Text messages start only after you confirm by text message from your phone; "
+                      "they cannot be started from this page.")
+
+
+def _ever_granted(session: Session, contact: Contact, channel: Channel) -> bool:
+    """Whether the consent ledger holds a grant for `channel` (a withdrawal since does not matter)."""
+    return session.scalar(select(ConsentRecord.id).where(
+        ConsentRecord.contact_id == contact.id, ConsentRecord.channel == str(channel),
+        ConsentRecord.action == str(ConsentAction.GRANTED)).limit(1)) is not None
+
+
+def _receives(contact: Contact, channel: Channel) -> bool:
     address = contact.email if channel == Channel.EMAIL else contact.phone
-    return bool(address) and consent_can_lift(contact, channel)
+    consent = contact.email_consent if channel == Channel.EMAIL else contact.sms_consent
+    return bool(address) and consent and not is_blocked(contact, channel)
 
 
-def _preferences_context(contact: Contact, token: str, notice: str | None) -> dict[str, Any]:
+def _offer(session: Session, contact: Contact, channel: Channel) -> Offer | None:
+    """What the page may offer for `channel`: nothing when the person receives it, has no address
+    for it, or it is blocked by more than their own opt-out (a bounce, a suppression, erasure);
+    else RESTART when they consented before, START / CONFIRM_BY_TEXT when they never did (consent is
+    recorded only as given: never "again" for what was never given)."""
+    address = contact.email if channel == Channel.EMAIL else contact.phone
+    if not address or _receives(contact, channel) or not consent_can_lift(contact, channel):
+        return None
+    if _ever_granted(session, contact, channel):
+        return Offer.RESTART
+    return Offer.START if channel == Channel.EMAIL else Offer.CONFIRM_BY_TEXT
+
+
+def _preferences_context(rt: Runtime, session: Session, contact: Contact, token: str,
+                         notice: str | None) -> dict[str, Any]:
+    wording = load_wording(rt.settings.policy_dir)
+
     def state(channel: Channel) -> dict[str, Any]:
-        address = contact.email if channel == Channel.EMAIL else contact.phone
-        consent = contact.email_consent if channel == Channel.EMAIL else contact.sms_consent
-        blocked = is_blocked(contact, channel)
-        return {"has_address": bool(address), "subscribed": bool(address) and consent and not blocked,
-                "can_resubscribe": _can_resubscribe(contact, channel) and not (consent and not blocked)}
+        shown = wording.wording(channel)
+        return {"has_address": bool(contact.email if channel == Channel.EMAIL else contact.phone),
+                "subscribed": _receives(contact, channel), "offer": _offer(session, contact, channel),
+                "wording_version": shown.version, "wording_text": shown.text}
 
-    return {"token": token, "email": state(Channel.EMAIL), "sms": state(Channel.SMS), "notice": notice}
+    return {"token": token, "email": state(Channel.EMAIL), "sms": state(Channel.SMS), "notice": notice,
+            "sms_confirm_notice": SMS_CONFIRM_NOTICE}
 
 
 def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], now: datetime) -> tuple[dict[str, str], str]:
@@ -265,7 +340,8 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
     if errors:
         return errors, ""
     try:
-        contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, source="web_form")
+        contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, zone_source=ZoneSource.BROWSER,
+                                            source="web_form")
     except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
         return {exc.field: exc.message}, ""
     if not raw["first_name"]:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.enrollment import enroll
+from patient_drip.contacts.fields import ZoneSource
 from patient_drip.dispatch.pipeline import DispatchSummary, Dispatcher
 from patient_drip.dispatch.reconcile import reconcile_unknown
 from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, Message, MessageStatus
@@ -97,7 +98,7 @@ def add_contact(rt: Runtime, now: datetime, *, email: str | None = "alex@example
     """Create a contact with consent and (optionally) enroll it; returns the contact id."""
     with rt.sessions() as session, session.begin():
         data = parse_contact_input({"email": email, "phone": phone, "first_name": first_name, "timezone": timezone},
-                                   rt.settings.clinic_timezone, source="test")
+                                   rt.settings.clinic_timezone, zone_source=ZoneSource.STAFF, source="test")
         contact, _ = upsert_contact(session, rt.suppression_key, data, now, "test")
         for channel in consent:
             grant_consent(session, load_wording(rt.settings.policy_dir), contact,

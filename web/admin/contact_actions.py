@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.enrollment import enroll, mark_booked, unsubscribe
-from patient_drip.contacts.fields import FieldError
+from patient_drip.contacts.fields import FieldError, ZoneSource
 from patient_drip.models import Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime
 
@@ -75,7 +75,8 @@ def create_contact(session: Session, rt: Runtime, raw: Mapping[str, Any], consen
     Raises FieldError (naming the field), ActionError or EnrollmentError; the caller rolls back."""
     values = {key: (str(raw.get(key)) if raw.get(key) is not None else "") for key in
               ("first_name", "last_name", "email", "phone", "timezone", "preferred_channel", "source")}
-    data = parse_contact_input(values, rt.settings.clinic_timezone, source=values["source"] or source)
+    data = parse_contact_input(values, rt.settings.clinic_timezone, zone_source=ZoneSource.STAFF,
+                               source=values["source"] or source)
     consent = list(dict.fromkeys(consent))
     if "sms" in consent and not data.phone:
         raise FieldError("phone", "add a mobile number to record consent to text messages")
