@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Protocol
 
 import yaml
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.blocks import BlockReason, Blockable, block_channel, blocked_reason, clear_block, unblock_rows
 from patient_drip.contacts.fields import FieldError
 from patient_drip.contacts.records import ConsentRow, Row, add_rows, audit_row, event_row
-from patient_drip.models import Channel, ConsentAction, ConsentMethod, Contact, EventKind
+from patient_drip.models import Channel, ConsentAction, ConsentMethod, ConsentRecord, Contact, EventKind
 
 WORDING_FILE = "consent_wording.yaml"
 
@@ -175,3 +176,11 @@ def withdraw_consent(session: Session, contact: Contact, channel: Channel, metho
     ])
     block_channel(session, contact, channel, BlockReason.OPTED_OUT, str(method), now, actor)
     return not already
+
+
+def ever_granted(session: Session, contact: Contact, channel: Channel) -> bool:
+    """Whether the ledger holds a grant for `channel` (a withdrawal since does not matter): only then
+    may a patient "start again" what they once agreed to; a channel never agreed to starts afresh."""
+    return session.scalar(select(ConsentRecord.id).where(
+        ConsentRecord.contact_id == contact.id, ConsentRecord.channel == str(channel),
+        ConsentRecord.action == str(ConsentAction.GRANTED)).limit(1)) is not None

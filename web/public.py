@@ -20,13 +20,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from patient_drip.contacts.blocks import consent_can_lift, is_blocked
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
-from patient_drip.contacts.consent import ConsentGrant, consent_wording, grant_consent, load_wording
+from patient_drip.contacts.consent import ConsentGrant, consent_wording, ever_granted, grant_consent, load_wording
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, enroll, unsubscribe, usable_channels
 from patient_drip.contacts.fields import (
     FieldError,
@@ -39,9 +39,7 @@ from patient_drip.contacts.fields import (
 from patient_drip.content.tokens import BadToken
 from patient_drip.models import (
     Channel,
-    ConsentAction,
     ConsentMethod,
-    ConsentRecord,
     Contact,
     EventKind,
     Message,
@@ -280,13 +278,6 @@ SMS_CONFIRM_NOTICE = ("Text messages start only after you confirm by text messag
                       "they cannot be started from this page.")
 
 
-def _ever_granted(session: Session, contact: Contact, channel: Channel) -> bool:
-    """Whether the consent ledger holds a grant for `channel` (a withdrawal since does not matter)."""
-    return session.scalar(select(ConsentRecord.id).where(
-        ConsentRecord.contact_id == contact.id, ConsentRecord.channel == str(channel),
-        ConsentRecord.action == str(ConsentAction.GRANTED)).limit(1)) is not None
-
-
 def _receives(contact: Contact, channel: Channel) -> bool:
     address = contact.email if channel == Channel.EMAIL else contact.phone
     consent = contact.email_consent if channel == Channel.EMAIL else contact.sms_consent
@@ -301,7 +292,7 @@ def _offer(session: Session, contact: Contact, channel: Channel) -> Offer | None
     address = contact.email if channel == Channel.EMAIL else contact.phone
     if not address or _receives(contact, channel) or not consent_can_lift(contact, channel):
         return None
-    if _ever_granted(session, contact, channel):
+    if ever_granted(session, contact, channel):
         return Offer.RESTART
     return Offer.START if channel == Channel.EMAIL else Offer.CONFIRM_BY_TEXT
 
