@@ -7,7 +7,8 @@ Order of precedence (first that applies wins):
    keywords themselves, so our answer must agree with theirs.
 2. CRISIS - a phrase from ``policy/crisis_phrases.txt`` not covered by
    ``policy/crisis_exclusions.txt``. It beats everything except an exact keyword: "stop texting me,
-   I want to die" is a crisis first.
+   I want to die" is a crisis first. A crisis reply that *also* asks to stop ("stop texting me")
+   carries that opt-out in `Classification.opt_out`: both are acted on, the opt-out is never lost.
 3. OPT_OUT_TEXT - an opt-out in the person's own words (``policy/optout_phrases.txt``, minus
    ``policy/optout_exclusions.txt``), or a stretched keyword such as "STOPPP".
 4. OTHER.
@@ -17,6 +18,13 @@ accents and apostrophes removed ("can't" == "cant"), letters repeated three or m
 to one ("dieee" == "die"), and every run of anything that is not a letter or digit (punctuation,
 emoji, symbols) turned into one space. The phrase files describe their own pattern syntax in their
 headers; it is meant to be edited by a clinician, not a programmer.
+
+People who do not want a filter to notice them write around it: "k1ll myself", "$uicide",
+"k i l l myself", "k.i.l.l". So each message is also read in up to two *decoded* forms (see
+`_readings`): leetspeak inside words turned back into letters (1 read once as i and once as l) and
+letters spelled out one by one joined into a word. A crisis phrase found in any reading counts
+(an exclusion only excuses a match within the same reading), so decoding can add a crisis match,
+never take one away. Opt-outs are read as written only.
 
 Inputs longer than `MAX_REPLY_CHARS` are cut to that length before anything else, so a hostile or
 broken webhook payload cannot make classification slow. A real SMS is at most 1,600 characters
@@ -76,6 +84,9 @@ _KEYWORDS: dict[str, ReplyKind] = {
 class Classification:
     kind: ReplyKind
     matched: str | None  # the keyword, or the phrase-file line as written, that decided `kind`
+    # For a CRISIS reply: the opt-out phrase it also contains ("stop texting me, I want to die"),
+    # else None. The patient asked for two things; the webhook does both.
+    opt_out: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,50 @@ def _normalise_with_boundaries(body: str) -> tuple[str, tuple[int, ...]]:
         boundaries.append(pos)
     # NFKC can expand a character up to 18-fold; cap again so matching time stays bounded.
     return " ".join(parts)[: 4 * MAX_REPLY_CHARS], tuple(boundaries)
+
+
+# Leetspeak: digits and symbols that stand for letters inside a word ("k1ll", "$uicide", "d13",
+# "ki||"). Only tokens that also hold a letter are decoded, so "30 pills" and "call 911" keep
+# their numbers.
+_LEET = str.maketrans({"3": "e", "0": "o", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "|": "l"})
+_LEET_ONE = ("i", "l")  # "k1ll" is i, "ki11" is l: read both ways
+_LEET_CHARS = frozenset("13450@$|7")
+_TOKEN = re.compile(r"\S+")
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+_INNER_BANG = re.compile(r"(?<=[^\W\d_])!(?=[^\W\d_])")  # "k!ll"; elsewhere "!" ends a sentence
+# Three or more single letters (or leet characters) with the same little gap of spacing or
+# punctuation between each: "k i l l", "k.i.l.l", "s-u-i-c-i-d-e", "k 1 l l". The gap must repeat
+# exactly, so "k.i.l.l m.y.s.e.l.f" reads as two words, not one.
+_SPELLED_CHAR = r"(?:[^\W\d_]|[13450@$|7])"
+_SPELLED = re.compile(
+    rf"(?<![\w@$|]){_SPELLED_CHAR}([\s.\-_*·,+~/]{{1,3}}){_SPELLED_CHAR}(?:\1{_SPELLED_CHAR})+(?![\w@$|])"
+)
+
+
+def _decode_leet(text: str, one: str) -> str:
+    """`text` with leetspeak inside lettered tokens turned back into letters, "1" read as `one`."""
+
+    def token(match: re.Match[str]) -> str:
+        word = match.group()
+        if not _HAS_LETTER.search(word) or _LEET_CHARS.isdisjoint(word):
+            return word
+        return word.translate(_LEET).replace("1", one)
+
+    return _TOKEN.sub(token, _INNER_BANG.sub("i", text))
+
+
+def _readings(body: str) -> list[tuple[str, tuple[int, ...]]]:
+    """The normalised forms a message is matched in: as written, then decoded (leetspeak with 1
+    read as i, then as l; spelled-out letters joined). Distinct forms only, as written first."""
+    body = body[:MAX_REPLY_CHARS]
+    readings = [_normalise_with_boundaries(body)]
+    text = unicodedata.normalize("NFKC", _visible(body)).casefold()
+    joined = _SPELLED.sub(lambda m: m.group().replace(m.group(1), ""), text)
+    for one in _LEET_ONE:
+        reading = _normalise_with_boundaries(_decode_leet(joined, one))
+        if reading not in readings:
+            readings.append(reading)
+    return readings
 
 
 def normalise(body: str) -> str:
@@ -248,6 +303,30 @@ def _first_match(
     return None
 
 
+def _first_match_in(
+    readings: list[tuple[str, tuple[int, ...]]],
+    patterns: tuple[PhrasePattern, ...],
+    exclusions: tuple[PhrasePattern, ...],
+) -> PhrasePattern | None:
+    """`_first_match` over every reading of a message: the first reading with a match decides."""
+    for normalised, boundaries in readings:
+        found = _first_match(normalised, boundaries, patterns, exclusions)
+        if found is not None:
+            return found
+    return None
+
+
+def _opt_out(normalised: str, boundaries: tuple[int, ...], phrases: PhraseLists) -> str | None:
+    """The opt-out in the person's own words, or a stretched keyword ("STOPPP"); None if neither.
+
+    Read as written only: the decoded readings exist so that no crisis hides; an opt-out is
+    recognised as before ("s t o p" stays a message for staff)."""
+    if _KEYWORDS.get(normalised) is ReplyKind.OPT_OUT:  # a stretched keyword: "STOPPP", "Stooop"
+        return normalised
+    found = _first_match(normalised, boundaries, phrases.optout, phrases.optout_exclusions)
+    return None if found is None else found.text
+
+
 def _keyword(body: str) -> str | None:
     """The whole message, if it is a keyword once trimmed of whitespace, punctuation and emoji."""
     text = unicodedata.normalize("NFKC", _visible(body[:MAX_REPLY_CHARS]))
@@ -268,13 +347,11 @@ def classify_reply(body: str, phrases: PhraseLists | None = None) -> Classificat
     if keyword is not None:
         return Classification(_KEYWORDS[keyword], keyword)
     phrases = phrases or load_phrase_lists()
-    normalised, boundaries = _normalise_with_boundaries(body)
-    crisis = _first_match(normalised, boundaries, phrases.crisis, phrases.crisis_exclusions)
+    readings = _readings(body)
+    opt_out = _opt_out(*readings[0], phrases)
+    crisis = _first_match_in(readings, phrases.crisis, phrases.crisis_exclusions)
     if crisis is not None:
-        return Classification(ReplyKind.CRISIS, crisis.text)
-    if _KEYWORDS.get(normalised) is ReplyKind.OPT_OUT:  # a stretched keyword: "STOPPP", "Stooop"
-        return Classification(ReplyKind.OPT_OUT_TEXT, normalised)
-    optout = _first_match(normalised, boundaries, phrases.optout, phrases.optout_exclusions)
-    if optout is not None:
-        return Classification(ReplyKind.OPT_OUT_TEXT, optout.text)
+        return Classification(ReplyKind.CRISIS, crisis.text, opt_out=opt_out)
+    if opt_out is not None:
+        return Classification(ReplyKind.OPT_OUT_TEXT, opt_out)
     return Classification(ReplyKind.OTHER, None)
