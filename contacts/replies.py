@@ -91,14 +91,19 @@ class Classification:
 
 @dataclass(frozen=True)
 class PhrasePattern:
-    """One line of a phrase file, compiled."""
+    """One line of a phrase file, compiled: as written, with doubled letters squeezed (matched
+    against a message read the same way), and with the spaces taken out (searched for inside a
+    word that was spelled out letter by letter, "q u i e r o m o r i r")."""
 
     text: str  # the line as written, shown to staff as the reason for a classification
     origin: str  # "crisis_phrases.txt:42"
     regex: re.Pattern[str]
+    squeezed: re.Pattern[str] | None = None
+    squashed: re.Pattern[str] | None = None
 
-    def spans(self, normalised: str) -> list[tuple[int, int]]:
-        return [m.span() for m in self.regex.finditer(normalised)]
+    def spans(self, normalised: str, *, squeezed: bool = False) -> list[tuple[int, int]]:
+        regex = self.squeezed if squeezed and self.squeezed is not None else self.regex
+        return [m.span() for m in regex.finditer(normalised)]
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ _APOSTROPHES = dict.fromkeys(map(ord, "'’‘‛′`´ʼ＇"), None)
 _SENTENCE_END = re.compile(r"[.!?;…\n\r]+")
 _NOT_WORD = re.compile(r"[\W_]+")
 _STRETCHED = re.compile(r"([^\W\d_])\1{2,}")  # a letter three or more times in a row
+_DOUBLED = re.compile(r"([^\W\d_])\1+")  # a letter twice or more: "diee", "wantt"
 
 
 def _visible(text: str) -> str:
@@ -174,18 +180,42 @@ def _decode_leet(text: str, one: str) -> str:
     return _TOKEN.sub(token, _INNER_BANG.sub("i", text))
 
 
-def _readings(body: str) -> list[tuple[str, tuple[int, ...]]]:
-    """The normalised forms a message is matched in: as written, then decoded (leetspeak with 1
-    read as i, then as l; spelled-out letters joined). Distinct forms only, as written first."""
+@dataclass(frozen=True)
+class _Reading:
+    """One way of reading a message: its normalised text and sentence ends; `squeezed` when every
+    doubled letter was squeezed too (then it is matched against the squeezed patterns)."""
+
+    text: str
+    boundaries: tuple[int, ...]
+    squeezed: bool = False
+
+
+def _readings(body: str) -> tuple[list[_Reading], list[str]]:
+    """The readings a message is matched in for a crisis: as written first, then decoded
+    (spelled-out letters joined; leetspeak with 1 read as i, then as l; then doubled letters
+    squeezed, "wanna diee"). Also the words that were spelled out letter by letter, joined and
+    decoded, for the squashed patterns."""
     body = body[:MAX_REPLY_CHARS]
-    readings = [_normalise_with_boundaries(body)]
+    readings = [_Reading(*_normalise_with_boundaries(body))]
     text = unicodedata.normalize("NFKC", _visible(body)).casefold()
-    joined = _SPELLED.sub(lambda m: m.group().replace(m.group(1), ""), text)
-    for one in _LEET_ONE:
-        reading = _normalise_with_boundaries(_decode_leet(joined, one))
-        if reading not in readings:
-            readings.append(reading)
-    return readings
+    spelled: list[str] = []
+
+    def join(match: re.Match[str]) -> str:
+        spelled.append(match.group().replace(match.group(1), ""))
+        return spelled[-1]
+
+    joined = _SPELLED.sub(join, text)
+    sources = [text] + [_decode_leet(joined, one) for one in _LEET_ONE]
+    for source in sources[1:]:
+        decoded = _Reading(*_normalise_with_boundaries(source))
+        if decoded not in readings:
+            readings.append(decoded)
+    for source in sources:
+        squeezed = _Reading(*_normalise_with_boundaries(_DOUBLED.sub(r"\1", source)), squeezed=True)
+        if squeezed not in readings:
+            readings.append(squeezed)
+    runs = [_words(_decode_leet(run, one)).replace(" ", "") for run in spelled for one in _LEET_ONE]
+    return readings, list(dict.fromkeys(runs))
 
 
 def normalise(body: str) -> str:
@@ -232,12 +262,21 @@ def _compile_pattern(line: str, origin: str) -> PhrasePattern:
         raise ValueError(f"{origin}: empty pattern")
     if kinds[0] == "gap" or kinds[-1] == "gap" or any(a == b == "gap" for a, b in zip(kinds, kinds[1:])):
         raise ValueError(f"{origin}: '...' must stand between two words: {line!r}")
+    words = [piece if kind == "word" else None for piece, kind in zip(pieces, kinds)]
+    return PhrasePattern(text=line, origin=origin, regex=_joined(pieces, kinds),
+                         squeezed=_joined([_DOUBLED.sub(r"\1", p) if k == "word" else p for p, k in zip(pieces, kinds)],
+                                          kinds),
+                         squashed=re.compile("".join(w if w is not None else r"[^ ]{0,16}" for w in words)))
+
+
+def _joined(pieces: list[str], kinds: list[str]) -> re.Pattern[str]:
+    """The regex of a phrase line: its words separated by one space, matched as whole words."""
     regex = ""
     for i, (piece, kind) in enumerate(zip(pieces, kinds)):
         regex += piece
         if kind == "word" and i < len(pieces) - 1:
             regex += " "
-    return PhrasePattern(text=line, origin=origin, regex=re.compile(rf"(?<![^ ]){regex}(?![^ ])"))
+    return re.compile(rf"(?<![^ ]){regex}(?![^ ])")
 
 
 def _read_patterns(path: Path) -> tuple[PhrasePattern, ...]:
@@ -280,22 +319,25 @@ def _first_match(
     boundaries: tuple[int, ...],
     patterns: tuple[PhrasePattern, ...],
     exclusions: tuple[PhrasePattern, ...],
+    *,
+    squeezed: bool = False,
 ) -> PhrasePattern | None:
-    """The first pattern (in file order) that matches somewhere no exclusion covers.
+    """The first pattern (in file order) that matches somewhere no exclusion covers (`squeezed`:
+    `normalised` has its doubled letters squeezed, so the squeezed forms of the patterns are used).
 
     An exclusion only counts within one sentence, so "I can't go on. Tuesday is..." is not
     excused by "can't go on tuesday".
     """
     excluded: list[tuple[int, int]] | None = None  # computed only when something matched
     for pattern in patterns:
-        spans = pattern.spans(normalised)
+        spans = pattern.spans(normalised, squeezed=squeezed)
         if not spans:
             continue
         if excluded is None:
             excluded = [
                 (s, e)
                 for ex in exclusions
-                for s, e in ex.spans(normalised)
+                for s, e in ex.spans(normalised, squeezed=squeezed)
                 if not any(s < b < e for b in boundaries)
             ]
         if any(all(e <= xs or s >= xe for xs, xe in excluded) for s, e in spans):
@@ -303,17 +345,20 @@ def _first_match(
     return None
 
 
-def _first_match_in(
-    readings: list[tuple[str, tuple[int, ...]]],
-    patterns: tuple[PhrasePattern, ...],
-    exclusions: tuple[PhrasePattern, ...],
-) -> PhrasePattern | None:
-    """`_first_match` over every reading of a message: the first reading with a match decides."""
-    for normalised, boundaries in readings:
-        found = _first_match(normalised, boundaries, patterns, exclusions)
+def _crisis_match(body: str, phrases: PhraseLists) -> tuple[PhrasePattern | None, _Reading]:
+    """The crisis line found in any reading of `body` (see `_readings`), or in a word spelled out
+    letter by letter; and the as-written reading (for the opt-out check)."""
+    readings, spelled = _readings(body)
+    for reading in readings:
+        found = _first_match(reading.text, reading.boundaries, phrases.crisis, phrases.crisis_exclusions,
+                             squeezed=reading.squeezed)
         if found is not None:
-            return found
-    return None
+            return found, readings[0]
+    for run in spelled:
+        for pattern in phrases.crisis:
+            if pattern.squashed is not None and pattern.squashed.search(run):
+                return pattern, readings[0]
+    return None, readings[0]
 
 
 def _opt_out(normalised: str, boundaries: tuple[int, ...], phrases: PhraseLists) -> str | None:
@@ -347,9 +392,8 @@ def classify_reply(body: str, phrases: PhraseLists | None = None) -> Classificat
     if keyword is not None:
         return Classification(_KEYWORDS[keyword], keyword)
     phrases = phrases or load_phrase_lists()
-    readings = _readings(body)
-    opt_out = _opt_out(*readings[0], phrases)
-    crisis = _first_match_in(readings, phrases.crisis, phrases.crisis_exclusions)
+    crisis, as_written = _crisis_match(body, phrases)
+    opt_out = _opt_out(as_written.text, as_written.boundaries, phrases)
     if crisis is not None:
         return Classification(ReplyKind.CRISIS, crisis.text, opt_out=opt_out)
     if opt_out is not None:
