@@ -20,11 +20,15 @@ emoji, symbols) turned into one space. The phrase files describe their own patte
 headers; it is meant to be edited by a clinician, not a programmer.
 
 People who do not want a filter to notice them write around it: "k1ll myself", "$uicide",
-"k i l l myself", "k.i.l.l". So each message is also read in up to two *decoded* forms (see
-`_readings`): leetspeak inside words turned back into letters (1 read once as i and once as l) and
-letters spelled out one by one joined into a word. A crisis phrase found in any reading counts
-(an exclusion only excuses a match within the same reading), so decoding can add a crisis match,
-never take one away. Opt-outs are read as written only.
+"k i l l myself", "k.i.l.l", "wanna diee". So for a crisis each message is also read in *decoded*
+forms (see `_readings`): letters spelled out one by one joined into a word, leetspeak inside words
+turned back into letters (1 read once as i and once as l), and each of those with doubled letters
+squeezed (matched against the phrase lines squeezed the same way). A word spelled out together
+with its neighbours ("q u i e r o m o r i r") is searched for the phrase lines with their spaces
+taken out. A crisis phrase found in any reading counts (an exclusion only excuses a match within
+the same reading), so decoding can add a crisis match, never take one away: a missed crisis is
+the costly error, a false alarm costs staff a glance. Opt-outs are read as written only, so
+"s t o p" stays a message for staff, as carriers read it.
 
 Inputs longer than `MAX_REPLY_CHARS` are cut to that length before anything else, so a hostile or
 broken webhook payload cannot make classification slow. A real SMS is at most 1,600 characters
@@ -262,11 +266,11 @@ def _compile_pattern(line: str, origin: str) -> PhrasePattern:
         raise ValueError(f"{origin}: empty pattern")
     if kinds[0] == "gap" or kinds[-1] == "gap" or any(a == b == "gap" for a, b in zip(kinds, kinds[1:])):
         raise ValueError(f"{origin}: '...' must stand between two words: {line!r}")
-    words = [piece if kind == "word" else None for piece, kind in zip(pieces, kinds)]
-    return PhrasePattern(text=line, origin=origin, regex=_joined(pieces, kinds),
-                         squeezed=_joined([_DOUBLED.sub(r"\1", p) if k == "word" else p for p, k in zip(pieces, kinds)],
-                                          kinds),
-                         squashed=re.compile("".join(w if w is not None else r"[^ ]{0,16}" for w in words)))
+    squeezed = [_DOUBLED.sub(r"\1", piece) if kind == "word" else piece for piece, kind in zip(pieces, kinds)]
+    # Spelled-out text has no spaces left: the words run together, a gap is a few more letters.
+    squashed = "".join(piece if kind == "word" else r"[^ ]{0,16}" for piece, kind in zip(pieces, kinds))
+    return PhrasePattern(text=line, origin=origin, regex=_joined(pieces, kinds), squeezed=_joined(squeezed, kinds),
+                         squashed=re.compile(squashed))
 
 
 def _joined(pieces: list[str], kinds: list[str]) -> re.Pattern[str]:
