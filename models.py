@@ -133,7 +133,7 @@ class EventKind(StrEnum):
     CONSENT_GRANTED = "consent_granted"
     CONSENT_WITHDRAWN = "consent_withdrawn"
     ENROLLED = "enrolled"
-    PAUSED = "paused"  # one enrollment, by staff
+    PAUSED = "paused"  # one enrollment, by staff or because of a possible crisis reply
     RESUMED = "resumed"
     BOOKED = "booked"
     CLICKED = "clicked"
@@ -141,6 +141,7 @@ class EventKind(StrEnum):
     CHANNEL_UNBLOCKED = "channel_unblocked"
     SMS_REPLY = "sms_reply"
     CRISIS_FLAGGED = "crisis_flagged"
+    CRISIS_RESOLVED = "crisis_resolved"  # staff handled a crisis reply (sequences resumed or kept paused)
     # dispatch
     MESSAGE_SENT = "message_sent"
     MESSAGE_SKIPPED = "message_skipped"

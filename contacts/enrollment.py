@@ -1,5 +1,6 @@
 """Enrollment: whether and how a contact may start a campaign, starting it, pausing and resuming
-it, and ending it (unsubscribe, booked, staff).
+it, and ending it (unsubscribe, booked, staff); and the crisis pause: a reply flagged as a possible
+crisis pauses every sequence of the contact until a member of staff resolves it.
 
 `enrollment_decision` and `first_step_due` are the one place that decides whether a contact can be
 enrolled, on which channels, and when the first step is due; `enroll` and the bulk importer both
@@ -23,7 +24,17 @@ from patient_drip.content.windows import step_due_at
 from patient_drip.contacts.blocks import is_blocked
 from patient_drip.contacts.consent import Consentable, withdraw_consent
 from patient_drip.contacts.records import Row, add_rows, audit_row, event_row
-from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus, EventKind, ExitReason
+from patient_drip.models import (
+    Channel,
+    ConsentMethod,
+    Contact,
+    Enrollment,
+    EnrollmentStatus,
+    Event,
+    EventKind,
+    ExitReason,
+    InboundMessage,
+)
 
 RUNNING = (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED)
 
@@ -164,10 +175,11 @@ def mark_booked(session: Session, contact: Contact, now: datetime, actor: str, s
 
 
 def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: Enrollment, paused: bool,
-               now: datetime, actor: str) -> None:
+               now: datetime, actor: str, *, reason: str = "", inbound_id: int | None = None) -> bool:
     """Pause keeps the place in the sequence; resume continues from the next unsent step (not
-    before `now`). Anything else (pausing a paused one, resuming an ended one) changes nothing.
-    Resuming raises `UnknownCampaign` when the campaign is not loaded."""
+    before `now`). Anything else (pausing a paused one, resuming an ended one) changes nothing and
+    returns False. `reason` (shown on the timeline) and the reply `inbound_id` that caused it go
+    into the event and audit rows. Resuming raises `UnknownCampaign` when the campaign is not loaded."""
     if paused and enrollment.status == EnrollmentStatus.ACTIVE:
         enrollment.status = EnrollmentStatus.PAUSED
         enrollment.next_due_at = None
@@ -179,7 +191,73 @@ def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: 
                           enrollment.id)
         enrollment.next_due_at = max(due, now) if due else now
     else:
-        return
+        return False
     action = EventKind.PAUSED if paused else EventKind.RESUMED  # the audit action has the same name
-    add_rows(session, [event_row(action, now, enrollment.contact_id, enrollment.id),
-                       audit_row(actor, action, now, enrollment.contact_id, campaign=enrollment.campaign_id)])
+    why = {key: value for key, value in (("reason", reason), ("inbound_id", inbound_id)) if value}
+    add_rows(session, [event_row(action, now, enrollment.contact_id, enrollment.id, **why),
+                       audit_row(actor, action, now, enrollment.contact_id, campaign=enrollment.campaign_id, **why)])
+    return True
+
+
+# -- the crisis pause ------------------------------------------------------------------------------
+
+# Written into the pause event; it is also how a crisis pause is told from a pause by staff, so that
+# resolving a crisis never resumes a sequence a person paused for their own reasons.
+CRISIS_PAUSE_REASON = "possible crisis reply: paused until a member of staff resolves it"
+CRISIS_RESUME_REASON = "crisis reply resolved by staff"
+
+
+def pause_for_crisis(session: Session, campaigns: Mapping[str, Campaign], contact_id: int, inbound_id: int,
+                     now: datetime, actor: str) -> int:
+    """Pause every active enrollment of the contact because reply `inbound_id` may be a crisis: no
+    automated message goes to a person who may be in danger until staff have looked. Returns how
+    many were paused (ones already paused or ended are left as they are)."""
+    active = session.scalars(select(Enrollment).where(Enrollment.contact_id == contact_id,
+                                                      Enrollment.status == EnrollmentStatus.ACTIVE))
+    return sum(set_paused(session, campaigns, enrollment, True, now, actor, reason=CRISIS_PAUSE_REASON,
+                          inbound_id=inbound_id) for enrollment in list(active))
+
+
+def crisis_paused(session: Session, contact_id: int) -> list[Enrollment]:
+    """The contact's paused enrollments whose latest pause was a crisis pause."""
+    paused = {e.id: e for e in session.scalars(select(Enrollment).where(
+        Enrollment.contact_id == contact_id, Enrollment.status == EnrollmentStatus.PAUSED))}
+    if not paused:
+        return []
+    latest: dict[int, Event] = {}
+    for event in session.scalars(select(Event).where(
+            Event.contact_id == contact_id, Event.kind == EventKind.PAUSED, Event.enrollment_id.in_(list(paused)))
+            .order_by(Event.id)):
+        latest[event.enrollment_id or 0] = event
+    return [paused[eid] for eid, event in sorted(latest.items())
+            if (event.detail or {}).get("reason") == CRISIS_PAUSE_REASON]
+
+
+def open_crisis_replies(session: Session, contact_id: int) -> int:
+    """How many of the contact's crisis-flagged replies no member of staff has handled yet."""
+    return len(list(session.scalars(select(InboundMessage.id).where(
+        InboundMessage.contact_id == contact_id, InboundMessage.crisis.is_(True),
+        InboundMessage.handled_at.is_(None)))))
+
+
+def resolve_crisis(session: Session, campaigns: Mapping[str, Campaign], contact_id: int, inbound_id: int,
+                   resume: bool, now: datetime, actor: str) -> int | None:
+    """Staff resolved crisis reply `inbound_id` (already marked handled). With `resume`, the
+    sequences the crisis paused go on (through `set_paused`), unless another crisis reply of the
+    contact is still open: then nothing resumes and None is returned. Otherwise returns how many
+    resumed (0 when kept paused). A sequence whose campaign is no longer loaded stays paused.
+    Writes a `crisis_resolved` event and audit entry saying which was chosen."""
+    session.flush()  # the handled mark must be visible to the open-replies count
+    resumed: int | None = 0
+    if resume and open_crisis_replies(session, contact_id):
+        resumed = None
+    elif resume:
+        resumed = sum(set_paused(session, campaigns, enrollment, False, now, actor, reason=CRISIS_RESUME_REASON,
+                                 inbound_id=inbound_id)
+                      for enrollment in crisis_paused(session, contact_id) if enrollment.campaign_id in campaigns)
+    outcome = ("sequences kept paused" if not resume else
+               "kept paused: another crisis reply is still open" if resumed is None else f"{resumed} resumed")
+    add_rows(session, [event_row(EventKind.CRISIS_RESOLVED, now, contact_id, outcome=outcome, inbound_id=inbound_id),
+                       audit_row(actor, EventKind.CRISIS_RESOLVED, now, contact_id, outcome=outcome,
+                                 inbound_id=inbound_id)])
+    return resumed

@@ -36,7 +36,7 @@ from twilio.request_validator import RequestValidator
 from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, consent_can_lift, suppress
 from patient_drip.contacts.changes import ContactNotFound, find_contact, lookup_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
-from patient_drip.contacts.enrollment import mark_booked, unsubscribe
+from patient_drip.contacts.enrollment import mark_booked, pause_for_crisis, unsubscribe
 from patient_drip.contacts.fields import FieldError, normalize_phone
 from patient_drip.models import EventKind, add_event
 from patient_drip.models import (
@@ -280,18 +280,40 @@ async def twilio_inbound(request: Request) -> Response:
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: help reply"
             elif kind == ReplyKind.CRISIS:
-                reply = (f"If you are thinking about suicide or are in crisis, call or text 988 now "
-                         f"(Suicide & Crisis Lifeline, 24/7). In an emergency call 911. "
-                         f"{settings.clinic_name}: {settings.clinic_phone}. Our team will see your message.")
-                add_event(session, EventKind.CRISIS_FLAGGED, now, contact_id=contact.id if contact else None, inbound_id=inbound.id)
-                log.warning("crisis reply flagged for staff (inbound %s, contact %s)", inbound.id,
-                            contact.id if contact else "unknown")
+                stopped = _act_on_crisis(session, rt, contact, inbound, classification.opt_out, now)
+                reply = _crisis_reply(settings.clinic_name, settings.clinic_phone, stopped)
             inbound_id = inbound.id
         if kind == ReplyKind.CRISIS:
             _alert_staff(rt, inbound_id)
         return twiml(reply)
 
     return await run_in_threadpool(apply)
+
+
+def _act_on_crisis(session: Session, rt: Runtime, contact: Contact | None, inbound: InboundMessage,
+                   opt_out: str | None, now: datetime) -> bool:
+    """A possible crisis: flag it for staff, carry out the opt-out it also asked for (through the one
+    consent service), and pause the contact's sequences until staff resolve it. The reply stays open
+    in the inbox. Returns whether texting was stopped just now."""
+    contact_id = contact.id if contact else None
+    add_event(session, EventKind.CRISIS_FLAGGED, now, contact_id=contact_id, inbound_id=inbound.id,
+              opt_out=opt_out)
+    log.warning("crisis reply flagged for staff (inbound %s, contact %s)", inbound.id, contact_id or "unknown")
+    if contact is None:
+        return False
+    stopped = opt_out is not None and bool(
+        unsubscribe(session, rt.campaigns, contact, [Channel.SMS], ConsentMethod.SMS_TEXT, now, "patient:sms"))
+    pause_for_crisis(session, rt.campaigns, contact.id, inbound.id, now, "system:crisis")
+    return stopped
+
+
+def _crisis_reply(clinic_name: str, clinic_phone: str, stopped: bool) -> str:
+    """The automatic answer to a possible crisis: 988 first, then the clinic; says so when the
+    person's request to stop texting was carried out."""
+    reply = (f"If you are thinking about suicide or are in crisis, call or text 988 now "
+             f"(Suicide & Crisis Lifeline, 24/7). In an emergency call 911. "
+             f"{clinic_name}: {clinic_phone}. Our team will see your message.")
+    return reply + (" We have stopped our automated texts." if stopped else "")
 
 
 def _had_sms_consent(session: Session, contact: Contact) -> bool:

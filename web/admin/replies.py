@@ -1,4 +1,7 @@
-"""The replies inbox: patients' text replies, crisis-flagged first, each marked handled by a person."""
+"""The replies inbox: patients' text replies, crisis-flagged first, each marked handled by a person.
+
+Handling a crisis reply resolves the crisis: staff choose whether the sequences it paused resume
+or stay paused (`contacts.enrollment.resolve_crisis`); keeping them paused is the default."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
+from patient_drip.contacts.enrollment import resolve_crisis
+from patient_drip.runtime import Runtime
 from patient_drip.web.admin.auth import StaffUser
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.models import audit
@@ -16,6 +21,7 @@ from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 PAGE = 50
+RESUME = "resume"  # the "resolve and resume the sequence" button; anything else keeps them paused
 
 
 @router.get("/replies", response_class=HTMLResponse)
@@ -43,14 +49,22 @@ def replies(request: Request, user: StaffUser, session: ReadSessionDep, show: st
 
 @router.post("/replies/{reply_id}/handled")
 def reply_handled(request: Request, reply_id: int, user: StaffUser, session: SessionDep, now: NowDep,
-                  note: Annotated[str, Form(max_length=400)] = "") -> Response:
+                  note: Annotated[str, Form(max_length=400)] = "",
+                  sequence: Annotated[str, Form(max_length=20)] = "") -> Response:
+    """Mark the reply handled (once). For a crisis reply of a known contact this also resolves the
+    crisis: `sequence=resume` resumes the sequences it paused, anything else keeps them paused."""
     reply = session.get(InboundMessage, reply_id)
     if reply is None:
         return render(request, "admin/not_found.html", {"what": "This reply"}, user=user, status_code=404)
+    resumed: int | None = 0
     if reply.handled_at is None:
         reply.handled_at = now
         reply.handled_by = user.actor
         audit(session, user.actor, "reply_handled", now, contact_id=reply.contact_id, reply=reply.id,
               crisis=reply.crisis, note=note.strip())
+        if reply.crisis and reply.contact_id is not None:
+            rt: Runtime = request.app.state.rt
+            resumed = resolve_crisis(session, rt.campaigns, reply.contact_id, reply.id, sequence == RESUME, now,
+                                     user.actor)
         session.commit()
-    return redirect("/admin/replies", "handled")
+    return redirect("/admin/replies", "resumed" if resumed else "handled")
