@@ -121,6 +121,12 @@ def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime
     session.flush()
     enrollment.next_due_at = first_step_due(campaign, contact.timezone, now, enrollment.id)
     add_rows(session, enrolled_rows(contact.id, enrollment.id, campaign.id, now, actor))
+    crisis_reply = _open_crisis_reply(session, contact.id)
+    if crisis_reply is not None:
+        # A new sequence must not reach a person whose crisis reply staff have not looked at yet:
+        # it starts paused, like the ones the crisis paused, and resolving the reply decides.
+        set_paused(session, {campaign.id: campaign}, enrollment, True, now, "system:crisis",
+                   reason=CRISIS_PAUSE_REASON, inbound_id=crisis_reply)
     return enrollment
 
 
@@ -231,6 +237,13 @@ def crisis_paused(session: Session, contact_id: int) -> list[Enrollment]:
         latest[event.enrollment_id or 0] = event
     return [paused[eid] for eid, event in sorted(latest.items())
             if (event.detail or {}).get("reason") == CRISIS_PAUSE_REASON]
+
+
+def _open_crisis_reply(session: Session, contact_id: int) -> int | None:
+    """The newest of the contact's crisis-flagged replies that nobody has handled, or None."""
+    return session.scalar(select(InboundMessage.id).where(
+        InboundMessage.contact_id == contact_id, InboundMessage.crisis.is_(True),
+        InboundMessage.handled_at.is_(None)).order_by(InboundMessage.id.desc()).limit(1))
 
 
 def open_crisis_replies(session: Session, contact_id: int) -> int:

@@ -12,11 +12,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from patient_drip.contacts.enrollment import CRISIS_PAUSE_REASON, set_paused
+from patient_drip.contacts.enrollment import CRISIS_PAUSE_REASON, enroll, set_paused
 from patient_drip.contacts.replies import Classification, ReplyKind, classify_reply, normalise
 from patient_drip.models import (
     AuditEntry,
     ConsentRecord,
+    Contact,
     Enrollment,
     EnrollmentStatus,
     Event,
@@ -190,7 +191,7 @@ def test_a_crisis_pauses_every_sequence_until_staff_resolve_it_and_keep_paused_i
     assert enrollment_of(crt, contact_id).status == EnrollmentStatus.PAUSED
     assert events(crt, contact_id, EventKind.CRISIS_RESOLVED)[0]["outcome"] == "sequences kept paused"
     timeline = web.get(f"/admin/contacts/{contact_id}").text
-    assert CRISIS_PAUSE_REASON in timeline and "Crisis resolved" in timeline
+    assert CRISIS_PAUSE_REASON in timeline and "Crisis reply resolved" in timeline
 
 
 def test_resolve_and_resume_continues_the_sequence_through_the_same_rule(crt, web, clock):
@@ -220,7 +221,9 @@ def test_resume_waits_while_another_crisis_reply_is_open(crt, web, clock):
     contact_id = add_contact(crt, clock.now)
     sms_in(web, "s u i c i d e", "SMc6")
     sms_in(web, "I said my goodbyes", "SMc7")
-    resolve(web, crt, clock, reply_id(crt, "SMc6"), "resume")
+    held = resolve(web, crt, clock, reply_id(crt, "SMc6"), "resume")
+    assert "done=crisis_still_open" in held
+    assert "another possible-crisis reply" in web.get(held).text  # staff are told why nothing resumed
     assert enrollment_of(crt, contact_id).status == EnrollmentStatus.PAUSED
     outcome = events(crt, contact_id, EventKind.CRISIS_RESOLVED)[0]["outcome"]
     assert outcome == "kept paused: another crisis reply is still open"
@@ -246,3 +249,18 @@ def test_a_crisis_from_an_unknown_number_is_flagged_and_answered(crt, web, clock
     with crt.sessions() as session:
         inbound = session.scalar(select(InboundMessage))
         assert inbound.crisis is True and inbound.contact_id is None and inbound.handled_at is None
+
+
+def test_a_sequence_started_while_a_crisis_reply_is_open_starts_paused(crt, web, clock):
+    contact_id = add_contact(crt, clock.now, campaign=None)
+    sms_in(web, "i have pills saved up and tonight is the night", "SMc9")
+    with crt.sessions() as session, session.begin():
+        found = session.get(Contact, contact_id)
+        enroll(session, found, crt.campaign("ketamine-consult"), clock.now, "staff:desk@clinic.test")
+    assert enrollment_of(crt, contact_id).status == EnrollmentStatus.PAUSED
+    assert events(crt, contact_id, EventKind.PAUSED) == [{"reason": CRISIS_PAUSE_REASON,
+                                                          "inbound_id": reply_id(crt, "SMc9")}]
+    run_until_done(crt, clock)
+    assert messages_for(crt, contact_id) == []
+    resolve(web, crt, clock, reply_id(crt, "SMc9"), "resume")
+    assert enrollment_of(crt, contact_id).status == EnrollmentStatus.ACTIVE

@@ -30,6 +30,8 @@ NOTICES = {
     "paused": "Paused. Nothing more is sent until you resume.",
     "resumed": "Resumed. The sequence continues from the next unsent step.",
     "handled": "Reply marked as handled.",
+    "crisis_still_open": "Reply marked as handled. The sequence stays paused: another possible-crisis reply "
+                         "from this person is still open.",
     "draft_saved": "Draft saved. A clinician must approve it before it goes live.",
     "approved": "Approved. This version is now live: new messages use it.",
     "rejected": "Draft rejected. The live version is unchanged.",

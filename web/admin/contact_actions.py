@@ -126,6 +126,7 @@ EVENT_TITLES = {
     "channel_blocked": "Channel blocked",
     "channel_unblocked": "Channel unblocked",
     "crisis_flagged": "Reply flagged as possible crisis",
+    "crisis_resolved": "Crisis reply resolved",
     "sms_reply": "Text reply classified",
 }
 # Shown through their own rows (Message, ConsentRecord) instead.

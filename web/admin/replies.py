@@ -67,4 +67,6 @@ def reply_handled(request: Request, reply_id: int, user: StaffUser, session: Ses
             resumed = resolve_crisis(session, rt.campaigns, reply.contact_id, reply.id, sequence == RESUME, now,
                                      user.actor)
         session.commit()
+    if resumed is None:  # asked to resume, but another crisis reply of this person is still open
+        return redirect("/admin/replies", "crisis_still_open")
     return redirect("/admin/replies", "resumed" if resumed else "handled")
