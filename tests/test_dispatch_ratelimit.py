@@ -23,11 +23,11 @@ import json, sys, time
 sys.path[:0] = [{root!r}]
 from patient_drip import db
 from patient_drip.dispatch.ratelimit import SharedRateLimiter
-url, start = sys.argv[1], float(sys.argv[2])
+url = sys.argv[1]
 engine = db.make_engine(url)
 limiter = SharedRateLimiter(db.make_session_factory(engine), "sms", {rate})
-while time.time() < start:
-    time.sleep(0.005)
+print("ready", flush=True)  # imported and connected: the parent starts everyone at once
+sys.stdin.readline()
 times = []
 for _ in range({count}):
     limiter.acquire()
@@ -40,9 +40,14 @@ def test_three_processes_share_one_limit(database_url: str, tmp_path: Path) -> N
     db.upgrade(database_url)
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(root=str(ROOT), rate=RATE, count=PER_PROCESS), encoding="utf-8")
-    start = time.time() + 4  # every child is imported and waiting by then
-    children = [subprocess.Popen([sys.executable, str(script), database_url, str(start)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for _ in range(PROCESSES)]
+    children = [subprocess.Popen([sys.executable, str(script), database_url], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(PROCESSES)]
+    for child in children:  # wait until every child is imported and connected, then start them together
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
     stamps: list[float] = []
     for child in children:
         out, err = child.communicate(timeout=60)
