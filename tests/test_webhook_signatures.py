@@ -117,6 +117,17 @@ def test_a_signed_sendgrid_event_outside_the_tolerance_is_refused(keyed, clock, 
     _untouched(keyed, contact_id)
 
 
+# Sent as bytes: b"\xb2" arrives as "²" (headers are Latin-1), which str.isdigit() accepts and int() refuses.
+@pytest.mark.parametrize("timestamp", [b"9" * 5000, b"\xb2"], ids=["5000-digits", "superscript-two"])
+def test_a_sendgrid_timestamp_that_is_no_plain_number_is_refused_not_a_crash(keyed, clock, timestamp):
+    contact_id, body = _spamreport_for_first_email(keyed, clock)
+    headers = {**sendgrid_headers(SIGNER, body), "X-Twilio-Email-Event-Webhook-Timestamp": timestamp}
+    with _client(keyed, clock) as client:
+        response = client.post("/webhooks/sendgrid/events", content=body, headers=headers)
+    assert response.status_code == 403 and "timestamp" in response.json()["error"]
+    _untouched(keyed, contact_id)
+
+
 def test_a_sendgrid_event_signed_with_another_key_is_refused(keyed, clock):
     contact_id, body = _spamreport_for_first_email(keyed, clock)
     with _client(keyed, clock) as client:

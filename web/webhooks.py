@@ -35,16 +35,14 @@ from twilio.request_validator import RequestValidator
 
 from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, consent_can_lift, suppress
 from patient_drip.contacts.changes import ContactNotFound, find_contact, lookup_contact
-from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
+from patient_drip.contacts.consent import ConsentGrant, ever_granted, grant_consent, load_wording
 from patient_drip.contacts.enrollment import mark_booked, pause_for_crisis, unsubscribe
 from patient_drip.contacts.fields import FieldError, normalize_phone
 from patient_drip.models import EventKind, add_event
 from patient_drip.models import (
     MESSAGE_STATUS_RANK,
     Channel,
-    ConsentAction,
     ConsentMethod,
-    ConsentRecord,
     Contact,
     InboundMessage,
     Message,
@@ -318,12 +316,8 @@ def _crisis_reply(clinic_name: str, clinic_phone: str, stopped: bool) -> str:
 
 def _had_sms_consent(session: Session, contact: Contact) -> bool:
     """START only restores texting for someone who agreed to it before (never creates consent)."""
-    if not consent_can_lift(contact, Channel.SMS):
-        return False  # invalid number, carrier block...: a keyword cannot lift that
-    return session.scalar(select(ConsentRecord.id).where(
-        ConsentRecord.contact_id == contact.id, ConsentRecord.channel == Channel.SMS,
-        ConsentRecord.action == ConsentAction.GRANTED,
-    ).limit(1)) is not None
+    # invalid number, carrier block...: a keyword cannot lift that; nor start what was never agreed to
+    return consent_can_lift(contact, Channel.SMS) and ever_granted(session, contact, Channel.SMS)
 
 
 def _alert_staff(rt: Runtime, inbound_id: int) -> None:
@@ -386,7 +380,9 @@ def _sendgrid_refusal(key: str, raw: bytes, signature: str, timestamp: str) -> s
     The wall clock, not the app's: SendGrid stamps with real time whatever our clock says."""
     if not signature or not timestamp:
         return "missing SendGrid signature headers"
-    if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SENDGRID_MAX_AGE_SECONDS:
+    # ASCII digits, bounded: `isdigit` alone admits "²" and 5,000-digit numbers, on which int() raises.
+    if (not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12)
+            or abs(time.time() - int(timestamp)) > SENDGRID_MAX_AGE_SECONDS):
         return "stale or malformed SendGrid timestamp (replay?)"
     try:
         webhook = EventWebhook()

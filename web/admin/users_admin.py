@@ -118,7 +118,9 @@ def user_reset_password(request: Request, user_id: int, user: AdminUser, session
 def audit_log(request: Request, user: AdminUser, session: ReadSessionDep, before: int | None = None,
               contact: str = "") -> HTMLResponse:
     """Newest first, 100 a page, keyset on id; optionally one contact's entries (indexed)."""
-    contact_id = int(contact) if contact.strip().isdigit() else None
+    wanted = contact.strip()
+    # ASCII and bounded: `isdigit` alone admits "²" (int() raises) and ids beyond any column.
+    contact_id = int(wanted) if wanted.isascii() and wanted.isdigit() and len(wanted) <= 18 else None
     query = select(AuditEntry)
     if before is not None:
         query = query.where(AuditEntry.id < before)
