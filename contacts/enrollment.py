@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign, get_campaign
@@ -248,9 +248,9 @@ def _open_crisis_reply(session: Session, contact_id: int) -> int | None:
 
 def open_crisis_replies(session: Session, contact_id: int) -> int:
     """How many of the contact's crisis-flagged replies no member of staff has handled yet."""
-    return len(list(session.scalars(select(InboundMessage.id).where(
+    return int(session.scalar(select(func.count()).select_from(InboundMessage).where(
         InboundMessage.contact_id == contact_id, InboundMessage.crisis.is_(True),
-        InboundMessage.handled_at.is_(None)))))
+        InboundMessage.handled_at.is_(None))) or 0)
 
 
 def resolve_crisis(session: Session, campaigns: Mapping[str, Campaign], contact_id: int, inbound_id: int,

@@ -37,6 +37,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
+from patient_drip.contacts.blocks import blocked_text
 from patient_drip.contacts.enrollment import usable_channels
 from patient_drip.content.campaign import Campaign, Step
 from patient_drip.content.windows import local_day_bounds, next_opening, schedule_into_window, step_due_at
@@ -290,9 +291,9 @@ def skip(session: Session, enrollment: Enrollment, contact: Contact, step: Step,
     """Record the step as skipped (with why the channel cannot be used), creating its send record
     if it has none; the caller moves the enrollment on."""
     if step.channel == Channel.EMAIL:
-        reason = contact.email_blocked or ("no email address" if not contact.email else "no email consent")
+        reason = blocked_text(contact, step.channel) or ("no email address" if not contact.email else "no email consent")
     else:
-        reason = contact.sms_blocked or ("no phone number" if not contact.phone else "no SMS consent")
+        reason = blocked_text(contact, step.channel) or ("no phone number" if not contact.phone else "no SMS consent")
     if message is None:
         message = Message(enrollment_id=enrollment.id, contact_id=contact.id, campaign_id=enrollment.campaign_id,
                           step_id=step.id, channel=step.channel, template_name=step.template,

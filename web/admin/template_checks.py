@@ -66,8 +66,6 @@ def all_sources(rt: Runtime, session: Session) -> dict[str, str]:
     return {**template_files(rt.settings.templates_dir), **published_sources(session)}
 
 
-def template_names(rt: Runtime, session: Session) -> list[str]:
-    return sorted(all_sources(rt, session))
 
 
 def step_for(campaigns: dict[str, Campaign], name: str) -> tuple[str, str, Campaign | None]:
