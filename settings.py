@@ -21,6 +21,11 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+BOOKING_PHRASE_MAX_CHARS = 40
+_URL_LIKE = re.compile(r"://|\bwww\.|\b[\w-]+\.(?:com|org|net|health|clinic|us|io)\b", re.I)
+_FREE_WORD = re.compile(r"\bfree\b", re.I)
+
+
 class SettingsError(Exception):
     """Configuration is wrong; the message names the variable and what to do."""
 
@@ -82,6 +87,18 @@ class Settings(BaseSettings):
     clinic_timezone: str = Field(
         "America/Chicago", validation_alias=_env("DRIP_CLINIC_TIMEZONE", "clinic_timezone"),
         description="IANA zone used when a contact has no zone and none can be derived from the phone",
+    )
+    consultation_free: bool = Field(
+        False, validation_alias=_env("DRIP_CONSULTATION_FREE", "consultation_free"),
+        description="Whether messages may call the consultation free; by default nothing is called free",
+    )
+    consultation_minutes: int = Field(
+        15, ge=5, le=120, validation_alias=_env("DRIP_CONSULTATION_MINUTES", "consultation_minutes"),
+        description="Length of the consultation the messages offer, in minutes",
+    )
+    booking_phrase: str = Field(
+        "Book a consultation", validation_alias=_env("DRIP_BOOKING_PHRASE", "booking_phrase"),
+        description="Text of the email's booking button",
     )
     campaigns_dir: Path = Field(ROOT / "campaigns", validation_alias=_env("DRIP_CAMPAIGNS_DIR", "campaigns_dir"))
     templates_dir: Path = Field(ROOT / "templates", validation_alias=_env("DRIP_TEMPLATES_DIR", "templates_dir"))
@@ -147,6 +164,26 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America" is a folder
             raise ValueError(f"{value!r} is not an IANA time zone such as America/New_York") from None
         return value
+
+    @field_validator("booking_phrase")
+    @classmethod
+    def _check_booking_phrase(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value:
+            raise ValueError("must not be empty, e.g. \"Book a consultation\"")
+        if len(value) > BOOKING_PHRASE_MAX_CHARS:
+            raise ValueError(f"must be at most {BOOKING_PHRASE_MAX_CHARS} characters (it is a button label)")
+        if _URL_LIKE.search(value):
+            raise ValueError("must be words, not a link: the button already leads to DRIP_BOOKING_URL")
+        return value
+
+    @model_validator(mode="after")
+    def _check_offer(self) -> Settings:
+        # The button label is the one offer text a clinic writes by hand; "free" there would
+        # bypass DRIP_CONSULTATION_FREE, which is what decides whether anything is called free.
+        if not self.consultation_free and _FREE_WORD.search(self.booking_phrase):
+            raise ValueError("DRIP_BOOKING_PHRASE says \"free\" but DRIP_CONSULTATION_FREE is false")
+        return self
 
     @model_validator(mode="after")
     def _check_providers(self) -> Settings:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from patient_drip.content.campaign import CampaignError, load_campaigns
-from patient_drip.content.context import message_context
+from patient_drip.content.context import ContextValue, message_context
 from patient_drip.models import Channel
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderError, Renderer, sms_info
 from patient_drip.settings import Settings
@@ -21,8 +21,13 @@ from patient_drip.content.tokens import LinkTokens
 SAMPLE_LONG_FIRST_NAME = "Christopher"
 
 
-def sample_context(settings: Settings, step_id: str, channel: str, campaign_name: str) -> dict[str, str]:
-    """The message context for checking a template: a long name and large ids (long links)."""
+def sample_context(settings: Settings, step_id: str, channel: str, campaign_name: str, *,
+                   longest_offer: bool = False) -> dict[str, ContextValue]:
+    """The message context for checking a template: a long name and large ids (long links). With
+    `longest_offer`, the longest offer the settings allow (free, 3-digit minutes) instead of the
+    clinic's own, so a text that fits now still fits after the clinic changes its offer."""
+    if longest_offer:
+        settings = settings.model_copy(update={"consultation_free": True, "consultation_minutes": 120})
     return message_context(settings, LinkTokens("template-check"), first_name=SAMPLE_LONG_FIRST_NAME,
                            contact_id=9_999_999, message_id=99_999_999, campaign_name=campaign_name,
                            step_id=step_id, channel=channel)
@@ -100,7 +105,7 @@ def _located(display: str, exc: RenderError) -> str:
 def _render_sms(renderer: Renderer, settings: Settings, name: str, step_id: str, campaign_name: str,
                 templates_dir: Path, problems: list[str]) -> str | None:
     try:
-        return renderer.render_sms(name, sample_context(settings, step_id, "sms", campaign_name))
+        return renderer.render_sms(name, sample_context(settings, step_id, "sms", campaign_name, longest_offer=True))
     except RenderError as exc:
         problems.append(_located(_relative(templates_dir / name, templates_dir), exc))
         return None
@@ -121,7 +126,8 @@ def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-unt
 
     def run(path: Path, name: str, channel: str, rendered: object) -> list[str]:
         display = _relative(path, settings.templates_dir)
-        variables = sample_context(settings, "sample-step", channel, "Sample")
+        # The values the output was rendered with (texts: the longest offer, see _render_sms).
+        variables = sample_context(settings, "sample-step", channel, "Sample", longest_offer=channel == "sms")
         if channel == "email":
             issues = content_guard.check_rendered_email(display, rendered, variables=variables, policy=policy)
         else:

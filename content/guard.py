@@ -11,6 +11,9 @@ Rules (the id in brackets is printed with every issue and is stable; tests and d
 - ``email-footer`` - an email, together with the layout it extends, outputs
   ``{{ unsubscribe_link }}``, ``{{ clinic_address }}`` and the 988 crisis line.
 - ``booking-link`` - every message outputs ``{{ booking_link }}`` (an email: itself or its layout).
+- ``offer-terms`` - no template (layouts included) says "free" itself, in text or markup: whether
+  the consultation is free is the clinic's setting (``DRIP_CONSULTATION_FREE``), which
+  ``{{ consultation }}`` follows.
 
 The footer and booking rules are checked on a *probe render*: the template is rendered with its
 layout in a Jinja sandbox with a marker string for every variable, and the output is searched for
@@ -69,6 +72,7 @@ DISCREET_SMS = "discreet-sms"
 APPROVED_CLAIM = "approved-claim"
 EMAIL_FOOTER = "email-footer"
 BOOKING_LINK = "booking-link"
+OFFER_TERMS = "offer-terms"
 UNREADABLE = "unreadable"
 RULES = {
     DISCREET_SUBJECT: "an email subject names no diagnosis or drug",
@@ -76,6 +80,7 @@ RULES = {
     APPROVED_CLAIM: "every number is an approved claim from the seed or a safe number",
     EMAIL_FOOTER: "an email (with its layout) has the unsubscribe link, the clinic address and 988",
     BOOKING_LINK: "every message has {{ booking_link }}",
+    OFFER_TERMS: "no template calls the consultation free; {{ consultation }} follows the setting",
     UNREADABLE: "a template file is UTF-8 text",
 }
 
@@ -309,6 +314,7 @@ _SUBJECT_BLOCK = re.compile(
 _EXTENDS = re.compile(r"\{%-?\s*extends\s+([\"'])(?P<name>.+?)\1\s*-?%\}")
 _VARIABLE = re.compile(r"\{\{-?\s*(?P<name>\w+)[^}]*\}\}")
 _CRISIS_LINE = re.compile(r"(?<!\d)988(?!\d)")
+_FREE = re.compile(r"\bfree\b", re.I)
 
 
 def _blank(text: str, regex: re.Pattern[str]) -> str:
@@ -369,6 +375,13 @@ def _number_issues(file: str, text: str, policy: ContentPolicy) -> list[GuardIss
     return issues
 
 
+def _offer_issues(file: str, text: str) -> list[GuardIssue]:
+    # Anywhere outside comments, markup and Jinja strings included: an alt text shows too.
+    return [GuardIssue(file, _line(text, m.start()), OFFER_TERMS, f'says "{m[0]}": offer terms are clinic '
+                       "settings - write {{ consultation }} (it says free when DRIP_CONSULTATION_FREE=true)")
+            for m in _FREE.finditer(_unescape_entities(text))]
+
+
 def _literal_text(source: str, channel: Channel) -> str:
     """The template's own text: Jinja code blanked, and for email the HTML markup too."""
     text = _blank(_blank(source, _JINJA_COMMENT), _JINJA_CODE)
@@ -389,13 +402,8 @@ _MARKERS = {name: _marker(name) for name in TEMPLATE_VARIABLES}
 def _probe_render(name: str, loader: BaseLoader, channel: Channel) -> str:
     """Render `name` with a marker for every variable; raises Jinja errors (and
     `RenderBudgetError` for a template that would run too long or grow too big)."""
-    env = BoundedSandbox(
-        loader=loader,
-        undefined=ChainableUndefined,
-        autoescape=lambda n: bool(n and n.endswith((".html", ".htm"))),
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = BoundedSandbox(loader=loader, undefined=ChainableUndefined, trim_blocks=True, lstrip_blocks=True,
+                         autoescape=lambda n: bool(n and n.endswith((".html", ".htm"))))
     return env.get_template(name).render({**_MARKERS, "channel": str(channel)})
 
 
@@ -410,15 +418,8 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
-def _part_issues(
-    file: str,
-    line: int,
-    channel: Channel,
-    output: str,
-    visible: str,
-    values: Mapping[str, str],
-    what: str,
-) -> list[GuardIssue]:
+def _part_issues(file: str, line: int, channel: Channel, output: str, visible: str, values: Mapping[str, object],
+                 what: str) -> list[GuardIssue]:
     """Footer and booking-link issues for one rendered output.
 
     `output` is everything (links may sit in href attributes), `visible` what a reader sees,
@@ -430,12 +431,12 @@ def _part_issues(
         if not present:
             issues.append(GuardIssue(file, line, rule, f"{what} {message}"))
 
-    booking = values.get("booking_link", "")
+    booking = str(values.get("booking_link", ""))
     need(BOOKING_LINK, bool(booking) and booking in output,
          "has no {{ booking_link }}: every message links to booking")
     if channel == "email":
-        unsubscribe = values.get("unsubscribe_link", "")
-        address = _collapse(values.get("clinic_address", ""))
+        unsubscribe = str(values.get("unsubscribe_link", ""))
+        address = _collapse(str(values.get("clinic_address", "")))
         need(EMAIL_FOOTER, bool(unsubscribe) and unsubscribe in output,
              "has no {{ unsubscribe_link }}: every email needs a one-click unsubscribe link")
         need(EMAIL_FOOTER, bool(address) and address in _collapse(visible),
@@ -499,17 +500,21 @@ def check_template_source(
     else:
         issues += _restricted_issues(path, no_comments, DISCREET_SMS, policy)
     issues += _number_issues(path, _literal_text(source, channel), policy)
+    issues += _offer_issues(path, no_comments)
     if not is_layout:
         issues += _required_part_issues(path, source, channel, templates or {}, templates_dir)
     return sorted(issues, key=lambda i: (i.line, i.rule))
 
 
-def _without_values(text: str, variables: Mapping[str, str]) -> str:
-    """`text` with the variables' values blanked (a street number or phone is not a claim)."""
-    for value in sorted((v for v in variables.values() if len(v.strip()) >= 3), key=len, reverse=True):
+def _without_values(text: str, variables: Mapping[str, object]) -> str:
+    """`text` with the variables' values blanked (a street number, a phone or the consultation's
+    length from the settings is not a claim)."""
+    for value in sorted((v for v in variables.values() if isinstance(v, str) and len(v.strip()) >= 3),
+                        key=len, reverse=True):
         # Whitespace may change on the way (html2text joins a multi-line address into one line).
         text = _blank(text, re.compile(r"\s+".join(map(re.escape, value.split()))))
-    return text
+    minutes = variables.get("consultation_minutes")
+    return _blank(text, re.compile(rf"(?<![\d.,]){minutes}(?=[\s-]*minute)")) if isinstance(minutes, int) else text
 
 
 def check_rendered_email(
@@ -519,7 +524,7 @@ def check_rendered_email(
     subject: str | None = None,
     html: str | None = None,
     text: str | None = None,
-    variables: Mapping[str, str] | None = None,
+    variables: Mapping[str, object] | None = None,
     policy: ContentPolicy,
 ) -> list[GuardIssue]:
     """Check a rendered email: a `RenderedEmail`, or its `subject`, `html` and `text` parts.
@@ -551,7 +556,7 @@ def check_rendered_email(
 
 
 def check_rendered_sms(
-    name: str, text: str, *, policy: ContentPolicy, variables: Mapping[str, str] | None = None
+    name: str, text: str, *, policy: ContentPolicy, variables: Mapping[str, object] | None = None
 ) -> list[GuardIssue]:
     """Check a rendered SMS body (issues labelled "NAME (sms)"). Always: discretion. With the
     `variables` it was rendered with, also: the booking link is in it, and every number outside

@@ -33,7 +33,7 @@ LAYOUT = """\
 {% block body %}{% endblock %}
 </td></tr></table>
 {% block footer %}
-<p><a href="{{ booking_link }}">Book your free 15-minute consultation</a></p>
+<p><a href="{{ booking_link }}">Book {{ consultation }}</a></p>
 <p>In crisis? Call or text 988, any time. In an emergency, call 911.</p>
 <p>{{ clinic_name }}<br>{{ clinic_address }}</p>
 <p><a href="{{ unsubscribe_link }}">Unsubscribe</a></p>
@@ -52,7 +52,7 @@ GOOD_EMAIL = """\
 """
 
 GOOD_SMS = (
-    "Hi{% if first_name %} {{ first_name }}{% endif %}, book your free 15-minute consultation:"
+    "Hi{% if first_name %} {{ first_name }}{% endif %}, book {{ consultation }}:"
     " {{ booking_link }} Reply STOP to opt out, HELP for help."
 )
 
@@ -324,7 +324,7 @@ def test_booking_link_with_a_filter_counts(tmp_path, policy) -> None:
 
 
 def test_booking_link_in_the_child_is_enough_for_an_email(tmp_path, policy) -> None:
-    layout = LAYOUT.replace('<p><a href="{{ booking_link }}">Book your free 15-minute consultation</a></p>', "")
+    layout = LAYOUT.replace('<p><a href="{{ booking_link }}">Book {{ consultation }}</a></p>', "")
     child = GOOD_EMAIL.replace("<p>Hi", '<p><a href="{{ booking_link }}">Book</a> Hi')
     assert found(tmp_path, {"email/_layout.html": layout, "email/01.html": child}, policy) == []
 
@@ -358,6 +358,11 @@ VARIABLES = {
     "clinic_name": "Sunrise Wellness",
     "clinic_phone": "+1 555 010 0199",
     "clinic_address": "1200 Main St, Suite 300\nSpringfield, IL 62701",
+    # A free 30-minute offer: the length from the settings is no claim to approve.
+    "consultation_free": True,
+    "consultation_minutes": 30,
+    "consultation": "a free 30-minute consultation",
+    "booking_phrase": "Book your free consultation",
     "booking_link": "http://127.0.0.1:8000/b/abc",
     "unsubscribe_link": "http://127.0.0.1:8000/u/xyz",
     "campaign_name": "Ketamine consultation follow-up",
