@@ -7,11 +7,9 @@ variables a real send gives it.
 
 from __future__ import annotations
 
+from patient_drip.content.rendering import ContextValue
 from patient_drip.content.tokens import LinkTokens
 from patient_drip.settings import Settings
-
-# What a template variable holds: text, except the offer's on/off switch and its length.
-ContextValue = str | int | bool
 
 
 def unsubscribe_url(settings: Settings, tokens: LinkTokens, contact_id: int, message_id: int) -> str:

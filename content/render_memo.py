@@ -30,7 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 
-from patient_drip.content.rendering import MAX_OUTPUT_CHARS, RenderedEmail, Renderer
+from patient_drip.content.rendering import MAX_OUTPUT_CHARS, ContextValue, RenderedEmail, Renderer
 
 log = logging.getLogger("drip.render")
 
@@ -66,7 +66,7 @@ class MemoRenderer:
         self._token_sentinel = "zq" + _random_letters(14)
         self.hits = self.misses = self.bypassed = self.mismatches = 0
 
-    def render_email(self, renderer: Renderer, name: str, context: Mapping[str, str]) -> RenderedEmail:
+    def render_email(self, renderer: Renderer, name: str, context: Mapping[str, ContextValue]) -> RenderedEmail:
         """Exactly `renderer.render_email(name, context)` (raising the same `RenderError`s)."""
         with self._lock:
             if renderer is not self._renderer:  # templates were published: start afresh
@@ -107,7 +107,7 @@ class MemoRenderer:
         skeleton = renderer.render_email(name, sentinel_context)
         return self._checked(renderer, name, context, key, skeleton, _substitute_email(skeleton, pairs.values()))
 
-    def _checked(self, renderer: Renderer, name: str, context: Mapping[str, str], key: tuple[str, str],
+    def _checked(self, renderer: Renderer, name: str, context: Mapping[str, ContextValue], key: tuple[str, str],
                  skeleton: RenderedEmail, candidate: RenderedEmail) -> RenderedEmail:
         exact = renderer.render_email(name, context)
         keep: RenderedEmail | None = skeleton
@@ -123,7 +123,7 @@ class MemoRenderer:
                 self._memo.popitem(last=False)
         return exact
 
-    def _sentinels(self, context: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    def _sentinels(self, context: Mapping[str, ContextValue]) -> dict[str, tuple[str, str]]:
         """variable → (sentinel, real value) for the values that may be substituted."""
         pairs: dict[str, tuple[str, str]] = {}
         for key in _VARYING:

@@ -51,6 +51,9 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from markupsafe import Markup
 
 MAX_OUTPUT_CHARS = 500_000  # far above any real email; stops `{% for %}` bombs
+# A template variable's value: text, or the offer's number of minutes and whether it is free.
+ContextValue = str | int | bool
+
 MAX_RENDER_SECONDS = 2.0  # a real email renders in a few milliseconds
 MAX_INT_ARGUMENT = 1_000_000  # no message needs a bigger number; "x".center(10**9) would take 1 GB
 MAX_INT_BITS = 10_000  # about 3,000 decimal digits
@@ -397,13 +400,13 @@ class Renderer:
         except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError, IndexError, RecursionError) as exc:
             raise RenderError(name, f"{type(exc).__name__}: {exc}", _template_line(exc, name)) from None
 
-    def render_email(self, name: str, context: Mapping[str, str]) -> RenderedEmail:
+    def render_email(self, name: str, context: Mapping[str, ContextValue]) -> RenderedEmail:
         """Subject, inlined HTML and a plain-text part for an email template (one time budget for
         all three renders)."""
         with render_budget():
             return self._render_email(name, context)
 
-    def _render_email(self, name: str, context: Mapping[str, str]) -> RenderedEmail:
+    def _render_email(self, name: str, context: Mapping[str, ContextValue]) -> RenderedEmail:
         template = self._template(name)
         if "subject" not in template.blocks:
             raise RenderError(name, "an email template needs {% block subject %}")
@@ -422,7 +425,7 @@ class Renderer:
             raise RenderError(name, f"CSS could not be inlined: {exc}") from None
         return RenderedEmail(subject=subject, html=inlined, text=text, preheader=preheader)
 
-    def render_sms(self, name: str, context: Mapping[str, str]) -> str:
+    def render_sms(self, name: str, context: Mapping[str, ContextValue]) -> str:
         template = self._template(name)
         body = self._run(name, lambda: template.generate(dict(context)))
         return _WHITESPACE.sub(" ", body).strip()
