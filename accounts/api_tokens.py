@@ -1,7 +1,8 @@
 """Staff API tokens: how one is made, how it is stored (only its SHA-256) and how it is looked up.
 
-The staff UI's Account page creates tokens; `web.deps.api_require` (the `/api/v1` routes and
-`/metrics`) checks them. May import `models`; never `web`.
+The staff UI's Account page creates and revokes tokens through `create_api_token` /
+`revoke_api_token`; `web.deps.api_require` (the `/api/v1` routes and `/metrics`) checks them. May import
+`models` and `contacts.fields`; never `web`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_drip.models import ApiToken, User
+from patient_drip.contacts.fields import FieldError
+from patient_drip.models import ApiToken, User, audit
 
 API_TOKEN_PREFIX = "drip_"
+MAX_TOKENS_PER_USER = 20
 MAX_TOKEN_LENGTH = 200
 # Use is recorded at most this often: no database write on every API call.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -46,3 +49,25 @@ def user_for_token(session: Session, token: str, now: datetime) -> User | None:
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         row.last_used_at = now
     return user
+
+
+def create_api_token(session: Session, user_id: int, name: str, now: datetime, actor: str) -> str:
+    """Make a token for `user_id` labelled `name` and return it (the caller shows it once; only its
+    digest is stored). Raises `FieldError` on `name` when the user already has the most tokens."""
+    label = " ".join(name.split()) or "API token"
+    active = session.scalars(select(ApiToken.id).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None)))
+    if len(list(active)) >= MAX_TOKENS_PER_USER:
+        raise FieldError("name", f"You already have {MAX_TOKENS_PER_USER} tokens; revoke one.")
+    token = new_api_token()
+    session.add(ApiToken(user_id=user_id, name=label, token_hash=token_digest(token), created_at=now))
+    audit(session, actor, "api_token_created", now, name=label)
+    return token
+
+
+def revoke_api_token(session: Session, token: ApiToken, now: datetime, actor: str) -> bool:
+    """The token stops working at once. Returns whether it was still active."""
+    if token.revoked_at is not None:
+        return False
+    token.revoked_at = now
+    audit(session, actor, "api_token_revoked", now, name=token.name)
+    return True

@@ -5,6 +5,7 @@ blocks (their kind), enrollment refusals and user changes."""
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from patient_drip import db
 from patient_drip.cli import main
 from patient_drip.contacts.blocks import suppress
 from patient_drip.contacts.importer import import_csv, import_csv_rowwise
-from patient_drip.models import AuditEntry, ConsentRecord, Contact, Enrollment, Event, User
+from patient_drip.models import ApiToken, AuditEntry, ConsentRecord, Contact, Enrollment, Event, User
 from patient_drip.runtime import Runtime, build_runtime
 from patient_drip.web.app import create_app
 from support.staff import add_user, sign_in_as, token_for
@@ -350,3 +351,24 @@ def test_the_audit_page_filters_by_contact_or_ignores_what_is_no_id(art, web, cl
     admin = add_user(art, "admin", "boss@clinic.test")
     sign_in_as(web, art, admin, clock.now)
     assert web.get("/admin/audit", params={"contact": contact}).status_code == 200
+
+
+def test_api_tokens_are_made_limited_and_revoked_through_the_accounts_service(art, web, clock):
+    staff = add_user(art, "staff", "desk@clinic.test")
+    csrf = sign_in_as(web, art, staff, clock.now)
+    made = web.post("/admin/account/tokens", data={"name": "  front   desk ", "csrf_token": csrf})
+    token = re.search(r"drip_[A-Za-z0-9_-]{43}", made.text)
+    assert made.status_code == 200 and token is not None
+    assert web.get("/api/v1/contacts", headers={"Authorization": f"Bearer {token.group(0)}"}).status_code == 200
+    for _ in range(19):
+        assert web.post("/admin/account/tokens", data={"csrf_token": csrf}).status_code == 200
+    refused = web.post("/admin/account/tokens", data={"name": "one too many", "csrf_token": csrf})
+    assert refused.status_code == 400 and "You already have 20 tokens; revoke one." in refused.text
+    with art.sessions() as session:
+        first = session.scalar(select(ApiToken).where(ApiToken.name == "front desk"))
+        assert first is not None and first.token_hash != token.group(0)  # only the digest is stored
+    assert web.post(f"/admin/account/tokens/{first.id}/revoke", data={"csrf_token": csrf}).status_code == 303
+    assert web.get("/api/v1/contacts", headers={"Authorization": f"Bearer {token.group(0)}"}).status_code == 401
+    with art.sessions() as session:
+        actions = [a.action for a in session.scalars(select(AuditEntry).order_by(AuditEntry.id))]
+    assert actions.count("api_token_created") == 20 and actions.count("api_token_revoked") == 1

@@ -8,17 +8,15 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from patient_drip.accounts.api_tokens import new_api_token, token_digest
+from patient_drip.accounts.api_tokens import create_api_token, revoke_api_token
 from patient_drip.web.admin.auth import AnyUser, issue_session, set_session_cookie
 from patient_drip.web.admin.common import redirect, render
-from patient_drip.models import audit
 from patient_drip.models import ApiToken, User
 from patient_drip.accounts.users import MIN_PASSWORD, change_own_password
 from patient_drip.contacts.fields import FieldError
 from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
-MAX_TOKENS = 20
 
 
 def _page(request: Request, user: CurrentUser, session: SessionDep, *, new_token: str = "",
@@ -36,17 +34,12 @@ def account(request: Request, user: AnyUser, session: ReadSessionDep) -> HTMLRes
 @router.post("/account/tokens", response_class=HTMLResponse)
 def token_create(request: Request, user: AnyUser, session: SessionDep, now: NowDep,
                  name: Annotated[str, Form(max_length=100)] = "") -> HTMLResponse:
-    label = " ".join(name.split()) or "API token"
-    active = [t for t in session.scalars(select(ApiToken).where(ApiToken.user_id == user.id)) if t.revoked_at is None]
-    if len(active) >= MAX_TOKENS:
-        return _page(request, user, session, errors={"name": f"You already have {MAX_TOKENS} tokens; revoke one."},
-                     status_code=400)
-    token = new_api_token()
-    session.add(ApiToken(user_id=user.id, name=label, token_hash=token_digest(token), created_at=now))
-    audit(session, user.actor, "api_token_created", now, name=label)
+    try:
+        token = create_api_token(session, user.id, name, now, user.actor)
+    except FieldError as exc:
+        return _page(request, user, session, errors={exc.field: exc.message}, status_code=400)
     session.commit()
-    # Shown once on this response; only its SHA-256 is stored.
-    return _page(request, user, session, new_token=token)
+    return _page(request, user, session, new_token=token)  # shown once, on this response only
 
 
 @router.post("/account/tokens/{token_id}/revoke")
@@ -54,9 +47,7 @@ def token_revoke(request: Request, token_id: int, user: AnyUser, session: Sessio
     token = session.get(ApiToken, token_id)
     if token is None or token.user_id != user.id:
         return render(request, "admin/not_found.html", {"what": "This token"}, user=user, status_code=404)
-    if token.revoked_at is None:
-        token.revoked_at = now
-        audit(session, user.actor, "api_token_revoked", now, name=token.name)
+    if revoke_api_token(session, token, now, user.actor):
         session.commit()
     return redirect("/admin/account", "token_revoked")
 
