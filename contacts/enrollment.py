@@ -274,3 +274,20 @@ def resolve_crisis(session: Session, campaigns: Mapping[str, Campaign], contact_
                        audit_row(actor, EventKind.CRISIS_RESOLVED, now, contact_id, outcome=outcome,
                                  inbound_id=inbound_id)])
     return resumed
+
+
+def mark_reply_handled(session: Session, campaigns: Mapping[str, Campaign], reply: InboundMessage, resume: bool,
+                       note: str, now: datetime, actor: str) -> int | None:
+    """A member of staff has dealt with `reply` (once: a second call changes nothing and returns 0).
+    A crisis reply of a known contact is also resolved (`resolve_crisis`): with `resume` the
+    sequences it paused go on. Returns what `resolve_crisis` returns (None: a resume held back by
+    another open crisis reply), else 0."""
+    if reply.handled_at is not None:
+        return 0
+    reply.handled_at = now
+    reply.handled_by = actor
+    add_rows(session, [audit_row(actor, "reply_handled", now, reply.contact_id, reply=reply.id, crisis=reply.crisis,
+                                 note=note.strip())])
+    if reply.crisis and reply.contact_id is not None:
+        return resolve_crisis(session, campaigns, reply.contact_id, reply.id, resume, now, actor)
+    return 0

@@ -11,11 +11,10 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from patient_drip.contacts.enrollment import resolve_crisis
+from patient_drip.contacts.enrollment import mark_reply_handled
 from patient_drip.runtime import Runtime
 from patient_drip.web.admin.auth import StaffUser
 from patient_drip.web.admin.common import redirect, render
-from patient_drip.models import audit
 from patient_drip.models import Contact, InboundMessage
 from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep
 
@@ -56,17 +55,9 @@ def reply_handled(request: Request, reply_id: int, user: StaffUser, session: Ses
     reply = session.get(InboundMessage, reply_id)
     if reply is None:
         return render(request, "admin/not_found.html", {"what": "This reply"}, user=user, status_code=404)
-    resumed: int | None = 0
-    if reply.handled_at is None:
-        reply.handled_at = now
-        reply.handled_by = user.actor
-        audit(session, user.actor, "reply_handled", now, contact_id=reply.contact_id, reply=reply.id,
-              crisis=reply.crisis, note=note.strip())
-        if reply.crisis and reply.contact_id is not None:
-            rt: Runtime = request.app.state.rt
-            resumed = resolve_crisis(session, rt.campaigns, reply.contact_id, reply.id, sequence == RESUME, now,
-                                     user.actor)
-        session.commit()
+    rt: Runtime = request.app.state.rt
+    resumed = mark_reply_handled(session, rt.campaigns, reply, sequence == RESUME, note, now, user.actor)
+    session.commit()
     if resumed is None:  # asked to resume, but another crisis reply of this person is still open
         return redirect("/admin/replies", "crisis_still_open")
     return redirect("/admin/replies", "resumed" if resumed else "handled")
