@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from enum import StrEnum
 from typing import Protocol
 
 import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_drip.contacts.blocks import BlockReason, Blockable, block_channel, blocked_reason, clear_block, unblock_rows
+from patient_drip.contacts.blocks import (BlockReason, Blockable, block_channel, blocked_reason, clear_block,
+                                          consent_can_lift, is_blocked, unblock_rows)
 from patient_drip.contacts.fields import FieldError
 from patient_drip.contacts.records import ConsentRow, Row, add_rows, audit_row, event_row
 from patient_drip.models import Channel, ConsentAction, ConsentMethod, ConsentRecord, Contact, EventKind
@@ -184,3 +186,31 @@ def ever_granted(session: Session, contact: Contact, channel: Channel) -> bool:
     return session.scalar(select(ConsentRecord.id).where(
         ConsentRecord.contact_id == contact.id, ConsentRecord.channel == str(channel),
         ConsentRecord.action == str(ConsentAction.GRANTED)).limit(1)) is not None
+
+
+class Offer(StrEnum):
+    """What a person may be offered for a channel they do not receive (the preference page)."""
+
+    RESTART = "restart"  # consented before, then opted out: "Start … again"
+    START = "start"  # never consented, email: start with the wording shown
+    CONFIRM_BY_TEXT = "confirm_by_text"  # never consented, SMS: only a confirmation by text starts them
+
+
+def receives(contact: Contact, channel: Channel) -> bool:
+    """Whether `channel` reaches the contact now: an address, consent, no block."""
+    address = contact.email if channel == Channel.EMAIL else contact.phone
+    consent = contact.email_consent if channel == Channel.EMAIL else contact.sms_consent
+    return bool(address) and consent and not is_blocked(contact, channel)
+
+
+def consent_offer(session: Session, contact: Contact, channel: Channel) -> Offer | None:
+    """What may be offered for `channel`: nothing when the person receives it, has no address for
+    it, or it is blocked by more than their own opt-out (a bounce, a suppression, erasure); else
+    RESTART when they consented before, START / CONFIRM_BY_TEXT when they never did (consent is
+    recorded only as given: never "again" for what was never given)."""
+    address = contact.email if channel == Channel.EMAIL else contact.phone
+    if not address or receives(contact, channel) or not consent_can_lift(contact, channel):
+        return None
+    if ever_granted(session, contact, channel):
+        return Offer.RESTART
+    return Offer.START if channel == Channel.EMAIL else Offer.CONFIRM_BY_TEXT

@@ -14,7 +14,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -24,9 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from patient_drip.contacts.blocks import consent_can_lift, is_blocked
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
-from patient_drip.contacts.consent import ConsentGrant, consent_wording, ever_granted, grant_consent, load_wording
+from patient_drip.contacts.consent import ConsentGrant, Offer, consent_offer, consent_wording, grant_consent, load_wording, receives
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, enroll, unsubscribe, usable_channels
 from patient_drip.contacts.fields import (
     FieldError,
@@ -204,7 +202,7 @@ def preferences_post(
                 "all": "You will get no more messages from us."}[action]
     elif action in starts:
         channel, wanted = starts[action]
-        offer = _offer(session, contact, channel)
+        offer = consent_offer(session, contact, channel)
         if offer == Offer.CONFIRM_BY_TEXT:
             return answer(SMS_CONFIRM_NOTICE, 400)
         if offer != wanted:
@@ -266,35 +264,8 @@ def _contact_for_token(rt: Runtime, session: Session, token: str) -> Contact | N
     return contact
 
 
-class Offer(StrEnum):
-    """What the preference page offers for a channel the person does not receive."""
-
-    RESTART = "restart"  # consented before, then opted out: "Start … again"
-    START = "start"  # never consented, email: "Start emails" with the wording shown
-    CONFIRM_BY_TEXT = "confirm_by_text"  # never consented, SMS: only a confirmation by text starts them
-
-
 SMS_CONFIRM_NOTICE = ("Text messages start only after you confirm by text message from your phone; "
                       "they cannot be started from this page.")
-
-
-def _receives(contact: Contact, channel: Channel) -> bool:
-    address = contact.email if channel == Channel.EMAIL else contact.phone
-    consent = contact.email_consent if channel == Channel.EMAIL else contact.sms_consent
-    return bool(address) and consent and not is_blocked(contact, channel)
-
-
-def _offer(session: Session, contact: Contact, channel: Channel) -> Offer | None:
-    """What the page may offer for `channel`: nothing when the person receives it, has no address
-    for it, or it is blocked by more than their own opt-out (a bounce, a suppression, erasure);
-    else RESTART when they consented before, START / CONFIRM_BY_TEXT when they never did (consent is
-    recorded only as given: never "again" for what was never given)."""
-    address = contact.email if channel == Channel.EMAIL else contact.phone
-    if not address or _receives(contact, channel) or not consent_can_lift(contact, channel):
-        return None
-    if ever_granted(session, contact, channel):
-        return Offer.RESTART
-    return Offer.START if channel == Channel.EMAIL else Offer.CONFIRM_BY_TEXT
 
 
 def _preferences_context(rt: Runtime, session: Session, contact: Contact, token: str,
@@ -304,7 +275,7 @@ def _preferences_context(rt: Runtime, session: Session, contact: Contact, token:
     def state(channel: Channel) -> dict[str, Any]:
         shown = wording.wording(channel)
         return {"has_address": bool(contact.email if channel == Channel.EMAIL else contact.phone),
-                "subscribed": _receives(contact, channel), "offer": _offer(session, contact, channel),
+                "subscribed": receives(contact, channel), "offer": consent_offer(session, contact, channel),
                 "wording_version": shown.version, "wording_text": shown.text}
 
     return {"token": token, "email": state(Channel.EMAIL), "sms": state(Channel.SMS), "notice": notice,
