@@ -38,7 +38,7 @@ from patient_drip.contacts.blocks import BlockReason, block_channel
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.pauses import pause_channel
 from patient_drip.dispatch.step import Outcome, advance_after_send
-from patient_drip.models import Channel, EnrollmentStatus, EventKind, MessageStatus, add_event
+from patient_drip.models import MESSAGE_STATUS_RANK, Channel, EnrollmentStatus, EventKind, Message, MessageStatus, add_event
 from patient_drip.providers.types import (
     AccountSendError,
     AmbiguousSendError,
@@ -219,3 +219,15 @@ def record_sent(session: Session, sent: Sequence[SendResult], now: datetime, cam
     for clear_due, ids in released.items():
         queue.release_enrollments(session, ids, clear_due=clear_due)
     queue.insert_events(session, events)
+
+
+def move_status_forward(message: Message, status: MessageStatus, now: datetime) -> bool:
+    """A provider's late word on a send (a status callback, an event): apply `status` only if it is
+    later in the message's lifecycle than the current one — receipts arrive out of order, and a
+    `delivered` must not be undone by a late `sent`. Returns whether it applied."""
+    current = MessageStatus(message.status)
+    if current == MessageStatus.SKIPPED or MESSAGE_STATUS_RANK[status] <= MESSAGE_STATUS_RANK[current]:
+        return False
+    message.status = status
+    message.updated_at = now
+    return True

@@ -38,9 +38,9 @@ from patient_drip.contacts.changes import ContactNotFound, find_contact, lookup_
 from patient_drip.contacts.consent import ConsentGrant, ever_granted, grant_consent, load_wording
 from patient_drip.contacts.enrollment import mark_booked, pause_for_crisis, unsubscribe
 from patient_drip.contacts.fields import FieldError, normalize_phone
+from patient_drip.dispatch.outcome import move_status_forward
 from patient_drip.models import EventKind, add_event
 from patient_drip.models import (
-    MESSAGE_STATUS_RANK,
     Channel,
     ConsentMethod,
     Contact,
@@ -165,7 +165,7 @@ async def twilio_status(request: Request) -> Response:
                 log.info("status callback for an unknown message (sid not ours)")
                 return Response(status_code=204)
             error_code = params.get("ErrorCode") or None
-            moved = _move_forward(message, new_status, now)
+            moved = move_status_forward(message, new_status, now)
             if message.provider_message_id is None and params.get("MessageSid"):
                 message.provider_message_id = params["MessageSid"][:100]
             if moved:
@@ -205,16 +205,6 @@ def _message_for_twilio(session: Session, our_id: str | None, sid: str) -> Messa
     if sid:
         return session.scalar(select(Message).where(Message.provider_message_id == sid[:100]))
     return None
-
-
-def _move_forward(message: Message, status: MessageStatus, now: datetime) -> bool:
-    """Apply `status` only if it is later in the lifecycle than the current one."""
-    current = MessageStatus(message.status)
-    if current == MessageStatus.SKIPPED or MESSAGE_STATUS_RANK[status] <= MESSAGE_STATUS_RANK[current]:
-        return False
-    message.status = status
-    message.updated_at = now
-    return True
 
 
 # -- Twilio inbound SMS ----------------------------------------------------------------------------
@@ -414,21 +404,21 @@ def _apply_sendgrid_event(session: Session, rt: Runtime, event: dict[str, Any], 
     detail = {k: str(event[k])[:200] for k in ("type", "reason", "status", "response") if k in event}
     add_event(session, f"email_{kind}", now, contact_id=message.contact_id, message_id=message.id, **detail)
     if kind == "processed":
-        _move_forward(message, MessageStatus.SENT, now)
+        move_status_forward(message, MessageStatus.SENT, now)
         message.sent_at = message.sent_at or now
     elif kind == "delivered":
-        if _move_forward(message, MessageStatus.DELIVERED, now):
+        if move_status_forward(message, MessageStatus.DELIVERED, now):
             message.delivered_at = now
         message.sent_at = message.sent_at or now
     elif kind == "click":
         message.clicked_at = message.clicked_at or now
     elif kind == "bounce":
         if str(event.get("type", "bounce")) == "bounce":  # hard bounce; "blocked" is a soft one
-            _move_forward(message, MessageStatus.BOUNCED, now)
+            move_status_forward(message, MessageStatus.BOUNCED, now)
             message.last_error = f"bounced: {detail.get('reason', '')}"[:500]
             _stop_email(session, rt, contact, BlockReason.BOUNCED, "", now, suppress_it=True)
     elif kind == "dropped":
-        _move_forward(message, MessageStatus.FAILED, now)
+        move_status_forward(message, MessageStatus.FAILED, now)
         reason = str(event.get("reason", ""))
         message.last_error = f"dropped: {reason}"[:500]
         if any(word in reason.lower() for word in ("bounce", "unsubscribe", "spam", "invalid")):
