@@ -198,11 +198,18 @@ def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: 
         enrollment.next_due_at = max(due, now) if due else now
     else:
         return False
+    add_rows(session, pause_rows(paused, enrollment.contact_id, enrollment.id, enrollment.campaign_id, now, actor,
+                                 reason=reason, inbound_id=inbound_id))
+    return True
+
+
+def pause_rows(paused: bool, contact_id: int, enrollment_id: int, campaign_id: str, now: datetime, actor: str, *,
+               reason: str = "", inbound_id: int | None = None) -> list[Row]:
+    """The timeline and audit rows of a pause or resume (the bulk importer writes them too)."""
     action = EventKind.PAUSED if paused else EventKind.RESUMED  # the audit action has the same name
     why = {key: value for key, value in (("reason", reason), ("inbound_id", inbound_id)) if value}
-    add_rows(session, [event_row(action, now, enrollment.contact_id, enrollment.id, **why),
-                       audit_row(actor, action, now, enrollment.contact_id, campaign=enrollment.campaign_id, **why)])
-    return True
+    return [event_row(action, now, contact_id, enrollment_id, **why),
+            audit_row(actor, action, now, contact_id, campaign=campaign_id, **why)]
 
 
 # -- the crisis pause ------------------------------------------------------------------------------
@@ -239,11 +246,21 @@ def crisis_paused(session: Session, contact_id: int) -> list[Enrollment]:
             if (event.detail or {}).get("reason") == CRISIS_PAUSE_REASON]
 
 
+def open_crisis_reply_ids(session: Session, contact_ids: Iterable[int]) -> dict[int, int]:
+    """For each of these contacts with a crisis-flagged reply nobody has handled: the newest such
+    reply's id. One query for a whole batch (the importer asks for each chunk)."""
+    ids = list(contact_ids)
+    if not ids:
+        return {}
+    rows = session.execute(select(InboundMessage.contact_id, func.max(InboundMessage.id)).where(
+        InboundMessage.contact_id.in_(ids), InboundMessage.crisis.is_(True),
+        InboundMessage.handled_at.is_(None)).group_by(InboundMessage.contact_id))
+    return {int(contact_id): int(reply_id) for contact_id, reply_id in rows}
+
+
 def _open_crisis_reply(session: Session, contact_id: int) -> int | None:
     """The newest of the contact's crisis-flagged replies that nobody has handled, or None."""
-    return session.scalar(select(InboundMessage.id).where(
-        InboundMessage.contact_id == contact_id, InboundMessage.crisis.is_(True),
-        InboundMessage.handled_at.is_(None)).order_by(InboundMessage.id.desc()).limit(1))
+    return open_crisis_reply_ids(session, [contact_id]).get(contact_id)
 
 
 def open_crisis_replies(session: Session, contact_id: int) -> int:

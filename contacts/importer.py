@@ -50,12 +50,15 @@ from patient_drip.contacts.consent import (
     require_address,
 )
 from patient_drip.contacts.enrollment import (
+    CRISIS_PAUSE_REASON,
     EnrollmentError,
     PastEnrollment,
     enroll,
     enrolled_rows,
     enrollment_decision,
     first_step_due,
+    open_crisis_reply_ids,
+    pause_rows,
 )
 from patient_drip.contacts.fields import FieldError, address_hash
 from patient_drip.contacts.import_rows import (
@@ -353,7 +356,13 @@ class _BulkChunk:
             shared = by_zone[zone]
             return first_step_due(campaign, zone, now, enrollment_id) if shared is _PER_ID else shared
 
+        # As in `enroll`: a person whose crisis reply staff have not looked at yet gets the sequence
+        # paused, not sent (only existing contacts can have a reply on file).
+        in_crisis = open_crisis_reply_ids(session, [a.contact.id for a in changed])
+        paused = str(EnrollmentStatus.PAUSED)
         db.bulk_insert(connection, Enrollment.__table__, _ENROLLMENT_INSERT, [
+            (enrollment_id, item.contact.id, campaign.id, paused, 0, now, None, (item.row.source or "import")[:64])
+            if item.contact.id in in_crisis else
             (enrollment_id, item.contact.id, campaign.id, active, 0, now, first_due(item.contact.timezone, enrollment_id),
              (item.row.source or "import")[:64])
             for item, enrollment_id in zip(accepted, enrollment_ids, strict=True)])
@@ -367,6 +376,9 @@ class _BulkChunk:
             for grant, shown, lifted in item.grants:
                 records += grant_rows(contact_id, grant, shown, lifted, now, actor)
             records += enrolled_rows(contact_id, enrollment_id, campaign.id, now, actor)
+            if contact_id in in_crisis:
+                records += pause_rows(True, contact_id, enrollment_id, campaign.id, now, "system:crisis",
+                                      reason=CRISIS_PAUSE_REASON, inbound_id=in_crisis[contact_id])
         db.bulk_insert(connection, ConsentRecord.__table__, ConsentRow._fields,
                        [r for r in records if isinstance(r, ConsentRow)])
         db.bulk_insert(connection, Event.__table__, EventRow._fields,

@@ -4,6 +4,7 @@ every sequence paused until staff resolve it in the inbox, resumed only when the
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from patient_drip.contacts.enrollment import CRISIS_PAUSE_REASON, enroll, set_paused
+from patient_drip.contacts.importer import import_csv, import_csv_rowwise
 from patient_drip.contacts.replies import Classification, ReplyKind, classify_reply, normalise
 from patient_drip.models import (
     AuditEntry,
@@ -263,4 +265,21 @@ def test_a_sequence_started_while_a_crisis_reply_is_open_starts_paused(crt, web,
     run_until_done(crt, clock)
     assert messages_for(crt, contact_id) == []
     resolve(web, crt, clock, reply_id(crt, "SMc9"), "resume")
+    assert enrollment_of(crt, contact_id).status == EnrollmentStatus.ACTIVE
+
+
+@pytest.mark.parametrize("how", ["bulk", "row-by-row"])
+def test_an_import_into_a_campaign_while_a_crisis_reply_is_open_starts_the_sequence_paused(crt, web, clock, how):
+    contact_id = add_contact(crt, clock.now, campaign=None)
+    sms_in(web, "said my goodbyes, tonight is the night", "SMc10")
+    rows = "email,phone,first_name,consent_email,consent_sms\nalex@example.com,+13125550142,Alex,yes,yes\n"
+    run = import_csv if how == "bulk" else import_csv_rowwise
+    report = run(crt, io.StringIO(rows), crt.campaign("ketamine-consult"), clock.now, "cli:test")
+    assert not report.errors
+    assert enrollment_of(crt, contact_id).status == EnrollmentStatus.PAUSED
+    assert events(crt, contact_id, EventKind.PAUSED) == [{"reason": CRISIS_PAUSE_REASON,
+                                                          "inbound_id": reply_id(crt, "SMc10")}]
+    run_until_done(crt, clock)
+    assert messages_for(crt, contact_id) == []
+    resolve(web, crt, clock, reply_id(crt, "SMc10"), "resume")
     assert enrollment_of(crt, contact_id).status == EnrollmentStatus.ACTIVE
