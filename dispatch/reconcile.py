@@ -80,13 +80,7 @@ def _reconcile_one(rt: Runtime, message_id: int, now: datetime) -> str:
 
 def _resend(session: Session, message: Message, now: datetime, why: str) -> str:
     """The provider never got it: queue the same send record again (same row, so still one send)."""
-    message.status = MessageStatus.RETRYING
-    message.last_error = f"reconciled: {why}; sending again"
-    message.updated_at = now
-    enrollment = session.get(Enrollment, message.enrollment_id)
-    if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
-        enrollment.next_due_at = now
-        enrollment.claimed_by = None
+    _settle(session, message, MessageStatus.RETRYING, f"reconciled: {why}; sending again", now)
     add_event(session, EventKind.MESSAGE_RECONCILED, now, contact_id=message.contact_id, message_id=message.id,
               found=False)
     log.info("reconciled message %s: %s; queued again", message.id, why)
@@ -94,14 +88,20 @@ def _resend(session: Session, message: Message, now: datetime, why: str) -> str:
 
 
 def _review(session: Session, message: Message, now: datetime, why: str) -> str:
-    message.status = MessageStatus.NEEDS_REVIEW
-    message.last_error = f"needs review: {why}"
-    message.updated_at = now
-    enrollment = session.get(Enrollment, message.enrollment_id)
-    if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
-        enrollment.next_due_at = now  # the sequence continues; staff decide about this one message
-        enrollment.claimed_by = None
+    _settle(session, message, MessageStatus.NEEDS_REVIEW, f"needs review: {why}", now)
     add_event(session, EventKind.MESSAGE_NEEDS_REVIEW, now, contact_id=message.contact_id, message_id=message.id,
               reason=why)
     log.warning("message %s needs staff review: %s", message.id, why)
     return "needs_review"
+
+
+def _settle(session: Session, message: Message, status: MessageStatus, note: str, now: datetime) -> None:
+    """Give the unknown send its new status, and let its sequence go on at once: the send itself is
+    retried (same row) or left to staff; either way the enrollment need not wait for it."""
+    message.status = status
+    message.last_error = note
+    message.updated_at = now
+    enrollment = session.get(Enrollment, message.enrollment_id)
+    if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
+        enrollment.next_due_at = now
+        enrollment.claimed_by = None

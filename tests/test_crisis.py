@@ -253,33 +253,22 @@ def test_a_crisis_from_an_unknown_number_is_flagged_and_answered(crt, web, clock
         assert inbound.crisis is True and inbound.contact_id is None and inbound.handled_at is None
 
 
-def test_a_sequence_started_while_a_crisis_reply_is_open_starts_paused(crt, web, clock):
+@pytest.mark.parametrize("how", ["enroll", "bulk import", "row-by-row import"])
+def test_a_sequence_started_while_a_crisis_reply_is_open_starts_paused(crt, web, clock, how):
     contact_id = add_contact(crt, clock.now, campaign=None)
     sms_in(web, "i have pills saved up and tonight is the night", "SMc9")
-    with crt.sessions() as session, session.begin():
-        found = session.get(Contact, contact_id)
-        enroll(session, found, crt.campaign("ketamine-consult"), clock.now, "staff:desk@clinic.test")
+    campaign = crt.campaign("ketamine-consult")
+    if how == "enroll":
+        with crt.sessions() as session, session.begin():
+            enroll(session, session.get(Contact, contact_id), campaign, clock.now, "staff:desk@clinic.test")
+    else:
+        rows = "email,phone,first_name,consent_email,consent_sms\nalex@example.com,+13125550142,Alex,yes,yes\n"
+        run = import_csv if how == "bulk import" else import_csv_rowwise
+        assert not run(crt, io.StringIO(rows), campaign, clock.now, "cli:test").errors
     assert enrollment_of(crt, contact_id).status == EnrollmentStatus.PAUSED
     assert events(crt, contact_id, EventKind.PAUSED) == [{"reason": CRISIS_PAUSE_REASON,
                                                           "inbound_id": reply_id(crt, "SMc9")}]
     run_until_done(crt, clock)
     assert messages_for(crt, contact_id) == []
     resolve(web, crt, clock, reply_id(crt, "SMc9"), "resume")
-    assert enrollment_of(crt, contact_id).status == EnrollmentStatus.ACTIVE
-
-
-@pytest.mark.parametrize("how", ["bulk", "row-by-row"])
-def test_an_import_into_a_campaign_while_a_crisis_reply_is_open_starts_the_sequence_paused(crt, web, clock, how):
-    contact_id = add_contact(crt, clock.now, campaign=None)
-    sms_in(web, "said my goodbyes, tonight is the night", "SMc10")
-    rows = "email,phone,first_name,consent_email,consent_sms\nalex@example.com,+13125550142,Alex,yes,yes\n"
-    run = import_csv if how == "bulk" else import_csv_rowwise
-    report = run(crt, io.StringIO(rows), crt.campaign("ketamine-consult"), clock.now, "cli:test")
-    assert not report.errors
-    assert enrollment_of(crt, contact_id).status == EnrollmentStatus.PAUSED
-    assert events(crt, contact_id, EventKind.PAUSED) == [{"reason": CRISIS_PAUSE_REASON,
-                                                          "inbound_id": reply_id(crt, "SMc10")}]
-    run_until_done(crt, clock)
-    assert messages_for(crt, contact_id) == []
-    resolve(web, crt, clock, reply_id(crt, "SMc10"), "resume")
     assert enrollment_of(crt, contact_id).status == EnrollmentStatus.ACTIVE
