@@ -145,6 +145,7 @@ class EventKind(StrEnum):
     # dispatch
     MESSAGE_SENT = "message_sent"
     MESSAGE_SKIPPED = "message_skipped"
+    MESSAGE_DEFERRED = "message_deferred"  # a step waits: quiet hours or the texting law for the number (why, until when)
     MESSAGE_RETRY = "message_retry"
     MESSAGE_FAILED = "message_failed"
     MESSAGE_UNKNOWN = "message_unknown"

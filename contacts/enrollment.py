@@ -2,7 +2,7 @@
 it, and ending it (unsubscribe, booked, staff); and the crisis pause: a reply flagged as a possible
 crisis pauses every sequence of the contact until a member of staff resolves it.
 
-`enrollment_decision` and `first_step_due` are the one place that decides whether a contact can be
+`enrollment_decision` and `first_step` are the one place that decides whether a contact can be
 enrolled, on which channels, and when the first step is due; `enroll` and the bulk importer both
 ask them. Every function takes the session and `now` and leaves the commit to the caller; each
 change that alters what a contact receives is written to the audit log with its actor.
@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign, get_campaign
-from patient_drip.content.windows import step_due_at
+from patient_drip.content.windows import Scheduled, local_label, schedule_step, step_due_at
 from patient_drip.contacts.blocks import is_blocked
 from patient_drip.contacts.consent import Consentable, withdraw_consent
 from patient_drip.contacts.records import Row, add_rows, audit_row, event_row
@@ -92,10 +92,23 @@ def enrollment_decision(contact: Reachable, campaign: Campaign, existing: PastEn
     return channels
 
 
-def first_step_due(campaign: Campaign, timezone: str, now: datetime, enrollment_id: int) -> datetime | None:
+def first_step(campaign: Campaign, timezone: str, now: datetime, enrollment_id: int, *,
+               phone: str | None) -> Scheduled | None:
     """When the first step of a new enrollment is due: now, or when the contact's send window opens
-    (spread by the enrollment id so a crowd does not all go at the opening minute)."""
-    return step_due_at(campaign, 0, now, timezone, enrollment_id)
+    (the law's for a text to `phone`; spread by the enrollment id so a crowd does not all go at the
+    opening minute) — with why, when it had to wait."""
+    return schedule_step(campaign, 0, now, timezone, enrollment_id, phone=phone)
+
+
+def deferred_rows(contact_id: int | None, enrollment_id: int, campaign: Campaign, scheduled: Scheduled | None,
+                  timezone: str, now: datetime) -> list[Row]:
+    """The timeline row saying the first step waits (until when, in the contact's time, and why), if it does."""
+    if scheduled is None or scheduled.moved_because is None:
+        return []
+    step = campaign.steps[0]
+    return [event_row(EventKind.MESSAGE_DEFERRED, now, contact_id, enrollment_id, step=step.id,
+                      channel=str(step.channel), until=local_label(scheduled.due, timezone),
+                      reason=scheduled.moved_because)]
 
 
 def enrolled_rows(contact_id: int | None, enrollment_id: int, campaign_id: str, now: datetime, actor: str) -> list[Row]:
@@ -119,8 +132,10 @@ def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime
     )
     session.add(enrollment)
     session.flush()
-    enrollment.next_due_at = first_step_due(campaign, contact.timezone, now, enrollment.id)
-    add_rows(session, enrolled_rows(contact.id, enrollment.id, campaign.id, now, actor))
+    scheduled = first_step(campaign, contact.timezone, now, enrollment.id, phone=contact.phone)
+    enrollment.next_due_at = scheduled.due if scheduled is not None else None
+    add_rows(session, enrolled_rows(contact.id, enrollment.id, campaign.id, now, actor)
+             + deferred_rows(contact.id, enrollment.id, campaign, scheduled, contact.timezone, now))
     crisis_reply = _open_crisis_reply(session, contact.id)
     if crisis_reply is not None:
         # A new sequence must not reach a person whose crisis reply staff have not looked at yet:
@@ -194,7 +209,7 @@ def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: 
         campaign = get_campaign(dict(campaigns), enrollment.campaign_id)
         enrollment.status = EnrollmentStatus.ACTIVE
         due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, enrollment.contact.timezone,
-                          enrollment.id)
+                          enrollment.id, phone=enrollment.contact.phone)
         enrollment.next_due_at = max(due, now) if due else now
     else:
         return False

@@ -7,7 +7,7 @@ Two paths with the same result, row for row:
   query each for the chunk's existing contacts, their enrollments and the suppression hashes;
   the chunk is then decided in memory, row by row in file order, by the same rule functions the
   row-by-row path calls (`merge_contact_input`, `apply_suppressions`, `require_address`,
-  `apply_grant`, `enrollment_decision`, `first_step_due`, and the `*_rows` builders for what is
+  `apply_grant`, `enrollment_decision`, `first_step`, and the `*_rows` builders for what is
   written; a later row sees what an earlier one created; a row that fails leaves no trace), and
   written as multi-row INSERTs (contacts, consent records, enrollments, timeline events, audit
   entries) and one executemany UPDATE for existing contacts;
@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session
 
 from patient_drip import db
 from patient_drip.content.campaign import Campaign
+from patient_drip.content.texting_rules import texting_rules
+from patient_drip.content.windows import Scheduled
 from patient_drip.contacts.blocks import BlockReason, block_rows
 from patient_drip.contacts.changes import (
     apply_suppressions,
@@ -56,7 +58,8 @@ from patient_drip.contacts.enrollment import (
     enroll,
     enrolled_rows,
     enrollment_decision,
-    first_step_due,
+    deferred_rows,
+    first_step,
     open_crisis_reply_ids,
     pause_rows,
 )
@@ -345,25 +348,34 @@ class _BulkChunk:
             )
         enrollment_ids = db.allocate_ids(connection, Enrollment.__table__, len(accepted))
         active = str(EnrollmentStatus.ACTIVE)
-        # The first step's time depends on the enrollment id only when it falls outside the send
-        # window (the id spreads the crowd waiting for the window to open): once per zone otherwise.
-        by_zone: dict[str, datetime | None] = {}
-
-        def first_due(zone: str, enrollment_id: int) -> datetime | None:
-            if zone not in by_zone:
-                due = first_step_due(campaign, zone, now, 0)
-                by_zone[zone] = due if due == first_step_due(campaign, zone, now, 1) else _PER_ID
-            shared = by_zone[zone]
-            return first_step_due(campaign, zone, now, enrollment_id) if shared is _PER_ID else shared
-
         # As in `enroll`: a person whose crisis reply staff have not looked at yet gets the sequence
         # paused, not sent (only existing contacts can have a reply on file).
         in_crisis = open_crisis_reply_ids(session, [a.contact.id for a in changed])
+        # The first step's time depends on the enrollment id only when it falls outside the send
+        # window (the id spreads the crowd waiting for the window to open): once per zone and texting
+        # rule otherwise (numbers under the same rule share a window).
+        by_zone: dict[tuple[str, str], Scheduled | None | object] = {}
+        rules = texting_rules()
+
+        def first_due(zone: str, phone: str | None, enrollment_id: int) -> Scheduled | None:
+            key = (zone, rules.for_number(phone).id)
+            if key not in by_zone:
+                first = first_step(campaign, zone, now, 0, phone=phone)
+                by_zone[key] = first if first == first_step(campaign, zone, now, 1, phone=phone) else _PER_ID
+            shared = by_zone[key]
+            if shared is _PER_ID:
+                return first_step(campaign, zone, now, enrollment_id, phone=phone)
+            return shared  # type: ignore[return-value]
+
+        schedule = {enrollment_id: first_due(item.contact.timezone, item.contact.phone, enrollment_id)
+                    for item, enrollment_id in zip(accepted, enrollment_ids, strict=True)
+                    if item.contact.id not in in_crisis}
+
         paused = str(EnrollmentStatus.PAUSED)
         db.bulk_insert(connection, Enrollment.__table__, _ENROLLMENT_INSERT, [
             (enrollment_id, item.contact.id, campaign.id, paused, 0, now, None, (item.row.source or "import")[:64])
             if item.contact.id in in_crisis else
-            (enrollment_id, item.contact.id, campaign.id, active, 0, now, first_due(item.contact.timezone, enrollment_id),
+            (enrollment_id, item.contact.id, campaign.id, active, 0, now, _due(schedule[enrollment_id]),
              (item.row.source or "import")[:64])
             for item, enrollment_id in zip(accepted, enrollment_ids, strict=True)])
         records: list[Row] = []
@@ -376,6 +388,9 @@ class _BulkChunk:
             for grant, shown, lifted in item.grants:
                 records += grant_rows(contact_id, grant, shown, lifted, now, actor)
             records += enrolled_rows(contact_id, enrollment_id, campaign.id, now, actor)
+            if enrollment_id in schedule:
+                records += deferred_rows(contact_id, enrollment_id, campaign, schedule[enrollment_id],
+                                         item.contact.timezone, now)
             if contact_id in in_crisis:
                 records += pause_rows(True, contact_id, enrollment_id, campaign.id, now, "system:crisis",
                                       reason=CRISIS_PAUSE_REASON, inbound_id=in_crisis[contact_id])
@@ -385,6 +400,10 @@ class _BulkChunk:
                        [r._replace(detail=_detail(r.detail)) for r in records if isinstance(r, EventRow)])
         db.bulk_insert(connection, AuditEntry.__table__, AuditRow._fields,
                        [r._replace(detail=_detail(r.detail)) for r in records if isinstance(r, AuditRow)])
+
+
+def _due(scheduled: Scheduled | None) -> datetime | None:
+    return scheduled.due if scheduled is not None else None
 
 
 def _stated_consent(row: ValidRow) -> list[Channel]:

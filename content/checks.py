@@ -14,6 +14,7 @@ from patient_drip.content.campaign import CampaignError, load_campaigns
 from patient_drip.content.context import ContextValue, message_context
 from patient_drip.models import Channel
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderError, Renderer, sms_info
+from patient_drip.content.texting_rules import rules_without_overlap
 from patient_drip.settings import Settings
 from patient_drip.content.tokens import LinkTokens
 
@@ -54,6 +55,11 @@ def check_all(settings: Settings) -> tuple[list[str], str]:
     used: dict[str, tuple[str, str, str]] = {}
     for campaign in campaigns.values():
         first_sms = next((step for step in campaign.steps if step.channel == Channel.SMS), None)
+        if first_sms is not None:
+            for rule in rules_without_overlap(campaign.send_window):
+                problems.append(f"{campaign.source_file or campaign.id}:1: send_window "
+                                f"{campaign.send_window.start:%H:%M}-{campaign.send_window.end:%H:%M} leaves no time "
+                                f"for texts under {rule.describe()}")
         for step in campaign.steps:
             used.setdefault(step.template, (step.id, str(step.channel), campaign.name))
             if first_sms is not None and step is first_sms:

@@ -6,10 +6,13 @@ converted to UTC instants, never by adding hours to UTC.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from patient_drip.content.campaign import Campaign, SendWindow
+from patient_drip.content.texting_rules import narrowing_rule, text_window, texting_rules
+from patient_drip.models import Channel
 
 UTC = timezone.utc
 
@@ -74,12 +77,64 @@ def local_day_bounds(now: datetime, zone: str) -> tuple[datetime, datetime]:
     return _at(day, time(0), zone), _at(day + timedelta(days=1), time(0), zone)
 
 
-def step_due_at(campaign: Campaign, step_index: int, enrolled_at: datetime, zone: str, key: int) -> datetime | None:
-    """When step `step_index` of `campaign` goes out for an enrollment, or None after the last step."""
+def window_for(campaign: Campaign, channel: str, phone: str | None) -> SendWindow | None:
+    """The window a message on `channel` must go out in, or None when none applies (email, unless
+    the campaign windows email too). A text's window is the strictest of the campaign's and the law
+    for the number's presumed location (`content.texting_rules`)."""
+    window = campaign.send_window
+    if not window.applies_to(channel):
+        return None
+    if channel == Channel.SMS:
+        return text_window(window, texting_rules().for_number(phone))
+    return window
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """When a step goes out, and — when that is later than planned — why (for the timeline)."""
+
+    due: datetime
+    moved_because: str | None = None
+
+
+def held_reason(campaign: Campaign, channel: str, phone: str | None, zone: str, planned: datetime) -> str:
+    """Why a message planned for `planned` cannot go then: the law for the number when it is the law
+    that closes that moment (the campaign's own window would allow it), else the campaign's hours."""
+    window = campaign.send_window
+    if channel == Channel.SMS and in_window(planned, zone, window):
+        rule = narrowing_rule(window, texting_rules().for_number(phone))
+        if rule is not None:
+            return rule.describe()
+    days = ", weekdays only" if window.skip_weekends else ""
+    return f"outside the campaign's hours ({window.start:%H:%M}–{window.end:%H:%M}{days}, {zone})"
+
+
+def schedule_step(campaign: Campaign, step_index: int, enrolled_at: datetime, zone: str, key: int, *,
+                  phone: str | None) -> Scheduled | None:
+    """When step `step_index` of `campaign` goes out for an enrollment whose contact lives in `zone`
+    and has the number `phone` (texts follow the law for that number), and why it was moved if it
+    was; None after the last step."""
     if step_index >= len(campaign.steps):
         return None
     step = campaign.steps[step_index]
-    due = enrolled_at + step.delay
-    if campaign.send_window.applies_to(step.channel):
-        due = schedule_into_window(due, zone, campaign.send_window, key)
-    return due
+    planned = enrolled_at + step.delay
+    window = window_for(campaign, step.channel, phone)
+    if window is None:
+        return Scheduled(planned)
+    due = schedule_into_window(planned, zone, window, key)
+    if due == planned:
+        return Scheduled(due)
+    return Scheduled(due, held_reason(campaign, step.channel, phone, zone, planned))
+
+
+def step_due_at(campaign: Campaign, step_index: int, enrolled_at: datetime, zone: str, key: int, *,
+                phone: str | None) -> datetime | None:
+    """`schedule_step`'s time alone."""
+    scheduled = schedule_step(campaign, step_index, enrolled_at, zone, key, phone=phone)
+    return scheduled.due if scheduled is not None else None
+
+
+def local_label(moment: datetime, zone: str) -> str:
+    """'Tue 3 Dec 08:07 (America/New_York)': a time as the contact lives it, for staff to read."""
+    local = _local(moment, zone)
+    return f"{local:%a} {local.day} {local:%b %H:%M} ({zone})"

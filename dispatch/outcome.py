@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
-from patient_drip.content.windows import step_due_at
+from patient_drip.content.windows import local_label, schedule_step
 from patient_drip.contacts.blocks import BlockReason, block_channel
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.pauses import pause_channel
@@ -69,6 +69,7 @@ class Work:
     step_id: str
     enrolled_at: datetime
     timezone: str
+    phone: str | None  # the contact's number: the law on texting follows it
     attempts: int
     outgoing: OutgoingMessage
 
@@ -208,12 +209,18 @@ def record_sent(session: Session, sent: Sequence[SendResult], now: datetime, cam
             released[campaign is not None].append(work.enrollment_id)
             continue
         index = work.step_index + 1
-        due = step_due_at(campaign, index, work.enrolled_at, work.timezone, work.enrollment_id)
-        if due is None:
+        scheduled = schedule_step(campaign, index, work.enrolled_at, work.timezone, work.enrollment_id,
+                                  phone=work.phone)
+        if scheduled is None:
             completed.append((work.enrollment_id, index))
             events.append((str(EventKind.ENROLLMENT_COMPLETED), work.contact_id, work.enrollment_id, None, now, {}))
-        else:
-            advanced.append((work.enrollment_id, index, due))
+            continue
+        advanced.append((work.enrollment_id, index, scheduled.due))
+        if scheduled.moved_because is not None and scheduled.due > now:
+            step = campaign.steps[index]
+            events.append((str(EventKind.MESSAGE_DEFERRED), work.contact_id, work.enrollment_id, None, now,
+                           {"step": step.id, "channel": str(step.channel),
+                            "until": local_label(scheduled.due, work.timezone), "reason": scheduled.moved_because}))
     queue.advance_enrollments(session, advanced)
     queue.complete_enrollments(session, completed, now)
     for clear_due, ids in released.items():

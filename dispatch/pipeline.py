@@ -366,6 +366,7 @@ class Dispatcher:
             step_id=step.id,
             enrolled_at=enrollment.enrolled_at,
             timezone=contact.timezone,
+            phone=contact.phone,
             attempts=attempts,
             outgoing=OutgoingMessage(
                 message_id=message_id,

@@ -110,14 +110,15 @@ def find_message(session: Session, enrollment_id: int, step_id: str, channel: st
     )
 
 
-def recent_sends(session: Session, contact_ids: Iterable[int], now: datetime) -> list[tuple[int, datetime]]:
-    """(contact id, sent_at) of everything sent to these contacts within two days of `now`.
+def recent_sends(session: Session, contact_ids: Iterable[int], now: datetime) -> list[tuple[int, str, datetime]]:
+    """(contact id, channel, sent_at) of everything sent to these contacts within two days of `now`
+    (also covers the rolling 24 hours of the state texting laws).
 
     A local calendar day starts at most 14 h before / ends 14 h after the UTC day, so two days each
     way cover any contact's "today". Uses `ix_message_contact_id`: a contact has a handful of
     messages, so filtering status and time on them is cheap."""
-    return [(contact_id, sent_at) for contact_id, sent_at in session.execute(
-        select(Message.contact_id, Message.sent_at).where(
+    return [(contact_id, channel, sent_at) for contact_id, channel, sent_at in session.execute(
+        select(Message.contact_id, Message.channel, Message.sent_at).where(
             Message.contact_id.in_(sorted(set(contact_ids))),
             Message.status.in_(SENT_LIKE),
             Message.sent_at >= now - timedelta(days=2),

@@ -20,8 +20,11 @@ ways (an `Outcome`, or a `Ready` send):
 - `Ready` — a send is due now: a new one (no send record yet) or a retry of its record.
 
 A step already sent (or failed, or skipped) moves the enrollment on and the walk continues, so one
-pass can go through several steps due at once. After `decide`, `defer_over_cap` holds back new
-sends beyond the campaign's daily frequency cap (`DEFERRED` to the contact's next local day).
+pass can go through several steps due at once. A text's window is the strictest of the campaign's
+and the law for the number (`content.texting_rules`); when a step is moved for it, a
+`message_deferred` event says why. After `decide`, `defer_over_cap` holds back new sends beyond the
+campaign's daily frequency cap (`DEFERRED` to the contact's next local day) and texts beyond a state
+law's rolling 24-hour count (`DEFERRED` until the oldest of those texts is 24 hours old).
 
 Every function here works on ORM rows in the caller's transaction; the SQL is in `queue.py`.
 """
@@ -32,7 +35,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy.orm import Session
@@ -40,7 +43,16 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.blocks import blocked_text
 from patient_drip.contacts.enrollment import usable_channels
 from patient_drip.content.campaign import Campaign, Step
-from patient_drip.content.windows import local_day_bounds, next_opening, schedule_into_window, step_due_at
+from patient_drip.content.texting_rules import texting_rules
+from patient_drip.content.windows import (
+    held_reason,
+    local_day_bounds,
+    local_label,
+    next_opening,
+    schedule_into_window,
+    schedule_step,
+    window_for,
+)
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.pauses import paused_channels
 from patient_drip.models import (
@@ -103,8 +115,9 @@ class BatchState:
             for message in queue.step_messages(session, [e.id for e, _ in self.rows], step_ids):
                 self.messages[(message.enrollment_id, message.step_id, message.channel)] = message
         self.paused = paused_channels(session)
-        self._sent_times: dict[int, list[datetime]] | None = None
+        self._sent_times: dict[int, list[tuple[str, datetime]]] | None = None
         self.prepared_for: Counter[int] = Counter()  # new sends per contact in this batch
+        self.texts_prepared_for: Counter[int] = Counter()  # texts (new or retried) per contact in this batch
 
     def message(self, enrollment: Enrollment, step: Step) -> Message | None:
         """The send record of `step` for `enrollment`, or None when there is none yet."""
@@ -122,13 +135,24 @@ class BatchState:
     def sent_today(self, contacts: Iterable[Contact], contact: Contact, now: datetime) -> int:
         """Messages sent to `contact` on its local calendar day, counting this batch's new sends
         (loaded once for all of `contacts`)."""
+        start, end = local_day_bounds(now, contact.timezone)
+        stored = sum(1 for _channel, sent_at in self._recent(contacts, now).get(contact.id, ()) if start <= sent_at < end)
+        return stored + self.prepared_for[contact.id]
+
+    def texts_last_24h(self, contacts: Iterable[Contact], contact: Contact, now: datetime) -> list[datetime]:
+        """When each text to `contact` in the 24 hours up to `now` went, oldest first; this batch's
+        own texts count as sent `now`."""
+        since = now - timedelta(hours=24)
+        times = sorted(sent_at for channel, sent_at in self._recent(contacts, now).get(contact.id, ())
+                       if channel == Channel.SMS and since < sent_at <= now)
+        return times + [now] * self.texts_prepared_for[contact.id]
+
+    def _recent(self, contacts: Iterable[Contact], now: datetime) -> dict[int, list[tuple[str, datetime]]]:
         if self._sent_times is None:
             self._sent_times = defaultdict(list)
-            for contact_id, sent_at in queue.recent_sends(self.session, (c.id for c in contacts), now):
-                self._sent_times[contact_id].append(sent_at)
-        start, end = local_day_bounds(now, contact.timezone)
-        stored = sum(1 for sent_at in self._sent_times.get(contact.id, ()) if start <= sent_at < end)
-        return stored + self.prepared_for[contact.id]
+            for contact_id, channel, sent_at in queue.recent_sends(self.session, (c.id for c in contacts), now):
+                self._sent_times[contact_id].append((channel, sent_at))
+        return self._sent_times
 
 
 def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, now: datetime, *,
@@ -193,37 +217,63 @@ def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, n
     if state.paused.get(step.channel):
         defer(enrollment, now + queue.PAUSE_RECHECK)
         return Outcome.PAUSED
-    window = campaign.send_window
-    if window.applies_to(step.channel):
-        opening = next_opening(now, contact.timezone, window)
-        if opening > now:
-            defer(enrollment, schedule_into_window(now, contact.timezone, window, enrollment.id))
-            return Outcome.DEFERRED
+    window = window_for(campaign, step.channel, contact.phone)
+    if window is not None and next_opening(now, contact.timezone, window) > now:
+        until = schedule_into_window(now, contact.timezone, window, enrollment.id)
+        defer_with_reason(session, enrollment, contact, step, until, now,
+                          held_reason(campaign, step.channel, contact.phone, contact.timezone, now))
+        return Outcome.DEFERRED
     return Ready(enrollment, contact, campaign, step, message)
 
 
 def defer_over_cap(state: BatchState, ready: list[Ready], now: datetime) -> tuple[list[Ready], list[Outcome]]:
-    """Apply each campaign's daily frequency cap to the new sends in `ready` (retries always go).
+    """Apply each campaign's daily frequency cap to the new sends in `ready` (retries always go), and
+    the rolling 24-hour count of the texting law for each number to every text.
 
-    Returns the sends to make and one `DEFERRED` per send held back to the contact's next local
-    day (into the send window where it applies). One query for the whole batch, counting the
-    batch's own sends too."""
+    Returns the sends to make and one `DEFERRED` per send held back: to the contact's next local
+    day (into the send window where it applies) for the cap, until the count allows for the law.
+    One query for the whole batch, counting the batch's own sends too."""
     sendable: list[Ready] = []
     outcomes: list[Outcome] = []
-    contacts = [item.contact for item in ready if item.message is None]
+    contacts = [item.contact for item in ready if item.message is None or item.step.channel == Channel.SMS]
     for item in ready:
         enrollment, contact, campaign, step = item.enrollment, item.contact, item.campaign, item.step
+        if step.channel == Channel.SMS:
+            if _texting_law_hold(state, contacts, item, now) is not None:
+                outcomes.append(Outcome.DEFERRED)
+                continue
         if item.message is None and state.sent_today(contacts, contact, now) >= campaign.frequency_cap_per_day:
             _start, later = local_day_bounds(now, contact.timezone)  # tomorrow, local time
-            if campaign.send_window.applies_to(step.channel):
-                later = schedule_into_window(later, contact.timezone, campaign.send_window, enrollment.id)
+            window = window_for(campaign, step.channel, contact.phone)
+            if window is not None:
+                later = schedule_into_window(later, contact.timezone, window, enrollment.id)
             defer(enrollment, later)
             outcomes.append(Outcome.DEFERRED)
             continue
         if item.message is None:
             state.prepared_for[contact.id] += 1
+        if step.channel == Channel.SMS:
+            state.texts_prepared_for[contact.id] += 1
         sendable.append(item)
     return sendable, outcomes
+
+
+def _texting_law_hold(state: BatchState, contacts: list[Contact], item: Ready, now: datetime) -> datetime | None:
+    """Hold a text back (and return until when) when the law for the contact's number allows at
+    most N texts in a rolling 24 hours and N went already: until the oldest of those is 24 hours
+    old, into the text window. None when it may go."""
+    rule = texting_rules().for_number(item.contact.phone)
+    if rule.max_per_24h is None:
+        return None
+    times = state.texts_last_24h(contacts, item.contact, now)
+    if len(times) < rule.max_per_24h:
+        return None
+    until = times[-rule.max_per_24h] + timedelta(hours=24, seconds=1)
+    window = window_for(item.campaign, Channel.SMS, item.contact.phone)
+    if window is not None:
+        until = schedule_into_window(until, item.contact.timezone, window, item.enrollment.id)
+    defer_with_reason(state.session, item.enrollment, item.contact, item.step, until, now, rule.describe())
+    return until
 
 
 # -- transitions ------------------------------------------------------------------------------------
@@ -235,15 +285,31 @@ def defer(enrollment: Enrollment, until: datetime) -> None:
     enrollment.claimed_by = None
 
 
+def defer_with_reason(session: Session, enrollment: Enrollment, contact: Contact, step: Step, until: datetime,
+                      now: datetime, reason: str) -> None:
+    """`defer`, and say on the contact's timeline which step waits, until when (their local time) and
+    why (quiet hours, or the texting law for their number)."""
+    defer(enrollment, until)
+    add_event(session, EventKind.MESSAGE_DEFERRED, now, contact_id=contact.id, enrollment_id=enrollment.id,
+              step=step.id, channel=step.channel, until=local_label(until, contact.timezone), reason=reason)
+
+
 def advance(session: Session, enrollment: Enrollment, campaign: Campaign, contact: Contact, now: datetime) -> None:
-    """On to the next step (due at its own time), or complete the enrollment after the last."""
+    """On to the next step (due at its own time, with a `message_deferred` event when quiet hours or
+    the texting law moved it), or complete the enrollment after the last."""
     enrollment.step_index += 1
     enrollment.claimed_by = None
-    due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone, enrollment.id)
-    if due is None:
+    scheduled = schedule_step(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone,
+                              enrollment.id, phone=contact.phone)
+    if scheduled is None:
         complete(session, enrollment, now)
-    else:
-        enrollment.next_due_at = due
+        return
+    enrollment.next_due_at = scheduled.due
+    if scheduled.moved_because is not None and scheduled.due > now:
+        step = campaign.steps[enrollment.step_index]
+        add_event(session, EventKind.MESSAGE_DEFERRED, now, contact_id=contact.id, enrollment_id=enrollment.id,
+                  step=step.id, channel=step.channel, until=local_label(scheduled.due, contact.timezone),
+                  reason=scheduled.moved_because)
 
 
 def advance_after_send(session: Session, enrollment: Enrollment, campaigns: dict[str, Campaign],
