@@ -36,7 +36,7 @@ from support.chaos import (
     write_chaos_campaign,
 )
 from support.live import LiveApp, free_port
-from support.builders import add_contact, make_settings
+from support.builders import add_contact, make_settings, midday_zone
 from support.databases import POSTGRES_REACHABLE, make_postgres_database
 from patient_drip.models import Enrollment, EnrollmentStatus, Event, Message, MessageStatus
 from patient_drip.runtime import build_runtime, utcnow
@@ -89,7 +89,7 @@ def test_sigkilled_workers_never_send_twice_and_never_lose_a_message(pg_url, tmp
             now = utcnow()
             for index in range(CONTACTS):
                 add_contact(rt, now, email=f"chaos{index}@example.com", phone=f"+1312555{1000 + index}",
-                            first_name="Pat", campaign="chaos")
+                            first_name="Pat", campaign="chaos", timezone=midday_zone(now))
             expected = CONTACTS * CHAOS_STEPS
 
             pool.start()

@@ -37,7 +37,7 @@ from support.chaos import (
     write_chaos_campaign,
 )
 from support.live import LiveApp, free_port
-from support.builders import add_contact, make_settings
+from support.builders import add_contact, make_settings, midday_zone
 from support.databases import POSTGRES_REACHABLE
 from patient_drip.models import Contact, Enrollment, Message, MessageStatus
 from patient_drip.runtime import build_runtime, utcnow
@@ -155,7 +155,7 @@ def test_postgres_restart_mid_dispatch_workers_reconnect_and_nothing_is_lost_or_
             now = utcnow()
             for index in range(CONTACTS):
                 add_contact(rt, now, email=f"pg{index}@example.com", phone=f"+1312555{4000 + index}",
-                            first_name="Pat", campaign="chaos")
+                            first_name="Pat", campaign="chaos", timezone=midday_zone(now))
             expected = CONTACTS * CHAOS_STEPS
             pool.start()
             # A worker that cannot reach the database while starting up exits (its supervisor
@@ -272,7 +272,7 @@ def test_sqlite_busy_longer_than_the_timeout_is_retried_by_the_next_tick_not_a_c
     rt = build_runtime(settings)
     for index in range(5):
         add_contact(rt, utcnow(), email=f"busy{index}@example.com", phone=f"+1312555{5100 + index}",
-                    campaign="chaos")
+                    campaign="chaos", timezone=midday_zone(utcnow()))
     background = BackgroundScheduler(timezone="UTC")
     try:
         with caplog.at_level(logging.WARNING), Locker(sqlite_url.removeprefix("sqlite:///"), 1.5):

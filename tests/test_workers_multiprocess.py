@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from patient_drip import db
-from support.builders import ROOT, add_contact, make_settings
+from support.builders import ROOT, add_contact, make_settings, midday_zone
 from support.chaos import all_at_once_campaign, provider_env
 from patient_drip.models import Enrollment, EnrollmentStatus, Message, MessageStatus
 from patient_drip.runtime import build_runtime, utcnow
@@ -58,7 +58,7 @@ def test_workers_share_the_queue_without_duplicates_or_leftovers(database_url, m
     now = utcnow()
     for index in range(CONTACTS):
         add_contact(rt, now, email=f"pat{index}@example.com", phone=f"+1312555{5000 + index}", first_name="Pat",
-                    campaign="all-at-once")
+                    campaign="all-at-once", timezone=midday_zone(now))
     env = _worker_env(database_url, campaigns, sandbox)
     workers = [subprocess.Popen([sys.executable, "-c", "from patient_drip.cli import main; main()", "worker"], env=env, cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(WORKERS)]

@@ -47,6 +47,18 @@ class VirtualClock:
         return self.now
 
 
+def midday_zone(now: datetime) -> str:
+    """An IANA zone where it is about noon at `now`: contacts of a test that runs on the real clock
+    get it, so quiet hours and the texting law (never before 8:00 or after 21:00 local) leave their
+    texts alone whatever the hour the suite runs at (Etc/GMT-3 is UTC+3: POSIX inverts the sign)."""
+    offset = 12 - now.hour
+    if offset < -12:
+        offset += 24
+    if offset > 14:
+        offset -= 24
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
     """Settings for the test clinic on `database_url` (never read from the environment or a .env
     file); `overrides` replace any field. The dispatcher runs its default thread pool, as in
