@@ -129,6 +129,7 @@ class EventKind(StrEnum):
 
     # contacts
     CONTACT_CREATED = "contact_created"
+    CONTACT_EDITED = "contact_edited"  # staff corrected name, address, number or zone (field names only)
     CONSULTATION_REQUESTED = "consultation_requested"
     CONSENT_GRANTED = "consent_granted"
     CONSENT_WITHDRAWN = "consent_withdrawn"

@@ -109,6 +109,7 @@ def booked(session: Session, contact: Contact, now: datetime, actor: str, source
 
 EVENT_TITLES = {
     "contact_created": "Contact created",
+    "contact_edited": "Contact details edited",
     "consultation_requested": "Asked for a consultation (web form)",
     "enrolled": "Enrolled",
     "enrollment_ended": "Sequence stopped",

@@ -30,12 +30,14 @@ from patient_drip.web.admin.contact_queries import (
 from patient_drip.contacts.fields import FieldError
 from patient_drip.contacts.changes import ContactNotFound, lookup_contact
 from patient_drip.contacts.consent import consent_wording
+from patient_drip.contacts.edit import ContactEditErrors, edit_contact
 from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, set_paused, usable_channels
 from patient_drip.models import audit
 from patient_drip.models import ConsentMethod, Contact, Enrollment, EnrollmentStatus, Message
 from patient_drip.runtime import Runtime
-from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, client_ip
+from patient_drip.content.windows import local_label
+from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, client_ip, get_now
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -184,6 +186,13 @@ def contact_page(request: Request, contact_id: int, user: StaffUser, session: Re
     return _contact_page(request, user, session, contact_id)
 
 
+def _their_time(request: Request, contact: Contact) -> dict[str, Any]:
+    """The patient's own clock, for staff: their local time now, and a formatter for any moment in it."""
+    now = get_now(request)
+    return {"their_now": local_label(now, contact.timezone),
+            "their_time": lambda moment: local_label(moment, contact.timezone) if moment else ""}
+
+
 def _contact_page(request: Request, user: CurrentUser, session: Session, contact_id: int, error: str = "",
                   status_code: int = 200) -> HTMLResponse:
     rt = _rt(request)
@@ -200,6 +209,7 @@ def _contact_page(request: Request, user: CurrentUser, session: Session, contact
         "wording": consent_wording(rt.settings.policy_dir), "error": error[:300],
         "active": any(e.status in (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED) for e in enrollments),
         "can_reach": {cid: bool(usable_channels(contact, c)) for cid, c in rt.campaigns.items()},
+        **_their_time(request, contact),
     }, user=user, status_code=status_code)
 
 
@@ -266,6 +276,52 @@ def contact_enroll(request: Request, contact_id: int, user: StaffUser, session: 
         return _contact_error(request, user, session, contact_id, str(exc), 409)
     session.commit()
     return redirect(f"/admin/contacts/{contact_id}", "enrolled")
+
+
+# -- edit one contact ---------------------------------------------------------------------------
+
+EDIT_LABELS = {"first_name": "First name", "last_name": "Last name", "email": "Email", "phone": "Mobile number",
+               "timezone": "Time zone"}
+
+
+def _edit_form(request: Request, user: CurrentUser, contact: Contact, values: dict[str, Any],
+               errors: dict[str, str], status_code: int = 200) -> HTMLResponse:
+    return render(request, "admin/contact_edit.html", {"contact": contact, "values": values, "errors": errors,
+                                                       "labels": EDIT_LABELS}, user=user, status_code=status_code)
+
+
+@router.get("/contacts/{contact_id}/edit", response_class=HTMLResponse)
+def contact_edit_form(request: Request, contact_id: int, user: StaffUser, session: ReadSessionDep) -> HTMLResponse:
+    contact = _contact_or_404(session, contact_id)
+    if contact is None:
+        return _not_found(request, user, "This contact")
+    values = {name: getattr(contact, name) or "" for name in EDIT_LABELS}
+    return _edit_form(request, user, contact, values, {})
+
+
+@router.post("/contacts/{contact_id}/edit", response_class=HTMLResponse)
+def contact_edit_submit(request: Request, contact_id: int, user: StaffUser, session: SessionDep, now: NowDep,
+                        first_name: Annotated[str, Form(max_length=400)] = "",
+                        last_name: Annotated[str, Form(max_length=400)] = "",
+                        email: Annotated[str, Form(max_length=400)] = "",
+                        phone: Annotated[str, Form(max_length=400)] = "",
+                        timezone: Annotated[str, Form(max_length=400)] = "") -> Response:
+    contact = _contact_or_404(session, contact_id)
+    if contact is None:
+        return _not_found(request, user, "This contact")
+    values = {"first_name": first_name, "last_name": last_name, "email": email, "phone": phone, "timezone": timezone}
+    rt = _rt(request)
+    try:
+        result = edit_contact(session, contact, values, campaigns=rt.campaigns, suppression_key=rt.suppression_key,
+                              now=now, actor=user.actor)
+    except ContactEditErrors as exc:
+        session.rollback()
+        return _edit_form(request, user, contact, values, exc.errors, 400)
+    session.commit()
+    if not result.changed:
+        return redirect(f"/admin/contacts/{contact_id}", "contact_unchanged")
+    number = "phone" in result.changed and any("new number" in note for note in result.notes)
+    return redirect(f"/admin/contacts/{contact_id}", "contact_updated_number" if number else "contact_updated")
 
 
 # -- messages -----------------------------------------------------------------------------------
