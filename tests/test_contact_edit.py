@@ -170,4 +170,5 @@ def test_edit_page_saves_and_the_contact_page_shows_their_time(staff_client, clo
     assert "Texts stop until the person agrees to texts on the new number." in page.text
     assert re.search(r"Their time now: <strong data-their-now>Mon 2 Mar 16:30 \(Europe/Paris\)</strong>", page.text)
     assert "their time: " in page.text and "(Europe/Paris)" in page.text
-    assert "Contact details edited" in page.text and "fields: [&#39;last_name&#39;, &#39;phone&#39;, &#39;timezone&#39;]" in page.text
+    assert "Contact details edited" in page.text and "fields: last_name, phone, timezone" in page.text
+    assert "Text message consent ended (new number)" in page.text

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from patient_drip.contacts.edit import NUMBER_CHANGED_NOTE
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.enrollment import enroll, mark_booked, unsubscribe
@@ -150,8 +151,8 @@ class TimelineEntry:
 
 def _detail_text(detail: dict[str, Any]) -> str:
     hidden = {"ip", "inbound_id"}
-    return ", ".join(f"{key.replace('_', ' ')}: {value}" for key, value in detail.items()
-                     if key not in hidden and value not in (None, "", [], {}))
+    return ", ".join(f"{key.replace('_', ' ')}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+                     for key, value in detail.items() if key not in hidden and value not in (None, "", [], {}))
 
 
 def timeline(session: Session, contact_id: int, limit: int = 500) -> list[TimelineEntry]:
@@ -182,7 +183,8 @@ def timeline(session: Session, contact_id: int, limit: int = 500) -> list[Timeli
     for record in session.scalars(select(ConsentRecord).where(ConsentRecord.contact_id == contact_id)
                                   .order_by(ConsentRecord.id.desc()).limit(limit)):
         what = "Email" if record.channel == Channel.EMAIL else "Text message"
-        verb = "consent given" if record.action == "granted" else "consent withdrawn (opted out)"
+        verb = ("consent given" if record.action == "granted" else
+                "consent ended (new number)" if record.note == NUMBER_CHANGED_NOTE else "consent withdrawn (opted out)")
         detail = f"method: {record.method.replace('_', ' ')}"
         if record.actor:
             detail += f"; by {record.actor}"
