@@ -208,3 +208,17 @@ def test_staff_see_unmatched_bookings_and_the_dashboard_counts_them(tmp_path, cl
         assert page.status_code == 200
         assert "Not matched</strong>: Jordan Walk · walk-in@example.org" in page.text and "Calendly" in page.text
     rt.close()
+
+
+def test_forgetting_a_person_clears_what_the_scheduler_told_us(live, clock):
+    from patient_drip.contacts.privacy import forget
+    from patient_drip.models import Contact
+
+    rt, web = live
+    contact_id = add_contact(rt, clock.now)
+    for email, uri in (("alex@example.com", "u-1"), ("ALEX@example.com", "u-2")):
+        body = calendly_event("invitee.created", email=email, name="Alex Rivera", uri=uri, at=clock.now)
+        web.post("/webhooks/calendly", content=body, headers=calendly_headers(CALENDLY_KEY, body, clock.now))
+    with rt.sessions() as session, session.begin():
+        forget(session, rt.suppression_key, session.get(Contact, contact_id), clock.now, "test")
+    assert [(b.email, b.phone, b.name, b.contact_id) for b in _bookings(rt)] == [(None, None, "", contact_id)] * 2
