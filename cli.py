@@ -30,9 +30,9 @@ from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import (
     EnrollmentError,
     enroll as enroll_contact,
-    mark_booked,
     unsubscribe as unsubscribe_contact,
 )
+from patient_drip.contacts.bookings import mark_booked
 from patient_drip.contacts.fields import FieldError, ZoneSource
 from patient_drip.logs import configure_logging
 from patient_drip.models import Channel, ConsentMethod, User
@@ -310,7 +310,7 @@ def booked(email: str | None, phone: str | None) -> None:
             contact = lookup_contact(session, email=email, phone=phone)
         except ContactNotFound as exc:
             raise UserError(str(exc)) from None
-        ended = mark_booked(session, contact, utcnow(), CLI_ACTOR, "cli")
+        ended = mark_booked(session, rt.tokens, rt.campaigns, contact, utcnow(), CLI_ACTOR, "cli")
         click.echo(f"contact {contact.id} booked; {ended} sequence{'s' if ended != 1 else ''} ended")
 
 

@@ -137,6 +137,9 @@ class EventKind(StrEnum):
     PAUSED = "paused"  # one enrollment, by staff or because of a possible crisis reply
     RESUMED = "resumed"
     BOOKED = "booked"
+    BOOKING_CANCELLED = "booking_cancelled"  # the scheduler says the consultation was cancelled
+    BOOKING_RESCHEDULED = "booking_rescheduled"
+    NO_SHOW = "no_show"  # the person did not come: staff follow up
     CLICKED = "clicked"
     CHANNEL_BLOCKED = "channel_blocked"  # one contact's channel
     CHANNEL_UNBLOCKED = "channel_unblocked"
@@ -347,6 +350,44 @@ class InboundMessage(Base):
     handled_by: Mapped[str | None] = mapped_column(String(120))
 
     __table_args__ = (Index("ix_inbound_open", "handled_at", "crisis", "received_at"),)
+
+
+class BookingKind(StrEnum):
+    """What a scheduling tool told us about a consultation."""
+
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+    RESCHEDULED = "rescheduled"
+    NO_SHOW = "no_show"
+
+
+class Booking(Base):
+    """One word from a scheduling tool (Calendly, Cal.com, the generic webhook) or from staff, kept
+    whether or not it matched a contact: unknown people are shown to staff, never dropped.
+
+    `message_id` is the one message the booking is attributed to (`attribution` says by which
+    rule); the funnel counts each booking under that message's step only. A scheduler's replay of
+    the same event finds its row by (provider, external_id, kind) and changes nothing."""
+
+    __tablename__ = "booking"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"), index=True)
+    provider: Mapped[str] = mapped_column(String(20))  # calendly, calcom, generic, staff
+    kind: Mapped[str] = mapped_column(String(20))
+    external_id: Mapped[str | None] = mapped_column(String(300))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"), index=True)
+    attribution: Mapped[str] = mapped_column(String(20), default="")  # tracking, last_click, last_message, none
+    campaign_id: Mapped[str | None] = mapped_column(String(100))
+    step_id: Mapped[str | None] = mapped_column(String(100))
+    # What the scheduler gave, for staff to match an unknown person by hand (erased with the contact).
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    starts_at: Mapped[datetime | None]
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (UniqueConstraint("provider", "external_id", "kind", name="uq_booking_event"),)
 
 
 class AuditEntry(Base):

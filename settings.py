@@ -107,6 +107,19 @@ class Settings(BaseSettings):
         SecretStr(""), validation_alias=_env("DRIP_BOOKING_WEBHOOK_SECRET", "booking_webhook_secret"),
         description="Shared secret for HMAC-SHA256 signatures on POST /webhooks/booking",
     )
+    booking_provider: Literal["generic", "calendly", "calcom"] = Field(
+        "generic", validation_alias=_env("DRIP_BOOKING_PROVIDER", "booking_provider"),
+        description="The scheduling tool behind DRIP_BOOKING_URL: how booking links are prefilled and tagged",
+    )
+    calendly_signing_key: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("DRIP_CALENDLY_SIGNING_KEY", "calendly_signing_key"),
+        description="The webhook subscription's signing key: verifies Calendly-Webhook-Signature on "
+                    "POST /webhooks/calendly",
+    )
+    calcom_webhook_secret: SecretStr = Field(
+        SecretStr(""), validation_alias=_env("DRIP_CALCOM_WEBHOOK_SECRET", "calcom_webhook_secret"),
+        description="The Cal.com webhook's secret: verifies X-Cal-Signature-256 on POST /webhooks/calcom",
+    )
     staff_alert_email: str = Field(
         "", validation_alias=_env("DRIP_STAFF_ALERT_EMAIL", "staff_alert_email"),
         description="Where crisis-flagged replies are e-mailed (optional)",

@@ -188,13 +188,6 @@ def unsubscribe(
     return changed
 
 
-def mark_booked(session: Session, contact: Contact, now: datetime, actor: str, source: str) -> int:
-    """The contact booked a consultation: end every sequence with reason `booked`. Returns how many."""
-    add_rows(session, [event_row(EventKind.BOOKED, now, contact.id, source=source),
-                       audit_row(actor, "booked", now, contact.id, source=source)])
-    return end_enrollments(session, contact.id, ExitReason.BOOKED, now, actor)
-
-
 def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: Enrollment, paused: bool,
                now: datetime, actor: str, *, reason: str = "", inbound_id: int | None = None) -> bool:
     """Pause keeps the place in the sequence; resume continues from the next unsent step (not

@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.csv_safe import csv_writer
@@ -19,6 +19,7 @@ from patient_drip.contacts.enrollment import end_enrollments
 from patient_drip.models import audit
 from patient_drip.models import (
     AuditEntry,
+    Booking,
     Channel,
     ConsentRecord,
     Contact,
@@ -82,6 +83,13 @@ def forget(session: Session, suppression_key: str, contact: Contact, now: dateti
         ip_address=None, user_agent=None, note=""))
     session.execute(update(Event).where(Event.contact_id == contact.id).values(detail={}))
     session.execute(update(AuditEntry).where(AuditEntry.contact_id == contact.id).values(detail={}))
+    # What the scheduler told us about them: matched bookings, and unmatched ones with their address.
+    mine = [Booking.contact_id == contact.id]
+    if contact.email:
+        mine.append(func.lower(Booking.email) == contact.email.lower())
+    if contact.phone:
+        mine.append(Booking.phone == contact.phone)
+    session.execute(update(Booking).where(or_(*mine)).values(email=None, phone=None, name="", contact_id=contact.id))
     contact.first_name = ""
     contact.last_name = ""
     contact.email = None

@@ -1,14 +1,18 @@
-"""The funnel per campaign and step: sent → delivered → clicked → booked."""
+"""The funnel per campaign and step: sent → delivered → clicked → booked.
+
+Each booking counts under exactly one step: the message it is attributed to when it was recorded
+(`contacts.bookings.attribute`: the message whose booking link carried our tracking value, else the
+last one clicked before booking, else the last one sent)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
-from patient_drip.models import Enrollment, ExitReason, Message, MessageStatus
+from patient_drip.models import Booking, BookingKind, Enrollment, ExitReason, Message, MessageStatus
 
 SENT_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.BOUNCED, MessageStatus.UNKNOWN,
                  MessageStatus.NEEDS_REVIEW)
@@ -22,7 +26,7 @@ class StepFunnel:
     sent: int
     delivered: int
     clicked: int
-    booked: int  # of those sent this step, how many later booked
+    booked: int  # bookings attributed to this step (each booking to one step only)
     skipped: int
     failed: int
 
@@ -50,15 +54,20 @@ def campaign_summaries(session: Session, campaigns: dict[str, Campaign]) -> list
             func.sum(case((Message.status.in_(SENT_STATUSES), 1), else_=0)),
             func.sum(case((Message.delivered_at.is_not(None), 1), else_=0)),
             func.sum(case((Message.clicked_at.is_not(None), 1), else_=0)),
-            func.sum(case((and_(Enrollment.exit_reason == ExitReason.BOOKED, Message.status.in_(SENT_STATUSES),
-                                Message.sent_at <= Enrollment.ended_at), 1), else_=0)),
             func.sum(case((Message.status == MessageStatus.SKIPPED, 1), else_=0)),
             func.sum(case((Message.status == MessageStatus.FAILED, 1), else_=0)),
         )
-        .join(Enrollment, Enrollment.id == Message.enrollment_id)
         .group_by(Message.campaign_id, Message.step_id, Message.channel)
     ).all()
-    by_step = {(row[0], row[1]): StepFunnel(row[0], row[1], row[2], *(int(v or 0) for v in row[3:])) for row in step_rows}
+    booked = {(campaign_id, step_id): int(count) for campaign_id, step_id, count in session.execute(
+        select(Booking.campaign_id, Booking.step_id, func.count())
+        .where(Booking.kind == str(BookingKind.BOOKED), Booking.step_id.is_not(None))
+        .group_by(Booking.campaign_id, Booking.step_id))}
+    by_step = {}
+    for row in step_rows:
+        sent, delivered, clicked, skipped, failed = (int(v or 0) for v in row[3:])
+        by_step[(row[0], row[1])] = StepFunnel(row[0], row[1], row[2], sent, delivered, clicked,
+                                               booked.get((row[0], row[1]), 0), skipped, failed)
     enrollment_rows = session.execute(
         select(Enrollment.campaign_id, Enrollment.status, Enrollment.exit_reason, func.count())
         .group_by(Enrollment.campaign_id, Enrollment.status, Enrollment.exit_reason)

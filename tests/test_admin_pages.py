@@ -210,10 +210,10 @@ def test_status_filter_uses_enrollments(rt, clock):
     booked_id = add_contact(rt, clock.now, email="b@example.com", phone="+13125550001")
     add_contact(rt, clock.now, email="a@example.com", phone="+13125550002")
     add_contact(rt, clock.now, email="n@example.com", phone="+13125550003", campaign=None)
-    from patient_drip.contacts.enrollment import mark_booked
+    from patient_drip.contacts.bookings import mark_booked
 
     with rt.sessions() as session, session.begin():
-        mark_booked(session, session.get(Contact, booked_id), clock.now, "test", "test")
+        mark_booked(session, rt.tokens, rt.campaigns, session.get(Contact, booked_id), clock.now, "test", "staff")
     with rt.sessions() as session:
         emails = {status: {c.email for c in find_contacts(session, status=status).contacts}
                   for status in ("active", "booked", "not_enrolled")}

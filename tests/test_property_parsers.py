@@ -294,7 +294,7 @@ def test_signed_booking_webhooks_of_any_shape_are_answered_without_a_5xx(payload
     body = json.dumps(payload).encode()
     response = client.post("/webhooks/booking", content=body, headers=booking_headers(SECRET, body, START))
     assert response.status_code in (200, 400, 404), (response.status_code, response.text[:200])
-    assert "error" in response.json() or response.json()["status"] == "booked"
+    assert "error" in response.json() or response.json()["status"] in ("booked", "unmatched")
 
 
 @PROPERTY

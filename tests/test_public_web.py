@@ -139,8 +139,11 @@ def test_booking_link_records_the_click_and_redirects_with_utm_tags(client, rt, 
     assert response.status_code == 302
     target = urlsplit(response.headers["location"])
     assert target.netloc == "book.clinic.test"
+    # A generic scheduler: UTM tags and our tracking value; no prefill (we do not know its names).
     assert parse_qs(target.query) == {"utm_source": ["patient-drip"], "utm_medium": ["email"],
-                                      "utm_campaign": ["ketamine-consult"], "utm_content": ["welcome-email"]}
+                                      "utm_campaign": ["ketamine-consult"], "utm_content": ["welcome-email"],
+                                      "drip": [token]}
+    assert response.headers["referrer-policy"] == "no-referrer"
     assert messages_for(rt, contact_id)[0].clicked_at is not None
     with rt.sessions() as session:
         assert session.scalar(select(func.count(Event.id)).where(Event.kind == "clicked")) == 1

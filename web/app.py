@@ -1,7 +1,7 @@
 """The app factory: `create_app` builds the whole HTTP surface for one runtime.
 
 Middleware (security headers), the static files, the error handlers every route shares, and the
-routers: public pages (`public`), provider and scheduler webhooks (`webhooks`), `/metrics` and the
+routers: public pages (`public`), provider webhooks (`webhooks`), scheduler webhooks (`booking_webhooks`), `/metrics` and the
 staff UI and JSON API (`admin`). Only entry points (the CLI, tests, scripts) import this module; the
 routes take what they share from `deps`.
 """
@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, OperationalError
 
 from patient_drip.runtime import Runtime, utcnow
-from patient_drip.web import admin, metrics, public, webhooks
+from patient_drip.web import admin, booking_webhooks, metrics, public, webhooks
 from patient_drip.web.deps import WEB_DIR
 
 log = logging.getLogger("drip.web")
@@ -87,6 +87,7 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
     app.include_router(public.router)
     if with_admin:
         app.include_router(webhooks.router)
+        app.include_router(booking_webhooks.router)
         app.include_router(metrics.router)
         admin.mount(app, rt)
     return app

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -34,6 +33,7 @@ from patient_drip.contacts.fields import (
     normalize_name,
     normalize_phone,
 )
+from patient_drip.content.booking_links import booking_target
 from patient_drip.content.tokens import BadToken
 from patient_drip.models import (
     Channel,
@@ -101,13 +101,6 @@ async def _read_submission(request: Request) -> tuple[dict[str, Any], bool]:
         return data, True
     form = await request.form()
     return {key: value for key, value in form.items() if isinstance(value, str)}, False
-
-
-def _add_query(url: str, params: dict[str, str]) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query.update(params)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 @router.get("/healthz", tags=["public"])
@@ -240,11 +233,15 @@ def booking_link(token: str, request: Request, session: SessionDep, now: NowDep)
     add_event(session, EventKind.CLICKED, now, contact_id=message.contact_id, message_id=message.id, step=message.step_id,
               channel=message.channel)
     session.commit()
-    target = _add_query(rt.settings.effective_booking_url, {
-        "utm_source": "patient-drip", "utm_medium": message.channel, "utm_campaign": message.campaign_id,
-        "utm_content": message.step_id,
-    })
-    return RedirectResponse(target, status_code=302)
+    contact = session.get(Contact, message.contact_id)
+    known = contact is not None and contact.erased_at is None
+    target = booking_target(rt.settings.effective_booking_url, rt.settings.booking_provider, tracking=token,
+                            channel=message.channel, campaign_id=message.campaign_id, step_id=message.step_id,
+                            name=f"{contact.first_name} {contact.last_name}".strip() if known else "",
+                            email=contact.email if known else None)
+    # The prefilled name and email must not leak on to third parties from the scheduler's page.
+    return RedirectResponse(target, status_code=302, headers={"Referrer-Policy": "no-referrer",
+                                                              "Cache-Control": "no-store"})
 
 
 @router.get("/book-placeholder", response_class=HTMLResponse, include_in_schema=False)

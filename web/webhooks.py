@@ -6,17 +6,13 @@
   everything else kept for staff.
 - `/webhooks/sendgrid/events`: delivered, bounce, spam report, unsubscribe... (ECDSA-signed; with
   no `SENDGRID_WEBHOOK_PUBLIC_KEY` the endpoint refuses everything, in every delivery mode).
-- `/webhooks/booking`: "this contact booked", HMAC-SHA256 of `"{timestamp}.{body}"` with a shared
-  secret; a timestamp more than 5 minutes from our clock is refused (replays).
 
-A forged or unsigned request gets 403 (a missing, stale or future booking timestamp 401) and
-changes nothing.
+The scheduling tools' webhooks (`/webhooks/booking`, `/webhooks/calendly`, `/webhooks/calcom`) are in
+`web/booking_webhooks.py`. A forged or unsigned request gets 403 and changes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -34,9 +30,9 @@ from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
 from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, consent_can_lift, suppress
-from patient_drip.contacts.changes import ContactNotFound, find_contact, lookup_contact
+from patient_drip.contacts.changes import find_contact
 from patient_drip.contacts.consent import ConsentGrant, ever_granted, grant_consent, load_wording
-from patient_drip.contacts.enrollment import mark_booked, pause_for_crisis, unsubscribe
+from patient_drip.contacts.enrollment import pause_for_crisis, unsubscribe
 from patient_drip.contacts.fields import FieldError, normalize_phone
 from patient_drip.dispatch.outcome import move_status_forward
 from patient_drip.models import EventKind, add_event
@@ -58,7 +54,6 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 MAX_WEBHOOK_BYTES = 1024 * 1024
 SENDGRID_MAX_AGE_SECONDS = 600  # a signed batch older than this is a replay
-BOOKING_MAX_SKEW_SECONDS = 300  # a booking call signed further than this from our clock is refused
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 TWILIO_STATUS_MAP = {
@@ -439,71 +434,3 @@ def _stop_email(session: Session, rt: Runtime, contact: Contact | None, reason: 
     block_channel(session, contact, Channel.EMAIL, reason, detail, now, "webhook:sendgrid")
     if suppress_it and contact.email:
         suppress(session, rt.suppression_key, Channel.EMAIL, contact.email, block_text(reason, detail), now)
-
-
-# -- Booking webhook -------------------------------------------------------------------------------
-
-
-def booking_signature(secret: str, timestamp: str, body: bytes) -> str:
-    """The X-Drip-Signature the booking tool sends: ``sha256=`` + hex HMAC-SHA256 with the shared
-    secret over ``f"{timestamp}.{body}"`` (the timestamp is X-Drip-Timestamp, unix seconds)."""
-    return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-
-
-def _booking_timestamp_refusal(timestamp: str, now: datetime) -> str | None:
-    """Why X-Drip-Timestamp is unacceptable (None when it is unix seconds within
-    BOOKING_MAX_SKEW_SECONDS of `now`, either way)."""
-    if not timestamp:
-        return "missing X-Drip-Timestamp"
-    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
-        return "X-Drip-Timestamp must be unix seconds"
-    skew = int(timestamp) - now.timestamp()
-    if skew < -BOOKING_MAX_SKEW_SECONDS:
-        return f"X-Drip-Timestamp is more than {BOOKING_MAX_SKEW_SECONDS // 60} minutes old (replay?)"
-    if skew > BOOKING_MAX_SKEW_SECONDS:
-        return f"X-Drip-Timestamp is more than {BOOKING_MAX_SKEW_SECONDS // 60} minutes in the future"
-    return None
-
-
-@router.post("/booking", summary="A contact booked (X-Drip-Signature: HMAC-SHA256 of X-Drip-Timestamp + '.' + body)")
-async def booking(request: Request) -> Response:
-    rt = _rt(request)
-    secret = rt.settings.booking_webhook_secret.get_secret_value()
-    if not secret:
-        return _forbidden("DRIP_BOOKING_WEBHOOK_SECRET is not configured")
-    raw = await request.body()
-    if len(raw) > 64 * 1024:
-        return JSONResponse({"error": "body too large"}, status_code=413)
-    given = request.headers.get("x-drip-signature", "")
-    if not given:
-        return _forbidden("missing X-Drip-Signature")
-    now = _now(request)
-    timestamp = request.headers.get("x-drip-timestamp", "").strip()
-    stale = _booking_timestamp_refusal(timestamp, now)
-    if stale:
-        log.warning("webhook refused: %s", stale)
-        return JSONResponse({"error": f"unauthorized: {stale}"}, status_code=401)
-    if not hmac.compare_digest(given.strip().encode(), booking_signature(secret, timestamp, raw).encode()):
-        return _forbidden("bad X-Drip-Signature")
-    try:
-        data = _clean_json(json.loads(raw))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return JSONResponse({"error": "body is not JSON"}, status_code=400)
-    if not isinstance(data, dict):
-        return JSONResponse({"error": "body must be a JSON object with email and/or phone"}, status_code=400)
-    email = data.get("email") if isinstance(data.get("email"), str) else None
-    phone = data.get("phone") if isinstance(data.get("phone"), str) else None
-
-    def apply() -> Response:  # database work runs off the event loop
-        with rt.sessions() as session, session.begin():
-            try:
-                contact = lookup_contact(session, email=email, phone=phone)
-            except FieldError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
-            except ContactNotFound:
-                return JSONResponse({"error": "no contact with that email or phone"}, status_code=404)
-            source = str(data.get("source") or "booking webhook")[:64]
-            ended = mark_booked(session, contact, now, "webhook:booking", source)
-        return JSONResponse({"status": "booked", "enrollments_ended": ended})
-
-    return await run_in_threadpool(apply)

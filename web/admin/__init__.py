@@ -23,6 +23,7 @@ from patient_drip.web.admin import (
     account,
     api_v1,
     auth,
+    bookings,
     campaigns,
     contacts,
     dashboard,
@@ -81,7 +82,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
     for module in (auth, dashboard, contacts, imports, replies, templates_editor, campaigns, users_admin,
-                   settings_pages, account):
+                   settings_pages, account, bookings):
         app.include_router(module.router)
     app.include_router(api_v1.router)
     api_v1.customize_openapi(app)

@@ -361,11 +361,12 @@ def unsubscribe_api(request: Request, contact_id: int, body: UnsubscribeIn, sess
 
 @router.post("/contacts/{contact_id}/booked", response_model=BookedOut,
              summary="The contact booked: stop every sequence", responses={404: NotFound})
-def booked_api(contact_id: int, session: SessionDep, user: ApiStaff, now: NowDep) -> BookedOut | JSONResponse:
+def booked_api(request: Request, contact_id: int, session: SessionDep, user: ApiStaff,
+               now: NowDep) -> BookedOut | JSONResponse:
     contact = _get_contact(session, contact_id)
     if contact is None:
         return _missing()
-    ended = booked(session, contact, now, _actor(user), source="api")
+    ended = booked(session, _rt(request), contact, now, _actor(user), source="api")
     session.commit()
     return BookedOut(ended_enrollments=ended, contact=_contact_out(session, contact))
 

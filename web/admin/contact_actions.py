@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.edit import NUMBER_CHANGED_NOTE
 from patient_drip.contacts.changes import parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
-from patient_drip.contacts.enrollment import enroll, mark_booked, unsubscribe
+from patient_drip.contacts.bookings import mark_booked
+from patient_drip.contacts.enrollment import enroll, unsubscribe
 from patient_drip.contacts.fields import FieldError, ZoneSource
 from patient_drip.models import Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime
@@ -102,8 +103,8 @@ def unsubscribe_contact(session: Session, rt: Runtime, contact: Contact, choice:
                                         actor)]
 
 
-def booked(session: Session, contact: Contact, now: datetime, actor: str, source: str) -> int:
-    return mark_booked(session, contact, now, actor, source)
+def booked(session: Session, rt: Runtime, contact: Contact, now: datetime, actor: str, source: str) -> int:
+    return mark_booked(session, rt.tokens, rt.campaigns, contact, now, actor, source)
 
 
 # -- the timeline -------------------------------------------------------------------------------

@@ -238,7 +238,7 @@ def contact_booked(request: Request, contact_id: int, user: StaffUser, session: 
     contact = _contact_or_404(session, contact_id)
     if contact is None:
         return _not_found(request, user, "This contact")
-    mark_contact_booked(session, contact, now, user.actor, source="staff")
+    mark_contact_booked(session, _rt(request), contact, now, user.actor, source="staff")
     session.commit()
     return redirect(f"/admin/contacts/{contact_id}", "booked")
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from patient_drip.web.admin.auth import AnyUser
 from patient_drip.web.admin.common import clinic_zone, render
 from patient_drip.dispatch.pauses import paused_channels
-from patient_drip.models import InboundMessage, Message
+from patient_drip.models import Booking, InboundMessage, Message
 from patient_drip.runtime import Runtime
 from patient_drip.dispatch.funnel import SENT_STATUSES, CampaignSummary, campaign_summaries
 from patient_drip.web.deps import NowDep, ReadSessionDep, read_session
@@ -129,6 +129,8 @@ def dashboard(request: Request, user: AnyUser, session: ReadSessionDep, now: Now
         "sent_week": sent_since(week),
         "replies_waiting": int(session.scalar(open_replies) or 0),
         "crisis_open": int(session.scalar(open_replies.where(InboundMessage.crisis.is_(True))) or 0),
+        "bookings_unmatched": int(session.scalar(select(func.count(Booking.id)).where(Booking.contact_id.is_(None)))
+                                  or 0),
         "paused": paused_channels(session),
         "charts": charts,
         "bar_width": BAR_WIDTH,

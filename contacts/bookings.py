@@ -1,0 +1,200 @@
+"""Bookings: what a scheduling tool (Calendly, Cal.com, the generic webhook) or staff say about a
+person's consultation, as one rule every entry point calls.
+
+`record_booking` takes a `BookingNotice` (already verified and parsed by the entry point) and ends
+in exactly one of these ways (`BookingResult.status`):
+
+- `duplicate` — the scheduler sent this event before (same provider, external id and kind):
+  nothing changes, so a retried or replayed call is harmless;
+- `unmatched` — no contact has the tracking token's message, the email or the phone: the notice is
+  kept (with what the scheduler told us) for staff to match, never dropped;
+- `booked` — every sequence of the person ends as booked, and the booking is attributed to one
+  message (`attribute`): the one whose link carried our tracking token, else the last clicked before
+  the booking, else the last sent;
+- `rescheduled` — still booked: recorded, nothing re-opens;
+- `cancelled` — a cancellation without a new booking re-opens the sequences that ended because of
+  the booking, at their next unsent step (due now, inside the send window);
+- `no_show` — recorded with an event staff see on the timeline and the bookings page.
+
+May import `models`, `contacts.enrollment`, `contacts.fields`, `contacts.records`, `content`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from patient_drip.contacts.enrollment import end_enrollments
+from patient_drip.contacts.fields import FieldError, normalize_email, normalize_phone
+from patient_drip.contacts.records import add_rows, audit_row, event_row
+from patient_drip.content.campaign import Campaign
+from patient_drip.content.tokens import BadToken, LinkTokens
+from patient_drip.content.windows import step_due_at
+from patient_drip.models import (
+    Booking,
+    BookingKind,
+    Contact,
+    Enrollment,
+    EnrollmentStatus,
+    EventKind,
+    ExitReason,
+    Message,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BookingNotice:
+    """One verified word from a scheduler (or staff). `tracking` is our signed booking-link token as
+    the scheduler carried it back; `contact_id` is set when staff act on a known contact."""
+
+    provider: str
+    kind: BookingKind
+    external_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    name: str = ""
+    tracking: str | None = None
+    starts_at: datetime | None = None
+    contact_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BookingResult:
+    status: str  # duplicate, unmatched, booked, rescheduled, cancelled, no_show
+    contact_id: int | None = None
+    enrollments_changed: int = 0
+    booking_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    message: Message | None
+    rule: str  # tracking, last_click, last_message, none
+
+
+def _tracked_message(session: Session, tokens: LinkTokens, tracking: str | None) -> Message | None:
+    if not tracking:
+        return None
+    try:
+        return session.get(Message, tokens.read_booking(tracking.strip()))
+    except BadToken:
+        return None  # a token the person edited, or another installation's: match by address instead
+
+
+def find_booker(session: Session, notice: BookingNotice, tracked: Message | None) -> Contact | None:
+    """Who booked: the contact of the message our tracking token names, else the one with the email,
+    else the one with the phone. Erased contacts are never matched."""
+    candidates: list[Contact | None] = []
+    if notice.contact_id is not None:
+        candidates.append(session.get(Contact, notice.contact_id))
+    if tracked is not None:
+        candidates.append(session.get(Contact, tracked.contact_id))
+    for value, normalise, column in ((notice.email, normalize_email, Contact.email),
+                                     (notice.phone, normalize_phone, Contact.phone)):
+        if value:
+            try:
+                candidates.append(session.scalar(select(Contact).where(column == normalise(value))))
+            except FieldError:
+                continue
+    return next((c for c in candidates if c is not None and c.erased_at is None), None)
+
+
+def attribute(session: Session, contact: Contact, tracked: Message | None, now: datetime) -> Attribution:
+    """The one message a booking is credited to (see the module docstring for the order)."""
+    if tracked is not None and tracked.contact_id == contact.id:
+        return Attribution(tracked, "tracking")
+    clicked = session.scalar(select(Message).where(
+        Message.contact_id == contact.id, Message.clicked_at.is_not(None), Message.clicked_at <= now)
+        .order_by(Message.clicked_at.desc(), Message.id.desc()).limit(1))
+    if clicked is not None:
+        return Attribution(clicked, "last_click")
+    sent = session.scalar(select(Message).where(
+        Message.contact_id == contact.id, Message.sent_at.is_not(None), Message.sent_at <= now)
+        .order_by(Message.sent_at.desc(), Message.id.desc()).limit(1))
+    return Attribution(sent, "last_message" if sent is not None else "none")
+
+
+def reopen_after_cancel(session: Session, contact: Contact, campaigns: Mapping[str, Campaign], now: datetime,
+                        actor: str) -> int:
+    """Re-open the sequences the booking ended, at their next unsent step (due now or when the send
+    window opens). A sequence that had no step left stays finished. Returns how many re-opened."""
+    reopened = 0
+    for enrollment in session.scalars(select(Enrollment).where(
+            Enrollment.contact_id == contact.id, Enrollment.status == EnrollmentStatus.EXITED,
+            Enrollment.exit_reason == ExitReason.BOOKED)):
+        campaign = campaigns.get(enrollment.campaign_id)
+        if campaign is None or enrollment.step_index >= len(campaign.steps):
+            continue
+        due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone, enrollment.id,
+                          phone=contact.phone)
+        enrollment.status = EnrollmentStatus.ACTIVE
+        enrollment.exit_reason = None
+        enrollment.ended_at = None
+        enrollment.claimed_by = None
+        enrollment.next_due_at = max(due, now) if due is not None else now
+        add_rows(session, [event_row(EventKind.RESUMED, now, contact.id, enrollment.id,
+                                     reason="booking cancelled: the sequence continues", actor=actor)])
+        reopened += 1
+    return reopened
+
+
+def _duplicate(session: Session, notice: BookingNotice) -> bool:
+    if not notice.external_id:
+        return False
+    return session.scalar(select(Booking.id).where(
+        Booking.provider == notice.provider, Booking.external_id == notice.external_id,
+        Booking.kind == str(notice.kind))) is not None
+
+
+def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str, Campaign], notice: BookingNotice,
+                   now: datetime, actor: str) -> BookingResult:
+    """Apply one booking notice (the module docstring lists every ending)."""
+    if _duplicate(session, notice):
+        return BookingResult("duplicate")
+    tracked = _tracked_message(session, tokens, notice.tracking)
+    contact = find_booker(session, notice, tracked)
+    row = Booking(provider=notice.provider, kind=str(notice.kind), external_id=notice.external_id,
+                  email=(notice.email or "")[:320] or None, phone=(notice.phone or "")[:20] or None,
+                  name=notice.name[:200], starts_at=notice.starts_at, received_at=now,
+                  contact_id=contact.id if contact else None)
+    status = "unmatched" if contact is None else str(notice.kind)
+    changed = 0
+    if contact is not None:
+        if notice.kind == BookingKind.BOOKED:
+            credit = attribute(session, contact, tracked, now)
+            row.attribution = credit.rule
+            if credit.message is not None:
+                row.message_id, row.campaign_id, row.step_id = (credit.message.id, credit.message.campaign_id,
+                                                                credit.message.step_id)
+            changed = end_enrollments(session, contact.id, ExitReason.BOOKED, now, actor)
+        elif notice.kind == BookingKind.CANCELLED:
+            changed = reopen_after_cancel(session, contact, campaigns, now, actor)
+        kind_event = {BookingKind.BOOKED: EventKind.BOOKED, BookingKind.CANCELLED: EventKind.BOOKING_CANCELLED,
+                      BookingKind.RESCHEDULED: EventKind.BOOKING_RESCHEDULED,
+                      BookingKind.NO_SHOW: EventKind.NO_SHOW}[notice.kind]
+        detail = {"source": notice.provider}
+        if row.step_id:
+            detail |= {"step": row.step_id, "attributed_by": row.attribution}
+        add_rows(session, [event_row(kind_event, now, contact.id, **detail),
+                           audit_row(actor, str(kind_event), now, contact.id, **detail)])
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:  # the same event, arriving twice at once: the first one counts
+        return BookingResult("duplicate")
+    return BookingResult(status, contact.id if contact else None, changed, row.id)
+
+
+def mark_booked(session: Session, tokens: LinkTokens, campaigns: Mapping[str, Campaign], contact: Contact,
+                now: datetime, actor: str, source: str) -> int:
+    """Staff (or the CLI) say this contact booked: the same rule as a scheduler's notice. Returns how
+    many sequences ended."""
+    result = record_booking(session, tokens, campaigns, BookingNotice(provider=source[:20] or "staff",
+                                                                      kind=BookingKind.BOOKED,
+                                                                      contact_id=contact.id), now, actor)
+    return result.enrollments_changed
