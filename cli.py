@@ -326,8 +326,9 @@ def consent() -> None:
               help="json (with the current state) or csv (one row per record).")
 @friendly
 def consent_export(email: str | None, phone: str | None, fmt: str) -> None:
-    """Print a contact's full consent history."""
+    """Print a contact's full consent history (the export is recorded in the audit log)."""
     from patient_drip.contacts.privacy import consent_history, consent_history_csv, consent_history_json
+    from patient_drip.contacts.read_audit import ReadKind, audit_read
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session:
@@ -336,6 +337,9 @@ def consent_export(email: str | None, phone: str | None, fmt: str) -> None:
         except ContactNotFound as exc:
             raise UserError(str(exc)) from None
         history = consent_history(session, contact)
+        audit_read(session, CLI_ACTOR, ReadKind.CONSENT_EXPORTED, utcnow(), count=len(history["records"]),
+                   contact_id=contact.id, what=f"format={fmt}")
+        session.commit()  # recorded before anything is printed
     click.echo(consent_history_json(history) if fmt == "json" else consent_history_csv(history), nl=fmt == "json")
 
 

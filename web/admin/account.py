@@ -47,12 +47,14 @@ def token_create(request: Request, user: AnyUser, session: SessionDep, now: NowD
                  scopes: Annotated[list[str] | None, Form()] = None,
                  days: Annotated[str, Form(max_length=6)] = "") -> HTMLResponse:
     chosen = scopes or []
-    # Not a number: -1, which the service refuses as "not one of the choices" (a field error, not a 422).
-    lifetime = int(days) if days.isascii() and days.isdigit() else -1
+    max_days = request.app.state.rt.settings.api_token_max_days
+    # Left out (a script): the default lifetime. Not a number: -1, which the service refuses as "not
+    # one of the choices" (a field error on the form, not a 422).
+    lifetime = default_expiry(max_days) if not days else int(days) if days.isascii() and days.isdigit() else -1
     values = {"name": name, "scopes": chosen, "days": lifetime}
     try:
         token = create_api_token(session, user.id, name, chosen, lifetime, now, user.actor,
-                                 max_days=request.app.state.rt.settings.api_token_max_days)
+                                 max_days=max_days)
     except FieldError as exc:
         session.rollback()
         return _page(request, user, session, errors={exc.field: exc.message}, values=values, status_code=400)
