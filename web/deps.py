@@ -214,6 +214,8 @@ def record_read(request: Request, user: CurrentUser, kind: ReadKind, now: dateti
     """Audit one read of patient data through `contacts.read_audit.audit_read`, in its own short
     write transaction: the pages that read use a DEFERRED read session, which must not write (on
     SQLite, turning a read transaction into a write can fail when another writer went first)."""
+    # Through a token the actor is "email (api)", as the API's changes are recorded.
+    actor = f"{user.actor} (api)" if user.via_api else user.actor
     with get_runtime(request).sessions() as session:
-        audit_read(session, user.actor, kind, now, count=count, contact_id=contact_id, what=what)
+        audit_read(session, actor, kind, now, count=count, contact_id=contact_id, what=what)
         session.commit()
