@@ -459,8 +459,8 @@ def _change_user(email: str, change: Callable[[Session, User, datetime], object]
 @click.argument("email")
 @friendly
 def users_disable(email: str) -> None:
-    """Disable a staff user (they can no longer sign in; API tokens stop working). The last active
-    admin cannot be disabled."""
+    """Disable a staff user (they can no longer sign in; their API tokens are revoked, and enabling
+    them again revives none). The last active admin cannot be disabled."""
     from patient_drip.accounts.users import disable_user
 
     user = _change_user(email, lambda session, user, now: disable_user(session, user, now, CLI_ACTOR))
@@ -483,7 +483,8 @@ def users_enable(email: str) -> None:
 @click.argument("role", type=click.Choice(["admin", "staff", "marketing", "clinician"]))
 @friendly
 def users_role(email: str, role: str) -> None:
-    """Give a staff user another role (the last active admin cannot be demoted)."""
+    """Give a staff user another role; their API tokens are revoked (the last active admin cannot be
+    demoted)."""
     from patient_drip.accounts.users import change_role
 
     user = _change_user(email, lambda session, user, now: change_role(session, user, role, now, CLI_ACTOR))
@@ -496,7 +497,7 @@ def users_role(email: str, role: str) -> None:
               help="New password (min. 10 characters); generated and printed when omitted.")
 @friendly
 def users_reset_password(email: str, password: str | None) -> None:
-    """Set a new password for a staff user."""
+    """Set a new password for a staff user; their sessions end and their API tokens are revoked."""
     from patient_drip.accounts.users import generate_password, reset_password
 
     chosen = password or generate_password()
