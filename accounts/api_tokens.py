@@ -108,7 +108,8 @@ def create_api_token(session: Session, user_id: int, name: str, scopes: Iterable
         raise FieldError("scopes", "Choose at least one scope.")
     unknown = sorted(wanted - {s.value for s in Scope})
     if unknown:
-        raise FieldError("scopes", f"{', '.join(unknown)} is not a scope.")
+        # Named back to the person, cut short: the form field is theirs to fill with anything.
+        raise FieldError("scopes", f"{', '.join(name[:40] for name in unknown[:3])} is not a scope.")
     chosen = {Scope(s) for s in wanted}
     beyond = sorted(s.value for s in chosen - scopes_for_role(owner.role))
     if beyond:

@@ -160,3 +160,14 @@ def test_migration_0007_keeps_old_tokens_at_their_roles_power_with_an_expiry(emp
     assert rows[1].revoked_at is None and rows[2].revoked_at is None
     assert rows[3].revoked_at is not None and rows[3].revoked_reason == "account disabled"
     assert all(r.expires_at is not None for r in rows.values())
+
+
+def test_made_up_scopes_are_refused_on_the_form_not_stored(client, srt, clock):
+    csrf = sign_in_as(client, srt, add_user(srt, "admin"), clock.now)
+    for scopes in (["contacts:delete"], ["admin", "metrics"], ["x" * 5000], []):
+        refused = client.post("/admin/account/tokens", data={"name": "odd", "scopes": scopes, "csrf_token": csrf})
+        assert refused.status_code == 400 and 'id="new-token"' not in refused.text, scopes
+        assert ("is not a scope" in refused.text) if scopes else ("Choose at least one scope." in refused.text)
+        assert "x" * 41 not in refused.text
+    with srt.sessions() as session:
+        assert session.scalar(select(ApiToken)) is None
