@@ -326,8 +326,9 @@ def consent() -> None:
               help="json (with the current state) or csv (one row per record).")
 @friendly
 def consent_export(email: str | None, phone: str | None, fmt: str) -> None:
-    """Print a contact's full consent history."""
+    """Print a contact's full consent history (the export is recorded in the audit log)."""
     from patient_drip.contacts.privacy import consent_history, consent_history_csv, consent_history_json
+    from patient_drip.contacts.read_audit import ReadKind, audit_read
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session:
@@ -336,6 +337,9 @@ def consent_export(email: str | None, phone: str | None, fmt: str) -> None:
         except ContactNotFound as exc:
             raise UserError(str(exc)) from None
         history = consent_history(session, contact)
+        audit_read(session, CLI_ACTOR, ReadKind.CONSENT_EXPORTED, utcnow(), count=len(history["records"]),
+                   contact_id=contact.id, what=f"format={fmt}")
+        session.commit()  # recorded before anything is printed
     click.echo(consent_history_json(history) if fmt == "json" else consent_history_csv(history), nl=fmt == "json")
 
 
@@ -455,8 +459,8 @@ def _change_user(email: str, change: Callable[[Session, User, datetime], object]
 @click.argument("email")
 @friendly
 def users_disable(email: str) -> None:
-    """Disable a staff user (they can no longer sign in; API tokens stop working). The last active
-    admin cannot be disabled."""
+    """Disable a staff user (they can no longer sign in; their API tokens are revoked, and enabling
+    them again revives none). The last active admin cannot be disabled."""
     from patient_drip.accounts.users import disable_user
 
     user = _change_user(email, lambda session, user, now: disable_user(session, user, now, CLI_ACTOR))
@@ -479,7 +483,8 @@ def users_enable(email: str) -> None:
 @click.argument("role", type=click.Choice(["admin", "staff", "marketing", "clinician"]))
 @friendly
 def users_role(email: str, role: str) -> None:
-    """Give a staff user another role (the last active admin cannot be demoted)."""
+    """Give a staff user another role; their API tokens are revoked (the last active admin cannot be
+    demoted)."""
     from patient_drip.accounts.users import change_role
 
     user = _change_user(email, lambda session, user, now: change_role(session, user, role, now, CLI_ACTOR))
@@ -492,7 +497,7 @@ def users_role(email: str, role: str) -> None:
               help="New password (min. 10 characters); generated and printed when omitted.")
 @friendly
 def users_reset_password(email: str, password: str | None) -> None:
-    """Set a new password for a staff user."""
+    """Set a new password for a staff user; their sessions end and their API tokens are revoked."""
     from patient_drip.accounts.users import generate_password, reset_password
 
     chosen = password or generate_password()

@@ -391,9 +391,15 @@ class Booking(Base):
 
 
 class AuditEntry(Base):
-    """Append-only record of every action that changes what a contact receives."""
+    """Append-only record of every action that changes what a contact receives, and of every read
+    of patient data (`contacts.read_audit`). The audit page filters by actor, action and date and
+    pages by id: the two composite indexes serve the first two, `created_at`'s the third."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_actor_id", "actor", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     actor: Mapped[str] = mapped_column(String(120))
@@ -458,7 +464,9 @@ class TemplateVersion(Base):
 
 
 class ApiToken(Base):
-    """Per-user token for the JSON API; only its SHA-256 is stored."""
+    """Per-user token for the JSON API; only its SHA-256 is stored. It opens the routes of its
+    `scopes` (space-separated, see `accounts.scopes`) that its user's role allows, until `expires_at`
+    or `revoked_at`."""
 
     __tablename__ = "api_token"
 
@@ -466,9 +474,12 @@ class ApiToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(60))
 
 
 class RateBucket(Base):

@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     provider_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=_env("DRIP_PROVIDER_TIMEOUT", "provider_timeout_seconds")
     )
+    api_token_max_days: int = Field(
+        365, ge=1, le=3650, validation_alias=_env("DRIP_API_TOKEN_MAX_DAYS", "api_token_max_days"),
+        description="Longest lifetime, in days, a staff API token may be given (1-3650)",
+    )
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("DRIP_LOG_FORMAT", "log_format"))
     log_level: str = Field("INFO", validation_alias=_env("DRIP_LOG_LEVEL", "log_level"))
 

@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from patient_drip.accounts.api_tokens import RevokeReason, revoke_user_tokens
 from patient_drip.accounts.sessions import end_all_sessions
 from patient_drip.contacts.fields import FieldError, normalize_email
 from patient_drip.models import User, audit
@@ -113,6 +114,7 @@ def change_role(session: Session, user: User, role: str, now: datetime, actor: s
         raise AccountError(f"{user.email} is the last active admin; make someone else an admin first")
     previous = user.role
     user.role = new_role
+    revoke_user_tokens(session, user.id, now, RevokeReason.ROLE_CHANGED, actor)  # minted under the old role
     audit(session, actor, "user_role_changed", now, user=user.email, role=str(new_role), previous=previous)
     return True
 
@@ -128,6 +130,7 @@ def disable_user(session: Session, user: User, now: datetime, actor: str, *, act
         return False
     user.disabled = True
     end_all_sessions(session, user.id, now)
+    revoke_user_tokens(session, user.id, now, RevokeReason.DISABLED, actor)  # re-enabling revives none
     audit(session, actor, "user_disabled", now, user=user.email)
     return True
 
@@ -148,6 +151,7 @@ def reset_password(session: Session, user: User, now: datetime, actor: str, pass
     _check_password(chosen)
     user.password_hash = hash_password(chosen)
     end_all_sessions(session, user.id, now)  # whoever held the old password is signed out everywhere
+    revoke_user_tokens(session, user.id, now, RevokeReason.PASSWORD_RESET, actor)  # ... and loses its tokens
     audit(session, actor, "user_password_reset", now, user=user.email)
     return chosen
 
@@ -164,4 +168,5 @@ def change_own_password(session: Session, user: User, current: str, new: str, co
         raise FieldError("confirm", "The two new passwords are not the same.")
     user.password_hash = hash_password(new)
     end_all_sessions(session, user.id, now)
+    revoke_user_tokens(session, user.id, now, RevokeReason.PASSWORD_CHANGED, actor)
     audit(session, actor, "password_changed", now)

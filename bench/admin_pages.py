@@ -13,6 +13,8 @@ What it does:
    computes the funnel over every message; later ones use the one-minute cache, so both are
    shown), the contacts list (first page and a page deep in the table), searches (last-name
    prefix, email prefix, phone, status filter), one contact's page, and the API search.
+   Then the audit log (three reads per contact were inserted) unfiltered and filtered by person,
+   kind and a date range.
 4. Prints a table: median, 95th percentile and max in milliseconds, plus rows returned.
 """
 
@@ -43,6 +45,7 @@ LAST_NAMES = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Mille
               "Okafor", "Kowalski", "Novak", "Schmidt", "Rossi", "Silva", "Kim", "Park", "Chen", "Wang", "Patel"]
 FIRST_NAMES = ["Alex", "Sam", "Jordan", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Avery", "Quinn", "Dana",
                "Chris", "Pat", "Robin", "Maria", "James", "Linda", "Michael", "Sarah", "David", "Emma", "Noah"]
+READ_KINDS = ("contact_viewed", "message_viewed", "contacts_listed", "replies_viewed")
 STEPS = [("welcome-email", "email"), ("welcome-sms", "sms"), ("stress-brain-email", "email"),
          ("checkin-sms", "sms"), ("how-it-works-email", "email"), ("results-email", "email"),
          ("reminder-sms", "sms"), ("consult-email", "email")]
@@ -85,7 +88,7 @@ def build_database(path: Path, contacts: int, seed: int) -> dict[str, object]:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=OFF")
     started = time.perf_counter()
-    contact_rows, consent_rows, enrollment_rows, message_rows, event_rows = [], [], [], [], []
+    contact_rows, consent_rows, enrollment_rows, message_rows, event_rows, audit_rows = [], [], [], [], [], []
     message_id = 0
     for contact_id in range(1, contacts + 1):
         created = now - timedelta(days=30) + timedelta(seconds=contact_id * 25 / max(contacts, 1) * 86400 / 25)
@@ -128,6 +131,11 @@ def build_database(path: Path, contacts: int, seed: int) -> dict[str, object]:
                 "<p>bench</p>" if channel == "email" else None, f"{channel}/bench", "1", "outbox", None, 1, None,
                 None, naive(sent), naive(sent), naive(sent), delivered, clicked, naive(sent)))
             event_rows.append((contact_id, contact_id, message_id, "message_sent", "{}", naive(sent)))
+        # Three reads per contact by 20 staff over the 30 days: the audit page's filters at scale.
+        for _ in range(3):
+            read_at = created + timedelta(hours=rng.randint(0, 24 * 30))
+            audit_rows.append((f"staff{rng.randint(1, 20)}@clinic.example", rng.choice(READ_KINDS), contact_id,
+                               '{"rows": 1}', naive(min(read_at, now))))
     connection.executemany(
         "INSERT INTO contact (id, first_name, last_name, email, phone, timezone, source, email_consent, sms_consent,"
         " email_blocked, sms_blocked, preferred_channel, created_at, updated_at, erased_at)"
@@ -146,6 +154,8 @@ def build_database(path: Path, contacts: int, seed: int) -> dict[str, object]:
     connection.executemany(
         "INSERT INTO event (contact_id, enrollment_id, message_id, kind, detail, occurred_at) VALUES (?,?,?,?,?,?)",
         event_rows)
+    connection.executemany("INSERT INTO audit_log (actor, action, contact_id, detail, created_at) VALUES (?,?,?,?,?)",
+                           audit_rows)
     connection.commit()
     connection.execute("ANALYZE")
     connection.commit()
@@ -186,13 +196,15 @@ def sign_in(client: httpx.Client) -> None:
 def api_token(client: httpx.Client) -> str:
     account = client.get("/admin/account")
     csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', account.text).group(1)  # type: ignore[union-attr]
-    page = client.post("/admin/account/tokens", data={"name": "bench", "csrf_token": csrf})
+    page = client.post("/admin/account/tokens", data={"name": "bench", "scopes": ["contacts:read"], "csrf_token": csrf})
     return re.search(r'id="new-token">([^<]+)<', page.text).group(1)  # type: ignore[union-attr]
 
 
 def rows_in(response: httpx.Response) -> str:
     if response.headers.get("content-type", "").startswith("application/json"):
         return str(len(response.json().get("items", [])))
+    if '<table id="audit">' in response.text:
+        return str(response.text.count('<td class="nowrap">'))
     count = len(re.findall(r'<th scope="row"><a href="/admin/contacts/\d+"', response.text))
     return str(count) if count else ""
 
@@ -234,6 +246,7 @@ def main() -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             sign_in(client)
             headers = {"Authorization": f"Bearer {api_token(client)}"}
+            now = datetime.now(timezone.utc)
             middle = args.contacts // 2
             sample_contact = args.contacts // 3
             pages = [
@@ -249,6 +262,13 @@ def main() -> None:
                 ("search 'Smi' + status=booked", "/admin/contacts?q=Smi&status=booked", None),
                 ("contact page (timeline)", f"/admin/contacts/{sample_contact}", None),
                 ("API GET /api/v1/contacts?q=Smi", "/api/v1/contacts?q=Smi", headers),
+                ("audit log, first page", "/admin/audit", None),
+                ("audit: who=staff7", "/admin/audit?who=staff7%40clinic.example", None),
+                ("audit: kind=contact_viewed", "/admin/audit?kind=contact_viewed", None),
+                ("audit: who + kind + 3 days", f"/admin/audit?who=staff7%40clinic.example&kind=message_viewed"
+                                               f"&since={(now - timedelta(days=12)).date()}"
+                                               f"&until={(now - timedelta(days=10)).date()}", None),
+                ("audit: a rare action (no match)", "/admin/audit?kind=user_disabled", None),
             ]
             results = []
             for label, url, extra in pages:

@@ -199,7 +199,8 @@ def test_state_changing_form_without_csrf_token_is_refused_and_changes_nothing(c
 def test_csrf_token_is_accepted_from_the_header_for_scripts(client, srt, clock):
     user = add_user(srt, "admin")
     csrf = sign_in_as(client, srt, user, clock.now)
-    response = client.post("/admin/account/tokens", data={"name": "ok"}, headers={"X-CSRF-Token": csrf})
+    response = client.post("/admin/account/tokens", data={"name": "ok", "scopes": "metrics"},
+                           headers={"X-CSRF-Token": csrf})
     assert response.status_code == 200 and "drip_" in response.text
 
 

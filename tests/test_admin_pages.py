@@ -688,7 +688,8 @@ def test_api_token_is_shown_once_and_stored_only_as_its_hash(client, srt, clock)
     import hashlib
 
     csrf = signed_in(client, srt, "staff", clock)
-    page = client.post("/admin/account/tokens", data={"name": "booking system", "csrf_token": csrf}).text
+    page = client.post("/admin/account/tokens", data={"name": "booking system", "scopes": ["contacts:read"],
+                                                       "csrf_token": csrf}).text
     token = re.search(r'id="new-token">([^<]+)<', page).group(1)
     with srt.sessions() as session:
         row = session.scalar(select(ApiToken))

@@ -356,13 +356,14 @@ def test_the_audit_page_filters_by_contact_or_ignores_what_is_no_id(art, web, cl
 def test_api_tokens_are_made_limited_and_revoked_through_the_accounts_service(art, web, clock):
     staff = add_user(art, "staff", "desk@clinic.test")
     csrf = sign_in_as(web, art, staff, clock.now)
-    made = web.post("/admin/account/tokens", data={"name": "  front   desk ", "csrf_token": csrf})
+    made = web.post("/admin/account/tokens", data={"name": "  front   desk ", "scopes": ["contacts:read"],
+                                                   "csrf_token": csrf})
     token = re.search(r"drip_[A-Za-z0-9_-]{43}", made.text)
     assert made.status_code == 200 and token is not None
     assert web.get("/api/v1/contacts", headers={"Authorization": f"Bearer {token.group(0)}"}).status_code == 200
     for _ in range(19):
-        assert web.post("/admin/account/tokens", data={"csrf_token": csrf}).status_code == 200
-    refused = web.post("/admin/account/tokens", data={"name": "one too many", "csrf_token": csrf})
+        assert web.post("/admin/account/tokens", data={"scopes": "metrics", "csrf_token": csrf}).status_code == 200
+    refused = web.post("/admin/account/tokens", data={"name": "one too many", "scopes": "metrics", "csrf_token": csrf})
     assert refused.status_code == 400 and "You already have 20 tokens; revoke one." in refused.text
     with art.sessions() as session:
         first = session.scalar(select(ApiToken).where(ApiToken.name == "front desk"))

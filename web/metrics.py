@@ -10,8 +10,8 @@ Two kinds of numbers:
   (a histogram), from the dispatching `drip serve`'s own scheduler does. A `drip worker` has no
   web server, so its counters are not exposed; the database numbers cover every worker.
 
-Access: a staff API token (`Authorization: Bearer drip_…`, any role — make one for the
-monitoring system on the Account page). The numbers hold no patient data.
+Access: a staff API token with the `metrics` scope (`Authorization: Bearer drip_…`, any role may
+hold it — make one for the monitoring system on the Account page, with that scope only). The numbers hold no patient data.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from patient_drip.dispatch.counters import COUNTERS, DispatchCounters
 from patient_drip.dispatch.pauses import paused_channels
 from patient_drip.models import Channel, Enrollment, EnrollmentStatus, Message, MessageStatus
 from patient_drip.runtime import Runtime
-from patient_drip.web.deps import ALL_ROLES, CurrentUser, api_require, get_now, get_runtime
+from patient_drip.accounts.scopes import Scope
+from patient_drip.web.deps import CurrentUser, api_require, get_now, get_runtime
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Statuses worth watching (small sets, counted through the status index); sent/delivered are not
@@ -35,8 +36,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WATCHED_STATUSES = (MessageStatus.SENDING, MessageStatus.RETRYING, MessageStatus.UNKNOWN, MessageStatus.NEEDS_REVIEW)
 
 router = APIRouter(include_in_schema=False)
-# Any role may read the numbers (they hold no patient data).
-MetricsReader = Annotated[CurrentUser, Depends(api_require(*ALL_ROLES))]
+# Any role may hold the `metrics` scope (the numbers hold no patient data); a token made for
+# monitoring should hold only it.
+MetricsReader = Annotated[CurrentUser, Depends(api_require(Scope.METRICS))]
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -7,9 +7,11 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
+import httpx
 import uvicorn
 
 from patient_drip.providers.sandbox import SandboxServer
@@ -88,3 +90,21 @@ def live_sandbox_runtime(database_url: str, sandbox: SandboxServer, **overrides:
     sandbox.configure(twilio_inbound_url=f"{settings.public_url}/webhooks/twilio/sms",
                       sendgrid_event_url=f"{settings.public_url}/webhooks/sendgrid/events")
     return rt
+
+
+@contextmanager
+def live_staff_client(app: LiveApp, rt: Runtime, user_id: int, now: datetime) -> Iterator[tuple[httpx.Client, str]]:
+    """An HTTP client of `app` signed in as the user `user_id` (the signed cookie the login form
+    issues, made directly: sign-in has its own tests) and the CSRF token its pages carry."""
+    import re
+
+    from patient_drip.models import User
+    from patient_drip.web.admin.auth import SESSION_COOKIE, issue_session
+
+    with rt.sessions() as session, session.begin():
+        value = issue_session(rt, session, session.get(User, user_id), now)
+    with httpx.Client(base_url=app.url, headers={"Cookie": f"{SESSION_COOKIE}={value}"}, timeout=10) as client:
+        page = client.get("/admin/account")
+        match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+        assert page.status_code == 200 and match, page.status_code
+        yield client, match.group(1)

@@ -5,8 +5,8 @@ tokens, and runtimes on an initialised database (what `drip init` leaves); plus 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from patient_drip.content.template_store import sync_from_files
 from patient_drip.models import ApiToken, User
 from patient_drip.runtime import Runtime, build_runtime
 from patient_drip.accounts.api_tokens import new_api_token, token_digest
+from patient_drip.accounts.scopes import Scope, format_scopes, scopes_for_role
 from patient_drip.web.admin.auth import SESSION_COOKIE, issue_session
 from patient_drip.web.app import create_app
 from support.builders import START, VirtualClock, make_settings
@@ -42,14 +43,19 @@ def add_user(rt: Runtime, role: str, email: str | None = None, *, name: str = ""
 
 
 def token_for(rt: Runtime, role: str, *, email: str | None = None, revoked: bool = False, disabled: bool = False,
-              now: datetime | None = None) -> dict[str, str]:
-    """Authorization headers with a bearer token for a new user with `role` (created as the Account
-    page does)."""
-    user = add_user(rt, role, email, disabled=disabled)
+              now: datetime | None = None, scopes: Iterable[str] | None = None,
+              expires_at: datetime | None = None, user: User | None = None) -> dict[str, str]:
+    """Authorization headers with a bearer token for a new user with `role` (or for `user`), stored
+    as the Account page stores one. By default it holds every scope the role may hold and expires
+    90 days after `now` (START)."""
+    owner = user or add_user(rt, role, email, disabled=disabled)
+    created = now or START
     token = new_api_token()
+    held = format_scopes(Scope(s) for s in scopes) if scopes is not None else format_scopes(scopes_for_role(role))
     with rt.sessions() as session, session.begin():
-        session.add(ApiToken(user_id=user.id, name="test", token_hash=token_digest(token), created_at=now or START,
-                             revoked_at=(now or START) if revoked else None))
+        session.add(ApiToken(user_id=owner.id, name="test", token_hash=token_digest(token), scopes=held,
+                             created_at=created, expires_at=expires_at or created + timedelta(days=90),
+                             revoked_at=created if revoked else None))
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -90,8 +90,9 @@ def mount(app: FastAPI, rt: Runtime) -> None:
     @app.exception_handler(NotAuthenticated)
     async def not_authenticated(request: Request, exc: NotAuthenticated) -> Response:
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"detail": "Not authenticated: send Authorization: Bearer <API token>."},
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            detail = f"Not authenticated: {exc.reason}." if exc.reason else \
+                "Not authenticated: send Authorization: Bearer <API token>."
+            return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         if _wants_json(request):
             return JSONResponse({"detail": "Your session has ended. Sign in again."}, status_code=401)
         target = login_url_for(request) if request.method == "GET" else "/admin/login"
@@ -100,6 +101,6 @@ def mount(app: FastAPI, rt: Runtime) -> None:
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         if _wants_json(request):
-            return JSONResponse({"detail": exc.message}, status_code=403)
+            return JSONResponse({"detail": exc.message}, status_code=403, headers=exc.headers)
         return render(request, "admin/forbidden.html", {"message": exc.message}, user=session_user(request),
                       status_code=403)

@@ -1,8 +1,9 @@
 """The staff JSON API (`/api/v1`) for integrations: contacts, enroll, unsubscribe, booked, messages.
 
 Authentication: `Authorization: Bearer <token>` with a personal token created on the staff UI's
-Account page; the token acts as its user, so role rules are the UI's (contacts need staff or
-admin; marketing gets 403). Errors are `{"detail": "..."}` (401, 403, 404, 409), or FastAPI's
+Account page. Each route needs one scope (`accounts.scopes`); a token holds the scopes chosen when
+it was made, never beyond its user's role, and expires. Reads of patient data are audited
+(`contacts.read_audit`). Errors are `{"detail": "..."}` (401, 403, 404, 409), or FastAPI's
 validation shape for 422 (also used for a field our own validation rejects, e.g. a bad phone).
 """
 
@@ -24,34 +25,48 @@ from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError
 from patient_drip.models import ConsentMethod, Contact, Enrollment, Message
 from patient_drip.runtime import Runtime
 from patient_drip.dispatch.funnel import campaign_summaries
-from patient_drip.accounts.users import Role
-from patient_drip.web.deps import ALL_ROLES, CurrentUser, NowDep, ReadSessionDep, SessionDep, api_require, client_ip
+from patient_drip.accounts.scopes import SCOPE_HELP, Scope, roles_for_scope
+from patient_drip.contacts.read_audit import ReadKind
+from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, api_require, client_ip, record_read
 
 API_DESCRIPTION = """\
 Public endpoints (consultation form, preference pages, booking links, provider webhooks) and the
 staff JSON API under `/api/v1`.
 
 **Staff API authentication:** create a personal API token on the staff UI's *Account* page
-(`/admin/account`) and send it as `Authorization: Bearer drip_…`. The token acts as its user:
-contacts, enrolling, unsubscribing and booked need the *staff* or *admin* role; *marketing* and
-*clinician* may read campaigns (and marketing the funnel). A disabled user's tokens stop working.
-"""
+(`/admin/account`) and send it as `Authorization: Bearer drip_…`. Each operation needs one
+**scope** (listed in its security requirement); a token holds the scopes chosen when it was made,
+never more than its owner's role allows, and expires (at most `DRIP_API_TOKEN_MAX_DAYS`). A token
+without the scope gets 403 naming it (`WWW-Authenticate: Bearer error="insufficient_scope"`). A token
+stops working when it expires or is revoked, and when its owner's password is changed or reset, the
+owner is disabled or their role changes. Every read of patient data is recorded in the audit log.
+
+| scope | what it opens | roles that may hold it |
+|---|---|---|
+""" + "\n".join(f"| `{scope.value}` | {SCOPE_HELP[scope]} | {', '.join(roles_for_scope(scope))} |"
+                for scope in Scope) + "\n\n`GET /api/v1/me` needs a valid token and no scope.\n"
 
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="What went wrong, in words a person can act on.")
 
 
-Unauthorized = {"model": ErrorOut, "description": "Missing, unknown or revoked API token (or the user is disabled)."}
-Refused = {"model": ErrorOut, "description": "The token's user has a role that may not do this."}
+Unauthorized = {"model": ErrorOut, "description": "Missing, unknown, revoked or expired API token (or the user is "
+                                                  "disabled)."}
+Refused = {"model": ErrorOut, "description": "The token lacks the scope this needs (named in `detail`), or its "
+                                             "user's role may not use it."}
 NotFound = {"model": ErrorOut, "description": "No such contact (or it was erased)."}
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: Unauthorized, 403: Refused}
 
 router = APIRouter(prefix="/api/v1", tags=["staff API"], responses=AUTH_ERRORS)
 
-ApiAny = Annotated[CurrentUser, Depends(api_require(*ALL_ROLES))]
-ApiStaff = Annotated[CurrentUser, Depends(api_require(Role.STAFF))]
-ApiMarketing = Annotated[CurrentUser, Depends(api_require(Role.MARKETING))]
+# Every route names the scope it needs (tests/test_api_tokens.py fails on a route without one).
+AnyToken = Annotated[CurrentUser, Depends(api_require(None))]  # /me only: who the token belongs to
+ContactsRead = Annotated[CurrentUser, Depends(api_require(Scope.CONTACTS_READ))]
+ContactsWrite = Annotated[CurrentUser, Depends(api_require(Scope.CONTACTS_WRITE))]
+MessagesRead = Annotated[CurrentUser, Depends(api_require(Scope.MESSAGES_READ))]
+CampaignsRead = Annotated[CurrentUser, Depends(api_require(Scope.CAMPAIGNS_READ))]
+StatsRead = Annotated[CurrentUser, Depends(api_require(Scope.STATS_READ))]
 
 ChannelName = Literal["email", "sms"]
 
@@ -266,16 +281,21 @@ def _missing() -> JSONResponse:
     return _error(404, "No such contact.")
 
 
+def _query_text(**parts: object) -> str:
+    """A list read's query as the audit row keeps it: the parameters that were given."""
+    return " ".join(f"{key}={value}" for key, value in parts.items() if value not in (None, ""))
+
+
 # -- routes -------------------------------------------------------------------------------------
 
 
 @router.get("/me", response_model=MeOut, summary="Who this token belongs to")
-def me(user: ApiAny) -> MeOut:
+def me(user: AnyToken) -> MeOut:
     return MeOut(email=user.email, name=user.name, role=user.role)  # type: ignore[arg-type]
 
 
 @router.get("/contacts", response_model=ContactList, summary="Search contacts (newest first, keyset paginated)")
-def list_contacts(session: ReadSessionDep, user: ApiStaff,
+def list_contacts(request: Request, session: ReadSessionDep, user: ContactsRead, now: NowDep,
                   q: Annotated[str, Query(max_length=200, description=(
                       "Name, email or phone prefix: `smi`, `Alex Smith`, `dana@`, `312555`."))] = "",
                   email: Annotated[str | None, Query(max_length=320, description="Exact email.")] = None,
@@ -291,9 +311,13 @@ def list_contacts(session: ReadSessionDep, user: ApiStaff,
             return JSONResponse({"detail": [{"loc": ["query", exc.field], "msg": exc.message, "type": "value_error"}]},
                                 status_code=422)
         found = list(session.scalars(select(Contact).where(condition, Contact.erased_at.is_(None))))
+        record_read(request, user, ReadKind.CONTACTS_LISTED, now, count=len(found),
+                    what="email lookup" if email else "phone lookup")
         return ContactList(items=[ContactSummary.model_validate(c) for c in found], next_before=None)
     page = find_contacts(session, query=q, status=status if status in STATUS_FILTERS else "", before=before,
                          limit=limit)
+    record_read(request, user, ReadKind.CONTACTS_LISTED, now, count=len(page.contacts),
+                what=_query_text(q=q, status=status, before=before))
     return ContactList(items=[ContactSummary.model_validate(c) for c in page.contacts], next_before=page.older)
 
 
@@ -301,7 +325,7 @@ def list_contacts(session: ReadSessionDep, user: ApiStaff,
              summary="Create (or update) a contact, record consent, optionally enroll",
              responses={200: {"model": ContactCreated, "description": "An existing contact was updated."},
                         409: {"model": ErrorOut, "description": "Already enrolled in that campaign."}})
-def create_contact_api(request: Request, body: ContactCreate, session: SessionDep, user: ApiStaff,
+def create_contact_api(request: Request, body: ContactCreate, session: SessionDep, user: ContactsWrite,
                        now: NowDep) -> ContactCreated | JSONResponse:
     rt = _rt(request)
     try:
@@ -321,17 +345,20 @@ def create_contact_api(request: Request, body: ContactCreate, session: SessionDe
 
 @router.get("/contacts/{contact_id}", response_model=ContactOut, summary="One contact with its enrollments",
             responses={404: NotFound})
-def get_contact(contact_id: int, session: ReadSessionDep, user: ApiStaff) -> ContactOut | JSONResponse:
+def get_contact(request: Request, contact_id: int, session: ReadSessionDep, user: ContactsRead,
+                now: NowDep) -> ContactOut | JSONResponse:
     contact = _get_contact(session, contact_id)
     if contact is None:
         return _missing()
-    return _contact_out(session, contact)
+    out = _contact_out(session, contact)
+    record_read(request, user, ReadKind.CONTACT_VIEWED, now, count=1, contact_id=contact.id)
+    return out
 
 
 @router.post("/contacts/{contact_id}/enroll", response_model=EnrollmentOut, status_code=201,
              summary="Enroll a contact in a campaign",
              responses={404: NotFound, 409: {"model": ErrorOut, "description": "Already enrolled in that campaign."}})
-def enroll_api(request: Request, contact_id: int, body: EnrollIn, session: SessionDep, user: ApiStaff,
+def enroll_api(request: Request, contact_id: int, body: EnrollIn, session: SessionDep, user: ContactsWrite,
                now: NowDep) -> EnrollmentOut | JSONResponse:
     contact = _get_contact(session, contact_id)
     if contact is None:
@@ -349,7 +376,7 @@ def enroll_api(request: Request, contact_id: int, body: EnrollIn, session: Sessi
 
 @router.post("/contacts/{contact_id}/unsubscribe", response_model=UnsubscribeOut,
              summary="Stop email, SMS or everything for a contact", responses={404: NotFound})
-def unsubscribe_api(request: Request, contact_id: int, body: UnsubscribeIn, session: SessionDep, user: ApiStaff,
+def unsubscribe_api(request: Request, contact_id: int, body: UnsubscribeIn, session: SessionDep, user: ContactsWrite,
                     now: NowDep) -> UnsubscribeOut | JSONResponse:
     contact = _get_contact(session, contact_id)
     if contact is None:
@@ -361,7 +388,7 @@ def unsubscribe_api(request: Request, contact_id: int, body: UnsubscribeIn, sess
 
 @router.post("/contacts/{contact_id}/booked", response_model=BookedOut,
              summary="The contact booked: stop every sequence", responses={404: NotFound})
-def booked_api(request: Request, contact_id: int, session: SessionDep, user: ApiStaff,
+def booked_api(request: Request, contact_id: int, session: SessionDep, user: ContactsWrite,
                now: NowDep) -> BookedOut | JSONResponse:
     contact = _get_contact(session, contact_id)
     if contact is None:
@@ -373,7 +400,7 @@ def booked_api(request: Request, contact_id: int, session: SessionDep, user: Api
 
 @router.get("/contacts/{contact_id}/messages", response_model=MessageList,
             summary="Messages sent to a contact, newest first", responses={404: NotFound})
-def messages_api(contact_id: int, session: ReadSessionDep, user: ApiStaff,
+def messages_api(request: Request, contact_id: int, session: ReadSessionDep, user: MessagesRead, now: NowDep,
                  before: Annotated[int | None, Query(description="`next_before` of the previous page.")] = None,
                  limit: Annotated[int, Query(ge=1, le=200)] = 50,
                  include_html: Annotated[bool, Query(description="Include each email's HTML.")] = False,
@@ -392,18 +419,19 @@ def messages_api(contact_id: int, session: ReadSessionDep, user: ApiStaff,
         if not include_html:
             item.body_html = None
         items.append(item)
+    record_read(request, user, ReadKind.MESSAGES_LISTED, now, count=len(items), contact_id=contact_id)
     return MessageList(items=items, next_before=rows[-1].id if rows and more else None)
 
 
 @router.get("/campaigns", response_model=list[CampaignOut], summary="Campaigns and their steps")
-def campaigns_api(request: Request, user: ApiAny) -> list[CampaignOut]:
+def campaigns_api(request: Request, user: CampaignsRead) -> list[CampaignOut]:
     return [CampaignOut(id=c.id, name=c.name, description=c.description, steps=[
         StepOut(id=s.id, channel=s.channel.value, delay_seconds=int(s.delay.total_seconds()),  # type: ignore[arg-type]
                 template=s.template) for s in c.steps]) for c in _rt(request).campaigns.values()]
 
 
 @router.get("/stats", response_model=list[CampaignFunnelOut], summary="The funnel per campaign and step")
-def stats_api(request: Request, session: ReadSessionDep, user: ApiMarketing) -> list[CampaignFunnelOut]:
+def stats_api(request: Request, session: ReadSessionDep, user: StatsRead) -> list[CampaignFunnelOut]:
     summaries = campaign_summaries(session, _rt(request).campaigns)
     return [CampaignFunnelOut(
         campaign=s.campaign, enrolled=s.enrolled, active=s.active, completed=s.completed, booked=s.booked,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.web.admin.auth import StaffUser
@@ -33,11 +33,11 @@ from patient_drip.contacts.consent import consent_wording
 from patient_drip.contacts.edit import ContactEditErrors, edit_contact
 from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, set_paused, usable_channels
-from patient_drip.models import audit
+from patient_drip.contacts.read_audit import ReadKind, audit_read
 from patient_drip.models import ConsentMethod, Contact, Enrollment, EnrollmentStatus, Message
 from patient_drip.runtime import Runtime
 from patient_drip.content.windows import local_label
-from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, client_ip, get_now
+from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, client_ip, get_now, record_read
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -61,11 +61,15 @@ def _not_found(request: Request, user: CurrentUser, what: str) -> HTMLResponse:
 
 
 @router.get("/contacts", response_class=HTMLResponse)
-def contact_list(request: Request, user: StaffUser, session: ReadSessionDep,
+def contact_list(request: Request, user: StaffUser, session: ReadSessionDep, now: NowDep,
                  q: Annotated[str, Query(max_length=200)] = "", status: str = "",
                  before: int | None = None, after: int | None = None) -> HTMLResponse:
     page = find_contacts(session, query=q, status=status, before=before, after=after)
     enrollments = enrollments_by_contact(session, [c.id for c in page.contacts])
+    # One audit row for the page (with its count), not one per contact listed.
+    record_read(request, user, ReadKind.CONTACTS_LISTED, now, count=len(page.contacts),
+                what=" ".join(f"{k}={v}" for k, v in (("q", q), ("status", status), ("before", before),
+                                                       ("after", after)) if v not in (None, "")))
     return render(request, "admin/contacts.html", {
         "page": page, "q": q, "status": status if status in STATUS_FILTERS else "", "statuses": STATUS_FILTERS,
         "enrollments": enrollments, "label": enrollment_label, "campaigns": _rt(request).campaigns,
@@ -77,7 +81,9 @@ def export_contacts(request: Request, user: StaffUser, now: NowDep) -> Response:
     """Every (non-erased) contact as CSV, streamed in id order in chunks; the export is audited."""
     rt = _rt(request)
     with rt.sessions() as session, session.begin():
-        audit(session, user.actor, "contacts_exported", now)
+        # Audited before the first byte leaves, with how many rows the export holds now.
+        count = session.scalar(select(func.count()).select_from(Contact).where(Contact.erased_at.is_(None))) or 0
+        audit_read(session, user.actor, ReadKind.CONTACTS_EXPORTED, now, count=count, what="contacts.csv")
 
     def rows() -> Iterator[str]:
         buffer = io.StringIO()
@@ -182,7 +188,10 @@ def _sentence(text: str) -> str:
 
 
 @router.get("/contacts/{contact_id}", response_class=HTMLResponse)
-def contact_page(request: Request, contact_id: int, user: StaffUser, session: ReadSessionDep) -> HTMLResponse:
+def contact_page(request: Request, contact_id: int, user: StaffUser, session: ReadSessionDep,
+                 now: NowDep) -> HTMLResponse:
+    if _contact_or_404(session, contact_id) is not None:
+        record_read(request, user, ReadKind.CONTACT_VIEWED, now, count=1, contact_id=contact_id)
     return _contact_page(request, user, session, contact_id)
 
 
@@ -291,10 +300,12 @@ def _edit_form(request: Request, user: CurrentUser, contact: Contact, values: di
 
 
 @router.get("/contacts/{contact_id}/edit", response_class=HTMLResponse)
-def contact_edit_form(request: Request, contact_id: int, user: StaffUser, session: ReadSessionDep) -> HTMLResponse:
+def contact_edit_form(request: Request, contact_id: int, user: StaffUser, session: ReadSessionDep,
+                      now: NowDep) -> HTMLResponse:
     contact = _contact_or_404(session, contact_id)
     if contact is None:
         return _not_found(request, user, "This contact")
+    record_read(request, user, ReadKind.CONTACT_VIEWED, now, count=1, contact_id=contact_id)
     values = {name: getattr(contact, name) or "" for name in EDIT_LABELS}
     return _edit_form(request, user, contact, values, {})
 
@@ -328,11 +339,14 @@ def contact_edit_submit(request: Request, contact_id: int, user: StaffUser, sess
 
 
 @router.get("/messages/{message_id}", response_class=HTMLResponse)
-def message_page(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep) -> HTMLResponse:
+def message_page(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep,
+                 now: NowDep) -> HTMLResponse:
     message = session.get(Message, message_id)
     contact = _contact_or_404(session, message.contact_id) if message else None
     if message is None or contact is None:
         return _not_found(request, user, "This message")
+    record_read(request, user, ReadKind.MESSAGE_VIEWED, now, count=1, contact_id=contact.id,
+                what=f"message {message.id}")
     from patient_drip.models import Event
 
     events = list(session.scalars(select(Event).where(Event.message_id == message.id).order_by(Event.id)))
@@ -346,12 +360,16 @@ def message_page(request: Request, message_id: int, user: StaffUser, session: Re
 
 
 @router.get("/messages/{message_id}/html")
-def message_html(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep) -> Response:
+def message_html(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep,
+                 now: NowDep) -> Response:
     """Exactly the HTML that was sent, for a sandboxed iframe: its own CSP forbids scripts, forms and
-    same-origin access, and allows only the inline styles emails need."""
+    same-origin access, and allows only the inline styles emails need. Audited like the message page
+    (it can be opened on its own)."""
     message = session.get(Message, message_id)
     if message is None or not message.body_html or _contact_or_404(session, message.contact_id) is None:
         return Response("Not found", status_code=404, media_type="text/plain")
+    record_read(request, user, ReadKind.MESSAGE_VIEWED, now, count=1, contact_id=message.contact_id,
+                what=f"message {message.id} html")
     return sandboxed_html(message.body_html)
 
 

@@ -12,11 +12,12 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from patient_drip.contacts.enrollment import mark_reply_handled
+from patient_drip.contacts.read_audit import ReadKind
 from patient_drip.runtime import Runtime
 from patient_drip.web.admin.auth import StaffUser
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.models import Contact, InboundMessage
-from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep
+from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep, record_read
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 PAGE = 50
@@ -24,7 +25,7 @@ RESUME = "resume"  # the "resolve and resume the sequence" button; anything else
 
 
 @router.get("/replies", response_class=HTMLResponse)
-def replies(request: Request, user: StaffUser, session: ReadSessionDep, show: str = "open",
+def replies(request: Request, user: StaffUser, session: ReadSessionDep, now: NowDep, show: str = "open",
             before: int | None = None) -> HTMLResponse:
     """Open replies: crisis first, then oldest first (who has waited longest), 50 at a time (handling
     them brings the next ones up). Handled: newest first, paginated by id."""
@@ -42,6 +43,9 @@ def replies(request: Request, user: StaffUser, session: ReadSessionDep, show: st
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     older = rows[-1][0].id if rows and more and show == "handled" else None
+    # Patients' own words: one audit row for the page, with how many replies it shows.
+    record_read(request, user, ReadKind.REPLIES_VIEWED, now, count=len(rows),
+                what=f"show={show}" + (f" before={before}" if before is not None else ""))
     return render(request, "admin/replies.html", {"rows": rows, "show": show, "older": older, "more": more},
                   user=user)
 
