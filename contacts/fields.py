@@ -21,6 +21,8 @@ from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
 from phonenumbers.tzdata import TIMEZONE_DATA
 
+from patient_drip.content.names import name_problem
+
 DEFAULT_REGION = "US"
 MAX_NAME = 100
 
@@ -77,6 +79,17 @@ def normalize_name(raw: str | None, field: str) -> str:
             raise FieldError(field, "contains characters that are not valid text (broken encoding?)")
         if ch in _BIDI_CONTROLS:
             raise FieldError(field, "contains invisible text-direction characters")
+    return text
+
+
+def check_first_name(raw: str | None, field: str = "first_name") -> str:
+    """A first name as typed on the public form, refused with a `FieldError` saying why unless it
+    is a name (`content.names.name_problem`: letters, spaces, hyphens and apostrophes, at most 40
+    characters and 5 words; no link, digits or markup). Names are data, not message content."""
+    text = normalize_name(raw, field)
+    problem = name_problem(text)
+    if problem is not None:
+        raise FieldError(field, problem)
     return text
 
 
