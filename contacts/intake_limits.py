@@ -131,10 +131,12 @@ def check_number_for_texts(e164: str, countries: frozenset[str], *, field: str =
     except phonenumbers.NumberParseException:
         raise FieldError(field, "is not a phone number") from None
     region = phonenumbers.region_code_for_number(number)
+    kind = phonenumbers.number_type(number)
+    if region is None or kind == PhoneNumberType.UNKNOWN:
+        raise FieldError(field, "is not a number we can recognise as a mobile number; please check it or call us")
     if region not in countries:
         where = ", ".join(sorted(countries))
-        raise FieldError(field, f"must be a number in {where}; we cannot text {region or 'this country'} numbers")
-    kind = phonenumbers.number_type(number)
+        raise FieldError(field, f"must be a number in {where}; we cannot text numbers in {region}")
     if kind in _TEXTABLE or (landline_ok and kind == PhoneNumberType.FIXED_LINE):
         return
     raise FieldError(field, _REFUSED_KIND.get(kind, "is not a number we can recognise as a mobile number; "
