@@ -93,6 +93,18 @@ def check_first_name(raw: str | None, field: str = "first_name") -> str:
     return text
 
 
+PREFERRED_CHANNELS = ("email", "sms", "phone")
+
+
+def check_preferred_channel(raw: str | None, field: str = "preferred_channel") -> str:
+    """How the person wants to be contacted: "email", "sms", "phone" or "" (no preference);
+    `FieldError` otherwise. (`contacts.changes.parse_contact_input` applies the same values.)"""
+    value = (raw or "").strip().lower()
+    if value and value not in PREFERRED_CHANNELS:
+        raise FieldError(field, "must be email, sms or phone")
+    return value
+
+
 _ZONE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
 MAX_ZONE = 64
 

@@ -27,6 +27,7 @@ from patient_drip.contacts.fields import (
     FieldError,
     ZoneSource,
     check_first_name,
+    check_preferred_channel,
     check_timezone,
     normalize_email,
     normalize_name,
@@ -296,6 +297,7 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
     checks: dict[str, Callable[[str], object]] = {
         "email": normalize_email, "phone": check_phone, "first_name": check_first_name,
         "last_name": lambda v: normalize_name(v, "last_name"), "timezone": check_timezone,
+        "preferred_channel": check_preferred_channel,
     }
     for name, check in checks.items():  # every field's problem at once, not just the first
         if raw[name].strip():
