@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings as hypothesis_settings, strategies as st
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -67,6 +68,18 @@ def test_the_name_rule_and_how_each_channel_shows_a_name(typed, reason, email, s
     assert sms_first_name(typed) == message_first_name(typed, "sms") == sms
     if sms:
         sms.encode("gsm03.38")  # every SMS name is GSM-7: it cannot switch a text to UCS-2
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60) | st.text(alphabet="王小明Nguyễn Zoë😀-'’.:/ ", max_size=60))
+def test_whatever_is_stored_an_sms_name_is_short_gsm_letters_or_nothing(stored):
+    name = message_first_name(stored, "sms")
+    if name:
+        name.encode("gsm03.38")
+        assert len(name) <= 40 and name_problem(name) is None
+    shown = message_first_name(stored, "email")
+    assert shown == "" or (len(shown) <= 40 and name_problem(shown) is None)
+    assert (shown == "") == (name_problem(stored) is not None or not stored.split())
 
 
 def test_the_form_refuses_a_name_that_is_not_a_name_and_says_why():
