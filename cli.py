@@ -519,15 +519,18 @@ def users_list() -> None:
 @click.argument("campaign_id", metavar="CAMPAIGN")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text for people, json for tools.")
+@click.option("--first-name", default=None,
+              help="The sample contact's first name (default Alex); cleaned as a real contact's would be.")
 @friendly
-def simulate(campaign_id: str, fmt: str) -> None:
+def simulate(campaign_id: str, fmt: str, first_name: str | None) -> None:
     """Every message CAMPAIGN sends a sample contact, in order, with its offset and full content."""
     from patient_drip.content.campaign import get_campaign
     from patient_drip.content.simulate import as_json, as_text, simulate_campaign
 
     settings = load_settings()
     campaign = get_campaign(load_campaigns(settings.campaigns_dir, settings.templates_dir), campaign_id)
-    messages = simulate_campaign(settings, campaign)
+    messages = (simulate_campaign(settings, campaign) if first_name is None
+                else simulate_campaign(settings, campaign, first_name=first_name))
     click.echo(as_json(messages) if fmt == "json" else as_text(campaign, messages))
 
 

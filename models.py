@@ -146,10 +146,12 @@ class EventKind(StrEnum):
     SMS_REPLY = "sms_reply"
     CRISIS_FLAGGED = "crisis_flagged"
     CRISIS_RESOLVED = "crisis_resolved"  # staff handled a crisis reply (sequences resumed or kept paused)
+    INTAKE_LIMIT_TRIPPED = "intake_limit_tripped"  # system-wide: the public form's global text limit was reached
     # dispatch
     MESSAGE_SENT = "message_sent"
     MESSAGE_SKIPPED = "message_skipped"
     MESSAGE_DEFERRED = "message_deferred"  # a step waits: quiet hours or the texting law for the number (why, until when)
+    SMS_NAME_DROPPED = "sms_name_dropped"  # the text was too long with the name: sent nameless
     MESSAGE_RETRY = "message_retry"
     MESSAGE_FAILED = "message_failed"
     MESSAGE_UNKNOWN = "message_unknown"
@@ -483,11 +485,13 @@ class ApiToken(Base):
 
 
 class RateBucket(Base):
-    """Per-channel send pacing shared by every worker: the next free send slot."""
+    """A limit shared by every process: per-channel send pacing (`dispatch.ratelimit`, key "sms" or
+    "email") and the public intake's limits (`contacts.intake_limits`, keys "intake:…"). One row
+    per key: the next free slot (for the intake, the theoretical arrival time of GCRA)."""
 
     __tablename__ = "rate_bucket"
 
-    channel: Mapped[str] = mapped_column(String(10), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
     next_slot_at: Mapped[datetime]
 
 

@@ -23,6 +23,7 @@ from patient_drip.runtime import Runtime, utcnow
 
 log = logging.getLogger("drip.scheduler")
 
+INTAKE_BUCKETS_SECONDS = 600  # forget the public form's recovered limit rows
 RECONCILE_SECONDS = 60
 
 
@@ -64,10 +65,18 @@ def add_jobs(scheduler: BaseScheduler, rt: Runtime, worker_id: str) -> Dispatche
         if resolved:
             log.info("reconcile: %s", resolved)
 
+    def intake_buckets_tick() -> None:
+        from patient_drip.contacts.intake_limits import forget_expired
+
+        with rt.sessions() as session, session.begin():
+            forget_expired(session, utcnow())
+
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler.add_job(guarded("dispatch", dispatch_tick), "interval", seconds=rt.settings.dispatch_interval_seconds, id="dispatch",
                       next_run_time=utcnow(), **common)
     scheduler.add_job(guarded("reconcile", reconcile_tick), "interval", seconds=RECONCILE_SECONDS, id="reconcile", **common)
+    scheduler.add_job(guarded("intake-buckets", intake_buckets_tick), "interval", seconds=INTAKE_BUCKETS_SECONDS,
+                      id="intake-buckets", **common)
     return dispatcher
 
 

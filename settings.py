@@ -7,11 +7,13 @@ their own with keyword arguments. Nothing reads the environment anywhere else.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+import phonenumbers
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent
@@ -22,6 +24,40 @@ def _env(*names: str) -> AliasChoices:
 
 
 BOOKING_PHRASE_MAX_CHARS = 40
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*", re.I)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A limit: at most `count` in any `seconds` (read from "5/10m", "10/h", "2/1d")."""
+
+    count: int
+    seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.count} per {_duration(self.seconds)}"
+
+
+def _duration(seconds: int) -> str:
+    for unit, name in ((86400, "day"), (3600, "hour"), (60, "minute")):
+        if seconds % unit == 0:
+            amount = seconds // unit
+            return name if amount == 1 else f"{amount} {name}s"
+    return f"{seconds} seconds"
+
+
+def parse_rate(text: str) -> Rate:
+    """`"<count>/<window>"` with the window in s, m, h or d ("5/10m", "10/h") → `Rate`; ValueError
+    with the expected form otherwise. A count of 0 refuses everything (a kill switch)."""
+    match = _RATE.fullmatch(text or "")
+    if not match:
+        raise ValueError(f"{text!r} is not a limit such as 5/10m, 10/h or 2/1d (count / window in s, m, h or d)")
+    count, amount, unit = int(match[1]), int(match[2] or 1), match[3].lower()
+    seconds = amount * _UNIT_SECONDS[unit]
+    if not 0 < seconds <= 30 * 86400 or count > 1_000_000:
+        raise ValueError(f"{text!r}: the window must be between 1 s and 30 days, the count at most 1000000")
+    return Rate(count, seconds)
 _URL_LIKE = re.compile(r"://|\bwww\.|\b[\w-]+\.(?:com|org|net|health|clinic|us|io)\b", re.I)
 _FREE_WORD = re.compile(r"\bfree\b", re.I)
 
@@ -153,6 +189,26 @@ class Settings(BaseSettings):
         365, ge=1, le=3650, validation_alias=_env("DRIP_API_TOKEN_MAX_DAYS", "api_token_max_days"),
         description="Longest lifetime, in days, a staff API token may be given (1-3650)",
     )
+    sms_countries: str = Field(
+        "US,CA", validation_alias=_env("DRIP_SMS_COUNTRIES", "sms_countries"),
+        description="Countries (ISO 3166 codes, comma-separated) whose numbers the public form accepts",
+    )
+    intake_form_limit: str = Field(
+        "5/10m", validation_alias=_env("DRIP_INTAKE_FORM_LIMIT", "intake_form_limit"),
+        description="Successful public form requests per client address (count/window: 5/10m)",
+    )
+    intake_sms_per_number: str = Field(
+        "2/1d", validation_alias=_env("DRIP_INTAKE_SMS_PER_NUMBER", "intake_sms_per_number"),
+        description="Texts the public form may cause to one unconfirmed number",
+    )
+    intake_sms_per_network: str = Field(
+        "10/1h", validation_alias=_env("DRIP_INTAKE_SMS_PER_NETWORK", "intake_sms_per_network"),
+        description="Texts to unconfirmed numbers the public form may cause from one IPv4 /24 or IPv6 /64",
+    )
+    intake_sms_global: str = Field(
+        "50/1h", validation_alias=_env("DRIP_INTAKE_SMS_GLOBAL", "intake_sms_global"),
+        description="Texts to unconfirmed numbers the public form may cause in all; staff see an alert when reached",
+    )
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("DRIP_LOG_FORMAT", "log_format"))
     log_level: str = Field("INFO", validation_alias=_env("DRIP_LOG_LEVEL", "log_level"))
 
@@ -172,6 +228,23 @@ class Settings(BaseSettings):
         if value and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("sms_countries")
+    @classmethod
+    def _check_countries(cls, value: str) -> str:
+        codes = [code.strip().upper() for code in value.split(",") if code.strip()]
+        if not codes:
+            raise ValueError("must name at least one country, e.g. US,CA")
+        unknown = [code for code in codes if code not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a country code phone numbers know (use ISO codes such as US, CA)")
+        return ",".join(dict.fromkeys(codes))
+
+    @field_validator("intake_form_limit", "intake_sms_per_number", "intake_sms_per_network", "intake_sms_global")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value.strip()
 
     @field_validator("clinic_timezone")
     @classmethod
@@ -224,6 +297,11 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError("DRIP_DELIVERY=providers needs " + ", ".join(missing))
         return self
+
+    @property
+    def sms_country_codes(self) -> frozenset[str]:
+        """`DRIP_SMS_COUNTRIES` as a set of ISO region codes."""
+        return frozenset(self.sms_countries.split(","))
 
     @property
     def effective_booking_url(self) -> str:

@@ -21,6 +21,8 @@ from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
 from phonenumbers.tzdata import TIMEZONE_DATA
 
+from patient_drip.content.names import name_problem
+
 DEFAULT_REGION = "US"
 MAX_NAME = 100
 
@@ -78,6 +80,29 @@ def normalize_name(raw: str | None, field: str) -> str:
         if ch in _BIDI_CONTROLS:
             raise FieldError(field, "contains invisible text-direction characters")
     return text
+
+
+def check_first_name(raw: str | None, field: str = "first_name") -> str:
+    """A first name as typed on the public form, refused with a `FieldError` saying why unless it
+    is a name (`content.names.name_problem`: letters, spaces, hyphens and apostrophes, at most 40
+    characters and 5 words; no link, digits or markup). Names are data, not message content."""
+    text = normalize_name(raw, field)
+    problem = name_problem(text)
+    if problem is not None:
+        raise FieldError(field, problem)
+    return text
+
+
+PREFERRED_CHANNELS = ("email", "sms", "phone")
+
+
+def check_preferred_channel(raw: str | None, field: str = "preferred_channel") -> str:
+    """How the person wants to be contacted: "email", "sms", "phone" or "" (no preference);
+    `FieldError` otherwise. (`contacts.changes.parse_contact_input` applies the same values.)"""
+    value = (raw or "").strip().lower()
+    if value and value not in PREFERRED_CHANNELS:
+        raise FieldError(field, "must be email, sms or phone")
+    return value
 
 
 _ZONE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")

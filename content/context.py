@@ -7,7 +7,11 @@ variables a real send gives it.
 
 from __future__ import annotations
 
-from patient_drip.content.rendering import ContextValue
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from patient_drip.content.names import message_first_name
+from patient_drip.content.rendering import SMS_MAX_SEGMENTS, ContextValue, Renderer, sms_info
 from patient_drip.content.tokens import LinkTokens
 from patient_drip.settings import Settings
 
@@ -27,9 +31,13 @@ def consultation_phrase(settings: Settings) -> str:
 def message_context(settings: Settings, tokens: LinkTokens, *, first_name: str, contact_id: int, message_id: int,
                     campaign_name: str, step_id: str, channel: str) -> dict[str, ContextValue]:
     """Every template variable for message `message_id` of step `step_id` to contact `contact_id`;
-    the links are signed with `tokens` (a preview key gives links the live service refuses)."""
+    the links are signed with `tokens` (a preview key gives links the live service refuses).
+
+    `first_name` is the stored name; what the template gets is `names.message_first_name` of it
+    (a name that is not a name becomes "", non-GSM letters in an SMS are transliterated), so no
+    caller can put a raw name into a message."""
     return {
-        "first_name": first_name,
+        "first_name": message_first_name(first_name, channel),
         "clinic_name": settings.clinic_name,
         "clinic_phone": settings.clinic_phone,
         "clinic_address": settings.clinic_address,
@@ -43,3 +51,26 @@ def message_context(settings: Settings, tokens: LinkTokens, *, first_name: str, 
         "step_id": step_id,
         "channel": str(channel),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class FittedSms:
+    """An SMS body as it will be sent, and whether the name had to be left out to fit."""
+
+    body: str
+    name_dropped: bool = False
+    segments_with_name: int = 0  # when dropped: how many segments the named rendering needed
+
+
+def render_sms_fitted(renderer: Renderer, template: str, context: Mapping[str, ContextValue]) -> FittedSms:
+    """Render an SMS; when it would exceed `SMS_MAX_SEGMENTS` with the contact's name, render it
+    again nameless (`first_name` ""), which is what `templates check` proved fits. The dispatcher
+    records a dropped name on the contact's timeline; `drip simulate` applies the same rule.
+    A nameless rendering that still does not fit is returned as it is (the template is at fault,
+    and `templates check` reports it). Raises `RenderError` like `Renderer.render_sms`."""
+    body = renderer.render_sms(template, context)
+    segments = sms_info(body).segments
+    if segments <= SMS_MAX_SEGMENTS or not context.get("first_name"):
+        return FittedSms(body)
+    nameless = renderer.render_sms(template, {**context, "first_name": ""})
+    return FittedSms(nameless, name_dropped=True, segments_with_name=segments)

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from patient_drip.content.campaign import Campaign
-from patient_drip.content.context import message_context
+from patient_drip.content.context import message_context, render_sms_fitted
 from patient_drip.models import Channel
 from patient_drip.content.rendering import Renderer, sms_info
 from patient_drip.settings import Settings
@@ -24,11 +24,14 @@ class SimulatedMessage:
     subject: str | None
     text: str
     html: str | None
+    name_dropped: bool = False  # the SMS was too long with the name: sent nameless (not in the JSON)
 
 
 def simulate_campaign(settings: Settings, campaign: Campaign, renderer: Renderer | None = None,
                       first_name: str = SAMPLE_FIRST_NAME) -> list[SimulatedMessage]:
-    """Every message in send order, rendered for a sample contact (ids are illustrative)."""
+    """Every message in send order, rendered for a sample contact named `first_name` (ids are
+    illustrative). The name goes through the same rules as a real send: the one message context
+    cleans it, and an SMS that would exceed two segments with it is rendered nameless."""
     renderer = renderer or Renderer(settings.templates_dir)
     tokens = LinkTokens(PREVIEW_KEY)
     result = []
@@ -40,8 +43,9 @@ def simulate_campaign(settings: Settings, campaign: Campaign, renderer: Renderer
             result.append(SimulatedMessage(step.id, "email", int(step.delay.total_seconds()), email.subject,
                                            email.text, email.html))
         else:
-            body = renderer.render_sms(step.template, context)
-            result.append(SimulatedMessage(step.id, "sms", int(step.delay.total_seconds()), None, body, None))
+            fitted = render_sms_fitted(renderer, step.template, context)
+            result.append(SimulatedMessage(step.id, "sms", int(step.delay.total_seconds()), None, fitted.body, None,
+                                           fitted.name_dropped))
     return result
 
 
@@ -52,7 +56,10 @@ def format_offset(seconds: int) -> str:
 
 
 def as_json(messages: list[SimulatedMessage]) -> str:
-    return json.dumps([asdict(message) for message in messages], indent=2, ensure_ascii=False)
+    """The SPEC's JSON array: step, channel, offset_seconds, subject, text, html per message."""
+    fields = ("step", "channel", "offset_seconds", "subject", "text", "html")
+    return json.dumps([{key: asdict(message)[key] for key in fields} for message in messages], indent=2,
+                      ensure_ascii=False)
 
 
 def as_text(campaign: Campaign, messages: list[SimulatedMessage]) -> str:
@@ -75,6 +82,7 @@ def as_text(campaign: Campaign, messages: list[SimulatedMessage]) -> str:
             info = sms_info(message.text)
             lines.append(message.text)
             lines.append(f"({info.characters} characters, {info.encoding}, {info.segments} segment"
-                         f"{'s' if info.segments != 1 else ''})")
+                         f"{'s' if info.segments != 1 else ''}"
+                         f"{'; sent without the name, which made it too long' if message.name_dropped else ''})")
         lines.append("")
     return "\n".join(lines)

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from patient_drip import db
 from patient_drip.content.campaign import Campaign, Step
-from patient_drip.content.context import message_context, unsubscribe_url
+from patient_drip.content.context import message_context, render_sms_fitted, unsubscribe_url
 from patient_drip.content.render_memo import MemoRenderer
 from patient_drip.content.rendering import RenderError
 from patient_drip.dispatch import queue
@@ -57,7 +57,7 @@ from patient_drip.dispatch.outcome import (
     record_sent,
 )
 from patient_drip.dispatch.step import BatchState, Outcome, Ready, decide, defer, defer_over_cap
-from patient_drip.models import Channel, Contact, Enrollment, Message, MessageStatus
+from patient_drip.models import Channel, Contact, Enrollment, EventKind, Message, MessageStatus, add_event
 from patient_drip.providers.types import AccountSendError, AuthSendError, OutgoingMessage, SendError, TransientSendError
 from patient_drip.runtime import Runtime
 
@@ -312,6 +312,7 @@ class Dispatcher:
         rows: list[tuple[object, ...]] = []
         works: list[Work] = []
         outcomes: list[str] = []
+        names_dropped: list[tuple[int, Enrollment, Step, int]] = []
         for item in sendable:
             enrollment, contact, campaign, step = item.enrollment, item.contact, item.campaign, item.step
             if item.message is not None:
@@ -319,7 +320,7 @@ class Dispatcher:
                 continue
             message_id = next(new_ids)
             try:
-                subject, html, text, unsubscribe = self._render(message_id, contact, campaign, step)
+                subject, html, text, unsubscribe, dropped = self._render(message_id, contact, campaign, step)
             except RenderError as exc:
                 log.error("template %s failed for message %s: %s", step.template, message_id, exc)
                 defer(enrollment, now + queue.RENDER_RETRY)
@@ -331,7 +332,11 @@ class Dispatcher:
                          self._provider_name(step.channel), 1, now, self._clock(now), now))
             works.append(self._work(message_id, enrollment, contact, campaign, step, 1, to, text, subject,
                                     html, unsubscribe, now))
+            if dropped:
+                names_dropped.append((message_id, enrollment, step, dropped))
         queue.insert_messages(session, rows)
+        for message_id, enrollment, step, segments in names_dropped:  # after the rows they point at exist
+            _record_name_dropped(session, message_id, enrollment, step, segments, now)
         return works, outcomes
 
     def _ready(self, message: Message, enrollment: Enrollment, contact: Contact, campaign: Campaign, step: Step,
@@ -344,8 +349,10 @@ class Dispatcher:
         message.to_address = contact.email if step.channel == Channel.EMAIL else contact.phone
         message.provider = self._provider_name(step.channel)
         if message.body_text is None:  # its first attempt never got as far as rendering
-            message.subject, message.body_html, message.body_text, _ = self._render(message.id, contact, campaign,
-                                                                                    step)
+            message.subject, message.body_html, message.body_text, _, dropped = self._render(message.id, contact,
+                                                                                             campaign, step)
+            if dropped:
+                _record_name_dropped(object_session(message), message.id, enrollment, step, dropped, now)
         return self._work(message.id, enrollment, contact, campaign, step, message.attempts, message.to_address,
                           message.body_text or "", message.subject, message.body_html,
                           unsubscribe_url(self.rt.settings, self.rt.tokens, contact.id, message.id), now)
@@ -384,15 +391,18 @@ class Dispatcher:
         return self.rt.senders[Channel(channel)].provider
 
     def _render(self, message_id: int, contact: Contact, campaign: Campaign,
-                step: Step) -> tuple[str | None, str | None, str, str]:
-        """(subject, html, text, unsubscribe URL) of this step for this contact; raises RenderError."""
+                step: Step) -> tuple[str | None, str | None, str, str, int]:
+        """(subject, html, text, unsubscribe URL, segments) of this step for this contact; `segments`
+        is 0, or how many SMS segments the text needed with the name when it is sent nameless
+        (`content.context.render_sms_fitted`; the caller records that). Raises RenderError."""
         context = message_context(self.rt.settings, self.rt.tokens, first_name=contact.first_name,
                                   contact_id=contact.id, message_id=message_id, campaign_name=campaign.name,
                                   step_id=step.id, channel=step.channel)
         if step.channel == Channel.EMAIL:
             email = self._memo.render_email(self.rt.renderer, step.template, context)
-            return email.subject, email.html, email.text, context["unsubscribe_link"]
-        return None, None, self.rt.renderer.render_sms(step.template, context), context["unsubscribe_link"]
+            return email.subject, email.html, email.text, str(context["unsubscribe_link"]), 0
+        fitted = render_sms_fitted(self.rt.renderer, step.template, context)
+        return None, None, fitted.body, str(context["unsubscribe_link"]), fitted.segments_with_name
 
     # -- phase 2: the provider call (pool threads; no database work but the rate limiter) ----------
 
@@ -486,6 +496,15 @@ class Dispatcher:
                 log.info("sent message %s (%s, step %s) to contact %s", result.work.message_id,
                          result.work.outgoing.channel, result.work.step_id, result.work.contact_id)
         return [outcomes[id(r)] for r in results]
+
+
+def _record_name_dropped(session: Session | None, message_id: int, enrollment: Enrollment, step: Step,
+                         segments: int, now: datetime) -> None:
+    """On the contact's timeline: this text went out without the name, which made it too long."""
+    if session is None:  # not reached: the message was loaded through the pass's session
+        return
+    add_event(session, EventKind.SMS_NAME_DROPPED, now, contact_id=enrollment.contact_id,
+              enrollment_id=enrollment.id, message_id=message_id, step=step.id, segments_with_name=segments)
 
 
 def _kind(exc: BaseException | None) -> str:

@@ -24,7 +24,7 @@ from schemathesis.checks import (
 )
 
 from support.chaos import record_figures
-from support.builders import START, VirtualClock, add_contact
+from support.builders import START, UNLIMITED_INTAKE, VirtualClock, add_contact
 from support.staff import runtime_for, token_for
 from patient_drip.web.app import create_app
 
@@ -38,11 +38,11 @@ EXAMPLES = 30
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[tuple[schemathesis.BaseSchema, dict[str, str]]]:
     path: Path = tmp_path_factory.mktemp("openapi") / "drip.db"
-    rt = runtime_for(f"sqlite:///{path}", twilio_auth_token="fuzz-token", booking_webhook_secret="fuzz-secret")
+    rt = runtime_for(f"sqlite:///{path}", twilio_auth_token="fuzz-token", booking_webhook_secret="fuzz-secret",
+                     **UNLIMITED_INTAKE)
     add_contact(rt, START)  # contact 1, so that /contacts/{id} finds someone now and then
     headers = token_for(rt, "admin")
     app = create_app(rt, clock=VirtualClock())
-    app.state.form_limiter.limit = 10**9
     yield schemathesis.openapi.from_asgi("/openapi.json", app), headers
     rt.close()
     record_figures("openapi_fuzz", {"requests": sum(SENT.values()), "operations": len(SENT), "server_errors": 0})

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from support.builders import add_contact, contact, messages_for
+from support.builders import add_contact, contact, form_errors, messages_for
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.models import ConsentRecord, Contact, Enrollment, EnrollmentStatus, Event
 from patient_drip.web.app import create_app
@@ -69,7 +69,7 @@ def test_resubmitting_the_form_does_not_enroll_twice(client, rt):
 def test_bad_fields_are_named(client, field, value, message):
     response = client.post("/api/consultations", json={**FORM, field: value})
     assert response.status_code == 422
-    assert message in response.json()["errors"]
+    assert message in form_errors(response)
 
 
 def test_form_errors_are_shown_next_to_the_field(client):
@@ -80,7 +80,7 @@ def test_form_errors_are_shown_next_to_the_field(client):
 
 def test_sms_consent_without_a_phone_is_refused(client):
     response = client.post("/api/consultations", json={**FORM, "phone": ""})
-    assert response.status_code == 422 and "phone" in response.json()["errors"]
+    assert response.status_code == 422 and "phone" in form_errors(response)
 
 
 def test_honeypot_pretends_success_and_stores_nothing(client, rt):
@@ -154,3 +154,59 @@ def test_security_headers_on_every_page(client):
         headers = client.get(path).headers
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
+
+
+# -- every problem at once, and limits that count only successful requests (issue 14) -------------
+
+
+EVERYTHING_WRONG = {"first_name": "URGENT: verify at https://evil.example/x", "email": "dana@", "phone": "+19005550100",
+                    "timezone": "Mars/Olympus", "consent_sms": "yes", "preferred_channel": "pigeon"}
+
+
+def test_the_form_api_lists_every_field_error_at_once(client, rt):
+    response = client.post("/api/consultations", json=EVERYTHING_WRONG)
+    assert response.status_code == 422
+    errors = form_errors(response)
+    assert set(errors) == {"first_name", "email", "phone", "timezone", "preferred_channel"}
+    assert "link" in errors["first_name"] and "premium-rate" in errors["phone"]
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count(Contact.id))) == 0
+
+
+def test_a_missing_name_and_a_missing_address_are_both_reported_on_the_first_try(client):
+    response = client.post("/api/consultations", json={"consent_sms": "yes"})
+    assert set(form_errors(response)) == {"first_name", "email", "phone"}
+
+
+def test_the_html_form_shows_every_error_at_once(client):
+    response = client.post("/api/consultations", data=EVERYTHING_WRONG)
+    assert response.status_code == 400
+    summary = response.text.split('id="error-summary"')[1].split("</div>")[0]
+    for field in ("first_name", "email", "phone", "timezone", "preferred_channel"):
+        assert f'href="#{field}"' in summary, field
+    assert "Please correct these 5 things" in summary
+    for field in ("first_name", "email", "phone"):
+        assert f'id="{field}-error"' in response.text
+
+
+def test_typos_do_not_use_up_a_patients_tries(client, rt):
+    for _ in range(12):  # a real patient getting the form wrong, again and again
+        assert client.post("/api/consultations", json={**FORM, "email": "dana@"}).status_code == 422
+    codes = [client.post("/api/consultations", json={**FORM, "email": f"p{i}@example.com", "phone": "",
+                                                      "consent_sms": ""}).status_code for i in range(6)]
+    assert codes == [201] * 5 + [429]
+
+
+def test_a_refused_request_answers_429_naming_the_limit_and_stores_nothing(client, rt):
+    for i in range(5):
+        client.post("/api/consultations", json={**FORM, "email": f"p{i}@example.com", "phone": f"+1312555{i:04d}"})
+    with rt.sessions() as session:
+        before = (session.scalar(select(func.count(Contact.id))), session.scalar(select(func.count(Event.id))))
+    refused = client.post("/api/consultations", json={**FORM, "email": "late@example.com", "phone": "+13125559999"})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    [error] = refused.json()["errors"]
+    assert error["field"] == "form" and error["limit"] == "form" and "too many" in error["message"].lower()
+    page = client.post("/api/consultations", data={**FORM, "email": "late@example.com", "phone": "+13125559999"})
+    assert page.status_code == 429 and "Too many requests" in page.text and page.headers["retry-after"]
+    with rt.sessions() as session:
+        assert (session.scalar(select(func.count(Contact.id))), session.scalar(select(func.count(Event.id)))) == before

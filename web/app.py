@@ -33,7 +33,6 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
     app = FastAPI(title="patient-drip", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.rt = rt
     app.state.clock = clock
-    app.state.form_limiter = public.RateLimiter(limit=5, window_seconds=600)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
 
     hsts = rt.settings.public_url.startswith("https://")  # served over TLS (behind a proxy): browsers stay on it

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
@@ -28,12 +25,15 @@ from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, e
 from patient_drip.contacts.fields import (
     FieldError,
     ZoneSource,
+    check_first_name,
+    check_preferred_channel,
     check_timezone,
     normalize_email,
     normalize_name,
     normalize_phone,
 )
 from patient_drip.content.booking_links import booking_target
+from patient_drip.contacts.intake_limits import IntakeLimits, Refusal, admit_consultation, check_number_for_texts
 from patient_drip.content.tokens import BadToken
 from patient_drip.models import (
     Channel,
@@ -53,30 +53,6 @@ FORM_FIELDS = ("first_name", "last_name", "email", "phone", "preferred_channel",
 MAX_BODY_BYTES = 64 * 1024
 
 router = APIRouter()
-
-
-class RateLimiter:
-    """Sliding-window limit per key (client IP), in this process's memory."""
-
-    def __init__(self, limit: int, window_seconds: float) -> None:
-        self.limit, self.window = limit, window_seconds
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str, now: float | None = None) -> bool:
-        """True, and the hit counted, when `key` has had fewer than `limit` hits in the window."""
-        moment = time.monotonic() if now is None else now
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= moment - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return False
-            hits.append(moment)
-            if len(self._hits) > 10_000:  # bound memory under a spray of addresses
-                for stale in [k for k, v in self._hits.items() if not v]:
-                    del self._hits[stale]
-            return True
 
 
 def _truthy(value: Any) -> bool:
@@ -120,31 +96,56 @@ def consult_form(request: Request) -> HTMLResponse:
 
 @router.post("/api/consultations", tags=["public"])
 async def submit_consultation(request: Request, now: NowDep) -> Response:
-    """Create or update the contact, record consent with its proof, enroll once."""
+    """Create or update the contact, record consent with its proof, enroll once.
+
+    Refusals: 400/422 with every field's problem at once (JSON: `{"errors": [{"field", "message"}]}`;
+    the form page shows them all); 429 with Retry-After when a limit of `contacts.intake_limits`
+    refuses (JSON: the error also names the `limit`). A refused request stores nothing."""
     rt = get_runtime(request)
     wants_json = request.headers.get("content-type", "").startswith("application/json")
     try:
         data, wants_json = await _read_submission(request)
     except FieldError as exc:
-        return JSONResponse({"errors": {exc.field: exc.message}}, status_code=400)
-    if not request.app.state.form_limiter.allow(client_ip(request)):
-        message = "Too many requests from your network. Please wait a few minutes or call us."
-        if wants_json:
-            return JSONResponse({"errors": {"form": message}}, status_code=429, headers={"Retry-After": "600"})
-        return page(request, "consult.html", {"values": data, "errors": {"form": message},
-                                              "wording": consent_wording(rt.settings.policy_dir)}, 429)
+        return JSONResponse({"errors": _error_list({exc.field: exc.message})}, status_code=400)
     if str(data.get("website") or "").strip():  # honeypot: people never see this field
         log.info("honeypot field filled; request dropped")
         return JSONResponse({"status": "received"}) if wants_json else page(request, "thanks.html", {})
-    errors, result = await run_in_threadpool(_accept_consultation, rt, request, data, now)
+    errors, result, refusal = await run_in_threadpool(_accept_consultation, rt, request, data, now)
+    if refusal is not None:
+        return _refused(request, rt, data, refusal, wants_json)
     if errors:
         if wants_json:
-            return JSONResponse({"errors": errors}, status_code=422)
-        return page(request, "consult.html", {"values": data, "errors": errors,
-                                              "wording": consent_wording(rt.settings.policy_dir)}, 400)
+            return JSONResponse({"errors": _error_list(errors)}, status_code=422)
+        return _form_page(request, rt, data, errors, 400)
     if wants_json:
         return JSONResponse({"status": result}, status_code=201 if result == "enrolled" else 200)
     return page(request, "thanks.html", {"status": result})
+
+
+def _error_list(errors: dict[str, str]) -> list[dict[str, str]]:
+    """Field errors as the JSON list the form's API answers, in the form's field order."""
+    order = {name: index for index, name in enumerate(("body", "form", *FORM_FIELDS))}
+    return [{"field": field, "message": message}
+            for field, message in sorted(errors.items(), key=lambda item: order.get(item[0], len(order)))]
+
+
+def _form_page(request: Request, rt: Runtime, data: dict[str, Any], errors: dict[str, str],
+               status_code: int) -> HTMLResponse:
+    """The form again, with what was typed and every problem (a summary on top, each field's own)."""
+    return page(request, "consult.html", {"values": data, "errors": errors, "error_list": _error_list(errors),
+                                          "wording": consent_wording(rt.settings.policy_dir)}, status_code)
+
+
+def _refused(request: Request, rt: Runtime, data: dict[str, Any], refusal: Refusal, wants_json: bool) -> Response:
+    """429 naming the limit, with Retry-After (seconds)."""
+    field = "phone" if refusal.limit == "number" else "form"
+    headers = {"Retry-After": str(refusal.retry_after)}
+    if wants_json:
+        return JSONResponse({"errors": [{"field": field, "message": refusal.message, "limit": str(refusal.limit)}]},
+                            status_code=429, headers=headers)
+    response = _form_page(request, rt, data, {field: refusal.message}, 429)
+    response.headers.update(headers)
+    return response
 
 
 @router.get("/u/{token}", response_class=HTMLResponse, tags=["public"])
@@ -279,14 +280,21 @@ def _preferences_context(rt: Runtime, session: Session, contact: Contact, token:
             "sms_confirm_notice": SMS_CONFIRM_NOTICE}
 
 
-def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], now: datetime) -> tuple[dict[str, str], str]:
-    """Validate and store a request. Returns (field errors, status)."""
+def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
+                         now: datetime) -> tuple[dict[str, str], str, Refusal | None]:
+    """Validate and store a request. Returns (field errors, status, refusal by a limit)."""
     errors: dict[str, str] = {}
     raw = {name: (str(data.get(name)) if data.get(name) is not None else "") for name in FORM_FIELDS}
     consent_email, consent_sms = _truthy(data.get("consent_email")), _truthy(data.get("consent_sms"))
+    limits = IntakeLimits.from_settings(rt.settings, rt.suppression_key)
+
+    def check_phone(value: str) -> None:  # a number we would text (or, without texts, call back)
+        check_number_for_texts(normalize_phone(value), limits.countries, landline_ok=not consent_sms)
+
     checks: dict[str, Callable[[str], object]] = {
-        "email": normalize_email, "phone": normalize_phone, "first_name": lambda v: normalize_name(v, "first_name"),
+        "email": normalize_email, "phone": check_phone, "first_name": check_first_name,
         "last_name": lambda v: normalize_name(v, "last_name"), "timezone": check_timezone,
+        "preferred_channel": check_preferred_channel,
     }
     for name, check in checks.items():  # every field's problem at once, not just the first
         if raw[name].strip():
@@ -294,42 +302,47 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
                 check(raw[name])
             except FieldError as exc:
                 errors[name] = exc.message
+    if not raw["first_name"].strip():
+        errors.setdefault("first_name", "Please tell us your first name.")
     if not raw["email"].strip() and not raw["phone"].strip():
-        errors["email"] = "Please give an email address or a mobile number."
-    if errors:
-        return errors, ""
+        errors.setdefault("email", "Please give an email address or a mobile number.")
+    if consent_sms and not raw["phone"].strip():
+        errors.setdefault("phone", "Add a mobile number to get text messages, or untick the text message box.")
+    if consent_email and not raw["email"].strip():
+        errors.setdefault("email", "Add an email address to get emails, or untick the email box.")
     try:
         contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, zone_source=ZoneSource.BROWSER,
                                             source="web_form")
     except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
-        return {exc.field: exc.message}, ""
-    if not raw["first_name"]:
-        errors["first_name"] = "Please tell us your first name."
-    if consent_sms and not contact_input.phone:
-        errors["phone"] = "Add a mobile number to get text messages, or untick the text message box."
-    if consent_email and not contact_input.email:
-        errors["email"] = "Add an email address to get emails, or untick the email box."
+        errors.setdefault(exc.field, exc.message)
     if errors:
-        return errors, ""
+        return errors, "", None
     wording = load_wording(rt.settings.policy_dir)
     ip, agent = client_ip(request), request.headers.get("user-agent")
     campaign = rt.campaign(DEFAULT_CAMPAIGN) if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns.values()))
     with rt.sessions() as session, session.begin():
+        # SMS pumping protection: the limits, before anything is stored (a refusal commits only
+        # the staff alert, if any). Every number that gets here is unconfirmed: the form cannot
+        # prove control of a number, so texts it causes count as texts to an unconfirmed number.
+        refusal = admit_consultation(session, limits, ip=ip, text_to=contact_input.phone if consent_sms else None,
+                                     now=now)
+        if refusal is not None:
+            return {}, "", refusal
         try:
             contact, _created = upsert_contact(session, rt.suppression_key, contact_input, now, "patient:web_form")
         except FieldError as exc:
-            return {exc.field: "We could not use this; please call us." if exc.field == "phone" else exc.message}, ""
+            return {exc.field: "We could not use this; please call us." if exc.field == "phone" else exc.message}, "", None
         add_event(session, EventKind.CONSULTATION_REQUESTED, now, contact_id=contact.id, ip=ip)
         for channel, given in ((Channel.EMAIL, consent_email), (Channel.SMS, consent_sms)):
             if given:
                 grant_consent(session, wording, contact, ConsentGrant(channel, ConsentMethod.WEB_FORM, ip_address=ip,
                                                                       user_agent=agent), now, "patient:web_form")
         if not usable_channels(contact, campaign):
-            return {}, "received"
+            return {}, "received", None
         try:
             enroll(session, contact, campaign, now, "patient:web_form", source="web_form")
         except AlreadyEnrolled:
-            return {}, "already_enrolled"
+            return {}, "already_enrolled", None
         except EnrollmentError:
-            return {}, "received"
-    return {}, "enrolled"
+            return {}, "received", None
+    return {}, "enrolled", None

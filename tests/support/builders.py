@@ -25,6 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # A Monday, 09:30 in Chicago (CST, UTC-6): inside the default send window.
 START = datetime(2026, 3, 2, 15, 30, tzinfo=timezone.utc)
 
+# Settings that lift the public form's limits, for tests of parsing rather than of the limits.
+UNLIMITED_INTAKE: dict[str, object] = {
+    "intake_form_limit": "1000000/1s", "intake_sms_per_number": "1000000/1s",
+    "intake_sms_per_network": "1000000/1s", "intake_sms_global": "1000000/1s",
+}
+
 # The sender number the sandbox accepts for Twilio.
 SANDBOX_FROM_NUMBER = "+15005550006"
 
@@ -176,3 +182,13 @@ def drive(rt: Runtime, clock: VirtualClock, dispatcher: Dispatcher, *, until: da
         reconcile_unknown(rt, clock.now)
     raise AssertionError("the schedule did not finish")
 
+
+
+def form_errors(response: object) -> dict[str, str]:
+    """field → message of the public form API's error list (`{"errors": [{"field", "message"}]}`);
+    fails the test when a field is named twice (every field's problem comes once, all at once)."""
+    listed = response.json()["errors"]  # type: ignore[attr-defined]
+    assert isinstance(listed, list), listed
+    fields = [error["field"] for error in listed]
+    assert len(fields) == len(set(fields)), listed
+    return {error["field"]: error["message"] for error in listed}

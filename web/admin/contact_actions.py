@@ -125,6 +125,7 @@ EVENT_TITLES = {
     "message_unknown": "Message outcome unknown (being reconciled)",
     "message_skipped": "Message skipped",
     "message_deferred": "Message waits (quiet hours or texting law)",
+    "sms_name_dropped": "Text sent without the first name (too long with it)",
     "message_reconciled": "Message outcome reconciled",
     "message_needs_review": "Message needs review",
     "channel_blocked": "Channel blocked",

@@ -1,4 +1,5 @@
 """The dashboard: messages sent today and this week, replies waiting, crisis flags, paused channels,
+the public form's SMS-pumping alerts (`contacts.intake_limits.recent_alerts`),
 and the funnel per campaign step (sent → delivered → clicked → booked) drawn as inline SVG."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi.responses import HTMLResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from patient_drip.contacts.intake_limits import recent_alerts
 from patient_drip.web.admin.auth import AnyUser
 from patient_drip.web.admin.common import clinic_zone, render
 from patient_drip.dispatch.pauses import paused_channels
@@ -132,6 +134,8 @@ def dashboard(request: Request, user: AnyUser, session: ReadSessionDep, now: Now
         "bookings_unmatched": int(session.scalar(select(func.count(Booking.id)).where(Booking.contact_id.is_(None)))
                                   or 0),
         "paused": paused_channels(session),
+        "intake_alerts": recent_alerts(session, now),
+        "clinic_zone": clinic_zone(rt),
         "charts": charts,
         "bar_width": BAR_WIDTH,
         "funnel_age": int(age),

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from patient_drip.content.names import message_first_name
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.checks import sample_context
 from patient_drip.models import Channel
@@ -163,7 +164,7 @@ def preview_template(rt: Runtime, session: Session, name: str, source: str, *,
     step_id, campaign_name, _campaign = step_for(rt.campaigns, target)
     context = sample_context(rt.settings, step_id, preview.channel, campaign_name)
     if first_name is not None:
-        context["first_name"] = first_name.strip()[:100]
+        context["first_name"] = message_first_name(first_name, preview.channel)  # as a real send would show it
     renderer = Renderer(rt.settings.templates_dir, overrides=sources)
     try:
         if preview.channel == "email":
