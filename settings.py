@@ -7,6 +7,7 @@ their own with keyword arguments. Nothing reads the environment anywhere else.
 from __future__ import annotations
 
 import re
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +23,7 @@ def _env(*names: str) -> AliasChoices:
 
 
 BOOKING_PHRASE_MAX_CHARS = 40
+SMS_NAME_MAX_CHARS = 30
 _URL_LIKE = re.compile(r"://|\bwww\.|\b[\w-]+\.(?:com|org|net|health|clinic|us|io)\b", re.I)
 _FREE_WORD = re.compile(r"\bfree\b", re.I)
 
@@ -79,6 +81,11 @@ class Settings(BaseSettings):
         "", validation_alias=_env("SENDGRID_WEBHOOK_PUBLIC_KEY", "sendgrid_webhook_public_key")
     )
     clinic_name: str = Field("Example Wellness Clinic", validation_alias=_env("DRIP_CLINIC_NAME", "clinic_name"))
+    clinic_sms_name: str = Field(
+        "", validation_alias=_env("DRIP_CLINIC_SMS_NAME", "clinic_sms_name"),
+        description="Discreet brand used in texts, the email header and the default sender name (default: the "
+                    "clinic name); required when the clinic name names a diagnosis or drug",
+    )
     clinic_address: str = Field(
         "100 Main Street, Suite 200, Springfield, IL 62701",
         validation_alias=_env("DRIP_CLINIC_ADDRESS", "clinic_address"),
@@ -165,6 +172,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an IANA time zone such as America/New_York") from None
         return value
 
+    @field_validator("clinic_sms_name")
+    @classmethod
+    def _check_sms_name(cls, value: str) -> str:
+        value = " ".join(value.split())
+        # It opens every text: a long brand pushes a message into a third segment.
+        if len(value) > SMS_NAME_MAX_CHARS:
+            raise ValueError(f"must be at most {SMS_NAME_MAX_CHARS} characters (it opens every text message)")
+        return value
+
     @field_validator("booking_phrase")
     @classmethod
     def _check_booking_phrase(cls, value: str) -> str:
@@ -207,6 +223,17 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError("DRIP_DELIVERY=providers needs " + ", ".join(missing))
         return self
+
+    @property
+    def sms_brand(self) -> str:
+        """The discreet brand (`DRIP_CLINIC_SMS_NAME`, else the clinic name): texts, the email header,
+        the default sender name — everything that shows on a lock screen or in an inbox list."""
+        return self.clinic_sms_name or self.clinic_name
+
+    @property
+    def sender_name(self) -> str:
+        """The email's from-name: the name part of `DRIP_FROM_EMAIL` ("Name <a@b>"), else the discreet brand."""
+        return parseaddr(self.from_email)[0].strip() or self.sms_brand
 
     @property
     def effective_booking_url(self) -> str:

@@ -121,6 +121,7 @@ EVENT_TITLES = {
     "message_retry": "Message will be retried",
     "message_unknown": "Message outcome unknown (being reconciled)",
     "message_skipped": "Message skipped",
+    "message_held": "Message held, not sent (content rule)",
     "message_reconciled": "Message outcome reconciled",
     "message_needs_review": "Message needs review",
     "channel_blocked": "Channel blocked",
