@@ -54,8 +54,7 @@ def plain_text_opening(preheader: str, text: str, limit: int = OPENING_CHARS) ->
 def _issues(label: str, text: str, rule: str, where: str, policy: ContentPolicy) -> list[GuardIssue]:
     text = _LINK.sub(" ", text)
     return [
-        GuardIssue(label, 1, rule, f"{word!r} ({term.category}: {term.term!r}) must not appear in {where}: "
-                                   f"{_LOCK_SCREEN}; say it in the message body instead")
+        GuardIssue(label, 1, rule, f"{word!r} ({term.category}) must not appear in {where}: {_LOCK_SCREEN}")
         for _offset, word, term in policy.restricted_in(text)
     ]
 
@@ -67,17 +66,17 @@ def email_issues(name: str, *, subject: str | None, preheader: str, text: str, p
     the plain-text part (`plain_text_opening`) and, when given, the sender name. Issues are
     labelled "NAME (subject)", "NAME (preheader)", "NAME (text)", "NAME (sender)"; empty when
     discreet."""
-    issues = [] if subject is None else _issues(f"{name} (subject)", subject, DISCREET_SUBJECT,
-                                                "an email subject", policy)
+    issues = [] if sender_name is None else _issues(f"{name} (sender)", sender_name, DISCREET_SENDER,
+                                                    "the sender name", policy)
+    if subject is not None:
+        issues += _issues(f"{name} (subject)", subject, DISCREET_SUBJECT, "an email subject", policy)
     issues += _issues(f"{name} (preheader)", preheader, DISCREET_PREHEADER, "the preheader (inbox preview)",
                       policy)
     opening = plain_text_opening(preheader, text)
     # The preheader's own words are reported once, as the preheader's.
     body_opening = opening[len(" ".join(preheader.split())):] if preheader else opening
     issues += _issues(f"{name} (text)", body_opening, DISCREET_OPENING,
-                      f"the first {OPENING_CHARS} characters of the plain-text part (mail apps preview them)", policy)
-    if sender_name is not None:
-        issues += _issues(f"{name} (sender)", sender_name, DISCREET_SENDER, "the sender name", policy)
+                      f"the first {OPENING_CHARS} characters of the plain-text part (previewed)", policy)
     return issues
 
 
