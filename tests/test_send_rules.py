@@ -198,3 +198,20 @@ def test_shipped_templates_stay_clean_with_the_clinic_name_in_every_slot(tmp_pat
                              clinic_sms_name="Example Wellness")
     problems, _ = check_all(settings)
     assert problems == []
+
+
+def test_the_editor_refuses_a_layout_whose_header_names_the_clinic_in_full(client, srt, clock):
+    # With "… Ketamine Clinic" as the clinic name, a header of {{ clinic_name }} opens every email's
+    # plain-text part with the drug's name.
+    srt.settings = srt.settings.model_copy(update={"clinic_name": "Sunrise Ketamine Clinic",
+                                                   "clinic_sms_name": "Sunrise Wellness"})
+    layout = (ROOT / "templates" / "email" / "_layout.html").read_text()
+    header = '<td class="header">{{ clinic_sms_name }}</td>'
+    assert header in layout
+    csrf = sign_in_as(client, srt, add_user(srt, "marketing"), clock.now)
+    preview = client.post("/admin/templates/preview/email/_layout.html", headers={"X-CSRF-Token": csrf},
+                          json={"source": layout.replace(header, '<td class="header">{{ clinic_name }}</td>')}).json()
+    assert not preview["ok"] and [p["rule"] for p in preview["problems"]] == ["discreet-opening"]
+    unchanged = client.post("/admin/templates/preview/email/_layout.html", headers={"X-CSRF-Token": csrf},
+                            json={"source": layout}).json()
+    assert unchanged["ok"], unchanged["problems"]

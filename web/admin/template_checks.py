@@ -132,6 +132,11 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
     try:
         add(_call(content_guard.check_template_source, preview.name, source, channel=preview.channel, policy=policy,
                   is_layout=is_layout(preview.name), templates=sources, templates_dir=rt.settings.templates_dir))
+        if preview.channel == "email" and preview.text:
+            # For a layout this is the email rendered with it: a header that names the drug shows in
+            # every email's plain-text opening.
+            add(discretion.email_issues(preview.name, subject=None, preheader=preview.preheader, text=preview.text,
+                                        policy=policy))
         if preview.rendered_as or is_layout(preview.name):
             return  # a layout's rendered output is checked through the emails that extend it
         if preview.channel == "email" and preview.html:
@@ -141,8 +146,7 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
             else:  # the older signature: (path, rendered_email, *, policy)
                 rendered = RenderedEmail(preview.subject, preview.html, preview.text, preview.preheader)
                 add(_call(content_guard.check_rendered_email, preview.name, rendered, policy=policy, variables=context))
-            add(discretion.email_issues(preview.name, subject=None, preheader=preview.preheader, text=preview.text,
-                                        policy=policy))
+
         elif preview.channel == "sms" and preview.text:
             add(_call(content_guard.check_rendered_sms, preview.name, preview.text, policy=policy, variables=context))
     except Exception as exc:  # the guard is another team's module; never let it break editing
