@@ -37,7 +37,7 @@ from patient_drip.contacts.fields import FieldError, ZoneSource
 from patient_drip.logs import configure_logging
 from patient_drip.models import Channel, ConsentMethod, User
 from patient_drip.content.rendering import RenderError
-from patient_drip.runtime import Runtime, build_runtime, utcnow
+from patient_drip.runtime import Runtime, build_runtime, require_ready_to_send, utcnow
 from patient_drip.settings import Settings, SettingsError, load_settings
 from patient_drip.content.template_store import sync_from_files
 
@@ -145,6 +145,7 @@ def serve(host: str, port: int, no_scheduler: bool) -> None:
     from patient_drip.web.app import create_app
 
     settings = load_settings()
+    require_ready_to_send(settings)
     configure_logging(settings)
     with runtime(settings) as rt:
         scheduler = None if no_scheduler else start_background(rt, worker_id=_worker_id("serve"))
@@ -168,6 +169,7 @@ def worker() -> None:
     from patient_drip.scheduler import run_blocking
 
     settings = load_settings()
+    require_ready_to_send(settings)
     configure_logging(settings)
     with runtime(settings) as rt:
         worker_id = _worker_id("worker")
@@ -183,6 +185,7 @@ def send_due() -> None:
     from patient_drip.dispatch.pipeline import Dispatcher
 
     settings = load_settings()
+    require_ready_to_send(settings)
     configure_logging(settings, quiet=True)
     with runtime(settings) as rt:
         summary = Dispatcher(rt, _worker_id("send-due")).run_once(utcnow())
@@ -528,6 +531,7 @@ def simulate(campaign_id: str, fmt: str, first_name: str | None) -> None:
     from patient_drip.content.simulate import as_json, as_text, simulate_campaign
 
     settings = load_settings()
+    require_ready_to_send(settings)
     campaign = get_campaign(load_campaigns(settings.campaigns_dir, settings.templates_dir), campaign_id)
     messages = (simulate_campaign(settings, campaign) if first_name is None
                 else simulate_campaign(settings, campaign, first_name=first_name))

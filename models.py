@@ -85,6 +85,7 @@ class MessageStatus(StrEnum):
     FAILED = "failed"  # permanent error, or retries exhausted
     BOUNCED = "bounced"
     SKIPPED = "skipped"  # not sent by decision: no consent, suppressed, no address
+    HELD = "held"  # rendered but broke a content rule at send time (content.send_rules): never sent
     NEEDS_REVIEW = "needs_review"  # ambiguous and not reconcilable automatically: staff decide
 
 
@@ -98,6 +99,7 @@ MESSAGE_STATUS_RANK: dict[MessageStatus, int] = {
     MessageStatus.FAILED: 4,
     MessageStatus.BOUNCED: 4,
     MessageStatus.SKIPPED: 4,
+    MessageStatus.HELD: 4,
 }
 
 # Statuses that count as "the patient was (or may have been) sent this".
@@ -152,6 +154,7 @@ class EventKind(StrEnum):
     MESSAGE_SKIPPED = "message_skipped"
     MESSAGE_DEFERRED = "message_deferred"  # a step waits: quiet hours or the texting law for the number (why, until when)
     SMS_NAME_DROPPED = "sms_name_dropped"  # the text was too long with the name: sent nameless
+    MESSAGE_HELD = "message_held"  # a content rule failed at send time; the reason is in the detail
     MESSAGE_RETRY = "message_retry"
     MESSAGE_FAILED = "message_failed"
     MESSAGE_UNKNOWN = "message_unknown"

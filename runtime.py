@@ -21,7 +21,10 @@ from patient_drip.providers.outbox import OutboxSender
 from patient_drip.providers.sendgrid import SendGridSender
 from patient_drip.providers.twilio import TwilioSender
 from patient_drip.providers.types import Channel, Sender
-from patient_drip.settings import Settings
+from patient_drip.content.discretion import brand_problems
+from patient_drip.content.guard import load_policy
+from patient_drip.production import is_live, placeholder_problems
+from patient_drip.settings import Settings, SettingsError
 from patient_drip.content.template_store import publication_stamp, published_sources
 from patient_drip.content.tokens import LinkTokens
 
@@ -62,11 +65,29 @@ class Runtime:
         self.engine.dispose()
 
 
+def startup_problems(settings: Settings) -> list[str]:
+    """What must be fixed before this configuration may render or send messages, each naming its
+    variable: the discreet names (`content.discretion.brand_problems`, always) and, with real
+    providers, placeholders (`production.placeholder_problems`)."""
+    problems = brand_problems(settings, load_policy(settings.policy_dir))
+    if is_live(settings):
+        problems += placeholder_problems(settings)
+    return problems
+
+
+def require_ready_to_send(settings: Settings) -> None:
+    """Raise `SettingsError` listing every `startup_problems` entry. `drip serve`, `drip worker`,
+    `drip send-due` and `drip simulate` call it before doing anything else."""
+    problems = startup_problems(settings)
+    if problems:
+        raise SettingsError("refusing to start; fix these settings first:\n  " + "\n  ".join(problems))
+
+
 def build_senders(settings: Settings) -> dict[Channel, Sender]:
     """One sender per channel: the outbox, or Twilio and SendGrid as configured (`DRIP_DELIVERY`)."""
     if settings.delivery == "outbox":
         return {Channel.EMAIL: OutboxSender(Channel.EMAIL), Channel.SMS: OutboxSender(Channel.SMS)}
-    from_name, from_email = parseaddr(settings.from_email)
+    from_email = parseaddr(settings.from_email)[1]
     return {
         Channel.SMS: TwilioSender(
             settings.twilio_account_sid,
@@ -80,7 +101,7 @@ def build_senders(settings: Settings) -> dict[Channel, Sender]:
         Channel.EMAIL: SendGridSender(
             settings.sendgrid_api_key.get_secret_value(),
             from_email or settings.from_email,
-            from_name or settings.clinic_name,
+            settings.sender_name,  # the discreet brand unless DRIP_FROM_EMAIL names one
             base_url=settings.sendgrid_base_url or None,
             timeout=settings.provider_timeout_seconds,
         ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -58,6 +59,7 @@ def parse_rate(text: str) -> Rate:
     if not 0 < seconds <= 30 * 86400 or count > 1_000_000:
         raise ValueError(f"{text!r}: the window must be between 1 s and 30 days, the count at most 1000000")
     return Rate(count, seconds)
+SMS_NAME_MAX_CHARS = 30
 _URL_LIKE = re.compile(r"://|\bwww\.|\b[\w-]+\.(?:com|org|net|health|clinic|us|io)\b", re.I)
 _FREE_WORD = re.compile(r"\bfree\b", re.I)
 
@@ -115,6 +117,11 @@ class Settings(BaseSettings):
         "", validation_alias=_env("SENDGRID_WEBHOOK_PUBLIC_KEY", "sendgrid_webhook_public_key")
     )
     clinic_name: str = Field("Example Wellness Clinic", validation_alias=_env("DRIP_CLINIC_NAME", "clinic_name"))
+    clinic_sms_name: str = Field(
+        "", validation_alias=_env("DRIP_CLINIC_SMS_NAME", "clinic_sms_name"),
+        description="Discreet brand used in texts, the email header and the default sender name (default: the "
+                    "clinic name); required when the clinic name names a diagnosis or drug",
+    )
     clinic_address: str = Field(
         "100 Main Street, Suite 200, Springfield, IL 62701",
         validation_alias=_env("DRIP_CLINIC_ADDRESS", "clinic_address"),
@@ -255,6 +262,15 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an IANA time zone such as America/New_York") from None
         return value
 
+    @field_validator("clinic_sms_name")
+    @classmethod
+    def _check_sms_name(cls, value: str) -> str:
+        value = " ".join(value.split())
+        # It opens every text: a long brand pushes a message into a third segment.
+        if len(value) > SMS_NAME_MAX_CHARS:
+            raise ValueError(f"must be at most {SMS_NAME_MAX_CHARS} characters (it opens every text message)")
+        return value
+
     @field_validator("booking_phrase")
     @classmethod
     def _check_booking_phrase(cls, value: str) -> str:
@@ -302,6 +318,17 @@ class Settings(BaseSettings):
     def sms_country_codes(self) -> frozenset[str]:
         """`DRIP_SMS_COUNTRIES` as a set of ISO region codes."""
         return frozenset(self.sms_countries.split(","))
+
+    @property
+    def sms_brand(self) -> str:
+        """The discreet brand (`DRIP_CLINIC_SMS_NAME`, else the clinic name): texts, the email header,
+        the default sender name — everything that shows on a lock screen or in an inbox list."""
+        return self.clinic_sms_name or self.clinic_name
+
+    @property
+    def sender_name(self) -> str:
+        """The email's from-name: the name part of `DRIP_FROM_EMAIL` ("Name <a@b>"), else the discreet brand."""
+        return parseaddr(self.from_email)[0].strip() or self.sms_brand
 
     @property
     def effective_booking_url(self) -> str:

@@ -25,7 +25,8 @@ def main() -> None:
     url, count, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     campaign = load_campaigns(ROOT / "campaigns", ROOT / "templates")["ketamine-consult"]
     renderer = Renderer(ROOT / "templates")
-    context = {"first_name": "Maria", "clinic_name": "Riverside Wellness", "clinic_phone": "+1 555 010 0199",
+    context = {"first_name": "Maria", "clinic_name": "Riverside Wellness", "clinic_sms_name": "Riverside Wellness",
+               "sms_frequency": "Up to 3 msgs over 2 weeks", "clinic_phone": "+1 555 010 0199",
                "clinic_address": "100 Main Street, Springfield, IL 62701",
                "booking_link": "http://127.0.0.1:9/b/WzEsMV0.abcdefghijklmnopqrstuvwxyz0",
                "unsubscribe_link": "http://127.0.0.1:9/u/WzEsMV0.abcdefghijklmnopqrstuvwxyz0",

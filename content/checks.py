@@ -3,35 +3,46 @@
 Problems are `file:line: message` strings. Checks: campaign files parse; every template compiles
 and renders with the sample variables (strict: an unknown variable is an error); emails have a
 subject; each SMS fits in two segments even with long sample values and uses GSM-7; the first SMS
-of each campaign says STOP and HELP; and the content guard's rules (content_guard.py).
+of each campaign says what carriers expect (`content.first_sms`); the discreet names in the
+settings, preheaders and plain-text openings (`content.discretion`); and the content guard's rules
+(`content.guard`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from patient_drip.content.campaign import CampaignError, load_campaigns
+from patient_drip.content.campaign import Campaign, CampaignError, load_campaigns
 from patient_drip.content.context import ContextValue, message_context
-from patient_drip.models import Channel
-from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderError, Renderer, sms_info
+from patient_drip.content.first_sms import first_sms_problems, first_sms_step, sms_frequency
+from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, RenderError, Renderer, sms_info
 from patient_drip.content.texting_rules import rules_without_overlap
 from patient_drip.settings import Settings
 from patient_drip.content.tokens import LinkTokens
 
 # Long-but-plausible values: a template that fits with these fits for real contacts.
 SAMPLE_LONG_FIRST_NAME = "Christopher"
+# For a template no campaign sends yet: a two-digit count fits every real campaign's phrase.
+SAMPLE_SMS_FREQUENCY = "Up to 10 msgs over 10 weeks"
+# The longest discreet SMS name the settings allow (SMS_NAME_MAX_CHARS): a text that fits with it
+# still fits after the clinic changes its name.
+SAMPLE_LONG_SMS_NAME = "Riverside Wellness Center West"
 
 
 def sample_context(settings: Settings, step_id: str, channel: str, campaign_name: str, *,
-                   longest_offer: bool = False) -> dict[str, ContextValue]:
+                   longest_offer: bool = False, campaign: Campaign | None = None) -> dict[str, ContextValue]:
     """The message context for checking a template: a long name and large ids (long links). With
     `longest_offer`, the longest offer the settings allow (free, 3-digit minutes) instead of the
-    clinic's own, so a text that fits now still fits after the clinic changes its offer."""
+    clinic's own, so a text that fits now still fits after the clinic changes its offer, and the
+    longest discreet SMS name. The message frequency is `campaign`'s (a sample one without it)."""
     if longest_offer:
-        settings = settings.model_copy(update={"consultation_free": True, "consultation_minutes": 120})
+        settings = settings.model_copy(update={"consultation_free": True, "consultation_minutes": 120,
+                                               "clinic_sms_name": max(settings.sms_brand, SAMPLE_LONG_SMS_NAME,
+                                                                      key=len)})
+    frequency = sms_frequency(campaign) if campaign is not None else SAMPLE_SMS_FREQUENCY
     return message_context(settings, LinkTokens("template-check"), first_name=SAMPLE_LONG_FIRST_NAME,
                            contact_id=9_999_999, message_id=99_999_999, campaign_name=campaign_name,
-                           step_id=step_id, channel=channel)
+                           step_id=step_id, channel=channel, sms_frequency=frequency)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -52,38 +63,43 @@ def check_all(settings: Settings) -> tuple[list[str], str]:
     renderer = Renderer(templates_dir)
     guard = _load_guard(settings, problems)
     checked = 0
-    used: dict[str, tuple[str, str, str]] = {}
+    used: dict[str, tuple[str, str, Campaign | None]] = {}
     for campaign in campaigns.values():
-        first_sms = next((step for step in campaign.steps if step.channel == Channel.SMS), None)
+        first_sms = first_sms_step(campaign)
         if first_sms is not None:
             for rule in rules_without_overlap(campaign.send_window):
                 problems.append(f"{campaign.source_file or campaign.id}:1: send_window "
                                 f"{campaign.send_window.start:%H:%M}-{campaign.send_window.end:%H:%M} leaves no time "
                                 f"for texts under {rule.describe()}")
         for step in campaign.steps:
-            used.setdefault(step.template, (step.id, str(step.channel), campaign.name))
+            used.setdefault(step.template, (step.id, str(step.channel), campaign))
             if first_sms is not None and step is first_sms:
-                body = _render_sms(renderer, settings, step.template, step.id, campaign.name, templates_dir, problems)
-                if body is not None and ("STOP" not in body or "HELP" not in body):
-                    problems.append(f"{_relative(templates_dir / step.template, templates_dir)}:1: the first SMS of "
-                                    f"{campaign.id} must say how to opt out (STOP) and get help (HELP)")
+                body = _render_sms(renderer, settings, step.template, step.id, campaign, templates_dir, problems)
+                if body is not None:
+                    brand = str(sample_context(settings, step.id, "sms", campaign.name, longest_offer=True,
+                                               campaign=campaign)["clinic_sms_name"])
+                    problems += [f"{_relative(templates_dir / step.template, templates_dir)}:1: [first-sms] {p}"
+                                 for p in first_sms_problems(body, campaign, brand)]
     for path in sorted(templates_dir.rglob("*")):
         if not path.is_file() or path.name.startswith((".", "_")):
             continue
         name = str(path.relative_to(templates_dir))
-        step_id, channel, campaign_name = used.get(name, ("sample-step", "email" if name.startswith("email/") else "sms", "Sample"))
+        step_id, channel, campaign = used.get(name, ("sample-step", "email" if name.startswith("email/") else "sms",
+                                                     None))
+        campaign_name = campaign.name if campaign is not None else "Sample"
         checked += 1
         display = _relative(path, templates_dir)
         if name.startswith("email/"):
             try:
-                email = renderer.render_email(name, sample_context(settings, step_id, "email", campaign_name))
+                email = renderer.render_email(name, sample_context(settings, step_id, "email", campaign_name,
+                                                                   campaign=campaign))
             except RenderError as exc:
                 problems.append(_located(display, exc))
                 continue
             if guard is not None:
-                problems.extend(guard(path, name, "email", email))
+                problems.extend(guard(path, name, "email", email, campaign))
         elif name.startswith("sms/"):
-            body = _render_sms(renderer, settings, name, step_id, campaign_name, templates_dir, problems)
+            body = _render_sms(renderer, settings, name, step_id, campaign, templates_dir, problems)
             if body is None:
                 continue
             info = sms_info(body)
@@ -94,7 +110,7 @@ def check_all(settings: Settings) -> tuple[list[str], str]:
                 problems.append(f"{display}:1: {info.units} characters = {info.segments} SMS segments with sample "
                                 f"values; at most {SMS_MAX_SEGMENTS} allowed")
             if guard is not None:
-                problems.extend(guard(path, name, "sms", body))
+                problems.extend(guard(path, name, "sms", body, campaign))
     unused = sorted(set(used) - {str(p.relative_to(templates_dir)) for p in templates_dir.rglob("*") if p.is_file()})
     for name in unused:
         problems.append(f"{name}: referenced by a campaign but missing")
@@ -108,10 +124,11 @@ def _located(display: str, exc: RenderError) -> str:
     return f"{display}:1: in {exc.name}:{exc.line or 1}: {exc.message}"
 
 
-def _render_sms(renderer: Renderer, settings: Settings, name: str, step_id: str, campaign_name: str,
+def _render_sms(renderer: Renderer, settings: Settings, name: str, step_id: str, campaign: Campaign | None,
                 templates_dir: Path, problems: list[str]) -> str | None:
     try:
-        return renderer.render_sms(name, sample_context(settings, step_id, "sms", campaign_name, longest_offer=True))
+        return renderer.render_sms(name, sample_context(settings, step_id, "sms", campaign.name if campaign else "Sample",
+                                                        longest_offer=True, campaign=campaign))
     except RenderError as exc:
         problems.append(_located(_relative(templates_dir / name, templates_dir), exc))
         return None
@@ -120,6 +137,7 @@ def _render_sms(renderer: Renderer, settings: Settings, name: str, step_id: str,
 def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-untyped-def]
     """The content guard's rendered-output checks bound to the policy; source checks (layouts
     included) are run here once for the whole folder. None if the policy cannot be read."""
+    from patient_drip.content import discretion
     from patient_drip.content import guard as content_guard
 
     try:
@@ -127,15 +145,20 @@ def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-unt
     except Exception as exc:  # a broken policy file is itself a problem to report
         problems.append(f"{settings.policy_dir}: cannot read the content policy: {exc}")
         return None
+    problems += [f"settings: {problem}" for problem in discretion.brand_problems(settings, policy)]
     for issue in content_guard.check_templates_dir(settings.templates_dir, policy):
         problems.append(str(issue).replace(str(settings.templates_dir.parent) + "/", ""))
 
-    def run(path: Path, name: str, channel: str, rendered: object) -> list[str]:
+    def run(path: Path, name: str, channel: str, rendered: object, campaign: Campaign | None) -> list[str]:
         display = _relative(path, settings.templates_dir)
         # The values the output was rendered with (texts: the longest offer, see _render_sms).
-        variables = sample_context(settings, "sample-step", channel, "Sample", longest_offer=channel == "sms")
+        variables = sample_context(settings, "sample-step", channel, "Sample", longest_offer=channel == "sms",
+                                   campaign=campaign)
         if channel == "email":
             issues = content_guard.check_rendered_email(display, rendered, variables=variables, policy=policy)
+            email: RenderedEmail = rendered  # type: ignore[assignment]
+            issues += discretion.email_issues(display, subject=None, preheader=email.preheader, text=email.text,
+                                              policy=policy)
         else:
             issues = content_guard.check_rendered_sms(display, str(rendered), variables=variables, policy=policy)
         return [str(issue) for issue in issues]

@@ -29,16 +29,19 @@ def consultation_phrase(settings: Settings) -> str:
 
 
 def message_context(settings: Settings, tokens: LinkTokens, *, first_name: str, contact_id: int, message_id: int,
-                    campaign_name: str, step_id: str, channel: str) -> dict[str, ContextValue]:
+                    campaign_name: str, step_id: str, channel: str, sms_frequency: str) -> dict[str, ContextValue]:
     """Every template variable for message `message_id` of step `step_id` to contact `contact_id`;
     the links are signed with `tokens` (a preview key gives links the live service refuses).
 
     `first_name` is the stored name; what the template gets is `names.message_first_name` of it
     (a name that is not a name becomes "", non-GSM letters in an SMS are transliterated), so no
-    caller can put a raw name into a message."""
+    caller can put a raw name into a message. `sms_frequency` is the campaign's
+    `content.first_sms.sms_frequency`."""
     return {
         "first_name": message_first_name(first_name, channel),
         "clinic_name": settings.clinic_name,
+        "clinic_sms_name": settings.sms_brand,  # the discreet brand: texts, the email header
+        "sms_frequency": sms_frequency,
         "clinic_phone": settings.clinic_phone,
         "clinic_address": settings.clinic_address,
         "consultation_free": settings.consultation_free,

@@ -46,6 +46,7 @@ from jinja2 import BaseLoader, ChainableUndefined, ChoiceLoader, DictLoader, Fil
 from jinja2.sandbox import SandboxedEnvironment
 
 from patient_drip.content.rendering import TEMPLATE_VARIABLES, BoundedSandbox, RenderedEmail
+from patient_drip.content.required_parts import is_email_layout, missing_parts
 from patient_drip.providers.types import Channel
 
 __all__ = [
@@ -414,10 +415,6 @@ def _sources_as_output(sources: Iterable[str]) -> str:
     )
 
 
-def _collapse(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _part_issues(file: str, line: int, channel: Channel, output: str, visible: str, values: Mapping[str, object],
                  what: str) -> list[GuardIssue]:
     """Footer and booking-link issues for one rendered output.
@@ -425,35 +422,23 @@ def _part_issues(file: str, line: int, channel: Channel, output: str, visible: s
     `output` is everything (links may sit in href attributes), `visible` what a reader sees,
     `values` the strings that stand for booking_link, unsubscribe_link and clinic_address.
     """
-    issues = []
-
-    def need(rule: str, present: bool, message: str) -> None:
-        if not present:
-            issues.append(GuardIssue(file, line, rule, f"{what} {message}"))
-
-    booking = str(values.get("booking_link", ""))
-    need(BOOKING_LINK, bool(booking) and booking in output,
-         "has no {{ booking_link }}: every message links to booking")
-    if channel == "email":
-        unsubscribe = str(values.get("unsubscribe_link", ""))
-        address = _collapse(str(values.get("clinic_address", "")))
-        need(EMAIL_FOOTER, bool(unsubscribe) and unsubscribe in output,
-             "has no {{ unsubscribe_link }}: every email needs a one-click unsubscribe link")
-        need(EMAIL_FOOTER, bool(address) and address in _collapse(visible),
-             "does not show {{ clinic_address }}: every email shows the clinic's postal address")
-        need(EMAIL_FOOTER, bool(_CRISIS_LINE.search(visible)),
-             "does not show the 988 Suicide & Crisis Lifeline: every email footer has it")
-    return issues
+    kind = "layout" if channel == "layout" else "email" if channel == "email" else "sms"
+    return [GuardIssue(file, line, rule, f"{what} {message}")
+            for rule, message in missing_parts(kind, output, visible, values)]  # content/required_parts.py
 
 
 def _required_part_issues(
-    file: str, source: str, channel: Channel, templates: Mapping[str, str], templates_dir: Path | None
+    file: str, source: str, channel: Channel, templates: Mapping[str, str], templates_dir: Path | None,
+    layout_alone: bool = False,
 ) -> list[GuardIssue]:
     extends = _EXTENDS.search(_blank(source, _JINJA_COMMENT))
     line = _line(source, extends.start()) if extends else 1
     layout = extends["name"] if extends else None
     name = "__content_guard__/checked" + Path(file).suffix
     what = f"this {channel}" + (f" (with its layout {layout})" if layout else "")
+    part_kind: str = channel
+    if layout_alone:
+        what, part_kind = "this layout", "layout"  # checked alone: it has no booking link of its own
     loader: BaseLoader = DictLoader({**templates, name: source})
     if templates_dir is not None:
         loader = ChoiceLoader([loader, FileSystemLoader(str(templates_dir))])
@@ -469,7 +454,7 @@ def _required_part_issues(
             layout_source = ""
         output = _sources_as_output([source, layout_source])
     visible = _visible_html_text(output) if channel == "email" else output
-    return _part_issues(file, line, channel, output, visible, _MARKERS, what)
+    return _part_issues(file, line, part_kind, output, visible, _MARKERS, what)  # type: ignore[arg-type]
 
 
 # --- public checks ---------------------------------------------------------------------------
@@ -489,8 +474,9 @@ def check_template_source(
 
     `path` is only used to label issues. `{% extends %}` and `{% include %}` resolve from
     `templates` (other templates' sources by Jinja name, "email/_layout.html"), then from files
-    in `templates_dir`. A layout (`is_layout=True`) is checked for discretion and numbers only:
-    its footer and links are checked through every email that extends it.
+    in `templates_dir`. An email layout (`is_layout=True`; `required_parts.is_email_layout`) must
+    carry the footer itself (unsubscribe link, address, 988), and is checked again through every
+    email that extends it; other partials are checked for discretion and numbers only.
     """
     no_comments = _blank(source, _JINJA_COMMENT)
     issues: list[GuardIssue] = []
@@ -501,8 +487,8 @@ def check_template_source(
         issues += _restricted_issues(path, no_comments, DISCREET_SMS, policy)
     issues += _number_issues(path, _literal_text(source, channel), policy)
     issues += _offer_issues(path, no_comments)
-    if not is_layout:
-        issues += _required_part_issues(path, source, channel, templates or {}, templates_dir)
+    if not is_layout or (channel == "email" and is_email_layout(no_comments)):  # a layout carries the footer
+        issues += _required_part_issues(path, source, channel, templates or {}, templates_dir, is_layout)
     return sorted(issues, key=lambda i: (i.line, i.rule))
 
 

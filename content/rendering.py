@@ -63,6 +63,8 @@ SMS_MAX_SEGMENTS = 2
 TEMPLATE_VARIABLES = (
     "first_name",
     "clinic_name",
+    "clinic_sms_name",
+    "sms_frequency",
     "clinic_phone",
     "clinic_address",
     "consultation_free",
@@ -418,7 +420,7 @@ class Renderer:
         if "preheader" in template.blocks:
             preheader = _plain(self._run(name, lambda: template.blocks["preheader"](template.new_context(dict(context)))))
         html = self._run(name, lambda: template.generate(dict(context)))
-        text = html_to_text(html)
+        text = html_to_text(html, preheader)
         try:
             inlined = css_inline.inline(html)
         except ValueError as exc:
@@ -461,10 +463,23 @@ def _text_converter() -> html2text.HTML2Text:
     return converter
 
 
-def html_to_text(html: str) -> str:
-    """The plain-text part of an email, from its HTML (preheader removed: it is inbox-only)."""
+_HEADING_MARKS = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+", re.M)
+
+
+def strip_heading_marks(text: str) -> str:
+    """`text` without markdown heading marks ("# How it works" → "How it works")."""
+    return _HEADING_MARKS.sub("", text)
+
+
+def html_to_text(html: str, preheader: str = "") -> str:
+    """The plain-text part of an email, from its HTML: the preheader first (mail apps preview the
+    start of the text part, and the preheader is the discreet line written for that), then the
+    body without markdown heading marks (a "# Title" line would be previewed as is)."""
     converter = _text_converter()
     text = converter.handle(_PREHEADER.sub("", html))
+    text = strip_heading_marks(text)
+    if preheader.strip():
+        text = preheader.strip() + "\n\n" + text.lstrip()
     text = re.sub(r"\[([^\]]+)\]\(<([^>]+)>\)", r"\1: \2", text)  # [Book](<url>) → Book: url
     text = "\n".join(line.rstrip() for line in text.splitlines())  # html2text's "  " hard breaks
     text = re.sub(r"\n{3,}", "\n\n", text)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.context import message_context, render_sms_fitted
+from patient_drip.content.first_sms import sms_frequency
 from patient_drip.models import Channel
 from patient_drip.content.rendering import Renderer, sms_info
 from patient_drip.settings import Settings
@@ -37,7 +38,8 @@ def simulate_campaign(settings: Settings, campaign: Campaign, renderer: Renderer
     result = []
     for index, step in enumerate(campaign.steps, start=1):
         context = message_context(settings, tokens, first_name=first_name, contact_id=1, message_id=index,
-                                  campaign_name=campaign.name, step_id=step.id, channel=step.channel)
+                                  campaign_name=campaign.name, step_id=step.id, channel=step.channel,
+                                  sms_frequency=sms_frequency(campaign))
         if step.channel == Channel.EMAIL:
             email = renderer.render_email(step.template, context)
             result.append(SimulatedMessage(step.id, "email", int(step.delay.total_seconds()), email.subject,

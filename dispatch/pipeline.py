@@ -43,8 +43,11 @@ from sqlalchemy.orm import Session, object_session
 from patient_drip import db
 from patient_drip.content.campaign import Campaign, Step
 from patient_drip.content.context import message_context, render_sms_fitted, unsubscribe_url
+from patient_drip.content.first_sms import sms_frequency
 from patient_drip.content.render_memo import MemoRenderer
-from patient_drip.content.rendering import RenderError
+from patient_drip.content.guard import load_policy
+from patient_drip.content.rendering import ContextValue, RenderedEmail, RenderError
+from patient_drip.content.send_rules import hold_reasons, reason_text
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.ratelimit import build_limiters
 from patient_drip.dispatch.counters import COUNTERS, result_label
@@ -56,7 +59,7 @@ from patient_drip.dispatch.outcome import (
     record_failure,
     record_sent,
 )
-from patient_drip.dispatch.step import BatchState, Outcome, Ready, decide, defer, defer_over_cap
+from patient_drip.dispatch.step import BatchState, Outcome, Ready, decide, defer, defer_over_cap, hold
 from patient_drip.models import Channel, Contact, Enrollment, EventKind, Message, MessageStatus, add_event
 from patient_drip.providers.types import AccountSendError, AuthSendError, OutgoingMessage, SendError, TransientSendError
 from patient_drip.runtime import Runtime
@@ -310,6 +313,7 @@ class Dispatcher:
         id), render, then insert all complete rows already `sending` for this attempt at once."""
         new_ids = iter(queue.new_message_ids(session, sum(1 for item in sendable if item.message is None)))
         rows: list[tuple[object, ...]] = []
+        held: list[tuple[Ready, int, tuple[str | None, str | None, str], str]] = []
         works: list[Work] = []
         outcomes: list[str] = []
         names_dropped: list[tuple[int, Enrollment, Step, int]] = []
@@ -320,11 +324,16 @@ class Dispatcher:
                 continue
             message_id = next(new_ids)
             try:
-                subject, html, text, unsubscribe, dropped = self._render(message_id, contact, campaign, step)
+                subject, html, text, unsubscribe, dropped, hold_reason = self._render(message_id, contact, campaign,
+                                                                                      step)
             except RenderError as exc:
                 log.error("template %s failed for message %s: %s", step.template, message_id, exc)
                 defer(enrollment, now + queue.RENDER_RETRY)
                 outcomes.append(Outcome.ERROR)
+                continue
+            if hold_reason is not None:  # a content rule failed on the real values: never sent
+                held.append((item, message_id, (subject, html, text), hold_reason))
+                outcomes.append(Outcome.HELD)
                 continue
             to = contact.email if step.channel == Channel.EMAIL else contact.phone
             rows.append((message_id, enrollment.id, contact.id, campaign.id, step.id, str(step.channel),
@@ -337,6 +346,8 @@ class Dispatcher:
         queue.insert_messages(session, rows)
         for message_id, enrollment, step, segments in names_dropped:  # after the rows they point at exist
             _record_name_dropped(session, message_id, enrollment, step, segments, now)
+        for item, message_id, rendered, reason in held:  # after the insert: ids are taken in order
+            hold(session, item, message_id, rendered, reason, now)
         return works, outcomes
 
     def _ready(self, message: Message, enrollment: Enrollment, contact: Contact, campaign: Campaign, step: Step,
@@ -349,8 +360,12 @@ class Dispatcher:
         message.to_address = contact.email if step.channel == Channel.EMAIL else contact.phone
         message.provider = self._provider_name(step.channel)
         if message.body_text is None:  # its first attempt never got as far as rendering
-            message.subject, message.body_html, message.body_text, _, dropped = self._render(message.id, contact,
-                                                                                             campaign, step)
+            # A retry goes out as first rendered (and checked); one never rendered is rendered and checked
+            # now, and if it breaks a content rule it fails like a broken template: not sent, tried later.
+            message.subject, message.body_html, message.body_text, _, dropped, held = self._render(
+                message.id, contact, campaign, step)
+            if held is not None:
+                raise RenderError(step.template, held)
             if dropped:
                 _record_name_dropped(object_session(message), message.id, enrollment, step, dropped, now)
         return self._work(message.id, enrollment, contact, campaign, step, message.attempts, message.to_address,
@@ -391,18 +406,28 @@ class Dispatcher:
         return self.rt.senders[Channel(channel)].provider
 
     def _render(self, message_id: int, contact: Contact, campaign: Campaign,
-                step: Step) -> tuple[str | None, str | None, str, str, int]:
-        """(subject, html, text, unsubscribe URL, segments) of this step for this contact; `segments`
-        is 0, or how many SMS segments the text needed with the name when it is sent nameless
-        (`content.context.render_sms_fitted`; the caller records that). Raises RenderError."""
+                step: Step) -> tuple[str | None, str | None, str, str, int, str | None]:
+        """(subject, html, text, unsubscribe URL, segments, hold reason) of this step for this contact.
+        `segments` is 0, or how many SMS segments the text needed with the name when it is sent
+        nameless (`content.context.render_sms_fitted`; the caller records that); the hold reason is
+        why it must not be sent (`content.send_rules`), or None. Raises RenderError."""
         context = message_context(self.rt.settings, self.rt.tokens, first_name=contact.first_name,
                                   contact_id=contact.id, message_id=message_id, campaign_name=campaign.name,
-                                  step_id=step.id, channel=step.channel)
+                                  step_id=step.id, channel=step.channel,
+                                  sms_frequency=sms_frequency(campaign))
         if step.channel == Channel.EMAIL:
             email = self._memo.render_email(self.rt.renderer, step.template, context)
-            return email.subject, email.html, email.text, str(context["unsubscribe_link"]), 0
+            return (email.subject, email.html, email.text, str(context["unsubscribe_link"]), 0,
+                    self._check(email, campaign, step, context))
         fitted = render_sms_fitted(self.rt.renderer, step.template, context)
-        return None, None, fitted.body, str(context["unsubscribe_link"]), fitted.segments_with_name
+        return (None, None, fitted.body, str(context["unsubscribe_link"]), fitted.segments_with_name,
+                self._check(fitted.body, campaign, step, context))
+
+    def _check(self, rendered: RenderedEmail | str, campaign: Campaign, step: Step,
+               context: dict[str, ContextValue]) -> str | None:
+        reasons = hold_reasons(rendered, campaign=campaign, step=step, values=context, settings=self.rt.settings,
+                               policy=load_policy(self.rt.settings.policy_dir))
+        return reason_text(reasons) if reasons else None
 
     # -- phase 2: the provider call (pool threads; no database work but the rate limiter) ----------
 

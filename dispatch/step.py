@@ -19,6 +19,10 @@ ways (an `Outcome`, or a `Ready` send):
 - `PAUSED` — the step's channel is paused for everyone: looked at again every `PAUSE_RECHECK`.
 - `Ready` — a send is due now: a new one (no send record yet) or a retry of its record.
 
+After rendering, a new send that breaks a content rule (`content.send_rules.hold_reasons`) ends as
+`HELD` (`hold`): its record is stored `held` with the reason, nothing is sent, and the
+enrollment moves on to the next step at its own time.
+
 A step already sent (or failed, or skipped) moves the enrollment on and the walk continues, so one
 pass can go through several steps due at once. A text's window is the strictest of the campaign's
 and the law for the number (`content.texting_rules`); when a step is moved for it, a
@@ -75,6 +79,7 @@ class Outcome(StrEnum):
 
     SENT = "sent"
     SKIPPED = "skipped"
+    HELD = "held"
     RETRYING = "retrying"
     FAILED = "failed"
     UNKNOWN = "unknown"
@@ -371,3 +376,25 @@ def skip(session: Session, enrollment: Enrollment, contact: Contact, step: Step,
     session.flush()
     add_event(session, EventKind.MESSAGE_SKIPPED, now, contact_id=contact.id, enrollment_id=enrollment.id,
               message_id=message.id, step=step.id, channel=step.channel, reason=reason)
+
+
+def hold(session: Session, ready: Ready, message_id: int, rendered: tuple[str | None, str | None, str],
+         reason: str, now: datetime) -> None:
+    """Store new send `message_id` of `ready` as `held` (rendered content kept for staff to see,
+    `reason` as its error), write a `message_held` event, and move the enrollment on.
+
+    Not retried: the same content would break the same rule. The sequence goes on like after a
+    skip, so one unsafe message does not silence the rest (`content.send_rules`)."""
+    enrollment, contact, step = ready.enrollment, ready.contact, ready.step
+    subject, html, text = rendered
+    session.add(Message(id=message_id, enrollment_id=enrollment.id, contact_id=contact.id,
+                        campaign_id=enrollment.campaign_id, step_id=step.id, channel=step.channel,
+                        template_name=step.template, status=MessageStatus.HELD, last_error=reason,
+                        subject=subject, body_html=html, body_text=text, attempts=0,
+                        created_at=now, updated_at=now))
+    session.flush()
+    add_event(session, EventKind.MESSAGE_HELD, now, contact_id=contact.id, enrollment_id=enrollment.id,
+              message_id=message_id, step=step.id, channel=step.channel, reason=reason)
+    log.error("message %s (contact %s, step %s) held, not sent: a content rule failed at send time",
+              message_id, contact.id, step.id)
+    advance(session, enrollment, ready.campaign, contact, now)

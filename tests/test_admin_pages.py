@@ -496,10 +496,11 @@ def test_editor_shows_the_source_and_a_preview_at_two_widths(client, srt, clock)
 def test_live_preview_renders_the_submitted_source_and_reports_problems(client, srt, clock):
     csrf = signed_in(client, srt, "marketing", clock)
     good = client.post(f"/admin/templates/preview/{FIRST_SMS}", headers={"X-CSRF-Token": csrf},
-                       json={"source": "Hi {{ first_name }}! Book: {{ booking_link }} Reply STOP to opt out, HELP "
+                       json={"source": "Hi {{ first_name }}! Book: {{ booking_link }} {{ clinic_sms_name }}: "
+                                       "{{ sms_frequency }}. Msg & data rates may apply. Reply STOP to opt out, HELP "
                                        "for help.", "first_name": "Jo"}).json()
     assert good["ok"] and good["text"].startswith("Hi Jo! Book: https://clinic.test/b/")
-    assert good["sms"]["encoding"] == "GSM-7" and good["sms"]["segments"] == 1
+    assert good["sms"]["encoding"] == "GSM-7" and good["sms"]["segments"] == 2
     bad = client.post(f"/admin/templates/preview/{FIRST_SMS}", headers={"X-CSRF-Token": csrf},
                       json={"source": "Hi {{ frist_name }} “ketamine” {{ booking_link }}"}).json()
     messages = " ".join(p["message"] for p in bad["problems"])

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 
 import pytest
 from click.testing import CliRunner
 
 from patient_drip.cli import main
+from patient_drip.content.campaign import load_campaigns
+from patient_drip.content.discretion import plain_text_opening
+from patient_drip.content.first_sms import sms_frequency
+from patient_drip.content.guard import load_policy
+from patient_drip.content.rendering import sms_info
+from patient_drip.content.simulate import simulate_campaign
+from patient_drip.settings import load_settings
 from support.builders import ROOT
 
 CONTENT_RULE_TERMS = ("depress", "bipolar", "mdd", "mania", "manic", "ketamine", "antidepress", "infusion", "suicid")
@@ -161,3 +169,145 @@ def test_templates_check_enforces_the_content_guard(env, tmp_path, monkeypatch):
     assert "sms/02-checkin.txt:2: [discreet-sms]" in result.output
     assert "sms/02-checkin.txt:2: [approved-claim]" in result.output
     assert "sms/03-reminder.txt:1: [booking-link]" in result.output
+
+
+# --- issue 12: the content rules with a clinic name that names the drug ------------------------
+
+KETAMINE_CLINIC = {"DRIP_CLINIC_NAME": "Example Ketamine Clinic", "DRIP_CLINIC_SMS_NAME": "Example Wellness"}
+
+
+def content_rule_problems(messages: list[dict], brand: str) -> list[str]:
+    """Every way `drip simulate --format json` output breaks a content rule of SPEC.md."""
+    policy = load_policy(ROOT / "policy")
+    campaign = load_campaigns(ROOT / "campaigns", ROOT / "templates")["ketamine-consult"]
+    problems = []
+
+    def restricted(where: str, text: str) -> None:
+        words = [w for _, w, _ in policy.restricted_in(text.split("http")[0] if where == "sms" else text)]
+        words += [t for t in CONTENT_RULE_TERMS if t in text.lower() and "http" not in text.lower()]
+        if words:
+            problems.append(f"{where}: names {words}: {text[:80]!r}")
+
+    first_sms = next(m for m in messages if m["channel"] == "sms")
+    for need in (brand, sms_frequency(campaign), "Msg & data rates may apply", "HELP", "STOP"):
+        if need not in first_sms["text"]:
+            problems.append(f"first sms lacks {need!r}")
+    for m in messages:
+        if "/b/" not in m["text"]:
+            problems.append(f"{m['step']}: no booking link")
+        if "free" in m["text"].lower() or "free" in (m["subject"] or "").lower():
+            problems.append(f"{m['step']}: calls the consultation free")
+        if m["channel"] == "sms":
+            for part in m["text"].split():
+                if not part.startswith("http"):
+                    restricted("sms", part)
+            info = sms_info(m["text"])
+            if info.segments > 2:
+                problems.append(f"{m['step']}: {info.segments} segments ({info.encoding})")
+        else:
+            restricted("subject", m["subject"])
+            # The JSON has no preheader: the text part starts with it (what mail apps preview).
+            restricted("plain-text opening", plain_text_opening("", m["text"]))
+            if "# " in m["text"]:
+                problems.append(f"{m['step']}: markdown heading marks in the plain-text part")
+            if not ("988" in m["text"] and "/u/" in m["html"] and "Springfield" in m["text"]):
+                problems.append(f"{m['step']}: footer part missing")
+    return problems
+
+
+def test_simulate_json_follows_the_content_rules_with_a_drug_in_the_clinic_name(env, monkeypatch):
+    for key, value in KETAMINE_CLINIC.items():
+        monkeypatch.setenv(key, value)
+    messages = json.loads(run("simulate", "ketamine-consult", "--format", "json").output)
+    assert content_rule_problems(messages, "Example Wellness") == []
+    assert "Example Ketamine Clinic" in messages[0]["text"]  # the footer names the clinic in full
+
+
+@pytest.mark.parametrize("first_name", ["Zoë", "Nguyễn", "王", "Christopher-Alexander"])
+def test_simulated_messages_follow_the_content_rules_whatever_the_name(env, monkeypatch, first_name):
+    for key, value in KETAMINE_CLINIC.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    campaign = load_campaigns(settings.campaigns_dir, settings.templates_dir)["ketamine-consult"]
+    messages = [asdict(m) for m in simulate_campaign(settings, campaign, first_name=first_name)]
+    problems = content_rule_problems(messages, "Example Wellness")
+    too_long = [p for p in problems if "segments (UCS-2)" in p]
+    if too_long and problems == too_long and any(first_name in m["text"] for m in messages if m["channel"] == "sms"):
+        # The name itself makes the text UCS-2 (70 characters a segment); transliterating names for
+        # texts, or leaving the name out past 2 segments, is another branch's work (issue 12).
+        pytest.xfail(f"SMS name transliteration / nameless fallback not merged: {too_long}")
+    assert problems == []
+
+
+@pytest.mark.parametrize(("env_overrides", "named"), [
+    ({"DRIP_CLINIC_NAME": "Example Ketamine Clinic"}, ["DRIP_CLINIC_SMS_NAME: required"]),
+    ({**KETAMINE_CLINIC, "DRIP_CLINIC_SMS_NAME": "Ketamine Care"}, ["DRIP_CLINIC_SMS_NAME: 'Ketamine Care' names"]),
+])
+def test_templates_check_and_simulate_refuse_an_indiscreet_brand(env, monkeypatch, env_overrides, named):
+    for key, value in env_overrides.items():
+        monkeypatch.setenv(key, value)
+    check = run("templates", "check", expect=1).output
+    simulate = run("simulate", "ketamine-consult", expect=1).output
+    for text in named:
+        assert text in check and text in simulate
+
+
+def test_templates_check_reports_a_plain_text_opening_a_first_text_and_a_layout(env, tmp_path, monkeypatch):
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    how = templates / "email" / "03-how-it-works.html"
+    how.write_text(how.read_text().replace("<h1>How the treatment works</h1>", "<h1>How ketamine works</h1>"))
+    first = templates / "sms" / "01-welcome.txt"
+    first.write_text(first.read_text().replace("{{ sms_frequency }}. Msg & data rates may apply. ", ""))
+    layout = templates / "email" / "_layout.html"
+    layout.write_text(layout.read_text().replace("<br>{{ clinic_address }}", ""))
+    monkeypatch.setenv("DRIP_TEMPLATES_DIR", str(templates))
+    output = run("templates", "check", expect=1).output
+    assert "email/03-how-it-works.html (text):1: [discreet-opening] 'ketamine'" in output
+    assert "sms/01-welcome.txt:1: [first-sms] the first text message of ketamine-consult does not say how often" in output
+    assert "Msg & data rates may apply" in output
+    assert "email/_layout.html:1: [email-footer] this layout does not show {{ clinic_address }}" in output
+
+
+LIVE = {"DRIP_DELIVERY": "providers", "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "token",
+        "TWILIO_FROM_NUMBER": "+13125550100", "SENDGRID_API_KEY": "SG.key", "DRIP_FROM_EMAIL": "care@example.com",
+        "DRIP_BOOKING_URL": "http://127.0.0.1:8000/book"}
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "1"], ["worker"], ["send-due"]])
+def test_live_commands_refuse_placeholders_naming_each_variable(env, monkeypatch, command):
+    for key in ("DRIP_CLINIC_NAME", "DRIP_CLINIC_ADDRESS", "DRIP_CLINIC_PHONE", "DRIP_PUBLIC_URL"):
+        monkeypatch.delenv(key)  # the shipped defaults
+    for key, value in LIVE.items():
+        monkeypatch.setenv(key, value)
+    output = run(*command, expect=1).output
+    assert "refusing to start" in output and "Traceback" not in output
+    for variable in ("DRIP_PUBLIC_URL", "DRIP_BOOKING_URL", "DRIP_CLINIC_NAME", "DRIP_CLINIC_ADDRESS",
+                     "DRIP_CLINIC_PHONE", "DRIP_FROM_EMAIL"):
+        assert f"  {variable}: " in output, variable
+
+
+@pytest.mark.parametrize(("name", "value", "complaint"), [
+    ("DRIP_PUBLIC_URL", "https://10.0.0.5", "private"),
+    ("DRIP_PUBLIC_URL", "https://localhost:8000", "local"),
+    ("DRIP_CLINIC_ADDRESS", "123 Main St, Springfield, IL 62701", "placeholder"),
+    ("DRIP_CLINIC_PHONE", "(312) 555-0142", "fictional"),
+    ("DRIP_CLINIC_NAME", "Example Wellness", "placeholder"),
+    ("DRIP_BOOKING_URL", "https://book.example.com/x", "reserved"),
+])
+def test_each_placeholder_is_named(env, monkeypatch, name, value, complaint):
+    good = {**LIVE, "DRIP_PUBLIC_URL": "https://drip.riverside-wellness.com", "DRIP_FROM_EMAIL": "care@riverside.health",
+            "DRIP_BOOKING_URL": "https://riverside.health/book", "DRIP_CLINIC_PHONE": "+1 217 555 2368"}
+    for key, val in {**good, name: value}.items():
+        monkeypatch.setenv(key, val)
+    output = run("send-due", expect=1).output
+    problems = [line for line in output.splitlines() if line.startswith("  ")]
+    assert len(problems) == 1 and problems[0].startswith(f"  {name}: ") and complaint in problems[0], output
+
+
+def test_a_sandbox_run_keeps_the_example_values(env, monkeypatch):
+    run("init")
+    for key, value in {**LIVE, "DRIP_TWILIO_BASE_URL": "http://127.0.0.1:9", "DRIP_SENDGRID_BASE_URL":
+                       "http://127.0.0.1:9"}.items():
+        monkeypatch.setenv(key, value)
+    assert "send-due: 0 claimed" in run("send-due").output

@@ -261,10 +261,14 @@ def test_number_extractor_never_raises_on_number_like_text(text) -> None:
 def test_email_without_a_footer_part_is_reported_on_its_extends_line(tmp_path, policy, removed, count) -> None:
     layout = LAYOUT.replace(removed, "")
     child = "{# welcome email #}\n" + GOOD_EMAIL
-    issues = found(tmp_path, {"email/_layout.html": layout, "email/01.html": child}, policy)
+    everything = found(tmp_path, {"email/_layout.html": layout, "email/01.html": child}, policy)
+    issues = [issue for issue in everything if issue[0] == "email/01.html"]
     rules = sorted(rule for _, _, rule in issues)
     assert len(issues) == count and all(f == "email/01.html" and ln == 2 for f, ln, _ in issues)
     assert set(rules) <= {"email-footer", "booking-link"} and rules.count("email-footer") == min(count, 3)
+    # The layout is reported on its own too: it is saved and approved before any email uses it.
+    assert [issue for issue in everything if issue[0] != "email/01.html"] == [
+        ("email/_layout.html", 1, "email-footer")] * min(count, 3)
 
 
 def test_child_that_overrides_the_footer_block_is_reported(tmp_path, policy) -> None:
@@ -301,7 +305,7 @@ def test_missing_layout_is_reported_on_the_extends_line(tmp_path, policy) -> Non
 def test_988_in_an_href_only_is_not_shown(tmp_path, policy) -> None:
     layout = LAYOUT.replace("Call or text 988, any time", '<a href="tel:988">Call the lifeline</a>')
     issues = found(tmp_path, {"email/_layout.html": layout, "email/01.html": GOOD_EMAIL}, policy)
-    assert issues == [("email/01.html", 1, "email-footer")]
+    assert issues == [("email/01.html", 1, "email-footer"), ("email/_layout.html", 1, "email-footer")]
 
 
 # --- booking-link ----------------------------------------------------------------------------
@@ -356,6 +360,8 @@ def test_layout_is_read_from_templates_dir(tmp_path, policy) -> None:
 VARIABLES = {
     "first_name": "Ana",
     "clinic_name": "Sunrise Wellness",
+    "clinic_sms_name": "Sunrise Wellness",
+    "sms_frequency": "Up to 3 msgs over 2 weeks",
     "clinic_phone": "+1 555 010 0199",
     "clinic_address": "1200 Main St, Suite 300\nSpringfield, IL 62701",
     # A free 30-minute offer: the length from the settings is no claim to approve.

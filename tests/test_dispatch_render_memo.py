@@ -24,7 +24,8 @@ EMAIL_TEMPLATES = sorted(
 
 def context(first_name: str, contact_id: int, message_id: int, public_url: str = "https://clinic.test") -> dict[str, object]:
     return {
-        "first_name": first_name, "clinic_name": "Riverside Wellness", "clinic_phone": "+1 217 555 0100",
+        "first_name": first_name, "clinic_name": "Riverside Wellness", "clinic_sms_name": "Riverside Wellness",
+        "sms_frequency": "Up to 3 msgs over 2 weeks", "clinic_phone": "+1 217 555 0100",
         "clinic_address": "12 River Road, Springfield, IL 62701", "consultation_free": False,
         "consultation_minutes": 15, "consultation": "a 15-minute consultation", "booking_phrase": "Book a consultation",
         "booking_link": f"{public_url}/b/{TOKENS.booking(message_id)}",

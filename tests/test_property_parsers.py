@@ -420,7 +420,8 @@ jinja_bits = st.sampled_from([
     "{% for a in range(99999) %}{% for b in range(99999) %}", "{{ '%s' % first_name }}", "{{ [1,2][5] }}",
 ])
 template_sources = st.lists(st.one_of(jinja_bits, st.text(max_size=10)), max_size=12).map("".join)
-CONTEXT = {"first_name": "Dana", "clinic_name": "Riverside", "clinic_phone": "1", "clinic_address": "Road",
+CONTEXT = {"first_name": "Dana", "clinic_name": "Riverside", "clinic_sms_name": "Riverside", "sms_frequency": "",
+           "clinic_phone": "1", "clinic_address": "Road",
            "booking_link": "https://clinic.test/b/x", "unsubscribe_link": "https://clinic.test/u/x",
            "campaign_name": "c", "step_id": "s", "channel": "sms"}
 

@@ -8,7 +8,8 @@ import pytest
 from support.builders import ROOT
 from patient_drip.content.rendering import RenderError, Renderer, html_to_text, sms_info
 
-CTX = {"first_name": "<b>Eve</b>", "clinic_name": "Riverside", "clinic_phone": "+1 217 555 0100",
+CTX = {"first_name": "<b>Eve</b>", "clinic_name": "Riverside", "clinic_sms_name": "Riverside",
+       "sms_frequency": "Up to 3 msgs over 2 weeks", "clinic_phone": "+1 217 555 0100",
        "clinic_address": "12 River Road", "consultation_free": False, "consultation_minutes": 15,
        "consultation": "a 15-minute consultation", "booking_phrase": "Book a consultation", "booking_link": "https://clinic.test/b/x", "unsubscribe_link": "https://clinic.test/u/y",
        "campaign_name": "Demo", "step_id": "one", "channel": "email"}

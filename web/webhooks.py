@@ -246,7 +246,7 @@ async def twilio_inbound(request: Request) -> Response:
                 inbound.handled_by = "automatic: opt-out"
                 # Twilio answers the exact keywords itself; a free-text opt-out we confirm, once.
                 if kind == ReplyKind.OPT_OUT_TEXT and changed:
-                    reply = (f"{settings.clinic_name}: you will get no more texts from us. "
+                    reply = (f"{settings.sms_brand}: you will get no more texts from us. "
                              f"Reply START to opt back in.")
             elif kind == ReplyKind.OPT_IN:
                 if contact is not None and _had_sms_consent(session, contact):
@@ -258,13 +258,13 @@ async def twilio_inbound(request: Request) -> Response:
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: opt-in keyword"
             elif kind == ReplyKind.HELP:
-                reply = (f"{settings.clinic_name}: for help call {settings.clinic_phone}. "
+                reply = (f"{settings.sms_brand}: for help call {settings.clinic_phone}. "
                          f"Reply STOP to opt out. Msg & data rates may apply.")
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: help reply"
             elif kind == ReplyKind.CRISIS:
                 stopped = _act_on_crisis(session, rt, contact, inbound, classification.opt_out, now)
-                reply = _crisis_reply(settings.clinic_name, settings.clinic_phone, stopped)
+                reply = _crisis_reply(settings.sms_brand, settings.clinic_phone, stopped)
             inbound_id = inbound.id
         if kind == ReplyKind.CRISIS:
             _alert_staff(rt, inbound_id)

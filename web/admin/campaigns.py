@@ -14,6 +14,7 @@ from patient_drip.models import Enrollment
 from patient_drip.content.rendering import RenderError, sms_info
 from patient_drip.runtime import Runtime
 from patient_drip.content.context import message_context
+from patient_drip.content.first_sms import sms_frequency
 from patient_drip.content.simulate import PREVIEW_KEY, SAMPLE_FIRST_NAME, SimulatedMessage, simulate_campaign
 from patient_drip.content.tokens import LinkTokens
 
@@ -69,7 +70,7 @@ def campaign_step_html(request: Request, campaign_id: str, step_id: str, user: A
     # The same sample contact and preview-only link key as simulate_campaign.
     context = message_context(rt.settings, LinkTokens(PREVIEW_KEY), first_name=SAMPLE_FIRST_NAME, contact_id=1,
                               message_id=index + 1, campaign_name=campaign.name, step_id=step.id,
-                              channel=step.channel)
+                              channel=step.channel, sms_frequency=sms_frequency(campaign))
     rt.refresh_templates()
     try:
         email = rt.renderer.render_email(step.template, context)

@@ -126,6 +126,7 @@ EVENT_TITLES = {
     "message_skipped": "Message skipped",
     "message_deferred": "Message waits (quiet hours or texting law)",
     "sms_name_dropped": "Text sent without the first name (too long with it)",
+    "message_held": "Message held, not sent (content rule)",
     "message_reconciled": "Message outcome reconciled",
     "message_needs_review": "Message needs review",
     "channel_blocked": "Channel blocked",

@@ -2,7 +2,9 @@
 
 Used by the editor's live preview, by "save draft" (refused while there are problems) and by the
 approval page. Problems: syntax errors, undefined variables (StrictUndefined), a missing subject,
-SMS over two segments or outside GSM-7, a first SMS without STOP/HELP, and the content guard's
+SMS over two segments or outside GSM-7, a first SMS without what carriers expect
+(`content.first_sms`), a preheader or plain-text opening that is not discreet (`content.discretion`),
+a layout without its footer (`content.required_parts`, through the guard), and the content guard's
 rules (content_guard.py). The guard is optional here: if the module or its policy files cannot be
 loaded, the preview still works and says that content rules were not checked.
 """
@@ -19,7 +21,9 @@ from sqlalchemy.orm import Session
 
 from patient_drip.content.names import message_first_name
 from patient_drip.content.campaign import Campaign
+from patient_drip.content import discretion
 from patient_drip.content.checks import sample_context
+from patient_drip.content.first_sms import first_sms_problems, first_sms_step
 from patient_drip.models import Channel
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, RenderError, Renderer, SmsInfo, sms_info
 from patient_drip.runtime import Runtime
@@ -78,13 +82,9 @@ def step_for(campaigns: dict[str, Campaign], name: str) -> tuple[str, str, Campa
     return "sample-step", "Sample campaign", None
 
 
-def _first_sms_templates(campaigns: dict[str, Campaign]) -> set[str]:
-    first = set()
-    for campaign in campaigns.values():
-        step = next((s for s in campaign.steps if s.channel == Channel.SMS), None)
-        if step is not None:
-            first.add(step.template)
-    return first
+def _first_sms_of(campaigns: dict[str, Campaign], name: str) -> list[Campaign]:
+    """The campaigns whose first text message is template `name`."""
+    return [c for c in campaigns.values() if (step := first_sms_step(c)) is not None and step.template == name]
 
 
 def _render_target(rt: Runtime, name: str, sources: dict[str, str]) -> str | None:
@@ -133,6 +133,11 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
     try:
         add(_call(content_guard.check_template_source, preview.name, source, channel=preview.channel, policy=policy,
                   is_layout=is_layout(preview.name), templates=sources, templates_dir=rt.settings.templates_dir))
+        if preview.channel == "email" and preview.text:
+            # For a layout this is the email rendered with it: a header that names the drug shows in
+            # every email's plain-text opening.
+            add(discretion.email_issues(preview.name, subject=None, preheader=preview.preheader, text=preview.text,
+                                        policy=policy))
         if preview.rendered_as or is_layout(preview.name):
             return  # a layout's rendered output is checked through the emails that extend it
         if preview.channel == "email" and preview.html:
@@ -142,6 +147,7 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
             else:  # the older signature: (path, rendered_email, *, policy)
                 rendered = RenderedEmail(preview.subject, preview.html, preview.text, preview.preheader)
                 add(_call(content_guard.check_rendered_email, preview.name, rendered, policy=policy, variables=context))
+
         elif preview.channel == "sms" and preview.text:
             add(_call(content_guard.check_rendered_sms, preview.name, preview.text, policy=policy, variables=context))
     except Exception as exc:  # the guard is another team's module; never let it break editing
@@ -161,8 +167,8 @@ def preview_template(rt: Runtime, session: Session, name: str, source: str, *,
         return preview
     if target != name:
         preview.rendered_as = target
-    step_id, campaign_name, _campaign = step_for(rt.campaigns, target)
-    context = sample_context(rt.settings, step_id, preview.channel, campaign_name)
+    step_id, campaign_name, campaign = step_for(rt.campaigns, target)
+    context = sample_context(rt.settings, step_id, preview.channel, campaign_name, campaign=campaign)
     if first_name is not None:
         context["first_name"] = message_first_name(first_name, preview.channel)  # as a real send would show it
     renderer = Renderer(rt.settings.templates_dir, overrides=sources)
@@ -188,8 +194,9 @@ def preview_template(rt: Runtime, session: Session, name: str, source: str, *,
             preview.problems.append(Problem(
                 f"{info.units} characters = {info.segments} SMS segments with sample values; "
                 f"at most {SMS_MAX_SEGMENTS} allowed", None, "sms-length", "sms"))
-        if name in _first_sms_templates(rt.campaigns) and ("STOP" not in preview.text or "HELP" not in preview.text):
-            preview.problems.append(Problem("the first text message of a campaign must say how to opt out (STOP) "
-                                            "and get help (HELP)", None, "sms-first", "sms"))
+        for first_of in _first_sms_of(rt.campaigns, name):
+            preview.problems += [Problem(problem, None, "sms-first", "sms")
+                                 for problem in first_sms_problems(preview.text, first_of, str(context["clinic_sms_name"]),
+                                                                   check_length=False)]  # length: just above
     _guard_problems(rt, preview, source, sources, context)
     return preview
