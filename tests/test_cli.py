@@ -230,13 +230,12 @@ def test_simulated_messages_follow_the_content_rules_whatever_the_name(env, monk
     settings = load_settings()
     campaign = load_campaigns(settings.campaigns_dir, settings.templates_dir)["ketamine-consult"]
     messages = [asdict(m) for m in simulate_campaign(settings, campaign, first_name=first_name)]
-    problems = content_rule_problems(messages, "Example Wellness")
-    too_long = [p for p in problems if "segments (UCS-2)" in p]
-    if too_long and problems == too_long and any(first_name in m["text"] for m in messages if m["channel"] == "sms"):
-        # The name itself makes the text UCS-2 (70 characters a segment); transliterating names for
-        # texts, or leaving the name out past 2 segments, is another branch's work (issue 12).
-        pytest.xfail(f"SMS name transliteration / nameless fallback not merged: {too_long}")
-    assert problems == []
+    assert content_rule_problems(messages, "Example Wellness") == []
+    texts = [m["text"] for m in messages if m["channel"] == "sms"]
+    # Texts carry the name transliterated to GSM letters (Zoe, Nguyen, Wang), never UCS-2.
+    assert all(sms_info(text).encoding == "GSM-7" for text in texts)
+    if first_name != "Christopher-Alexander":
+        assert not any(first_name in text for text in texts)
 
 
 @pytest.mark.parametrize(("env_overrides", "named"), [

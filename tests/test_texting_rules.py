@@ -44,8 +44,9 @@ def _campaign(folder: Path, *, window: str, sms_steps: int, gap: str, cap: int =
     start, end = window.split("-")
     # Step n is due n × gap after enrollment.
     amount, unit = int(gap[:-1]), gap[-1]
-    steps = "\n".join(f"  - {{id: text-{n}, delay: {n * amount}{unit}, channel: sms, template: sms/02-checkin.txt}}"
-                      for n in range(sms_steps))
+    # The first text of a sequence must carry brand, frequency and HELP/STOP (content.first_sms).
+    steps = "\n".join(f"  - {{id: text-{n}, delay: {n * amount}{unit}, channel: sms, "
+                      f"template: sms/{'01-welcome' if n == 0 else '02-checkin'}.txt}}" for n in range(sms_steps))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "texts.yaml").write_text(f"""\
 id: texts
