@@ -46,6 +46,8 @@ from jinja2 import BaseLoader, ChainableUndefined, ChoiceLoader, DictLoader, Fil
 from jinja2.sandbox import SandboxedEnvironment
 
 from patient_drip.content.rendering import TEMPLATE_VARIABLES, BoundedSandbox, RenderedEmail
+from patient_drip.content.numbers import HYPHENS as _HYPHENS
+from patient_drip.content.numbers import ApprovedNumber, NumberMention, extract_numbers, parse_approved_number
 from patient_drip.providers.types import Channel
 
 __all__ = [
@@ -121,29 +123,6 @@ class SafeNumber:
 
 
 @dataclass(frozen=True)
-class NumberMention:
-    """A number found in text."""
-
-    text: str  # as written: "60–80%"
-    value: str  # normalised: "60-80%", "20 million", "2-7", "$400", "24/7", "9:30"
-    following: str  # the next few words, lower case, punctuation as spaces: "minute consultation"
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class ApprovedNumber:
-    value: str  # normalised, as NumberMention.value
-    words: str  # words that must follow it ("minute"); "" = any context
-    origin: str  # "claim 'response-rate'" or "safe_numbers"
-    entry: str  # as written in the file
-
-    def approves(self, mention: NumberMention) -> bool:
-        # The last word is a stem: "15 minute" approves "15 minutes".
-        return mention.value == self.value and mention.following.startswith(self.words)
-
-
-@dataclass(frozen=True)
 class ContentPolicy:
     restricted_terms: tuple[RestrictedTerm, ...]
     allowed_words: frozenset[str]
@@ -173,7 +152,6 @@ class ContentPolicy:
         return next((a for a in self.approved_numbers if a.approves(mention)), None)
 
 
-_HYPHENS = r"\-‐‑‒–—−"  # for use inside [...]: ASCII hyphen escaped, then Unicode dashes
 
 
 def _term_regex(term: str) -> re.Pattern[str]:
@@ -190,16 +168,6 @@ def _load_yaml(path: Path) -> Any:
         raise ValueError(f"{path}: policy file not found") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
-
-
-def _parse_entry(entry: object, origin: str, path: Path) -> ApprovedNumber:
-    text = str(entry).strip()
-    m = _NUMBER_RE.match(text)
-    if not m:
-        raise ValueError(f"{path}: {origin}: {text!r} does not start with a number")
-    return ApprovedNumber(
-        value=_value(m), words=_words_after(text, m.end()), origin=origin, entry=text
-    )
 
 
 @lru_cache(maxsize=8)
@@ -232,13 +200,13 @@ def _load_policy(policy_dir: Path) -> ContentPolicy:
             str(item["id"]), str(item["text"]), tuple(map(str, item["numbers"])), str(item["source"])
         )
         claims.append(claim)
-        approved += [_parse_entry(n, f"claim {claim.id!r}", claims_path) for n in claim.numbers]
+        approved += [parse_approved_number(n, f"claim {claim.id!r}", claims_path) for n in claim.numbers]
     safe: list[SafeNumber] = []
     for i, item in enumerate(claims_doc.get("safe_numbers") or []):
         if not isinstance(item, dict) or not item.get("number") or not item.get("reason"):
             raise ValueError(f"{claims_path}: safe_numbers[{i}] needs a number and a reason")
         safe.append(SafeNumber(str(item["number"]), str(item["reason"])))
-        approved.append(_parse_entry(item["number"], "safe_numbers", claims_path))
+        approved.append(parse_approved_number(item["number"], "safe_numbers", claims_path))
     return ContentPolicy(tuple(restricted), allowed, tuple(claims), tuple(safe), tuple(approved))
 
 
@@ -246,59 +214,6 @@ def load_policy(policy_dir: Path | None = None) -> ContentPolicy:
     """Read ``restricted_terms.yaml`` and ``approved_claims.yaml`` from `policy_dir` (default: the
     repository's policy/). Cached per directory. Raises ValueError naming the file and entry."""
     return _load_policy((policy_dir or DEFAULT_POLICY_DIR).resolve())
-
-
-# --- numbers ---------------------------------------------------------------------------------
-
-_N = r"\d+(?:[.,]\d+)*"
-_PCT = r"\s?(?:%|percent\b|per\s+cent\b)"
-_NUMBER_RE = re.compile(
-    rf"""
-    (?<![^\W_])                                 # not the tail of a word or number: B12, 2.5
-    (?<![^\W_][{_HYPHENS}.,/:])                 # nor of COVID-19, v1.2, 12/25, 9:30
-    (?P<cur>[$€£])?
-    (?P<a>{_N})
-    (?: :(?P<min>\d\d)                          # 9:30
-      | /(?P<per>\d+)                           # 24/7
-      | (?P<apct>{_PCT})?
-        (?: (?:\s*[{_HYPHENS}]\s*|\s+to\s+)     # a range: 60-80, 60–80, 60 to 80
-            [$€£]?(?P<b>{_N}) )?
-    )
-    (?P<pct>{_PCT})?
-    (?:\s+(?P<scale>hundred|thousand|million|billion)\b)?
-    """,
-    re.VERBOSE | re.IGNORECASE,
-)
-
-
-def _value(m: re.Match[str]) -> str:
-    value = (m["cur"] or "") + m["a"].replace(",", "")
-    if m["min"]:
-        value += ":" + m["min"]
-    elif m["per"]:
-        value += "/" + m["per"]
-    elif m["b"]:
-        value += "-" + m["b"].replace(",", "")
-    if m["apct"] or m["pct"]:
-        value += "%"
-    if m["scale"]:
-        value += " " + m["scale"].lower()
-    return value
-
-
-def _words_after(text: str, end: int) -> str:
-    return " ".join(re.sub(r"[\W_]+", " ", text[end : end + 60].casefold()).split())
-
-
-def extract_numbers(text: str) -> list[NumberMention]:
-    """Every number in `text` (ranges, percentages, "20 million", "$400", "24/7"), in order.
-
-    Digits only: spelled-out numbers ("two") are not found. Never raises for any string.
-    """
-    return [
-        NumberMention(m.group(), _value(m), _words_after(text, m.end()), m.start(), m.end())
-        for m in _NUMBER_RE.finditer(text)
-    ]
 
 
 # --- source scanning -------------------------------------------------------------------------
