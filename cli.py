@@ -103,6 +103,7 @@ def main() -> None:
 def init(admin_email: str | None, admin_password: str | None) -> None:
     """Create or upgrade the schema, check campaigns and templates, create the first admin."""
     from patient_drip.accounts.users import Role, create_user, generate_password, has_admin
+    from patient_drip.content.claim_library import seed_library
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
@@ -115,6 +116,8 @@ def init(admin_email: str | None, admin_password: str | None) -> None:
             synced = sync_from_files(session, settings.templates_dir, now, CLI_ACTOR)
             click.echo(f"templates: {len(synced.initial)} imported, {len(synced.drafts)} changed file(s) saved as "
                        f"drafts awaiting clinician approval, {synced.unchanged} unchanged")
+            seeded = seed_library(session, settings.policy_dir, now)
+            click.echo(f"claims library: {seeded} approved claims loaded" if seeded else "claims library: in place")
             if admin_email:
                 password = admin_password or generate_password()
                 create_user(session, admin_email, password, Role.ADMIN, now, CLI_ACTOR, name="Administrator")

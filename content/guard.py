@@ -11,6 +11,10 @@ Rules (the id in brackets is printed with every issue and is stable; tests and d
 - ``email-footer`` - an email, together with the layout it extends, outputs
   ``{{ unsubscribe_link }}``, ``{{ clinic_address }}`` and the 988 crisis line.
 - ``booking-link`` - every message outputs ``{{ booking_link }}`` (an email: itself or its layout).
+- ``absolute-claim`` - no absolute or promissory wording (``policy/absolute_language.yaml``,
+  `content.absolutes`), in a template's own text; on rendered text through `content.claims`.
+- ``new-claim`` - every medical sentence of the rendered text matches the clinic's claims library
+  (`content.claims.check_claims`, run by the editor and `drip templates check`, not here).
 - ``offer-terms`` - no template (layouts included) says "free" itself, in text or markup: whether
   the consultation is free is the clinic's setting (``DRIP_CONSULTATION_FREE``), which
   ``{{ consultation }}`` follows.
@@ -46,6 +50,8 @@ from jinja2 import BaseLoader, ChainableUndefined, ChoiceLoader, DictLoader, Fil
 from jinja2.sandbox import SandboxedEnvironment
 
 from patient_drip.content.rendering import TEMPLATE_VARIABLES, BoundedSandbox, RenderedEmail
+from patient_drip.content.absolutes import ABSOLUTE_CLAIM, AbsoluteRules, find_absolutes, load_absolute_rules
+from patient_drip.content.claims import NEW_CLAIM, load_medical_terms
 from patient_drip.content.numbers import HYPHENS as _HYPHENS
 from patient_drip.content.numbers import ApprovedNumber, NumberMention, extract_numbers, parse_approved_number
 from patient_drip.providers.types import Channel
@@ -77,6 +83,8 @@ BOOKING_LINK = "booking-link"
 OFFER_TERMS = "offer-terms"
 UNREADABLE = "unreadable"
 RULES = {
+    ABSOLUTE_CLAIM: "no absolute or promissory wording (cure, guarantee, proven, 100%, no side effects...)",
+    NEW_CLAIM: "every medical sentence is a claim in the clinic's claims library",
     DISCREET_SUBJECT: "an email subject names no diagnosis or drug",
     DISCREET_SMS: "a text message names no diagnosis or drug",
     APPROVED_CLAIM: "every number is an approved claim from the seed or a safe number",
@@ -129,6 +137,8 @@ class ContentPolicy:
     claims: tuple[Claim, ...]
     safe_numbers: tuple[SafeNumber, ...]
     approved_numbers: tuple[ApprovedNumber, ...]
+    absolutes: AbsoluteRules  # refused wording (absolute_language.yaml)
+    medical_terms: re.Pattern[str]  # what makes a sentence medical (medical_terms.txt)
 
     def restricted_in(self, text: str) -> list[tuple[int, str, RestrictedTerm]]:
         """(offset, word as written, term) for every restricted word in `text`, in text order."""
@@ -207,7 +217,8 @@ def _load_policy(policy_dir: Path) -> ContentPolicy:
             raise ValueError(f"{claims_path}: safe_numbers[{i}] needs a number and a reason")
         safe.append(SafeNumber(str(item["number"]), str(item["reason"])))
         approved.append(parse_approved_number(item["number"], "safe_numbers", claims_path))
-    return ContentPolicy(tuple(restricted), allowed, tuple(claims), tuple(safe), tuple(approved))
+    return ContentPolicy(tuple(restricted), allowed, tuple(claims), tuple(safe), tuple(approved),
+                         load_absolute_rules(policy_dir), load_medical_terms(policy_dir))
 
 
 def load_policy(policy_dir: Path | None = None) -> ContentPolicy:
@@ -301,6 +312,12 @@ def _literal_text(source: str, channel: Channel) -> str:
     """The template's own text: Jinja code blanked, and for email the HTML markup too."""
     text = _blank(_blank(source, _JINJA_COMMENT), _JINJA_CODE)
     return _visible_html_text(text) if channel == "email" else text
+
+
+def absolute_issues(file: str, text: str, policy: ContentPolicy) -> list[GuardIssue]:
+    """Absolute and promissory wording in `text` (rule ``absolute-claim``, `content.absolutes`)."""
+    return [GuardIssue(file, _line(text, m.start), ABSOLUTE_CLAIM, m.message)
+            for m in find_absolutes(text, policy.absolutes)]
 
 
 # --- required parts (footer, booking link) ---------------------------------------------------
@@ -416,6 +433,7 @@ def check_template_source(
         issues += _restricted_issues(path, no_comments, DISCREET_SMS, policy)
     issues += _number_issues(path, _literal_text(source, channel), policy)
     issues += _offer_issues(path, no_comments)
+    issues += absolute_issues(path, _literal_text(source, channel), policy)
     if not is_layout:
         issues += _required_part_issues(path, source, channel, templates or {}, templates_dir)
     return sorted(issues, key=lambda i: (i.line, i.rule))

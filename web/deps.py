@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from patient_drip.accounts.api_tokens import user_for_token
-from patient_drip.accounts.users import Role
+from patient_drip.accounts.users import Role, is_clinician
 from patient_drip.runtime import Runtime
 
 WEB_DIR = Path(__file__).resolve().parent
@@ -104,6 +104,7 @@ class CurrentUser:
     role: str
     csrf: str = ""
     via_api: bool = False
+    clinician: bool = False  # holds the clinician's duties (`accounts.users.is_clinician`)
 
     def can(self, *roles: str) -> bool:
         """Admins can do everything; others only what their role is listed for."""
@@ -144,7 +145,7 @@ def api_user_for_token(rt: Runtime, token: str, now: datetime) -> CurrentUser | 
         user = user_for_token(session, token, now)
         if user is None:
             return None
-        current = CurrentUser(user.id, user.email, user.name, user.role, via_api=True)
+        current = CurrentUser(user.id, user.email, user.name, user.role, via_api=True, clinician=is_clinician(user))
         session.commit()
         return current
 

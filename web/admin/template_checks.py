@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.checks import sample_context
+from patient_drip.content.claim_library import load_library
+from patient_drip.content.claims import ClaimReport, SentenceFinding, check_claims, source_line
 from patient_drip.models import Channel
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, RenderError, Renderer, SmsInfo, sms_info
 from patient_drip.runtime import Runtime
@@ -47,10 +49,18 @@ class Preview:
     text: str = ""
     sms: SmsInfo | None = None
     rendered_as: str = ""  # for a layout: the email rendered with it
+    # The medical sentences of the rendered text against the claims library (None: not checked).
+    claims: ClaimReport | None = None
 
     @property
     def ok(self) -> bool:
+        """No problems: the version may be saved (new claims do not stop a draft, only approval)."""
         return not self.problems
+
+    @property
+    def new_claims(self) -> list[SentenceFinding]:
+        """Sentences that need a clinician: medical, and not in the claims library."""
+        return self.claims.new if self.claims is not None else []
 
 
 def template_channel(name: str) -> str:
@@ -106,8 +116,23 @@ def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
 
+def _claim_problems(session: Session, preview: Preview, policy: Any, source: str, context: dict[str, Any]) -> None:
+    """The claims rule on the rendered text: refused wording is a problem (nothing with it can be
+    saved); a new medical sentence is listed for clinical review (`Preview.new_claims`)."""
+    if not (preview.html or preview.text):
+        return
+    preview.claims = check_claims(preview.channel, library=load_library(session), terms=policy.medical_terms,
+                                  absolutes=policy.absolutes, html=preview.html, text=preview.text,
+                                  subject=preview.subject, variables=context)
+    if any(p.rule == "absolute-claim" for p in preview.problems):
+        return  # already reported with its line in the source
+    for finding in preview.claims.refused:
+        preview.problems.append(Problem(f"“{finding.sentence.text}”: {finding.message}",
+                                        source_line(source, finding.sentence.text), "absolute-claim"))
+
+
 def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[str, str],
-                    context: dict[str, str]) -> None:
+                    context: dict[str, str], session: Session | None = None) -> None:
     try:
         from patient_drip.content import guard as content_guard
     except ImportError:
@@ -133,7 +158,9 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
         add(_call(content_guard.check_template_source, preview.name, source, channel=preview.channel, policy=policy,
                   is_layout=is_layout(preview.name), templates=sources, templates_dir=rt.settings.templates_dir))
         if preview.rendered_as or is_layout(preview.name):
-            return  # a layout's rendered output is checked through the emails that extend it
+            if session is not None:  # a layout's own sentences are claims too
+                _claim_problems(session, preview, policy, source, context)
+            return  # its footer and links are checked through the emails that extend it
         if preview.channel == "email" and preview.html:
             if "subject" in inspect.signature(content_guard.check_rendered_email).parameters:
                 add(_call(content_guard.check_rendered_email, preview.name, subject=preview.subject, html=preview.html,
@@ -143,6 +170,8 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
                 add(_call(content_guard.check_rendered_email, preview.name, rendered, policy=policy, variables=context))
         elif preview.channel == "sms" and preview.text:
             add(_call(content_guard.check_rendered_sms, preview.name, preview.text, policy=policy, variables=context))
+        if session is not None:
+            _claim_problems(session, preview, policy, source, context)
     except Exception as exc:  # the guard is another team's module; never let it break editing
         log.exception("content guard failed on %s", preview.name)
         preview.notes.append(f"Content rules could not be checked: {type(exc).__name__}: {exc}")
@@ -190,5 +219,5 @@ def preview_template(rt: Runtime, session: Session, name: str, source: str, *,
         if name in _first_sms_templates(rt.campaigns) and ("STOP" not in preview.text or "HELP" not in preview.text):
             preview.problems.append(Problem("the first text message of a campaign must say how to opt out (STOP) "
                                             "and get help (HELP)", None, "sms-first", "sms"))
-    _guard_problems(rt, preview, source, sources, context)
+    _guard_problems(rt, preview, source, sources, context, session)
     return preview
