@@ -190,16 +190,23 @@ _DASH = "\u2010\u2011\u2012\u2013\u2014\u2212-"
 _RANGE = re.compile(rf"(\d)\s*(?:[{_DASH}]|\bto\b)\s*(\d)")
 
 
+# Variables whose value is wording a reader sees inside a sentence. Others ("channel" = "email",
+# "step_id") are not replaced: "In our last email" must stay those words.
+WORDING_VARIABLES = frozenset({"first_name", "clinic_name", "clinic_phone", "clinic_address", "consultation",
+                               "booking_phrase"})
+
+
 def claim_key(text: str, variables: Mapping[str, object] | None = None) -> str:
     """The form two sentences are compared in (see the module docstring for what is tolerated).
 
-    `variables`: the values the text was rendered with; each is replaced by its ``{name}`` (longest
-    values first, values shorter than three characters ignored: "Al" would eat "Also"). A claim
-    written with ``{{ name }}`` gets the same ``{name}``."""
+    `variables`: the values the text was rendered with; each wording variable (`WORDING_VARIABLES`)
+    is replaced by its ``{name}`` (longest values first, values shorter than three characters
+    ignored: "Al" would eat "Also"). A claim written with ``{{ name }}`` gets the same ``{name}``."""
     text = _TEMPLATE_VARIABLE.sub(lambda m: "{" + m[1] + "}", text)
     if variables:
         values = sorted(((str(v), k) for k, v in variables.items()
-                         if isinstance(v, str) and len(v.strip()) >= 3), key=lambda p: len(p[0]), reverse=True)
+                         if k in WORDING_VARIABLES and isinstance(v, str) and len(v.strip()) >= 3),
+                        key=lambda p: len(p[0]), reverse=True)
         for value, name in values:
             text = re.sub(r"\s+".join(map(re.escape, value.split())), "{" + name + "}", text, flags=re.IGNORECASE)
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
@@ -295,12 +302,16 @@ def check_claims(channel: str, *, library: ClaimLibrary, terms: re.Pattern[str],
     findings = []
     for sentence in sentences:
         refused = find_absolutes(sentence.text, absolutes)  # type: ignore[arg-type]
+        medical = is_medical(sentence.text, terms)
+        claim = library.find(sentence.text, variables) if medical else None
         if refused:
+            # Said first when it applies: the reader sees both that it is a new claim and why no
+            # clinician may approve it.
+            new = (NEW_CLAIM_MESSAGE,) if medical and claim is None else ()
             findings.append(SentenceFinding(
-                sentence, "refused", reasons=tuple(dict.fromkeys(m.message for m in refused)),
+                sentence, "refused", reasons=new + tuple(dict.fromkeys(m.message for m in refused)),
                 refused=tuple((sentence.start + m.start, sentence.start + m.end) for m in refused)))
-        elif is_medical(sentence.text, terms):
-            claim = library.find(sentence.text, variables)
+        elif medical:
             findings.append(SentenceFinding(sentence, "approved" if claim else "new", claim))
     return ClaimReport(whole, tuple(findings))
 

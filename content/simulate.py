@@ -9,6 +9,7 @@ from patient_drip.content.campaign import Campaign
 from patient_drip.content.context import message_context
 from patient_drip.models import Channel
 from patient_drip.content.rendering import Renderer, sms_info
+from patient_drip.content.template_store import live_files
 from patient_drip.settings import Settings
 from patient_drip.content.tokens import LinkTokens
 
@@ -29,7 +30,8 @@ class SimulatedMessage:
 def simulate_campaign(settings: Settings, campaign: Campaign, renderer: Renderer | None = None,
                       first_name: str = SAMPLE_FIRST_NAME) -> list[SimulatedMessage]:
     """Every message in send order, rendered for a sample contact (ids are illustrative)."""
-    renderer = renderer or Renderer(settings.templates_dir)
+    # The files as they may go live: without a clinician-pending passage (see template_store.live_part).
+    renderer = renderer or Renderer(settings.templates_dir, overrides=live_files(settings.templates_dir))
     tokens = LinkTokens(PREVIEW_KEY)
     result = []
     for index, step in enumerate(campaign.steps, start=1):

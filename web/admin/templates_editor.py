@@ -279,7 +279,7 @@ def _review_page(request: Request, user: CurrentUser, session: Session, name: st
     return render(request, "admin/template_review.html", {
         "name": name, "version": version, "live": live, "diff": diff, "error": error,
         "words": _rendered_diff(request, session, name, live, version, preview),
-        "rejected_parent": rejected_parent(session, version),
+        "rejected_parent": rejected_parent(session, version), "claims_panel": True,
         "own": version.author == user.actor, **_preview_context(request, user, preview),
     }, user=user, status_code=status_code)
 
