@@ -489,6 +489,19 @@ def users_role(email: str, role: str) -> None:
     click.echo(f"user {user.email} is now {role}")
 
 
+@users.command("clinician")
+@click.argument("email")
+@click.option("--off", is_flag=True, help="Take the clinician's duties away instead of giving them.")
+@friendly
+def users_clinician(email: str, off: bool) -> None:
+    """Give a staff user (typically an admin) the clinician's duties besides their role: approving
+    templates and managing the claims library. A user with the role clinician has them anyway."""
+    from patient_drip.accounts.users import set_clinician
+
+    user = _change_user(email, lambda session, user, now: set_clinician(session, user, not off, now, CLI_ACTOR))
+    click.echo(f"user {user.email} {'no longer holds' if off else 'now holds'} the clinician's duties")
+
+
 @users.command("reset-password")
 @click.argument("email")
 @click.option("--password", envvar="DRIP_NEW_USER_PASSWORD", default=None,

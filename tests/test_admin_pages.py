@@ -101,6 +101,7 @@ MATRIX = [
     ("POST", "/admin/users/999999/disable", {}, ADMIN),
     ("POST", "/admin/users/999999/enable", {}, ADMIN),
     ("POST", "/admin/users/999999/password", {}, ADMIN),
+    ("POST", "/admin/users/999999/clinician", {"clinician": "on"}, ADMIN),
     ("POST", "/admin/users", {"email": "", "role": "staff"}, ADMIN),
     ("GET", "/admin/audit", None, ADMIN),
     ("GET", "/admin/settings", None, ADMIN),

@@ -355,3 +355,15 @@ def test_every_policy_file_of_the_claims_rule_ships(tmp_path):
     for name in ("medical_terms.txt", "absolute_language.yaml", "approved_claims.yaml"):
         assert (POLICY / name).is_file()
     assert Path(POLICY).resolve() == (ROOT / "policy").resolve()
+
+
+def test_users_page_gives_an_admin_the_clinicians_duties(client, srt, clock):
+    colleague = add_user(srt, "admin", "dr.admin@clinic.test")
+    csrf = _as(client, srt, "admin", clock)
+    given = client.post(f"/admin/users/{colleague.id}/clinician", data={"clinician": "on", "csrf_token": csrf})
+    assert given.status_code == 303
+    with srt.sessions() as session:
+        assert is_clinician(session.get(User, colleague.id))
+        assert session.scalar(select(AuditEntry.detail).where(AuditEntry.action == "user_clinician_changed")) == \
+            {"user": "dr.admin@clinic.test", "clinician": True}
+    assert "+ clinician" in client.get("/admin/users").text
