@@ -7,10 +7,11 @@ Kept apart from the guard's other rules: the claims library and the guard both r
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["HYPHENS", "ApprovedNumber", "NumberMention", "extract_numbers", "parse_approved_number"]
+__all__ = ["HYPHENS", "ApprovedNumber", "NumberMention", "extract_numbers", "numbers_of_claims", "parse_approved_number"]
 
 HYPHENS = r"\-‐‑‒–—−"  # for use inside [...]: ASCII hyphen escaped, then Unicode dashes
 
@@ -101,3 +102,15 @@ def parse_approved_number(entry: object, origin: str, path: Path) -> ApprovedNum
     return ApprovedNumber(
         value=_value(m), words=_words_after(text, m.end()), origin=origin, entry=text
     )
+
+
+def numbers_of_claims(texts: Iterable[str], origin: str = "claims library") -> tuple[ApprovedNumber, ...]:
+    """The numbers a set of approved claim sentences state, each with the word after it ("6
+    infusions" approves "6 infusions", not "6 weeks"): a clinician who approves a sentence approves
+    its figures, so the number rule does not refuse what the claims library allows."""
+    approved = []
+    for text in texts:
+        for mention in extract_numbers(text):
+            word = mention.following.split(" ", 1)[0] if mention.following else ""
+            approved.append(ApprovedNumber(mention.value, word, origin, f"{mention.text} {word}".strip()))
+    return tuple(approved)

@@ -367,3 +367,20 @@ def test_users_page_gives_an_admin_the_clinicians_duties(client, srt, clock):
         assert session.scalar(select(AuditEntry.detail).where(AuditEntry.action == "user_clinician_changed")) == \
             {"user": "dr.admin@clinic.test", "clinician": True}
     assert "+ clinician" in client.get("/admin/users").text
+
+
+def test_a_figure_in_an_approved_claim_is_an_approved_number(client, srt, clock):
+    sentence = "Most patients have 6 infusions over 2 weeks."
+    csrf = _as(client, srt, "marketing", clock)
+    edited = _source(srt).replace(MARKER, f"{MARKER} {sentence}")
+
+    def rules() -> set[str]:
+        body = client.post(f"/admin/templates/preview/{WELCOME}", headers={"X-CSRF-Token": csrf},
+                           json={"source": edited}).json()
+        return {p["rule"] for p in body["problems"]}
+
+    assert "approved-claim" in rules()  # an unapproved figure: not even a draft
+    with srt.sessions() as session, session.begin():
+        add_claim(session, sentence, "citation", "Clinic treatment protocol, 2025", clock.now, "dr@clinic.test",
+                  clinician=True)
+    assert rules() == set()

@@ -191,11 +191,12 @@ def require(*roles: str) -> Callable[[Request], Awaitable[CurrentUser]]:
 def require_clinician() -> Callable[[Request], Awaitable[CurrentUser]]:
     """Dependency: a signed-in user who holds the clinician's duties (`accounts.users.is_clinician`);
     an admin who is not also a clinician is refused. CSRF as in `require`."""
+    roles = (Role.CLINICIAN,)  # for route introspection (tests/test_attackers.py); the flag decides
     inner = require(*ALL_ROLES)
 
     async def dependency(request: Request) -> CurrentUser:
         user = await inner(request)
-        if not user.clinician:
+        if not user.clinician or not roles:
             raise Forbidden("Only a clinician can do this: medical wording needs clinical review. An admin can be "
                             "given the clinician's duties on the Users page.")
         return user

@@ -9,6 +9,7 @@ loaded, the preview still works and says that content rules were not checked.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from sqlalchemy.orm import Session
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.checks import sample_context
 from patient_drip.content.claim_library import load_library
-from patient_drip.content.claims import ClaimReport, SentenceFinding, check_claims, source_line
+from patient_drip.content.claims import ClaimLibrary, ClaimReport, SentenceFinding, check_claims, source_line
+from patient_drip.content.numbers import numbers_of_claims
 from patient_drip.models import Channel
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, RenderError, Renderer, SmsInfo, sms_info
 from patient_drip.runtime import Runtime
@@ -116,12 +118,12 @@ def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
 
-def _claim_problems(session: Session, preview: Preview, policy: Any, source: str, context: dict[str, Any]) -> None:
+def _claim_problems(library: ClaimLibrary, preview: Preview, policy: Any, source: str, context: dict[str, Any]) -> None:
     """The claims rule on the rendered text: refused wording is a problem (nothing with it can be
     saved); a new medical sentence is listed for clinical review (`Preview.new_claims`)."""
     if not (preview.html or preview.text):
         return
-    preview.claims = check_claims(preview.channel, library=load_library(session), terms=policy.medical_terms,
+    preview.claims = check_claims(preview.channel, library=library, terms=policy.medical_terms,
                                   absolutes=policy.absolutes, html=preview.html, text=preview.text,
                                   subject=preview.subject, variables=context)
     if any(p.rule == "absolute-claim" for p in preview.problems):
@@ -143,6 +145,10 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
     except Exception as exc:  # a broken policy file must not take the editor down
         preview.notes.append(f"Content rules were not checked: cannot read the content policy ({exc}).")
         return
+    library = load_library(session) if session is not None else None
+    if library is not None:  # the figures of the clinic's approved claims are approved numbers too
+        policy = dataclasses.replace(policy, approved_numbers=policy.approved_numbers + numbers_of_claims(
+            c.text for c in library.claims))
 
     def add(issues: Any, where: str = "") -> None:
         for issue in issues or []:
@@ -158,8 +164,8 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
         add(_call(content_guard.check_template_source, preview.name, source, channel=preview.channel, policy=policy,
                   is_layout=is_layout(preview.name), templates=sources, templates_dir=rt.settings.templates_dir))
         if preview.rendered_as or is_layout(preview.name):
-            if session is not None:  # a layout's own sentences are claims too
-                _claim_problems(session, preview, policy, source, context)
+            if library is not None:  # a layout's own sentences are claims too
+                _claim_problems(library, preview, policy, source, context)
             return  # its footer and links are checked through the emails that extend it
         if preview.channel == "email" and preview.html:
             if "subject" in inspect.signature(content_guard.check_rendered_email).parameters:
@@ -170,8 +176,8 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
                 add(_call(content_guard.check_rendered_email, preview.name, rendered, policy=policy, variables=context))
         elif preview.channel == "sms" and preview.text:
             add(_call(content_guard.check_rendered_sms, preview.name, preview.text, policy=policy, variables=context))
-        if session is not None:
-            _claim_problems(session, preview, policy, source, context)
+        if library is not None:
+            _claim_problems(library, preview, policy, source, context)
     except Exception as exc:  # the guard is another team's module; never let it break editing
         log.exception("content guard failed on %s", preview.name)
         preview.notes.append(f"Content rules could not be checked: {type(exc).__name__}: {exc}")
