@@ -103,6 +103,7 @@ def main() -> None:
 def init(admin_email: str | None, admin_password: str | None) -> None:
     """Create or upgrade the schema, check campaigns and templates, create the first admin."""
     from patient_drip.accounts.users import Role, create_user, generate_password, has_admin
+    from patient_drip.content.claim_library import seed_library
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
@@ -115,6 +116,8 @@ def init(admin_email: str | None, admin_password: str | None) -> None:
             synced = sync_from_files(session, settings.templates_dir, now, CLI_ACTOR)
             click.echo(f"templates: {len(synced.initial)} imported, {len(synced.drafts)} changed file(s) saved as "
                        f"drafts awaiting clinician approval, {synced.unchanged} unchanged")
+            seeded = seed_library(session, settings.policy_dir, now)
+            click.echo(f"claims library: {seeded} approved claims loaded" if seeded else "claims library: in place")
             if admin_email:
                 password = admin_password or generate_password()
                 create_user(session, admin_email, password, Role.ADMIN, now, CLI_ACTOR, name="Administrator")
@@ -492,6 +495,19 @@ def users_role(email: str, role: str) -> None:
 
     user = _change_user(email, lambda session, user, now: change_role(session, user, role, now, CLI_ACTOR))
     click.echo(f"user {user.email} is now {role}")
+
+
+@users.command("clinician")
+@click.argument("email")
+@click.option("--off", is_flag=True, help="Take the clinician's duties away instead of giving them.")
+@friendly
+def users_clinician(email: str, off: bool) -> None:
+    """Give a staff user (typically an admin) the clinician's duties besides their role: approving
+    templates and managing the claims library. A user with the role clinician has them anyway."""
+    from patient_drip.accounts.users import set_clinician
+
+    user = _change_user(email, lambda session, user, now: set_clinician(session, user, not off, now, CLI_ACTOR))
+    click.echo(f"user {user.email} {'no longer holds' if off else 'now holds'} the clinician's duties")
 
 
 @users.command("reset-password")

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -422,6 +423,9 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(120), default="")
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
+    # Holds the clinician's duties besides the role (an admin who is also the clinic's clinician);
+    # a user with the role "clinician" is one anyway. See `accounts.users.is_clinician`.
+    clinician: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
 
@@ -459,12 +463,54 @@ class TemplateVersion(Base):
     author: Mapped[str] = mapped_column(String(320))
     note: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime]
-    approved_by: Mapped[str | None] = mapped_column(String(320))
+    approved_by: Mapped[str | None] = mapped_column(String(320))  # or who rejected it
     approved_at: Mapped[datetime | None]
+    # The version the editor started from (None: the file or unknown); a draft built on a rejected
+    # version says so on its review page.
+    based_on: Mapped[int | None] = mapped_column(Integer)
+    review_note: Mapped[str] = mapped_column(String(500), default="", server_default="")  # why it was rejected
 
     __table_args__ = (
         UniqueConstraint("name", "version", name="uq_template_version_name_version"),
         Index("ix_template_version_name_status", "name", "status"),
+    )
+
+
+class ClaimStatus(StrEnum):
+    APPROVED = "approved"  # messages may say it
+    SUPERSEDED = "superseded"  # replaced by a newer wording of the same claim
+    RETIRED = "retired"  # withdrawn by a clinician
+
+
+class ClaimSource(StrEnum):
+    CLINIC_PAGE = "clinic_page"  # the clinic's own education page
+    CITATION = "citation"  # a reference the clinician entered
+
+
+class ClaimRecord(Base):
+    """One wording of a medical claim in the clinic's claims library (`content.claim_library`).
+
+    Editing a claim's wording adds a version with the same `claim_key`; the old one is superseded.
+    Every medical sentence a message says must match an approved version."""
+
+    __tablename__ = "claim"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    claim_key: Mapped[str] = mapped_column(String(80))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    text: Mapped[str] = mapped_column(Text)
+    source_kind: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20), default=ClaimStatus.APPROVED)
+    note: Mapped[str] = mapped_column(String(500), default="")
+    approved_by: Mapped[str] = mapped_column(String(320))
+    approved_at: Mapped[datetime]
+    retired_by: Mapped[str | None] = mapped_column(String(320))
+    retired_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("claim_key", "version", name="uq_claim_key_version"),
+        Index("ix_claim_status", "status"),
     )
 
 

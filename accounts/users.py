@@ -79,6 +79,27 @@ def create_user(session: Session, email: str, password: str, role: str, now: dat
     return user
 
 
+def is_clinician(user: User) -> bool:
+    """Whether `user` holds the clinician's duties: approving or rejecting templates and managing
+    the claims library. The role "clinician" does; an admin (or anyone) does only when given the
+    clinician flag (`set_clinician`): being an admin is not being a clinician."""
+    return not user.disabled and (user.role == Role.CLINICIAN or bool(user.clinician))
+
+
+def set_clinician(session: Session, user: User, on: bool, now: datetime, actor: str, *,
+                  acting_user_id: int | None = None) -> bool:
+    """Give `user` the clinician's duties besides their role, or take them away. Raises
+    `AccountError` for one's own account (as for roles: another admin must do it). Returns whether
+    anything changed. A user with the role "clinician" holds the duties through the role."""
+    if acting_user_id is not None and user.id == acting_user_id:
+        raise AccountError("You cannot change your own clinician duties; ask another admin.")
+    if bool(user.clinician) == on:
+        return False
+    user.clinician = on
+    audit(session, actor, "user_clinician_changed", now, user=user.email, clinician=on)
+    return True
+
+
 def find_user(session: Session, email: str) -> User:
     """The user with this email address (any case). Raises `AccountError` when there is none.
 

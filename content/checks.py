@@ -11,6 +11,7 @@ settings, preheaders and plain-text openings (`content.discretion`); and the con
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from patient_drip.content.campaign import Campaign, CampaignError, load_campaigns
 from patient_drip.content.context import ContextValue, message_context
@@ -19,6 +20,9 @@ from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, Rend
 from patient_drip.content.texting_rules import rules_without_overlap
 from patient_drip.settings import Settings
 from patient_drip.content.tokens import LinkTokens
+from patient_drip.content.claim_library import library_from_file
+from patient_drip.content.claims import check_claims, source_line
+from patient_drip.content.template_store import live_part, live_files
 
 # Long-but-plausible values: a template that fits with these fits for real contacts.
 SAMPLE_LONG_FIRST_NAME = "Christopher"
@@ -60,7 +64,9 @@ def check_all(settings: Settings) -> tuple[list[str], str]:
         campaigns = load_campaigns(settings.campaigns_dir, templates_dir)
     except CampaignError as exc:
         return [str(exc)], ""
-    renderer = Renderer(templates_dir)
+    # What may go live: a clinician-pending passage (the safety paragraph) waits for clinical review
+    # in the staff UI, so the files are checked without it (as `drip init` publishes them).
+    renderer = Renderer(templates_dir, overrides=live_files(templates_dir))
     guard = _load_guard(settings, problems)
     checked = 0
     used: dict[str, tuple[str, str, Campaign | None]] = {}
@@ -149,6 +155,8 @@ def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-unt
     for issue in content_guard.check_templates_dir(settings.templates_dir, policy):
         problems.append(str(issue).replace(str(settings.templates_dir.parent) + "/", ""))
 
+    library = library_from_file(settings.policy_dir)
+
     def run(path: Path, name: str, channel: str, rendered: object, campaign: Campaign | None) -> list[str]:
         display = _relative(path, settings.templates_dir)
         # The values the output was rendered with (texts: the longest offer, see _render_sms).
@@ -161,6 +169,19 @@ def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-unt
                                               policy=policy)
         else:
             issues = content_guard.check_rendered_sms(display, str(rendered), variables=variables, policy=policy)
-        return [str(issue) for issue in issues]
+        return [str(issue) for issue in issues] + _claim_lines(path, display, channel, rendered, variables)
+
+    def _claim_lines(path: Path, display: str, channel: str, rendered: Any, variables: dict[str, Any]) -> list[str]:
+        """New claims (against the shipped library) and refused wording, at the line of the file
+        where the sentence starts (absolute wording in the file itself is reported by the guard)."""
+        if channel == "email":
+            report = check_claims("email", library=library, terms=policy.medical_terms, absolutes=policy.absolutes,
+                                  html=rendered.html, subject=rendered.subject, variables=variables)
+        else:
+            report = check_claims("sms", library=library, terms=policy.medical_terms, absolutes=policy.absolutes,
+                                  text=str(rendered), variables=variables)
+        source = live_part(path.read_text(encoding="utf-8"))
+        return [f"{display}:{source_line(source, f.sentence.text)}: [{'new-claim' if f.status == 'new' else 'absolute-claim'}] "
+                f"“{f.sentence.text}”: {f.message}" for f in (*report.new, *report.refused)]
 
     return run

@@ -11,6 +11,10 @@ Rules (the id in brackets is printed with every issue and is stable; tests and d
 - ``email-footer`` - an email, together with the layout it extends, outputs
   ``{{ unsubscribe_link }}``, ``{{ clinic_address }}`` and the 988 crisis line.
 - ``booking-link`` - every message outputs ``{{ booking_link }}`` (an email: itself or its layout).
+- ``absolute-claim`` - no absolute or promissory wording (``policy/absolute_language.yaml``,
+  `content.absolutes`), in a template's own text; on rendered text through `content.claims`.
+- ``new-claim`` - every medical sentence of the rendered text matches the clinic's claims library
+  (`content.claims.check_claims`, run by the editor and `drip templates check`, not here).
 - ``offer-terms`` - no template (layouts included) says "free" itself, in text or markup: whether
   the consultation is free is the clinic's setting (``DRIP_CONSULTATION_FREE``), which
   ``{{ consultation }}`` follows.
@@ -46,6 +50,10 @@ from jinja2 import BaseLoader, ChainableUndefined, ChoiceLoader, DictLoader, Fil
 from jinja2.sandbox import SandboxedEnvironment
 
 from patient_drip.content.rendering import TEMPLATE_VARIABLES, BoundedSandbox, RenderedEmail
+from patient_drip.content.absolutes import ABSOLUTE_CLAIM, AbsoluteRules, find_absolutes, load_absolute_rules
+from patient_drip.content.claims import NEW_CLAIM, load_medical_terms
+from patient_drip.content.numbers import HYPHENS as _HYPHENS
+from patient_drip.content.numbers import ApprovedNumber, NumberMention, extract_numbers, parse_approved_number
 from patient_drip.content.required_parts import is_email_layout, missing_parts
 from patient_drip.providers.types import Channel
 
@@ -76,6 +84,8 @@ BOOKING_LINK = "booking-link"
 OFFER_TERMS = "offer-terms"
 UNREADABLE = "unreadable"
 RULES = {
+    ABSOLUTE_CLAIM: "no absolute or promissory wording (cure, guarantee, proven, 100%, no side effects...)",
+    NEW_CLAIM: "every medical sentence is a claim in the clinic's claims library",
     DISCREET_SUBJECT: "an email subject names no diagnosis or drug",
     DISCREET_SMS: "a text message names no diagnosis or drug",
     APPROVED_CLAIM: "every number is an approved claim from the seed or a safe number",
@@ -122,35 +132,14 @@ class SafeNumber:
 
 
 @dataclass(frozen=True)
-class NumberMention:
-    """A number found in text."""
-
-    text: str  # as written: "60–80%"
-    value: str  # normalised: "60-80%", "20 million", "2-7", "$400", "24/7", "9:30"
-    following: str  # the next few words, lower case, punctuation as spaces: "minute consultation"
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class ApprovedNumber:
-    value: str  # normalised, as NumberMention.value
-    words: str  # words that must follow it ("minute"); "" = any context
-    origin: str  # "claim 'response-rate'" or "safe_numbers"
-    entry: str  # as written in the file
-
-    def approves(self, mention: NumberMention) -> bool:
-        # The last word is a stem: "15 minute" approves "15 minutes".
-        return mention.value == self.value and mention.following.startswith(self.words)
-
-
-@dataclass(frozen=True)
 class ContentPolicy:
     restricted_terms: tuple[RestrictedTerm, ...]
     allowed_words: frozenset[str]
     claims: tuple[Claim, ...]
     safe_numbers: tuple[SafeNumber, ...]
     approved_numbers: tuple[ApprovedNumber, ...]
+    absolutes: AbsoluteRules  # refused wording (absolute_language.yaml)
+    medical_terms: re.Pattern[str]  # what makes a sentence medical (medical_terms.txt)
 
     def restricted_in(self, text: str) -> list[tuple[int, str, RestrictedTerm]]:
         """(offset, word as written, term) for every restricted word in `text`, in text order."""
@@ -174,7 +163,6 @@ class ContentPolicy:
         return next((a for a in self.approved_numbers if a.approves(mention)), None)
 
 
-_HYPHENS = r"\-‐‑‒–—−"  # for use inside [...]: ASCII hyphen escaped, then Unicode dashes
 
 
 def _term_regex(term: str) -> re.Pattern[str]:
@@ -191,16 +179,6 @@ def _load_yaml(path: Path) -> Any:
         raise ValueError(f"{path}: policy file not found") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
-
-
-def _parse_entry(entry: object, origin: str, path: Path) -> ApprovedNumber:
-    text = str(entry).strip()
-    m = _NUMBER_RE.match(text)
-    if not m:
-        raise ValueError(f"{path}: {origin}: {text!r} does not start with a number")
-    return ApprovedNumber(
-        value=_value(m), words=_words_after(text, m.end()), origin=origin, entry=text
-    )
 
 
 @lru_cache(maxsize=8)
@@ -233,73 +211,21 @@ def _load_policy(policy_dir: Path) -> ContentPolicy:
             str(item["id"]), str(item["text"]), tuple(map(str, item["numbers"])), str(item["source"])
         )
         claims.append(claim)
-        approved += [_parse_entry(n, f"claim {claim.id!r}", claims_path) for n in claim.numbers]
+        approved += [parse_approved_number(n, f"claim {claim.id!r}", claims_path) for n in claim.numbers]
     safe: list[SafeNumber] = []
     for i, item in enumerate(claims_doc.get("safe_numbers") or []):
         if not isinstance(item, dict) or not item.get("number") or not item.get("reason"):
             raise ValueError(f"{claims_path}: safe_numbers[{i}] needs a number and a reason")
         safe.append(SafeNumber(str(item["number"]), str(item["reason"])))
-        approved.append(_parse_entry(item["number"], "safe_numbers", claims_path))
-    return ContentPolicy(tuple(restricted), allowed, tuple(claims), tuple(safe), tuple(approved))
+        approved.append(parse_approved_number(item["number"], "safe_numbers", claims_path))
+    return ContentPolicy(tuple(restricted), allowed, tuple(claims), tuple(safe), tuple(approved),
+                         load_absolute_rules(policy_dir), load_medical_terms(policy_dir))
 
 
 def load_policy(policy_dir: Path | None = None) -> ContentPolicy:
     """Read ``restricted_terms.yaml`` and ``approved_claims.yaml`` from `policy_dir` (default: the
     repository's policy/). Cached per directory. Raises ValueError naming the file and entry."""
     return _load_policy((policy_dir or DEFAULT_POLICY_DIR).resolve())
-
-
-# --- numbers ---------------------------------------------------------------------------------
-
-_N = r"\d+(?:[.,]\d+)*"
-_PCT = r"\s?(?:%|percent\b|per\s+cent\b)"
-_NUMBER_RE = re.compile(
-    rf"""
-    (?<![^\W_])                                 # not the tail of a word or number: B12, 2.5
-    (?<![^\W_][{_HYPHENS}.,/:])                 # nor of COVID-19, v1.2, 12/25, 9:30
-    (?P<cur>[$€£])?
-    (?P<a>{_N})
-    (?: :(?P<min>\d\d)                          # 9:30
-      | /(?P<per>\d+)                           # 24/7
-      | (?P<apct>{_PCT})?
-        (?: (?:\s*[{_HYPHENS}]\s*|\s+to\s+)     # a range: 60-80, 60–80, 60 to 80
-            [$€£]?(?P<b>{_N}) )?
-    )
-    (?P<pct>{_PCT})?
-    (?:\s+(?P<scale>hundred|thousand|million|billion)\b)?
-    """,
-    re.VERBOSE | re.IGNORECASE,
-)
-
-
-def _value(m: re.Match[str]) -> str:
-    value = (m["cur"] or "") + m["a"].replace(",", "")
-    if m["min"]:
-        value += ":" + m["min"]
-    elif m["per"]:
-        value += "/" + m["per"]
-    elif m["b"]:
-        value += "-" + m["b"].replace(",", "")
-    if m["apct"] or m["pct"]:
-        value += "%"
-    if m["scale"]:
-        value += " " + m["scale"].lower()
-    return value
-
-
-def _words_after(text: str, end: int) -> str:
-    return " ".join(re.sub(r"[\W_]+", " ", text[end : end + 60].casefold()).split())
-
-
-def extract_numbers(text: str) -> list[NumberMention]:
-    """Every number in `text` (ranges, percentages, "20 million", "$400", "24/7"), in order.
-
-    Digits only: spelled-out numbers ("two") are not found. Never raises for any string.
-    """
-    return [
-        NumberMention(m.group(), _value(m), _words_after(text, m.end()), m.start(), m.end())
-        for m in _NUMBER_RE.finditer(text)
-    ]
 
 
 # --- source scanning -------------------------------------------------------------------------
@@ -387,6 +313,12 @@ def _literal_text(source: str, channel: Channel) -> str:
     """The template's own text: Jinja code blanked, and for email the HTML markup too."""
     text = _blank(_blank(source, _JINJA_COMMENT), _JINJA_CODE)
     return _visible_html_text(text) if channel == "email" else text
+
+
+def absolute_issues(file: str, text: str, policy: ContentPolicy) -> list[GuardIssue]:
+    """Absolute and promissory wording in `text` (rule ``absolute-claim``, `content.absolutes`)."""
+    return [GuardIssue(file, _line(text, m.start), ABSOLUTE_CLAIM, m.message)
+            for m in find_absolutes(text, policy.absolutes)]
 
 
 # --- required parts (footer, booking link) ---------------------------------------------------
@@ -487,6 +419,7 @@ def check_template_source(
         issues += _restricted_issues(path, no_comments, DISCREET_SMS, policy)
     issues += _number_issues(path, _literal_text(source, channel), policy)
     issues += _offer_issues(path, no_comments)
+    issues += absolute_issues(path, _literal_text(source, channel), policy)
     if not is_layout or (channel == "email" and is_email_layout(no_comments)):  # a layout carries the footer
         issues += _required_part_issues(path, source, channel, templates or {}, templates_dir, is_layout)
     return sorted(issues, key=lambda i: (i.line, i.rule))

@@ -10,6 +10,7 @@ from patient_drip.content.context import message_context, render_sms_fitted
 from patient_drip.content.first_sms import sms_frequency
 from patient_drip.models import Channel
 from patient_drip.content.rendering import Renderer, sms_info
+from patient_drip.content.template_store import live_files
 from patient_drip.settings import Settings
 from patient_drip.content.tokens import LinkTokens
 
@@ -33,7 +34,8 @@ def simulate_campaign(settings: Settings, campaign: Campaign, renderer: Renderer
     """Every message in send order, rendered for a sample contact named `first_name` (ids are
     illustrative). The name goes through the same rules as a real send: the one message context
     cleans it, and an SMS that would exceed two segments with it is rendered nameless."""
-    renderer = renderer or Renderer(settings.templates_dir)
+    # The files as they may go live: without a clinician-pending passage (see template_store.live_part).
+    renderer = renderer or Renderer(settings.templates_dir, overrides=live_files(settings.templates_dir))
     tokens = LinkTokens(PREVIEW_KEY)
     result = []
     for index, step in enumerate(campaign.steps, start=1):

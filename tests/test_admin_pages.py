@@ -34,9 +34,9 @@ WELCOME = "email/01-welcome.html"
 FIRST_SMS = "sms/01-welcome.txt"
 
 
-def signed_in(client, rt, role, clock, email=None):  # type: ignore[no-untyped-def]
-    """Sign `client` in as a new user with `role`; returns the CSRF token."""
-    user = add_user(rt, role, email)
+def signed_in(client, rt, role, clock, email=None, clinician=False):  # type: ignore[no-untyped-def]
+    """Sign `client` in as a new user with `role` (and the clinician's duties); returns the CSRF token."""
+    user = add_user(rt, role, email, clinician=clinician)
     return sign_in_as(client, rt, user, clock.now)
 
 
@@ -58,6 +58,8 @@ ANY = set(ROLES)
 STAFF = {"admin", "staff"}
 MARKETING = {"admin", "marketing"}
 CLINICIAN = {"admin", "clinician"}
+# Approving and rejecting need the clinician's duties: an admin without them is refused (issue 12).
+CLINICIAN_DUTY = {"clinician"}
 TEMPLATE_READERS = {"admin", "marketing", "clinician"}
 ADMIN = {"admin"}
 
@@ -90,12 +92,16 @@ MATRIX = [
     ("POST", f"/admin/templates/edit/{WELCOME}", {"source": "x", "action": "preview"}, MARKETING),
     ("POST", f"/admin/templates/preview/{FIRST_SMS}", {"source": "Hi"}, MARKETING),
     ("POST", f"/admin/templates/rollback/{WELCOME}", {"version": "999"}, MARKETING),
-    ("POST", f"/admin/templates/approve/{WELCOME}", {"version": "999"}, CLINICIAN),
-    ("POST", f"/admin/templates/reject/{WELCOME}", {"version": "999"}, CLINICIAN),
+    ("POST", f"/admin/templates/approve/{WELCOME}", {"version": "999"}, CLINICIAN_DUTY),
+    ("POST", f"/admin/templates/reject/{WELCOME}", {"version": "999"}, CLINICIAN_DUTY),
+    ("GET", "/admin/claims", None, TEMPLATE_READERS),
+    ("POST", "/admin/claims", {"text": ""}, CLINICIAN_DUTY),
+    ("POST", "/admin/claims/nope/retire", {"reason": "x"}, CLINICIAN_DUTY),
     ("GET", "/admin/users", None, ADMIN),
     ("POST", "/admin/users/999999/disable", {}, ADMIN),
     ("POST", "/admin/users/999999/enable", {}, ADMIN),
     ("POST", "/admin/users/999999/password", {}, ADMIN),
+    ("POST", "/admin/users/999999/clinician", {"clinician": "on"}, ADMIN),
     ("POST", "/admin/users", {"email": "", "role": "staff"}, ADMIN),
     ("GET", "/admin/audit", None, ADMIN),
     ("GET", "/admin/settings", None, ADMIN),
@@ -522,10 +528,14 @@ def test_a_change_goes_live_only_after_a_clinician_other_than_the_author_approve
     assert saved.status_code == 303 and saved.headers["location"] == f"/admin/templates/review/{WELCOME}?v=2&done=draft_saved"
     assert _source(srt) == original  # still the live version
     assert client.post(f"/admin/templates/approve/{WELCOME}", data={"version": 2, "csrf_token": csrf}).status_code == 403
-    # an admin may approve, but not a change they wrote themselves
+    # an admin may not approve: approving medical wording is a clinician's duty (issue 12) ...
     admin_csrf = signed_in(client, srt, "admin", clock)
-    _edit(client, admin_csrf, changed.replace("Thanks", "Many thanks"))
-    own = client.post(f"/admin/templates/approve/{WELCOME}", data={"version": 3, "csrf_token": admin_csrf})
+    refused = client.post(f"/admin/templates/approve/{WELCOME}", data={"version": 2, "csrf_token": admin_csrf})
+    assert refused.status_code == 403 and "Only a clinician" in refused.text
+    # ... unless they also hold the clinician's duties, and never a change they wrote themselves
+    doctor_admin_csrf = signed_in(client, srt, "admin", clock, email="dr.admin@clinic.test", clinician=True)
+    _edit(client, doctor_admin_csrf, changed.replace("Thanks", "Many thanks"))
+    own = client.post(f"/admin/templates/approve/{WELCOME}", data={"version": 3, "csrf_token": doctor_admin_csrf})
     assert own.status_code == 409 and "other than its author" in own.text
     clinician_csrf = signed_in(client, srt, "clinician", clock)
     review = client.get(f"/admin/templates/review/{WELCOME}?v=2").text
@@ -579,12 +589,12 @@ def test_diff_between_versions_is_escaped_and_rollback_needs_approval(client, sr
     with srt.sessions() as session, session.begin():
         from patient_drip.content.template_store import approve
 
-        approve(session, session.scalar(select(TemplateVersion).where(TemplateVersion.version == 2)), clock.now,
-                "clinician@clinic.test")
+        approve(session, session.scalar(select(TemplateVersion).where(TemplateVersion.name == WELCOME, TemplateVersion.version == 2)), clock.now,
+                "clinician@clinic.test", clinician=True)
     response = client.post(f"/admin/templates/rollback/{WELCOME}", data={"version": 1, "csrf_token": csrf})
     assert response.status_code == 303 and "v=3" in response.headers["location"]
     with srt.sessions() as session:
-        draft = session.scalar(select(TemplateVersion).where(TemplateVersion.version == 3))
+        draft = session.scalar(select(TemplateVersion).where(TemplateVersion.name == WELCOME, TemplateVersion.version == 3))
         assert draft.status == TemplateStatus.DRAFT and draft.source == original
         assert published(session, WELCOME).version == 2
 
@@ -594,12 +604,14 @@ def test_clinician_can_reject_a_draft(client, srt, clock):
     _edit(client, csrf, _source(srt).replace("Warmly", "Best"))
     clinician_csrf = signed_in(client, srt, "clinician", clock)
     templates_page = client.get("/admin/templates").text
-    assert "Waiting for approval (1)" in templates_page
-    client.post(f"/admin/templates/reject/{WELCOME}", data={"version": 2, "note": "keep Warmly",
+    # 1 + the two shipped emails whose safety paragraph awaits a clinician (issue 12)
+    assert "Waiting for approval (3)" in templates_page
+    client.post(f"/admin/templates/reject/{WELCOME}", data={"version": 2, "reason": "keep Warmly, it is our tone",
                                                             "csrf_token": clinician_csrf})
     with srt.sessions() as session:
-        draft = session.scalar(select(TemplateVersion).where(TemplateVersion.version == 2))
-        assert draft.status == TemplateStatus.REJECTED and draft.note == "keep Warmly"
+        draft = session.scalar(select(TemplateVersion).where(TemplateVersion.name == WELCOME, TemplateVersion.version == 2))
+        assert draft.status == TemplateStatus.REJECTED and draft.review_note == "keep Warmly, it is our tone"
+        assert draft.note == "clearer intro"  # the author's note is kept
 
 
 def test_editing_the_shared_layout_previews_an_email_that_uses_it(client, srt, clock):

@@ -46,6 +46,7 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     from patient_drip.accounts.users import create_user
+    from patient_drip.content.claim_library import seed_library
     from patient_drip.content.template_store import sync_from_files
     from patient_drip.runtime import build_runtime
     from support.builders import VirtualClock, make_settings
@@ -58,6 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     clock = VirtualClock()  # a Monday morning in the clinic's zone: inside the send window
     with rt.sessions() as session, session.begin():
         sync_from_files(session, settings.templates_dir, clock.now, "drip init")
+        seed_library(session, settings.policy_dir, clock.now)
         for role, email in (("admin", "admin@example.com"), ("staff", "frontdesk@example.com"),
                             ("marketing", "marketing@example.com"), ("clinician", "dr.kim@example.com")):
             create_user(session, email, PASSWORD, role, clock.now, "drip init", name=role.capitalize())
@@ -198,7 +200,9 @@ def test_marketing_edits_a_template_with_live_preview_and_a_clinician_makes_it_l
     sign_in(page, "dr.kim@example.com")
     nav(page, "Templates")
     page.get_by_role("link", name="sms/01-welcome.txt version 2").click()
-    assert "+" in page.locator("pre.diff").inner_text()
+    # the word-level diff of the rendered text (the source's line diff is folded below it)
+    expect(page.locator("#word-diff ins.w-add").first).to_contain_text("Thanks")
+    assert "+" in (page.locator("pre.diff").text_content() or "")
     shot(page, "12-clinician-review")
     page.get_by_role("button", name="Approve and make live").click()
     page.wait_for_url(re.compile(r"done=approved"))
@@ -210,6 +214,71 @@ def test_marketing_edits_a_template_with_live_preview_and_a_clinician_makes_it_l
     shot(page, "14-campaign-timeline")
     page.goto("/admin/templates/history/sms/01-welcome.txt")
     shot(page, "15-template-history")
+
+
+def test_a_new_medical_claim_is_reviewed_rejected_and_approved_by_a_clinician(page, server):
+    """Issue 12 as a clinician sees it: marketing's "cures depression" is refused and a new claim is
+    flagged; the clinician sees the words highlighted, rejects with a reason; the next draft says its
+    parent was rejected; the clinician adds the claim to the library and approves."""
+    name = "email/05-consultation.html"
+    anchor = "Thank you for reading our messages."
+    claim = "Most patients feel calmer after their first infusion."
+    sign_in(page, "marketing@example.com")
+    page.goto(f"/admin/templates/edit/{name}")
+    source = page.get_by_label("Template source")
+    original = source.input_value()
+    source.fill(original.replace(anchor, f"{anchor} Ketamine cures depression in one session."))
+    expect(page.locator("#preview .problems")).to_contain_text("promises a cure")
+    shot(page, "40-editor-cures-refused")
+    source.fill(original.replace(anchor, f"{anchor} {claim}"))
+    expect(page.locator("#preview #new-claims")).to_contain_text("new claim — needs clinical review")
+    expect(page.locator("#preview-status")).not_to_contain_text("No problems found")
+    shot(page, "41-editor-new-claim-flagged")
+    page.get_by_label("What changed and why").fill("reassure about the first visit")
+    page.get_by_role("button", name="Save draft").click()
+    page.wait_for_url(re.compile(r"/admin/templates/review/email/05-consultation.html\?v=2"))
+    sign_out(page)
+
+    sign_in(page, "dr.kim@example.com")
+    page.goto(f"/admin/templates/review/{name}?v=2")
+    highlighted = page.locator("#word-diff ins.claim-new")
+    expect(highlighted).to_contain_text(claim)
+    assert page.locator("#word-diff").inner_text().count("<") == 0  # rendered text, not markup
+    expect(page.get_by_role("button", name="Approve and make live")).to_be_disabled()
+    shot(page, "42-clinician-review-highlighted")
+    page.get_by_label("Reason for rejecting (required)").fill("We have no source for this; say what the page says.")
+    page.get_by_role("button", name="Reject").click()
+    page.wait_for_url(re.compile(r"done=rejected"))
+    expect(page.locator("#rejected-reason")).to_contain_text("no source for this")
+    shot(page, "43-rejected-with-reason")
+    sign_out(page)
+
+    sign_in(page, "marketing@example.com")
+    page.goto(f"/admin/templates/review/{name}?v=2")
+    page.get_by_role("link", name="Edit a new draft from this version").click()
+    expect(page.locator("#rejected-base")).to_contain_text("no source for this")
+    page.get_by_role("button", name="Save draft").click()
+    page.wait_for_url(re.compile(r"v=3"))
+    sign_out(page)
+
+    sign_in(page, "dr.kim@example.com")
+    page.goto(f"/admin/templates/review/{name}?v=3")
+    expect(page.locator("#rejected-parent")).to_contain_text("built on version 2, which dr.kim@example.com rejected")
+    shot(page, "44-child-of-rejected-draft")
+    form = page.locator("#claims-review form.claim-add").first
+    form.get_by_label("a citation:").check()
+    form.get_by_label("Source").fill("Clinic patient survey 2025 (internal)")
+    form.get_by_role("button", name="Add to the claims library").click()
+    page.wait_for_url(re.compile(r"done=claim_added"))
+    expect(page.get_by_role("button", name="Approve and make live")).to_be_enabled()
+    shot(page, "45-claim-added-approve-enabled")
+    page.get_by_role("button", name="Approve and make live").click()
+    page.wait_for_url(re.compile(r"done=approved"))
+    nav(page, "Claims")
+    expect(page.locator("#claims-table")).to_contain_text(claim)
+    expect(page.locator("#claims-table")).to_contain_text("Clinic patient survey 2025")
+    shot(page, "46-claims-library", full_page=False)
+    assert page.console_errors == []  # type: ignore[attr-defined]
 
 
 def test_staff_imports_a_csv_with_one_bad_row(page, server, tmp_path):

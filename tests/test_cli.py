@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import asdict
 
@@ -46,6 +47,15 @@ def test_init_twice_is_harmless_and_creates_an_admin_once(env):
     assert "first admin created: admin@example.com" in first.output
     second = run("init")
     assert "admin user exists" in second.output
+
+
+def test_init_loads_the_claims_library_once_and_an_admin_can_be_made_a_clinician(env):
+    first = run("init")
+    assert re.search(r"claims library: \d{3} approved claims loaded", first.output)
+    assert "2 changed file(s) saved as drafts" in first.output  # the safety paragraph, for clinical review
+    assert "claims library: in place" in run("init").output
+    assert "now holds the clinician's duties" in run("users", "clinician", "admin@example.com").output
+    assert "no longer holds" in run("users", "clinician", "admin@example.com", "--off").output
 
 
 def test_enroll_send_due_stats_and_unsubscribe(env):

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from patient_drip.accounts.api_tokens import TokenRefused, check_api_token
 from patient_drip.accounts.scopes import SCOPE_HELP, Scope, roles_for_scope
-from patient_drip.accounts.users import Role
+from patient_drip.accounts.users import Role, is_clinician
 from patient_drip.contacts.read_audit import ReadKind, audit_read
 from patient_drip.runtime import Runtime
 
@@ -107,6 +107,7 @@ class CurrentUser:
     role: str
     csrf: str = ""
     via_api: bool = False
+    clinician: bool = False  # holds the clinician's duties (`accounts.users.is_clinician`)
 
     def can(self, *roles: str) -> bool:
         """Admins can do everything; others only what their role is listed for."""
@@ -167,7 +168,8 @@ def api_caller_for_token(rt: Runtime, token: str, now: datetime) -> ApiCaller | 
         if isinstance(checked, TokenRefused):
             return checked.reason
         user = checked.user
-        caller = ApiCaller(CurrentUser(user.id, user.email, user.name, user.role, via_api=True), checked.scopes)
+        caller = ApiCaller(CurrentUser(user.id, user.email, user.name, user.role, via_api=True,
+                                       clinician=is_clinician(user)), checked.scopes)
         session.commit()
         return caller
 

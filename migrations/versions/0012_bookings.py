@@ -1,7 +1,7 @@
 """bookings: what the scheduling tools (and staff) said, matched or not, with the message each is attributed to
 
 Revision ID: 0012
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-02 23:10:00.000000
 
 Existing contacts that were marked booked keep their enrollments' `booked` exit; they get no
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0012'
-down_revision: str | None = '0007'
+down_revision: str | None = '0010'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from patient_drip import db
 from patient_drip.accounts.users import hash_password
+from patient_drip.content.claim_library import seed_library
 from patient_drip.content.template_store import sync_from_files
 from patient_drip.models import ApiToken, User
 from patient_drip.runtime import Runtime, build_runtime
@@ -31,11 +32,12 @@ ROLES = ("admin", "staff", "marketing", "clinician")
 
 
 def add_user(rt: Runtime, role: str, email: str | None = None, *, name: str = "", now: datetime = START,
-             disabled: bool = False) -> User:
-    """A staff user whose password is PASSWORD (inserted directly; create_user is tested on its own)."""
+             disabled: bool = False, clinician: bool = False) -> User:
+    """A staff user whose password is PASSWORD (inserted directly; create_user is tested on its own).
+    `clinician`: also holds the clinician's duties (an admin who is the clinic's clinician)."""
     with rt.sessions() as session, session.begin():
         user = User(email=email or f"{role}@clinic.test", name=name or role.capitalize(), password_hash=_HASH,
-                    role=role, disabled=disabled, created_at=now)
+                    role=role, disabled=disabled, clinician=clinician, created_at=now)
         session.add(user)
         session.flush()
         session.expunge(user)
@@ -91,11 +93,13 @@ def login_form_token(client: TestClient) -> str:
 
 
 def _initialise(url: str) -> None:
-    """What `drip init` does to a migrated database, but the first admin: import the templates."""
+    """What `drip init` does to a migrated database, but the first admin: import the templates and
+    load the claims library."""
     settings = make_settings(url)
     rt = build_runtime(settings)
     with rt.sessions() as session, session.begin():
         sync_from_files(session, settings.templates_dir, START, "drip init")
+        seed_library(session, settings.policy_dir, START)
     rt.close()
 
 
@@ -111,6 +115,7 @@ def runtime_for(url: str, **overrides: object) -> Runtime:
     rt = build_runtime(settings)
     with rt.sessions() as session, session.begin():
         sync_from_files(session, settings.templates_dir, START, "drip init")
+        seed_library(session, settings.policy_dir, START)
     return rt
 
 

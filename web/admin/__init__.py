@@ -25,6 +25,7 @@ from patient_drip.web.admin import (
     auth,
     bookings,
     campaigns,
+    claims_pages,
     contacts,
     dashboard,
     imports,
@@ -81,8 +82,8 @@ def _wants_json(request: Request) -> bool:
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
-    for module in (auth, dashboard, contacts, imports, replies, templates_editor, campaigns, users_admin,
-                   settings_pages, account, bookings):
+    for module in (auth, dashboard, contacts, imports, replies, templates_editor, claims_pages, campaigns,
+                   users_admin, settings_pages, account, bookings):
         app.include_router(module.router)
     app.include_router(api_v1.router)
     api_v1.customize_openapi(app)

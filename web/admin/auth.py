@@ -41,7 +41,7 @@ from patient_drip.models import audit
 from patient_drip.models import User
 from patient_drip.runtime import Runtime
 from patient_drip.accounts.sessions import end_all_sessions, session_generation
-from patient_drip.accounts.users import Role, hash_password, verify_password
+from patient_drip.accounts.users import Role, hash_password, is_clinician, verify_password
 from patient_drip.web.deps import ALL_ROLES, CurrentUser, Forbidden, NotAuthenticated, client_ip, read_session
 
 SESSION_COOKIE = "drip_session"
@@ -142,7 +142,8 @@ def _read_session(request: Request) -> CurrentUser | None:
         user = session.get(User, data["u"]) if isinstance(data["u"], int) else None
         if user is None or user.disabled or data["g"] != session_generation(session, user.id):
             return None
-        return CurrentUser(user.id, user.email, user.name, user.role, csrf=str(data["c"]))
+        return CurrentUser(user.id, user.email, user.name, user.role, csrf=str(data["c"]),
+                           clinician=is_clinician(user))
 
 
 def session_user(request: Request) -> CurrentUser | None:
@@ -187,10 +188,31 @@ def require(*roles: str) -> Callable[[Request], Awaitable[CurrentUser]]:
     return dependency
 
 
+def require_clinician() -> Callable[[Request], Awaitable[CurrentUser]]:
+    """Dependency: a signed-in user who holds the clinician's duties (`accounts.users.is_clinician`);
+    an admin who is not also a clinician is refused. CSRF as in `require`."""
+    roles = (Role.CLINICIAN,)  # for route introspection (tests/test_attackers.py); the flag decides
+    inner = require(*ALL_ROLES)
+
+    async def dependency(request: Request) -> CurrentUser:
+        user = await inner(request)
+        if not user.clinician or not roles:
+            raise Forbidden("Only a clinician can do this: medical wording needs clinical review. An admin can be "
+                            "given the clinician's duties on the Users page.")
+        return user
+
+    dependency.__name__ = "require_clinician"
+    dependency.drip_auth = True  # type: ignore[attr-defined]
+    return dependency
+
+
 AnyUser = Annotated[CurrentUser, Depends(require(*ALL_ROLES))]
 StaffUser = Annotated[CurrentUser, Depends(require(Role.STAFF))]
 MarketingUser = Annotated[CurrentUser, Depends(require(Role.MARKETING))]
-ClinicianUser = Annotated[CurrentUser, Depends(require(Role.CLINICIAN))]
+ClinicianUser = Annotated[CurrentUser, Depends(require(Role.CLINICIAN))]  # may open clinical pages
+# Holds the clinician's duties (role clinician, or the clinician flag): approves templates and
+# manages the claims library. An admin without the flag is refused.
+ApprovingClinician = Annotated[CurrentUser, Depends(require_clinician())]
 TemplateViewer = Annotated[CurrentUser, Depends(require(Role.MARKETING, Role.CLINICIAN))]
 AdminUser = Annotated[CurrentUser, Depends(require(Role.ADMIN))]
 

@@ -39,6 +39,10 @@ NOTICES = {
     "approved": "Approved. This version is now live: new messages use it.",
     "rejected": "Draft rejected. The live version is unchanged.",
     "rolled_back": "Roll-back saved as a new draft. A clinician must approve it before it goes live.",
+    "claim_added": "Claim added to the library, approved by you. Messages may now say it.",
+    "claim_edited": "New wording saved as a new version, approved by you. Messages with the old wording are flagged again.",
+    "claim_retired": "Claim retired. Messages that say it are flagged for clinical review again.",
+    "user_clinician_changed": "Clinician duties changed. It applies from their next request.",
     "user_created": "User created.",
     "user_disabled": "User disabled. They can no longer sign in and their API tokens stop working.",
     "user_enabled": "User enabled.",
@@ -53,7 +57,7 @@ ROLE_HELP = {
     Role.ADMIN: "everything, including users and settings",
     Role.STAFF: "contacts, enrolling, unsubscribing, booked, replies",
     Role.MARKETING: "templates, campaigns and the funnel (no contact details)",
-    Role.CLINICIAN: "approves template changes; views templates and campaigns",
+    Role.CLINICIAN: "approves template changes and manages the claims library; views templates and campaigns",
 }
 
 
@@ -88,7 +92,7 @@ def _nav_key(path: str) -> str:
         return "enroll"
     if path.startswith(("/admin/contacts", "/admin/messages")):
         return "contacts"
-    for key in ("import", "replies", "templates", "campaigns", "users", "audit", "settings", "account"):
+    for key in ("import", "replies", "templates", "claims", "campaigns", "users", "audit", "settings", "account"):
         if path.startswith(f"/admin/{key}"):
             return key
     return "dashboard" if path.rstrip("/") == "/admin" else ""

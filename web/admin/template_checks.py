@@ -11,6 +11,7 @@ loaded, the preview still works and says that content rules were not checked.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from dataclasses import dataclass, field
@@ -23,7 +24,10 @@ from patient_drip.content.names import message_first_name
 from patient_drip.content.campaign import Campaign
 from patient_drip.content import discretion
 from patient_drip.content.checks import sample_context
+from patient_drip.content.claim_library import load_library
+from patient_drip.content.claims import ClaimLibrary, ClaimReport, SentenceFinding, check_claims, source_line
 from patient_drip.content.first_sms import first_sms_problems, first_sms_step
+from patient_drip.content.numbers import numbers_of_claims
 from patient_drip.models import Channel
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, RenderError, Renderer, SmsInfo, sms_info
 from patient_drip.runtime import Runtime
@@ -52,10 +56,18 @@ class Preview:
     text: str = ""
     sms: SmsInfo | None = None
     rendered_as: str = ""  # for a layout: the email rendered with it
+    # The medical sentences of the rendered text against the claims library (None: not checked).
+    claims: ClaimReport | None = None
 
     @property
     def ok(self) -> bool:
+        """No problems: the version may be saved (new claims do not stop a draft, only approval)."""
         return not self.problems
+
+    @property
+    def new_claims(self) -> list[SentenceFinding]:
+        """Sentences that need a clinician: medical, and not in the claims library."""
+        return self.claims.new if self.claims is not None else []
 
 
 def template_channel(name: str) -> str:
@@ -107,8 +119,23 @@ def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
 
+def _claim_problems(library: ClaimLibrary, preview: Preview, policy: Any, source: str, context: dict[str, Any]) -> None:
+    """The claims rule on the rendered text: refused wording is a problem (nothing with it can be
+    saved); a new medical sentence is listed for clinical review (`Preview.new_claims`)."""
+    if not (preview.html or preview.text):
+        return
+    preview.claims = check_claims(preview.channel, library=library, terms=policy.medical_terms,
+                                  absolutes=policy.absolutes, html=preview.html, text=preview.text,
+                                  subject=preview.subject, variables=context)
+    if any(p.rule == "absolute-claim" for p in preview.problems):
+        return  # already reported with its line in the source
+    for finding in preview.claims.refused:
+        preview.problems.append(Problem(f"“{finding.sentence.text}”: {finding.message}",
+                                        source_line(source, finding.sentence.text), "absolute-claim"))
+
+
 def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[str, str],
-                    context: dict[str, str]) -> None:
+                    context: dict[str, str], session: Session | None = None) -> None:
     try:
         from patient_drip.content import guard as content_guard
     except ImportError:
@@ -119,6 +146,10 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
     except Exception as exc:  # a broken policy file must not take the editor down
         preview.notes.append(f"Content rules were not checked: cannot read the content policy ({exc}).")
         return
+    library = load_library(session) if session is not None else None
+    if library is not None:  # the figures of the clinic's approved claims are approved numbers too
+        policy = dataclasses.replace(policy, approved_numbers=policy.approved_numbers + numbers_of_claims(
+            c.text for c in library.claims))
 
     def add(issues: Any, where: str = "") -> None:
         for issue in issues or []:
@@ -139,7 +170,9 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
             add(discretion.email_issues(preview.name, subject=None, preheader=preview.preheader, text=preview.text,
                                         policy=policy))
         if preview.rendered_as or is_layout(preview.name):
-            return  # a layout's rendered output is checked through the emails that extend it
+            if library is not None:  # a layout's own sentences are claims too
+                _claim_problems(library, preview, policy, source, context)
+            return  # its footer and links are checked through the emails that extend it
         if preview.channel == "email" and preview.html:
             if "subject" in inspect.signature(content_guard.check_rendered_email).parameters:
                 add(_call(content_guard.check_rendered_email, preview.name, subject=preview.subject, html=preview.html,
@@ -150,6 +183,8 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
 
         elif preview.channel == "sms" and preview.text:
             add(_call(content_guard.check_rendered_sms, preview.name, preview.text, policy=policy, variables=context))
+        if library is not None:
+            _claim_problems(library, preview, policy, source, context)
     except Exception as exc:  # the guard is another team's module; never let it break editing
         log.exception("content guard failed on %s", preview.name)
         preview.notes.append(f"Content rules could not be checked: {type(exc).__name__}: {exc}")
@@ -198,5 +233,5 @@ def preview_template(rt: Runtime, session: Session, name: str, source: str, *,
             preview.problems += [Problem(problem, None, "sms-first", "sms")
                                  for problem in first_sms_problems(preview.text, first_of, str(context["clinic_sms_name"]),
                                                                    check_length=False)]  # length: just above
-    _guard_problems(rt, preview, source, sources, context)
+    _guard_problems(rt, preview, source, sources, context, session)
     return preview

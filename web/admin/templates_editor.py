@@ -13,19 +13,29 @@ import difflib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_drip.web.admin.auth import AnyUser, ClinicianUser, MarketingUser, TemplateViewer
+from patient_drip.web.admin.auth import AnyUser, ApprovingClinician, MarketingUser, TemplateViewer
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.web.admin.contacts import sandboxed_html
 from patient_drip.web.admin.template_checks import Preview, all_sources, is_layout, preview_template, step_for, template_channel
 from patient_drip.models import TemplateStatus, TemplateVersion
 from patient_drip.runtime import Runtime
-from patient_drip.content.template_store import TemplateStoreError, approve, published, reject, rollback_draft, save_draft, versions
+from patient_drip.content.template_store import (
+    TemplateStoreError,
+    approve,
+    published,
+    reject,
+    rejected_parent,
+    rollback_draft,
+    save_draft,
+    versions,
+)
+from patient_drip.web.admin.text_diff import DiffPiece, word_diff
 from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, templates
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -77,9 +87,14 @@ def template_list(request: Request, user: TemplateViewer, session: ReadSessionDe
     return render(request, "admin/templates.html", {"rows": rows, "waiting": waiting}, user=user)
 
 
-def _editor_source(session: Session, request: Request, name: str) -> tuple[str, TemplateVersion | None]:
-    """What the editor opens: the newest draft if there is one, else the live version (or the file)."""
+def _editor_source(session: Session, request: Request, name: str,
+                   start_from: int | None = None) -> tuple[str, TemplateVersion | None]:
+    """What the editor opens: version `start_from` when given (e.g. a rejected one, to fix it),
+    else the newest draft if there is one, else the live version (or the file)."""
     history = versions(session, name)
+    chosen = next((v for v in history if v.version == start_from), None)
+    if chosen is not None:
+        return chosen.source, chosen
     newest_draft = next((v for v in history if v.status == TemplateStatus.DRAFT), None)
     live = next((v for v in history if v.status == TemplateStatus.PUBLISHED), None)
     if newest_draft is not None and (live is None or newest_draft.version > live.version):
@@ -102,6 +117,7 @@ def _editor(request: Request, user: CurrentUser, session: Session, name: str, so
     step_id, campaign_name, campaign = step_for(rt.campaigns, preview.rendered_as or name)
     return render(request, "admin/template_edit.html", {
         "name": name, "source": source, "base": base, "note": note, "error": error,
+        "rejected_base": base if base is not None and base.status == TemplateStatus.REJECTED else None,
         "live": published(session, name), "drafts": [v for v in versions(session, name)
                                                      if v.status == TemplateStatus.DRAFT],
         "first_name": preview_first_name(first_name), "step_id": step_id, "campaign_name": campaign_name,
@@ -116,10 +132,11 @@ def preview_first_name(value: str | None) -> str:
 
 
 @router.get("/templates/edit/{name:path}", response_class=HTMLResponse)
-def template_edit(request: Request, name: str, user: MarketingUser, session: ReadSessionDep) -> HTMLResponse:
+def template_edit(request: Request, name: str, user: MarketingUser, session: ReadSessionDep,
+                  start_from: Annotated[int | None, Query(alias="from")] = None) -> HTMLResponse:
     if not _known(request, session, name):
         return _missing(request, user)
-    source, base = _editor_source(session, request, name)
+    source, base = _editor_source(session, request, name, start_from)
     return _editor(request, user, session, name, source, base=base)
 
 
@@ -127,12 +144,15 @@ def template_edit(request: Request, name: str, user: MarketingUser, session: Rea
 def template_save(request: Request, name: str, user: MarketingUser, session: SessionDep, now: NowDep,
                   source: Annotated[str, Form(max_length=MAX_SOURCE)],
                   note: Annotated[str, Form(max_length=500)] = "", first_name: Annotated[str, Form(max_length=100)] = "",
-                  action: Annotated[str, Form()] = "save") -> Response:
-    """`action=preview` shows the preview without saving (works without JavaScript); `save` saves a draft."""
+                  action: Annotated[str, Form()] = "save",
+                  based_on: Annotated[int | None, Form()] = None) -> Response:
+    """`action=preview` shows the preview without saving (works without JavaScript); `save` saves a draft.
+    `based_on`: the version the editor was opened with (recorded, so a draft built on a rejected
+    version says so on its review page)."""
     if not _known(request, session, name):
         return _missing(request, user)
     source = source.replace("\r\n", "\n")
-    _current, base = _editor_source(session, request, name)
+    _current, base = _editor_source(session, request, name, based_on)
     if action != "save":
         return _editor(request, user, session, name, source, base=base, note=note, first_name=first_name)
     preview = preview_template(_rt(request), session, name, source)
@@ -145,7 +165,8 @@ def template_save(request: Request, name: str, user: MarketingUser, session: Ses
                        status_code=409, error="Nothing to save: this is the same as version "
                                               f"{newest[0].version} ({newest[0].status}).")
     draft = save_draft(session, name, source, now, user.actor, note=note.strip() or
-                       (f"edited from version {base.version}" if base else "edited"))
+                       (f"edited from version {base.version}" if base else "edited"),
+                       based_on=base.version if base else None)
     session.commit()
     return redirect(f"/admin/templates/review/{name}?v={draft.version}", "draft_saved")
 
@@ -257,12 +278,39 @@ def _review_page(request: Request, user: CurrentUser, session: Session, name: st
     preview = preview_template(_rt(request), session, name, version.source)
     return render(request, "admin/template_review.html", {
         "name": name, "version": version, "live": live, "diff": diff, "error": error,
+        "words": _rendered_diff(request, session, name, live, version, preview),
+        "rejected_parent": rejected_parent(session, version), "claims_panel": True,
         "own": version.author == user.actor, **_preview_context(request, user, preview),
     }, user=user, status_code=status_code)
 
 
+def _rendered_diff(request: Request, session: Session, name: str, live: TemplateVersion | None,
+                   version: TemplateVersion, preview: Preview) -> list[DiffPiece]:
+    """The version's rendered text against the live version's, word by word, with the sentences
+    that need a clinician flagged (empty when there is nothing rendered to compare)."""
+    if preview.claims is None:
+        return []
+    old = ""
+    if live is not None and live.id != version.id:
+        before = preview_template(_rt(request), session, name, live.source)
+        old = before.claims.text if before.claims is not None else ""
+    elif live is not None:
+        old = preview.claims.text  # the live version itself: nothing changed
+    flags = [(f.sentence.start, f.sentence.end, f.status) for f in preview.claims.findings
+             if f.status in ("new", "refused")]
+    return word_diff(old, preview.claims.text, flags)
+
+
+def open_claims(preview: Preview) -> list[str]:
+    """The sentences that stop approval: new claims and refused wording (or, if the claims could
+    not be checked at all, that fact)."""
+    if preview.claims is None:
+        return ["the medical claims could not be checked"] if (preview.html or preview.text) else []
+    return [f.sentence.text for f in (*preview.claims.new, *preview.claims.refused)]
+
+
 @router.post("/templates/approve/{name:path}")
-def template_approve(request: Request, name: str, user: ClinicianUser, session: SessionDep, now: NowDep,
+def template_approve(request: Request, name: str, user: ApprovingClinician, session: SessionDep, now: NowDep,
                      version: Annotated[int, Form()]) -> Response:
     row = _version(session, name, version)
     if row is None:
@@ -272,7 +320,7 @@ def template_approve(request: Request, name: str, user: ClinicianUser, session: 
         return _review_error(request, user, session, name, version,
                              "This version has problems (listed below) and cannot go live. Reject it instead.")
     try:
-        approve(session, row, now, user.actor)
+        approve(session, row, now, user.actor, clinician=user.clinician, open_claims=open_claims(preview))
     except TemplateStoreError as exc:
         session.rollback()
         return _review_error(request, user, session, name, version, _sentence(str(exc)))
@@ -284,16 +332,16 @@ def template_approve(request: Request, name: str, user: ClinicianUser, session: 
 
 
 @router.post("/templates/reject/{name:path}")
-def template_reject(request: Request, name: str, user: ClinicianUser, session: SessionDep, now: NowDep,
-                    version: Annotated[int, Form()], note: Annotated[str, Form(max_length=500)] = "") -> Response:
+def template_reject(request: Request, name: str, user: ApprovingClinician, session: SessionDep, now: NowDep,
+                    version: Annotated[int, Form()], reason: Annotated[str, Form(max_length=500)] = "") -> Response:
     row = _version(session, name, version)
     if row is None:
         return _missing(request, user)
     try:
-        reject(session, row, now, user.actor, note=note.strip())
+        reject(session, row, now, user.actor, reason, clinician=user.clinician)
     except TemplateStoreError as exc:
         session.rollback()
-        return _review_error(request, user, session, name, version, _sentence(str(exc)))
+        return _review_error(request, user, session, name, version, _sentence(str(exc)), 422)
     session.commit()
     return redirect(f"/admin/templates/review/{name}?v={version}", "rejected")
 

@@ -24,6 +24,7 @@ from patient_drip.accounts.users import (
     enable_user,
     generate_password,
     reset_password,
+    set_clinician,
 )
 from patient_drip.contacts.fields import FieldError
 from patient_drip.models import AuditEntry, User
@@ -107,6 +108,21 @@ def user_change_role(request: Request, user_id: int, user: AdminUser, session: S
         return _users_page(request, user, session, errors={"form": str(exc)}, status_code=400)
     session.commit()
     return redirect("/admin/users", "user_role_changed")
+
+
+@router.post("/users/{user_id}/clinician", response_class=HTMLResponse)
+def user_set_clinician(request: Request, user_id: int, user: AdminUser, session: SessionDep, now: NowDep,
+                       clinician: Annotated[str, Form(max_length=5)] = "") -> Response:
+    """Give a user (typically an admin) the clinician's duties besides their role, or take them away."""
+    target = _target(session, user_id)
+    if target is None:
+        return render(request, "admin/not_found.html", {"what": "This user"}, user=user, status_code=404)
+    try:
+        set_clinician(session, target, clinician == "on", now, user.actor, acting_user_id=user.id)
+    except AccountError as exc:
+        return _users_page(request, user, session, errors={"form": str(exc)}, status_code=400)
+    session.commit()
+    return redirect("/admin/users", "user_clinician_changed")
 
 
 @router.post("/users/{user_id}/password", response_class=HTMLResponse)
