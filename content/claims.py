@@ -192,8 +192,21 @@ _RANGE = re.compile(rf"(\d)\s*(?:[{_DASH}]|\bto\b)\s*(\d)")
 
 # Variables whose value is wording a reader sees inside a sentence. Others ("channel" = "email",
 # "step_id") are not replaced: "In our last email" must stay those words.
-WORDING_VARIABLES = frozenset({"first_name", "clinic_name", "clinic_phone", "clinic_address", "consultation",
-                               "booking_phrase"})
+WORDING_VARIABLES = frozenset({"first_name", "clinic_name", "clinic_sms_name", "clinic_phone", "clinic_address",
+                               "consultation", "booking_phrase"})
+
+
+def with_placeholders(text: str, variables: Mapping[str, object] | None) -> str:
+    """`text` with each wording variable's rendered value put back as ``{name}`` (longest values
+    first; values shorter than three characters ignored: "Al" would eat "Also")."""
+    if not variables:
+        return text
+    values = sorted(((str(v), k) for k, v in variables.items()
+                     if k in WORDING_VARIABLES and isinstance(v, str) and len(v.strip()) >= 3),
+                    key=lambda p: len(p[0]), reverse=True)
+    for value, name in values:
+        text = re.sub(r"\s+".join(map(re.escape, value.split())), "{" + name + "}", text, flags=re.IGNORECASE)
+    return text
 
 
 def claim_key(text: str, variables: Mapping[str, object] | None = None) -> str:
@@ -202,13 +215,7 @@ def claim_key(text: str, variables: Mapping[str, object] | None = None) -> str:
     `variables`: the values the text was rendered with; each wording variable (`WORDING_VARIABLES`)
     is replaced by its ``{name}`` (longest values first, values shorter than three characters
     ignored: "Al" would eat "Also"). A claim written with ``{{ name }}`` gets the same ``{name}``."""
-    text = _TEMPLATE_VARIABLE.sub(lambda m: "{" + m[1] + "}", text)
-    if variables:
-        values = sorted(((str(v), k) for k, v in variables.items()
-                         if k in WORDING_VARIABLES and isinstance(v, str) and len(v.strip()) >= 3),
-                        key=lambda p: len(p[0]), reverse=True)
-        for value, name in values:
-            text = re.sub(r"\s+".join(map(re.escape, value.split())), "{" + name + "}", text, flags=re.IGNORECASE)
+    text = with_placeholders(_TEMPLATE_VARIABLE.sub(lambda m: "{" + m[1] + "}", text), variables)
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
     text = re.sub(r"\bper\s*cent\b|\bpercent\b", "%", text)
     text = _RANGE.sub(r"\1~\2", text)  # a range keeps its separator: "2-7" is not "27"
@@ -302,7 +309,8 @@ def check_claims(channel: str, *, library: ClaimLibrary, terms: re.Pattern[str],
     findings = []
     for sentence in sentences:
         refused = find_absolutes(sentence.text, absolutes)  # type: ignore[arg-type]
-        medical = is_medical(sentence.text, terms)
+        # A clinic named "… Ketamine Clinic" does not make "The {clinic_name} team" a medical claim.
+        medical = is_medical(with_placeholders(sentence.text, variables), terms)
         claim = library.find(sentence.text, variables) if medical else None
         if refused:
             # Said first when it applies: the reader sees both that it is a new claim and why no
