@@ -12,7 +12,8 @@ from patient_drip.accounts.api_tokens import create_api_token, revoke_api_token
 from patient_drip.web.admin.auth import AnyUser, issue_session, set_session_cookie
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.models import ApiToken, User
-from patient_drip.accounts.users import MIN_PASSWORD, change_own_password
+from patient_drip.accounts.passwords import MIN_PASSWORD
+from patient_drip.accounts.users import change_own_password
 from patient_drip.contacts.fields import FieldError
 from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep
 
