@@ -108,3 +108,34 @@ def users_list() -> None:
         for user in session.scalars(select(User).order_by(User.email)):
             click.echo(f"{user.email:<40} {user.role:<10} {'disabled' if user.disabled else 'active'}")
 
+
+
+@users.command("require-mfa")
+@click.option("--role", "role", type=click.Choice(["admin", "staff", "marketing", "clinician"]), required=True,
+              help="The role whose users must use two-step sign-in.")
+@click.option("--no", "off", is_flag=True, default=False,
+              help="Stop requiring it for ROLE (refused for admin and clinician: always required).")
+@friendly
+def users_require_mfa(role: str, off: bool) -> None:
+    """Require two-step sign-in (TOTP) for every user of a role; they enrol at their next request."""
+    from patient_drip.accounts.mfa import roles_requiring_mfa, set_mfa_required
+
+    settings = load_settings()
+    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+        changed = set_mfa_required(session, role, not off, utcnow(), CLI_ACTOR)
+        now_required = sorted(roles_requiring_mfa(session))
+    state = "no longer required" if off else "required"
+    click.echo(f"two-step sign-in {state} for {role}" + ("" if changed else " (unchanged)")
+               + f"; required for: {', '.join(now_required)}")
+
+
+@users.command("reset-mfa")
+@click.argument("email")
+@friendly
+def users_reset_mfa(email: str) -> None:
+    """Remove a staff user's two-step sign-in (a lost phone): their recovery codes and sessions end;
+    they set it up again at their next sign-in. Audited."""
+    from patient_drip.accounts.mfa import reset_mfa
+
+    user = _change_user(email, lambda session, user, now: reset_mfa(session, user, now, CLI_ACTOR))
+    click.echo(f"two-step sign-in of {user.email} removed; they set it up again at their next sign-in")

@@ -53,7 +53,8 @@ def generate_password() -> str:
     return secrets.token_urlsafe(12)
 
 
-def _check_role(role: str) -> Role:
+def check_role(role: str) -> Role:
+    """The role named `role`. Raises `FieldError` on `role` for any other word."""
     if role not in {r.value for r in Role}:
         raise FieldError("role", f"{role!r} is not a role; choose from {', '.join(r.value for r in Role)}")
     return Role(role)
@@ -64,7 +65,7 @@ def create_user(session: Session, email: str, password: str, role: str, now: dat
     """A new active user. Raises `FieldError` (email, role, password breaking `accounts.passwords`'
     rule, email taken)."""
     address = normalize_email(email, field="email")
-    _check_role(role)
+    check_role(role)
     check_password(password)
     if session.scalar(select(User).where(User.email == address)) is not None:
         raise FieldError("email", f"a user with {address} already exists")
@@ -101,7 +102,7 @@ def change_role(session: Session, user: User, role: str, now: datetime, actor: s
                 acting_user_id: int | None = None) -> bool:
     """Give `user` another role. Raises `FieldError` (not a role) or `AccountError` (one's own role, as
     for disabling; the last active admin cannot be demoted). Returns whether the role changed."""
-    new_role = _check_role(role)
+    new_role = check_role(role)
     if new_role == user.role:
         return False
     if acting_user_id is not None and user.id == acting_user_id:

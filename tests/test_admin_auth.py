@@ -133,12 +133,26 @@ def test_sign_out_needs_the_csrf_token(client, srt, clock):
     assert client.get("/admin").status_code == 200
 
 
-def test_session_expires_after_twelve_hours(client, srt, clock):
+def test_session_ends_twelve_hours_after_sign_in_however_active(client, srt, clock):
     user = add_user(srt, "staff")
     sign_in_as(client, srt, user, clock.now)
-    clock.advance(timedelta(hours=11, minutes=59))
+    for _ in range(35):  # a request every 20 minutes: never idle, for 11 h 40 min
+        clock.advance(timedelta(minutes=20))
+        assert client.get("/admin").status_code == 200
+    clock.advance(timedelta(minutes=19))
     assert client.get("/admin").status_code == 200
     clock.advance(timedelta(minutes=2))
+    assert client.get("/admin").status_code == 303
+
+
+def test_session_ends_after_thirty_idle_minutes_on_the_server(client, srt, clock):
+    user = add_user(srt, "staff")
+    sign_in_as(client, srt, user, clock.now)
+    clock.advance(timedelta(minutes=29))
+    assert client.get("/admin").status_code == 200  # use moves the idle clock on
+    clock.advance(timedelta(minutes=29))
+    assert client.get("/admin").status_code == 200
+    clock.advance(timedelta(minutes=30))
     assert client.get("/admin").status_code == 303
 
 

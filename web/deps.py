@@ -104,6 +104,7 @@ class CurrentUser:
     role: str
     csrf: str = ""
     via_api: bool = False
+    must_enrol: bool = False  # signed in only to enrol a second factor (see admin.auth.require)
 
     def can(self, *roles: str) -> bool:
         """Admins can do everything; others only what their role is listed for."""

@@ -23,8 +23,11 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 def _page(request: Request, user: CurrentUser, session: SessionDep, *, new_token: str = "",
           errors: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
     tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())))
+    row = session.get(User, user.id)
     return render(request, "admin/account.html", {"tokens": tokens, "new_token": new_token, "errors": errors or {},
-                                                   "min_password": MIN_PASSWORD}, user=user, status_code=status_code)
+                                                   "min_password": MIN_PASSWORD,
+                                                   "mfa_enabled": row is not None and row.totp_secret is not None},
+                  user=user, status_code=status_code)
 
 
 @router.get("/account", response_class=HTMLResponse)
