@@ -28,6 +28,7 @@ from patient_drip.web.admin import (
     imports,
     login,
     mfa_setup,
+    password_reset,
     replies,
     settings_pages,
     templates_editor,
@@ -80,7 +81,7 @@ def _wants_json(request: Request) -> bool:
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
-    for module in (login, mfa_setup, dashboard, contacts, imports, replies, templates_editor, campaigns, users_admin,
+    for module in (login, password_reset, mfa_setup, dashboard, contacts, imports, replies, templates_editor, campaigns, users_admin,
                    settings_pages, account):
         app.include_router(module.router)
     app.include_router(api_v1.router)

@@ -59,8 +59,9 @@ def _throttled_message(wait: int) -> str:
             "or ask an administrator to reset your password.")
 
 
-def _form_page(request: Request, template: str, context: dict[str, object], *, status_code: int = 200,
-               retry_after: int = 0) -> HTMLResponse:
+def form_page(request: Request, template: str, context: dict[str, object], *, status_code: int = 200,
+              retry_after: int = 0) -> HTMLResponse:
+    """A page of the sign-in forms (before any session), with their double-submit form token."""
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
     response = render(request, template, {**context, "login_csrf": token}, status_code=status_code)
     response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/admin/login", httponly=True,
@@ -72,13 +73,13 @@ def _form_page(request: Request, template: str, context: dict[str, object], *, s
 
 def _login_page(request: Request, *, next_url: str, email: str = "", error: str = "", status_code: int = 200,
                 retry_after: int = 0) -> HTMLResponse:
-    return _form_page(request, "admin/login.html", {"next_url": next_url, "email": email, "error": error},
+    return form_page(request, "admin/login.html", {"next_url": next_url, "email": email, "error": error},
                       status_code=status_code, retry_after=retry_after)
 
 
 def _code_page(request: Request, *, next_url: str, error: str = "", status_code: int = 200,
                retry_after: int = 0) -> HTMLResponse:
-    return _form_page(request, "admin/login_code.html", {"next_url": next_url, "error": error},
+    return form_page(request, "admin/login_code.html", {"next_url": next_url, "error": error},
                       status_code=status_code, retry_after=retry_after)
 
 
