@@ -23,6 +23,8 @@ from patient_drip.settings import Settings
 # Last use is written at most this often (not on every page view). A session may therefore end up
 # to this much *earlier* than the idle timeout says, never later.
 TOUCH_RESOLUTION = timedelta(minutes=1)
+# Rows older than the longest lifetime a setting allows are of no use: dropped at the user's next sign-in.
+KEEP_ENDED = timedelta(hours=168)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,10 @@ def session_generation(session: Session, user_id: int) -> int:
 
 
 def start_session(session: Session, user_id: int, now: datetime) -> str:
-    """A new session for `user_id`; returns its random id (the cookie carries it). The caller commits."""
+    """A new session for `user_id`; returns its random id (the cookie carries it). The user's sessions
+    that can no longer be alive under any setting are removed. The caller commits."""
+    session.execute(delete(StaffSession).where(StaffSession.user_id == user_id,
+                                               StaffSession.created_at < now - KEEP_ENDED))
     session_id = secrets.token_urlsafe(32)
     session.add(StaffSession(id=session_id, user_id=user_id, created_at=now, last_seen_at=now))
     session.flush()

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from patient_drip.accounts.mfa import check_second_factor
-from patient_drip.accounts.throttle import clear_attempts, count_attempt, network_of, refund_attempt
+from patient_drip.accounts.throttle import clear_attempts, count_attempt, network_of, prune_attempts, refund_attempt
 from patient_drip.accounts.users import hash_password, verify_password
 from patient_drip.models import User, audit
 from patient_drip.settings import Settings
@@ -135,5 +135,7 @@ def check_code_step(sessions: sessionmaker[Session], user_id: int, code: str, ip
 
 
 def record_sign_in(session: Session, user: User, ip: str, now: datetime, factor: str = "") -> None:
-    """Audit a completed sign-in (the caller starts the session and commits)."""
+    """Audit a completed sign-in and drop stale throttle counters (the caller starts the session and
+    commits)."""
+    prune_attempts(session, now)
     audit(session, user.email, "signed_in", now, ip=ip, **({"second_factor": factor} if factor else {}))

@@ -116,6 +116,12 @@ def refund_attempt(session: Session, key: str) -> None:
                     .values(attempts=_TABLE.c.attempts - 1))
 
 
+def prune_attempts(session: Session, now: datetime, older_than_seconds: int = 86_400) -> None:
+    """Drop counters whose window started more than a day ago (called at each successful sign-in, so
+    a spray of addresses does not leave rows for ever)."""
+    session.execute(delete(_TABLE).where(_TABLE.c.window_start < int(now.timestamp()) - older_than_seconds))
+
+
 def clear_attempts(session: Session, key: str) -> None:
     """Forget every attempt of `key` (after a successful sign-in to that account)."""
     session.execute(delete(_TABLE).where(_TABLE.c.key == key))

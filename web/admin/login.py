@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response
 from itsdangerous import BadSignature, URLSafeSerializer
 
 from patient_drip.accounts.mfa import has_mfa
-from patient_drip.accounts.sessions import end_all_sessions
+from patient_drip.accounts.sessions import end_all_sessions, session_generation
 from patient_drip.accounts.signin import (
     Outcome,
     SignInResult,
@@ -43,7 +43,7 @@ from patient_drip.web.admin.auth import (
     set_session_cookie,
 )
 from patient_drip.web.admin.common import redirect, render
-from patient_drip.web.deps import client_ip
+from patient_drip.web.deps import client_ip, read_session
 
 LOGIN_CSRF_COOKIE = "drip_login_csrf"
 PENDING_COOKIE = "drip_mfa_pending"
@@ -94,7 +94,8 @@ def _pending_serializer(rt: Runtime) -> URLSafeSerializer:
 
 
 def _read_pending(request: Request, now: datetime) -> int | None:
-    """The user who passed the password step in this browser in the last 5 minutes, if any."""
+    """The user who passed the password step in this browser in the last 5 minutes, if any (and
+    whose sessions were not ended since: a password reset or sign-out everywhere voids it too)."""
     raw = request.cookies.get(PENDING_COOKIE, "")
     if not raw or len(raw) > 500:
         return None
@@ -106,6 +107,9 @@ def _read_pending(request: Request, now: datetime) -> int | None:
         return None
     if not 0 <= now.timestamp() - data["t"] < PENDING_SECONDS:
         return None
+    with read_session(request.app.state.rt) as session:
+        if data.get("g") != session_generation(session, data["u"]):
+            return None
     return int(data["u"])
 
 
@@ -160,7 +164,9 @@ def login(request: Request, email: Annotated[str, Form(max_length=320)] = "",
     if not second_step:
         return _signed_in(request, result.user_id, next_url, now)
     response = redirect(f"/admin/login/code?next={quote(next_url, safe='/')}")
-    pending = _pending_serializer(rt).dumps({"u": result.user_id, "t": int(now.timestamp())})
+    with rt.sessions() as session:
+        generation = session_generation(session, result.user_id)
+    pending = _pending_serializer(rt).dumps({"u": result.user_id, "t": int(now.timestamp()), "g": generation})
     response.set_cookie(PENDING_COOKIE, str(pending), max_age=PENDING_SECONDS, path="/admin/login", httponly=True, samesite="strict",
                         secure=cookie_secure(rt))
     return response
@@ -183,7 +189,7 @@ def code_submit(request: Request, code: Annotated[str, Form(max_length=100)] = "
     user_id = _read_pending(request, now)
     if user_id is None:
         return _login_page(request, next_url=next_url, status_code=401,
-                           error="The sign-in took too long. Enter your email and password again.")
+                           error="Please start again: enter your email and password (the sign-in took too long, or was ended).")
     if not form_token_ok(request, csrf_token):
         return _code_page(request, next_url=next_url, status_code=403, error="The form expired. Please try again.")
     result: SignInResult = check_code_step(rt.sessions, user_id, code, client_ip(request), now,
