@@ -298,3 +298,21 @@ def test_reset_requests_are_throttled_per_address(live):
 def test_totp_helpers_agree_with_the_server(live):
     admin = add_user(live.rt, "admin")
     assert next_totp_time(live.rt, admin.id, live.clock.now) == live.clock.now
+
+
+def test_in_providers_mode_the_reset_link_goes_out_through_sendgrid(sqlite_url, sandbox):
+    from support.live import live_sandbox_runtime
+
+    rt = live_sandbox_runtime(sqlite_url, sandbox)
+    add_user(rt, "staff")
+    clock = VirtualClock()
+    with LiveApp(rt, clock) as app:
+        live = Live(rt, clock, app.url)
+        _ask(live, "nobody@clinic.test")
+        _ask(live, "staff@clinic.test")
+        received = sandbox.wait_for_messages(1, provider="sendgrid")
+        token = unquote(re.search(r"/admin/login/reset\?token=(\S+)", received[0]["text"]).group(1))
+        with live.client() as client:
+            assert _reset(client, token, "a brand new passphrase").status_code == 303
+    rt.close()
+    assert [m["to"] for m in sandbox.messages(provider="sendgrid")] == ["staff@clinic.test"]
