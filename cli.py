@@ -9,80 +9,28 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm import Session
 
 from patient_drip import db
-from patient_drip.content.campaign import CampaignError, UnknownCampaign, load_campaigns
-from patient_drip.accounts.users import AccountError
+from patient_drip.content.campaign import load_campaigns
 from patient_drip.contacts.changes import ContactNotFound, lookup_contact, parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import (
-    EnrollmentError,
     enroll as enroll_contact,
     unsubscribe as unsubscribe_contact,
 )
 from patient_drip.contacts.bookings import mark_booked
 from patient_drip.contacts.fields import FieldError, ZoneSource
 from patient_drip.logs import configure_logging
-from patient_drip.models import Channel, ConsentMethod, User
-from patient_drip.content.rendering import RenderError
-from patient_drip.runtime import Runtime, build_runtime, require_ready_to_send, utcnow
-from patient_drip.settings import Settings, SettingsError, load_settings
+from patient_drip.models import Channel, ConsentMethod
+from patient_drip.runtime import require_ready_to_send, utcnow
+from patient_drip.settings import load_settings
 from patient_drip.content.template_store import sync_from_files
-
-F = TypeVar("F", bound=Callable[..., Any])
-CLI_ACTOR = f"cli:{os.environ.get('USER', 'operator')}"
-
-
-class UserError(click.ClickException):
-    """Printed as `error: message`, exit code 1."""
-
-    def format_message(self) -> str:
-        return self.message
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def friendly(func: F) -> F:
-    """Turn the errors a user can cause into one line instead of a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (SettingsError, CampaignError, UnknownCampaign, FieldError, EnrollmentError, ContactNotFound,
-                AccountError, RenderError) as exc:
-            raise UserError(str(exc)) from None
-        except (OperationalError, ProgrammingError) as exc:
-            text = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
-            if "no such table" in text or "does not exist" in text:
-                raise UserError("the database has no schema yet; run `drip init` first") from None
-            raise UserError(f"database error: {text.splitlines()[0]}") from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-@contextmanager
-def runtime(settings: Settings | None = None) -> Iterator[Runtime]:
-    settings = settings or load_settings()
-    rt = build_runtime(settings)
-    try:
-        yield rt
-    finally:
-        rt.close()
-
+from patient_drip.cli_support import CLI_ACTOR, UserError, friendly, runtime
+from patient_drip.cli_users import users
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option("0.1.0", prog_name="drip")
@@ -98,7 +46,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--admin-email", envvar="DRIP_ADMIN_EMAIL", help="Email of the first admin user.")
-@click.option("--admin-password", envvar="DRIP_ADMIN_PASSWORD", help="Password of the first admin (min. 10 chars).")
+@click.option("--admin-password", envvar="DRIP_ADMIN_PASSWORD", help="Password of the first admin (at least 12 characters, not a common or breached password).")
 @friendly
 def init(admin_email: str | None, admin_password: str | None) -> None:
     """Create or upgrade the schema, check campaigns and templates, create the first admin."""
@@ -423,115 +371,7 @@ def templates_sync() -> None:
                f"{result.unchanged} unchanged")
 
 
-# -- staff users ---------------------------------------------------------------------------------
-
-
-@main.group()
-def users() -> None:
-    """Staff accounts for the web UI."""
-
-
-@users.command("add")
-@click.argument("email")
-@click.option("--role", type=click.Choice(["admin", "staff", "marketing", "clinician"]), required=True,
-              help="What the user may do.")
-@click.option("--name", default="", help="Display name.")
-@click.option("--password", envvar="DRIP_NEW_USER_PASSWORD", default=None,
-              help="Password (min. 10 characters); generated and printed when omitted.")
-@friendly
-def users_add(email: str, role: str, name: str, password: str | None) -> None:
-    """Create a staff user."""
-    from patient_drip.accounts.users import create_user, generate_password
-
-    settings = load_settings()
-    chosen = password or generate_password()
-    with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        user = create_user(session, email, chosen, role, utcnow(), CLI_ACTOR, name=name)
-    click.echo(f"user {user.email} ({role}) created" + ("" if password else f"; password: {chosen}"))
-
-
-def _change_user(email: str, change: Callable[[Session, User, datetime], object]) -> User:
-    """Find the user `email` and apply one `accounts.users` change to it in one transaction."""
-    from patient_drip.accounts.users import find_user
-
-    settings = load_settings()
-    with runtime(settings) as rt, rt.sessions() as session, session.begin():
-        user = find_user(session, email)
-        change(session, user, utcnow())
-    return user
-
-
-@users.command("disable")
-@click.argument("email")
-@friendly
-def users_disable(email: str) -> None:
-    """Disable a staff user (they can no longer sign in; their API tokens are revoked, and enabling
-    them again revives none). The last active admin cannot be disabled."""
-    from patient_drip.accounts.users import disable_user
-
-    user = _change_user(email, lambda session, user, now: disable_user(session, user, now, CLI_ACTOR))
-    click.echo(f"user {user.email} disabled")
-
-
-@users.command("enable")
-@click.argument("email")
-@friendly
-def users_enable(email: str) -> None:
-    """Let a disabled staff user sign in again."""
-    from patient_drip.accounts.users import enable_user
-
-    user = _change_user(email, lambda session, user, now: enable_user(session, user, now, CLI_ACTOR))
-    click.echo(f"user {user.email} enabled")
-
-
-@users.command("role")
-@click.argument("email")
-@click.argument("role", type=click.Choice(["admin", "staff", "marketing", "clinician"]))
-@friendly
-def users_role(email: str, role: str) -> None:
-    """Give a staff user another role; their API tokens are revoked (the last active admin cannot be
-    demoted)."""
-    from patient_drip.accounts.users import change_role
-
-    user = _change_user(email, lambda session, user, now: change_role(session, user, role, now, CLI_ACTOR))
-    click.echo(f"user {user.email} is now {role}")
-
-
-@users.command("clinician")
-@click.argument("email")
-@click.option("--off", is_flag=True, help="Take the clinician's duties away instead of giving them.")
-@friendly
-def users_clinician(email: str, off: bool) -> None:
-    """Give a staff user (typically an admin) the clinician's duties besides their role: approving
-    templates and managing the claims library. A user with the role clinician has them anyway."""
-    from patient_drip.accounts.users import set_clinician
-
-    user = _change_user(email, lambda session, user, now: set_clinician(session, user, not off, now, CLI_ACTOR))
-    click.echo(f"user {user.email} {'no longer holds' if off else 'now holds'} the clinician's duties")
-
-
-@users.command("reset-password")
-@click.argument("email")
-@click.option("--password", envvar="DRIP_NEW_USER_PASSWORD", default=None,
-              help="New password (min. 10 characters); generated and printed when omitted.")
-@friendly
-def users_reset_password(email: str, password: str | None) -> None:
-    """Set a new password for a staff user; their sessions end and their API tokens are revoked."""
-    from patient_drip.accounts.users import generate_password, reset_password
-
-    chosen = password or generate_password()
-    user = _change_user(email, lambda session, user, now: reset_password(session, user, now, CLI_ACTOR, chosen))
-    click.echo(f"password of {user.email} reset" + ("" if password else f"; password: {chosen}"))
-
-
-@users.command("list")
-@friendly
-def users_list() -> None:
-    """List staff users and their roles."""
-    settings = load_settings()
-    with runtime(settings) as rt, rt.sessions() as session:
-        for user in session.scalars(select(User).order_by(User.email)):
-            click.echo(f"{user.email:<40} {user.role:<10} {'disabled' if user.disabled else 'active'}")
+# -- staff users: `drip users …` lives in cli_users.py ---------------------------------------------
 
 
 @main.command()
@@ -603,6 +443,7 @@ def _register_migrate_data() -> None:
 
 
 _register_migrate_data()
+main.add_command(users)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -428,6 +428,48 @@ class User(Base):
     clinician: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
+    # TOTP second factor (`accounts.mfa`): the base32 secret once enrolment is confirmed, and the last
+    # 30-second step a code was accepted for, so that one code cannot be used twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    mfa_enabled_at: Mapped[datetime | None]
+
+
+class RecoveryCode(Base):
+    """A one-time recovery code for a user's second factor; only its argon2 hash is stored."""
+
+    __tablename__ = "recovery_code"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class StaffSession(Base):
+    """One signed-in browser session, so that idle timeout and absolute lifetime are decided on the
+    server (`accounts.sessions`): the cookie carries only this row's random id."""
+
+    __tablename__ = "staff_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+
+
+class AuthThrottle(Base):
+    """Sign-in attempts per key (`account:<email>`, `net:<ip prefix>`, `reset:…`) in a fixed window.
+
+    Counted with one INSERT … ON CONFLICT DO UPDATE … RETURNING (`accounts.throttle`), so parallel
+    requests each get their own count. Times are epoch seconds: the window arithmetic happens in SQL."""
+
+    __tablename__ = "auth_throttle"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer)
 
 
 class KeyValue(Base):

@@ -218,6 +218,31 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("DRIP_LOG_FORMAT", "log_format"))
     log_level: str = Field("INFO", validation_alias=_env("DRIP_LOG_LEVEL", "log_level"))
+    # -- staff sign-in (accounts.throttle, accounts.sessions, accounts.password_reset) --
+    login_account_limit: int = Field(
+        5, ge=1, le=1000, validation_alias=_env("DRIP_LOGIN_ACCOUNT_LIMIT", "login_account_limit"),
+        description="Failed sign-ins per account per window, from any address, before the form answers 429",
+    )
+    login_network_limit: int = Field(
+        30, ge=1, le=100_000, validation_alias=_env("DRIP_LOGIN_NETWORK_LIMIT", "login_network_limit"),
+        description="Failed sign-ins per network (IPv4 /24, IPv6 /64) per window, across all accounts",
+    )
+    login_window_minutes: int = Field(
+        15, ge=1, le=1440, validation_alias=_env("DRIP_LOGIN_WINDOW_MINUTES", "login_window_minutes"),
+        description="Length of the sign-in throttling window, in minutes",
+    )
+    session_idle_minutes: int = Field(
+        30, ge=1, le=1440, validation_alias=_env("DRIP_SESSION_IDLE_MINUTES", "session_idle_minutes"),
+        description="A staff session unused this long ends (checked on the server)",
+    )
+    session_lifetime_hours: int = Field(
+        12, ge=1, le=168, validation_alias=_env("DRIP_SESSION_LIFETIME_HOURS", "session_lifetime_hours"),
+        description="A staff session ends this long after sign-in, however active",
+    )
+    password_reset_minutes: int = Field(
+        30, ge=5, le=1440, validation_alias=_env("DRIP_PASSWORD_RESET_MINUTES", "password_reset_minutes"),
+        description="How long an emailed password-reset link works (once)",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -282,6 +307,13 @@ class Settings(BaseSettings):
         if _URL_LIKE.search(value):
             raise ValueError("must be words, not a link: the button already leads to DRIP_BOOKING_URL")
         return value
+
+    @model_validator(mode="after")
+    def _check_sessions(self) -> Settings:
+        if self.session_idle_minutes > self.session_lifetime_hours * 60:
+            raise ValueError("DRIP_SESSION_IDLE_MINUTES is longer than DRIP_SESSION_LIFETIME_HOURS; "
+                             "the idle timeout must fit in the lifetime")
+        return self
 
     @model_validator(mode="after")
     def _check_offer(self) -> Settings:

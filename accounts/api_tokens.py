@@ -38,6 +38,7 @@ class RevokeReason:
     BY_OWNER = "revoked"
     PASSWORD_CHANGED = "password changed"
     PASSWORD_RESET = "password reset by an admin"
+    PASSWORD_RESET_BY_EMAIL = "password reset by email link"
     DISABLED = "account disabled"
     ROLE_CHANGED = "role changed"
 

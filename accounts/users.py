@@ -19,11 +19,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.accounts.api_tokens import RevokeReason, revoke_user_tokens
+from patient_drip.accounts.passwords import check_password
 from patient_drip.accounts.sessions import end_all_sessions
 from patient_drip.contacts.fields import FieldError, normalize_email
 from patient_drip.models import User, audit
 
-MIN_PASSWORD = 10
 _hasher = PasswordHasher()
 
 
@@ -50,26 +50,24 @@ def verify_password(password_hash: str, password: str) -> bool:
 
 
 def generate_password() -> str:
+    """A random password that passes the rule (16 URL-safe characters, 96 bits)."""
     return secrets.token_urlsafe(12)
 
 
-def _check_role(role: str) -> Role:
+def check_role(role: str) -> Role:
+    """The role named `role`. Raises `FieldError` on `role` for any other word."""
     if role not in {r.value for r in Role}:
         raise FieldError("role", f"{role!r} is not a role; choose from {', '.join(r.value for r in Role)}")
     return Role(role)
 
 
-def _check_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD:
-        raise FieldError("password", f"must be at least {MIN_PASSWORD} characters")
-
-
 def create_user(session: Session, email: str, password: str, role: str, now: datetime, actor: str,
                 name: str = "") -> User:
-    """A new active user. Raises `FieldError` (email, role, password too short, email taken)."""
+    """A new active user. Raises `FieldError` (email, role, password breaking `accounts.passwords`'
+    rule, email taken)."""
     address = normalize_email(email, field="email")
-    _check_role(role)
-    _check_password(password)
+    check_role(role)
+    check_password(password)
     if session.scalar(select(User).where(User.email == address)) is not None:
         raise FieldError("email", f"a user with {address} already exists")
     user = User(email=address, name=name, password_hash=hash_password(password), role=role, created_at=now)
@@ -126,7 +124,7 @@ def change_role(session: Session, user: User, role: str, now: datetime, actor: s
                 acting_user_id: int | None = None) -> bool:
     """Give `user` another role. Raises `FieldError` (not a role) or `AccountError` (one's own role, as
     for disabling; the last active admin cannot be demoted). Returns whether the role changed."""
-    new_role = _check_role(role)
+    new_role = check_role(role)
     if new_role == user.role:
         return False
     if acting_user_id is not None and user.id == acting_user_id:
@@ -167,9 +165,9 @@ def enable_user(session: Session, user: User, now: datetime, actor: str) -> bool
 
 def reset_password(session: Session, user: User, now: datetime, actor: str, password: str | None = None) -> str:
     """Set a new password (`password`, or a generated one) and return it; the caller shows it once.
-    Raises `FieldError` when the given password is too short."""
+    Raises `FieldError` when the given password breaks `accounts.passwords`' rule."""
     chosen = password or generate_password()
-    _check_password(chosen)
+    check_password(chosen)
     user.password_hash = hash_password(chosen)
     end_all_sessions(session, user.id, now)  # whoever held the old password is signed out everywhere
     revoke_user_tokens(session, user.id, now, RevokeReason.PASSWORD_RESET, actor)  # ... and loses its tokens
@@ -183,8 +181,7 @@ def change_own_password(session: Session, user: User, current: str, new: str, co
     `confirm`. Every session of theirs ends; the caller issues a fresh one for the device in use."""
     if not verify_password(user.password_hash, current):
         raise FieldError("current", "This is not your current password.")
-    if len(new) < MIN_PASSWORD:
-        raise FieldError("new", f"Use at least {MIN_PASSWORD} characters.")
+    check_password(new, field="new")
     if new != confirm:
         raise FieldError("confirm", "The two new passwords are not the same.")
     user.password_hash = hash_password(new)

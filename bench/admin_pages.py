@@ -50,6 +50,7 @@ STEPS = [("welcome-email", "email"), ("welcome-sms", "sms"), ("stress-brain-emai
          ("checkin-sms", "sms"), ("how-it-works-email", "email"), ("results-email", "email"),
          ("reminder-sms", "sms"), ("consult-email", "email")]
 ADMIN_EMAIL, ADMIN_PASSWORD = "bench-admin@example.com", "bench-password-123"
+ADMIN_TOTP_SECRET = "BENCHBENCHBENCHBENCHBENCHBENCH22"
 
 
 def free_port() -> int:
@@ -78,7 +79,8 @@ def build_database(path: Path, contacts: int, seed: int) -> dict[str, object]:
     now = datetime.now(timezone.utc)
     with rt.sessions() as session, session.begin():
         sync_from_files(session, settings.templates_dir, now, "bench")
-        create_user(session, ADMIN_EMAIL, ADMIN_PASSWORD, "admin", now, "bench")
+        admin = create_user(session, ADMIN_EMAIL, ADMIN_PASSWORD, "admin", now, "bench")
+        admin.totp_secret = ADMIN_TOTP_SECRET  # admins must have two-step sign-in; `sign_in` types its code
     rt.close()
 
     rng = random.Random(seed)
@@ -191,6 +193,12 @@ def sign_in(client: httpx.Client) -> None:
     response = client.post("/admin/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD,
                                                  "csrf_token": token.group(1), "next": "/admin"})
     assert response.status_code == 303, f"sign-in failed: {response.status_code}"
+    if response.headers["location"].startswith("/admin/login/code"):  # the second step, as the app would
+        import pyotp
+
+        response = client.post("/admin/login/code", data={"code": pyotp.TOTP(ADMIN_TOTP_SECRET).now(),
+                                                          "csrf_token": token.group(1), "next": "/admin"})
+        assert response.status_code == 303, f"second step failed: {response.status_code}"
 
 
 def api_token(client: httpx.Client) -> str:

@@ -133,12 +133,26 @@ def test_sign_out_needs_the_csrf_token(client, srt, clock):
     assert client.get("/admin").status_code == 200
 
 
-def test_session_expires_after_twelve_hours(client, srt, clock):
+def test_session_ends_twelve_hours_after_sign_in_however_active(client, srt, clock):
     user = add_user(srt, "staff")
     sign_in_as(client, srt, user, clock.now)
-    clock.advance(timedelta(hours=11, minutes=59))
+    for _ in range(35):  # a request every 20 minutes: never idle, for 11 h 40 min
+        clock.advance(timedelta(minutes=20))
+        assert client.get("/admin").status_code == 200
+    clock.advance(timedelta(minutes=19))
     assert client.get("/admin").status_code == 200
     clock.advance(timedelta(minutes=2))
+    assert client.get("/admin").status_code == 303
+
+
+def test_session_ends_after_thirty_idle_minutes_on_the_server(client, srt, clock):
+    user = add_user(srt, "staff")
+    sign_in_as(client, srt, user, clock.now)
+    clock.advance(timedelta(minutes=29))
+    assert client.get("/admin").status_code == 200  # use moves the idle clock on
+    clock.advance(timedelta(minutes=29))
+    assert client.get("/admin").status_code == 200
+    clock.advance(timedelta(minutes=30))
     assert client.get("/admin").status_code == 303
 
 
@@ -210,3 +224,33 @@ def test_csrf_token_of_one_session_does_not_work_in_another(client, srt, clock):
     old_token = sign_in_as(client, srt, first, clock.now)
     sign_in_as(client, srt, second, clock.now)
     assert client.post("/admin/account/tokens", data={"name": "x", "csrf_token": old_token}).status_code == 403
+
+
+# -- the second step and the network a guess is counted under ----------------------------------
+
+
+def test_the_second_step_is_void_once_the_users_sessions_were_ended(client, srt, clock):
+    from patient_drip.accounts.users import reset_password
+    from support.staff import totp_code
+
+    admin = add_user(srt, "admin")
+    first = _login(client, "admin@clinic.test", PASSWORD)
+    assert first.status_code == 303 and first.headers["location"].startswith("/admin/login/code")
+    token = login_form_token(client)
+    with srt.sessions() as session, session.begin():  # meanwhile an administrator resets the password
+        reset_password(session, session.get(User, admin.id), clock.now, "other-admin", "a fresh long passphrase")
+    late = client.post("/admin/login/code", data={"code": totp_code(srt, admin.id, clock.now), "csrf_token": token})
+    assert late.status_code == 401 and "start again" in late.text
+    assert SESSION_COOKIE not in late.headers.get("set-cookie", "")
+
+
+@pytest.mark.parametrize("address, network", [
+    ("203.0.113.77", "203.0.113.0/24"),
+    ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+    ("::ffff:198.51.100.9", "198.51.100.0/24"),  # IPv4-mapped: counted with its IPv4 neighbours
+    ("unknown", "unknown"),
+])
+def test_guesses_are_counted_per_ipv4_24_and_ipv6_64(address, network):
+    from patient_drip.accounts.throttle import network_of
+
+    assert network_of(address) == network

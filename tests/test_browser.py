@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 
 from support.builders import ROOT
-from support.staff import add_user
+from support.staff import add_user, next_totp_time, totp_code
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -98,12 +99,37 @@ def shot(page, name: str, *, full_page: bool = True) -> Path:  # type: ignore[no
     return target
 
 
-def sign_in(page, email: str) -> None:  # type: ignore[no-untyped-def]
+def sign_in(page, email: str, server: LiveServer | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Sign in through the form; for a user with two-step sign-in, type the code their app would show
+    (pyotp on the server's virtual clock), and for an admin or clinician without it, enrol first."""
     page.goto("/admin/login")
     page.get_by_label("Email").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile(r"/admin/?$"))
+    page.wait_for_url(re.compile(r"/admin/?$|/admin/login/code|/admin/account/mfa"))
+    if "/admin/account/mfa" in page.url:
+        assert server is not None, f"{email} must enrol a second factor: pass the server"
+        secret = page.locator("#totp-secret").inner_text()
+        page.get_by_label("Code from your app").fill(pyotp.TOTP(secret).at(server.clock.now))
+        page.get_by_role("button", name="Turn on two-step sign-in").click()
+        expect(page.locator("#recovery-codes li")).to_have_count(10)
+        page.goto("/admin")
+    elif "/admin/login/code" in page.url:
+        assert server is not None, f"{email} has two-step sign-in: pass the server"
+        user_id = _user_id(server, email)
+        server.clock.set(next_totp_time(server.rt, user_id, server.clock.now))  # a code is accepted once
+        page.get_by_label("Code").fill(totp_code(server.rt, user_id, server.clock.now))
+        page.get_by_role("button", name="Verify").click()
+        page.wait_for_url(re.compile(r"/admin/?$"))
+
+
+def _user_id(server: LiveServer, email: str) -> int:
+    from sqlalchemy import select
+
+    from patient_drip.models import User
+
+    with server.rt.sessions() as session:  # type: ignore[attr-defined]
+        return int(session.scalar(select(User.id).where(User.email == email)))
 
 
 def nav(page, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -197,7 +223,7 @@ def test_marketing_edits_a_template_with_live_preview_and_a_clinician_makes_it_l
     shot(page, "11b-editor-email-phone", full_page=False)
     sign_out(page)
 
-    sign_in(page, "dr.kim@example.com")
+    sign_in(page, "dr.kim@example.com", server)
     nav(page, "Templates")
     page.get_by_role("link", name="sms/01-welcome.txt version 2").click()
     # the word-level diff of the rendered text (the source's line diff is folded below it)
@@ -316,7 +342,7 @@ def test_every_page_renders_for_an_admin_at_laptop_and_tablet_width(page, server
                                    "anymore", classification="crisis", crisis=True, received_at=moment))
         session.add(InboundMessage(contact_id=contact_id, from_number="+13125550177", body="Do you take insurance?",
                                    classification="other", received_at=moment - timedelta(minutes=3)))
-    sign_in(page, "admin@example.com")
+    sign_in(page, "admin@example.com", server)
     pages = [("18-dashboard", "/admin?fresh=1"), ("19-replies", "/admin/replies"), ("20-contacts", "/admin/contacts"),
              ("21-campaigns", "/admin/campaigns"), ("22-users", "/admin/users"), ("23-audit-log", "/admin/audit"),
              ("24-settings", "/admin/settings"), ("25-account", "/admin/account"),
@@ -358,3 +384,89 @@ def test_keyboard_only_sign_in_and_navigation(page, server):
     for _ in range(3):  # the navigation is reachable too, in order
         page.keyboard.press("Shift+Tab")
     shot(page, "30-keyboard-focus", full_page=False)
+
+
+def _password_step(page, email: str, password: str = PASSWORD) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/admin/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_clinician_sets_up_two_step_sign_in_uses_a_recovery_code_and_resets_a_forgotten_password(page, server):
+    from patient_drip.accounts.users import create_user
+    from patient_drip.providers.types import Channel
+    from support.live import wait_until
+
+    email = "dr.lee@example.com"
+    with server.rt.sessions() as session, session.begin():
+        create_user(session, email, PASSWORD, "clinician", server.clock.now, "drip init", name="Dr Lee")
+    _password_step(page, email)
+    page.wait_for_url(re.compile(r"/admin/account/mfa$"))  # a clinician must enrol before anything else
+    expect(page.locator(".qr svg")).to_be_visible()
+    shot(page, "40-mfa-enrol")
+    page.goto("/admin/templates")
+    assert page.url.endswith("/admin/account/mfa")
+    secret = page.locator("#totp-secret").inner_text()
+    page.get_by_label("Code from your app").fill("000000")
+    page.get_by_role("button", name="Turn on two-step sign-in").click()
+    expect(page.locator(".error")).to_contain_text("does not match")
+    page.get_by_label("Code from your app").fill(pyotp.TOTP(secret).at(server.clock.now))
+    page.get_by_role("button", name="Turn on two-step sign-in").click()
+    expect(page.locator("#recovery-codes li")).to_have_count(10)
+    codes = page.locator("#recovery-codes code").all_inner_texts()
+    shot(page, "41-recovery-codes")
+    page.goto("/admin/templates")
+    assert page.url.endswith("/admin/templates")
+    sign_out(page)
+
+    _password_step(page, email)  # the authenticator app's code
+    page.wait_for_url(re.compile(r"/admin/login/code"))
+    shot(page, "42-code-step")
+    server.clock.advance(timedelta(seconds=30))  # the enrolment used this step's code
+    page.get_by_label("Code").fill(pyotp.TOTP(secret).at(server.clock.now))
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(re.compile(r"/admin/?$"))
+    sign_out(page)
+
+    _password_step(page, email)  # a lost phone: a recovery code, once
+    page.get_by_label("Code").fill(codes[0])
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(re.compile(r"/admin/?$"))
+    sign_out(page)
+    _password_step(page, email)
+    page.get_by_label("Code").fill(codes[0])
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("alert")).to_contain_text("already used")
+    shot(page, "43-recovery-code-spent")
+
+    page.goto("/admin/login")  # forgot the password: the emailed link, from the outbox
+    page.get_by_role("link", name="Forgot password?").click()
+    page.get_by_label("Email").fill(email)
+    page.get_by_role("button", name="Email me a link").click()
+    expect(page.get_by_role("status")).to_contain_text("If that address belongs to a staff account")
+    shot(page, "44-forgot-sent")
+    outbox = server.rt.senders[Channel.EMAIL]  # type: ignore[attr-defined]
+    wait_until(lambda: any(m.to == email for m in outbox.recorded))
+    text = [m.text for m in outbox.recorded if m.to == email][-1]
+    link = re.search(r"https?://\S+(/admin/login/reset\?token=\S+)", text).group(1)
+    page.goto(link)
+    page.get_by_label("New password (").fill("1234567890")
+    page.get_by_label("New password again").fill("1234567890")
+    page.get_by_role("button", name="Set new password").click()
+    expect(page.locator(".error")).to_contain_text("at least 12 characters")
+    shot(page, "45-reset-weak-refused")
+    page.get_by_label("New password (").fill("walk the dog at dawn")
+    page.get_by_label("New password again").fill("walk the dog at dawn")
+    page.get_by_role("button", name="Set new password").click()
+    page.wait_for_url(re.compile(r"/admin/login\?done=password_reset"))
+    shot(page, "46-reset-done")
+    _password_step(page, email, "walk the dog at dawn")
+    server.clock.advance(timedelta(seconds=30))
+    page.get_by_label("Code").fill(pyotp.TOTP(secret).at(server.clock.now))
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url(re.compile(r"/admin/?$"))
+    page.goto(link)  # the link worked once
+    expect(page.get_by_role("alert")).to_contain_text("already used")
+    expected = re.compile(r"^(40[01]|422) |status of (40[01]|422) ")  # the refusals this walk provoked
+    assert not [e for e in page.console_errors if not expected.search(e)], page.console_errors

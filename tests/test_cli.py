@@ -320,3 +320,55 @@ def test_a_sandbox_run_keeps_the_example_values(env, monkeypatch):
                        "http://127.0.0.1:9"}.items():
         monkeypatch.setenv(key, value)
     assert "send-due: 0 claimed" in run("send-due").output
+# -- staff authentication from the command line (issue 11) --------------------------------------
+
+
+@pytest.mark.parametrize("password, named", [("1234567890", "at least 12 characters"),
+                                             ("1234qwerasdfzxcv", "common or breached")])
+def test_every_cli_way_of_setting_a_password_refuses_short_and_listed_ones(env, password, named):
+    from sqlalchemy import create_engine, select
+
+    from patient_drip.models import User
+
+    refused = run("init", "--admin-email", "boss@example.com", "--admin-password", password, expect=1)
+    assert named in refused.output and "password" in refused.output
+    run("init", "--admin-email", "boss@example.com", "--admin-password", "a long and unusual passphrase")
+    assert named in run("users", "add", "desk@example.com", "--role", "staff", "--password", password, expect=1).output
+    engine = create_engine(env["DRIP_DATABASE_URL"])
+    with engine.connect() as connection:
+        before = connection.execute(select(User.password_hash).where(User.email == "boss@example.com")).scalar_one()
+    assert named in run("users", "reset-password", "boss@example.com", "--password", password, expect=1).output
+    with engine.connect() as connection:
+        assert connection.execute(select(User.email)).scalars().all() == ["boss@example.com"]
+        after = connection.execute(select(User.password_hash).where(User.email == "boss@example.com")).scalar_one()
+    engine.dispose()
+    assert after == before
+
+
+def test_require_mfa_for_a_role_and_reset_a_lost_device(env):
+    from sqlalchemy import select
+
+    from patient_drip.accounts.mfa import needs_enrolment, roles_requiring_mfa
+    from patient_drip.models import AuditEntry, User
+    from patient_drip.runtime import build_runtime
+    from patient_drip.settings import load_settings
+
+    run("init", "--admin-email", "boss@example.com", "--admin-password", "a long and unusual passphrase")
+    run("users", "add", "desk@example.com", "--role", "staff", "--password", "another unusual passphrase")
+    assert "required for staff" in run("users", "require-mfa", "--role", "staff").output
+    refused = run("users", "require-mfa", "--role", "admin", "--no", expect=1)
+    assert "always required for admins" in refused.output
+    rt = build_runtime(load_settings())
+    with rt.sessions() as session, session.begin():
+        assert roles_requiring_mfa(session) == {"admin", "clinician", "staff"}
+        desk = session.scalar(select(User).where(User.email == "desk@example.com"))
+        assert needs_enrolment(session, desk)
+        desk.totp_secret = "A" * 32  # as if enrolled
+    assert "removed" in run("users", "reset-mfa", "desk@example.com").output
+    assert "no longer required" in run("users", "require-mfa", "--role", "staff", "--no").output
+    with rt.sessions() as session:
+        desk = session.scalar(select(User).where(User.email == "desk@example.com"))
+        assert desk.totp_secret is None and not needs_enrolment(session, desk)
+        actions = list(session.scalars(select(AuditEntry.action).where(AuditEntry.action.like("mfa%"))))
+    rt.close()
+    assert actions == ["mfa_requirement_changed", "mfa_reset", "mfa_requirement_changed"]

@@ -108,6 +108,7 @@ class CurrentUser:
     csrf: str = ""
     via_api: bool = False
     clinician: bool = False  # holds the clinician's duties (`accounts.users.is_clinician`)
+    must_enrol: bool = False  # signed in only to enrol a second factor (see admin.auth.require)
 
     def can(self, *roles: str) -> bool:
         """Admins can do everything; others only what their role is listed for."""

@@ -1,7 +1,7 @@
 """api token scopes and expiry; audit log indexes for the audit page's filters
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 23:00:00.000000
 
 Tokens made before this revision had no scope and no expiry: each acted with its owner's whole role.
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0007'
-down_revision: str | None = '0005'
+down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

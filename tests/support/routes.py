@@ -19,6 +19,8 @@ PUBLIC = (
     re.compile(r"^/static$"),
     re.compile(r"^/book-placeholder$"),
     re.compile(r"^/admin/login$"),
+    # The sign-in steps before a session exists: the second factor and the emailed password reset.
+    re.compile(r"^/admin/login/(code|forgot|reset)$"),
     re.compile(r"^/openapi\.json$"),
 )
 SAMPLE_PARAMS = {"name": "email/01-welcome.html", "campaign_id": "ketamine-consult", "step_id": "welcome-email",

@@ -9,10 +9,12 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
 from patient_drip import db
+from patient_drip.accounts.mfa import ALWAYS_REQUIRED, TOTP_STEP_SECONDS
 from patient_drip.accounts.users import hash_password
 from patient_drip.content.claim_library import seed_library
 from patient_drip.content.template_store import sync_from_files
@@ -32,12 +34,17 @@ ROLES = ("admin", "staff", "marketing", "clinician")
 
 
 def add_user(rt: Runtime, role: str, email: str | None = None, *, name: str = "", now: datetime = START,
-             disabled: bool = False, clinician: bool = False) -> User:
+             disabled: bool = False, clinician: bool = False, mfa: bool | None = None) -> User:
     """A staff user whose password is PASSWORD (inserted directly; create_user is tested on its own).
-    `clinician`: also holds the clinician's duties (an admin who is the clinic's clinician)."""
+    `clinician`: also holds the clinician's duties (an admin who is the clinic's clinician).
+
+    With `mfa` (by default: when the role always requires it, admin and clinician) the user has a TOTP
+    second factor already set up; `totp_code` gives its codes."""
+    with_mfa = role in ALWAYS_REQUIRED if mfa is None else mfa
     with rt.sessions() as session, session.begin():
         user = User(email=email or f"{role}@clinic.test", name=name or role.capitalize(), password_hash=_HASH,
-                    role=role, disabled=disabled, clinician=clinician, created_at=now)
+                    role=role, disabled=disabled, clinician=clinician, created_at=now,
+                    totp_secret=pyotp.random_base32(32) if with_mfa else None, mfa_enabled_at=now if with_mfa else None)
         session.add(user)
         session.flush()
         session.expunge(user)
@@ -59,6 +66,25 @@ def token_for(rt: Runtime, role: str, *, email: str | None = None, revoked: bool
                              created_at=created, expires_at=expires_at or created + timedelta(days=90),
                              revoked_at=created if revoked else None))
     return {"Authorization": f"Bearer {token}"}
+
+
+def totp_code(rt: Runtime, user_id: int, now: datetime) -> str:
+    """The code the user's authenticator app shows at `now` (as the app computes it, with pyotp)."""
+    with rt.sessions() as session:
+        secret = session.get(User, user_id).totp_secret
+    assert secret, "this user has no second factor"
+    return pyotp.TOTP(secret).at(now)
+
+
+def next_totp_time(rt: Runtime, user_id: int, now: datetime) -> datetime:
+    """`now`, or the start of the next 30-second step when this step's code was already used (a code
+    is accepted once): what a person does by waiting for the app's next code."""
+    with rt.sessions() as session:
+        last = session.get(User, user_id).totp_last_step
+    step = int(now.timestamp()) // TOTP_STEP_SECONDS
+    if last is None or step > last:
+        return now
+    return datetime.fromtimestamp((last + 1) * TOTP_STEP_SECONDS, tz=now.tzinfo)
 
 
 def make_client(rt: Runtime, clock: VirtualClock) -> TestClient:

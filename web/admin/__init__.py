@@ -2,7 +2,7 @@
 
 One router per resource; every private route depends on `admin.auth.require(...)` (session +
 role + CSRF) or `web.deps.api_require(...)` (bearer token + role). Imports `web.deps` and its own
-modules, never the app factory. In-process state (login throttle, CSV import jobs, preview cache)
+modules, never the app factory. In-process state (CSV import jobs, preview cache)
 lives on `app.state.admin`: fine for one `drip serve` process, which is how the UI is deployed.
 """
 
@@ -22,19 +22,21 @@ from patient_drip.runtime import Runtime
 from patient_drip.web.admin import (
     account,
     api_v1,
-    auth,
     bookings,
     campaigns,
     claims_pages,
     contacts,
     dashboard,
     imports,
+    login,
+    mfa_setup,
+    password_reset,
     replies,
     settings_pages,
     templates_editor,
     users_admin,
 )
-from patient_drip.web.admin.auth import LoginThrottle, login_url_for, session_user
+from patient_drip.web.admin.auth import MustEnrol, login_url_for, session_user
 from patient_drip.web.admin.common import render
 from patient_drip.web.admin.imports import ImportJobs
 from patient_drip.web.deps import Forbidden, NotAuthenticated
@@ -68,7 +70,6 @@ class PreviewCache:
 
 @dataclass
 class AdminState:
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     previews: PreviewCache = field(default_factory=PreviewCache)
     imports: ImportJobs = field(default_factory=ImportJobs)
     funnel_cache: dict[str, Any] = field(default_factory=dict)
@@ -82,8 +83,8 @@ def _wants_json(request: Request) -> bool:
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
-    for module in (auth, dashboard, contacts, imports, replies, templates_editor, claims_pages, campaigns,
-                   users_admin, settings_pages, account, bookings):
+    for module in (login, password_reset, mfa_setup, dashboard, contacts, imports, replies, templates_editor,
+                   claims_pages, campaigns, users_admin, settings_pages, account, bookings):
         app.include_router(module.router)
     app.include_router(api_v1.router)
     api_v1.customize_openapi(app)
@@ -98,6 +99,13 @@ def mount(app: FastAPI, rt: Runtime) -> None:
             return JSONResponse({"detail": "Your session has ended. Sign in again."}, status_code=401)
         target = login_url_for(request) if request.method == "GET" else "/admin/login"
         return RedirectResponse(target, status_code=303)
+
+    @app.exception_handler(MustEnrol)
+    async def must_enrol(request: Request, exc: MustEnrol) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": "Set up two-step sign-in first (Account → Two-step sign-in)."},
+                                status_code=403)
+        return RedirectResponse("/admin/account/mfa", status_code=303)
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:

@@ -14,7 +14,8 @@ from patient_drip.accounts.scopes import SCOPE_HELP, Scope, default_expiry, expi
 from patient_drip.web.admin.auth import AnyUser, issue_session, set_session_cookie
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.models import ApiToken, User
-from patient_drip.accounts.users import MIN_PASSWORD, change_own_password
+from patient_drip.accounts.passwords import MIN_PASSWORD
+from patient_drip.accounts.users import change_own_password
 from patient_drip.contacts.fields import FieldError
 from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, get_now
 
@@ -27,12 +28,14 @@ def _page(request: Request, user: CurrentUser, session: SessionDep, *, new_token
     tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())))
     max_days = request.app.state.rt.settings.api_token_max_days
     allowed = scopes_for_role(user.role)
+    row = session.get(User, user.id)
     return render(request, "admin/account.html", {
         "tokens": tokens, "new_token": new_token, "errors": errors or {}, "min_password": MIN_PASSWORD,
         "scopes": [(scope.value, SCOPE_HELP[scope]) for scope in Scope if scope in allowed],
         "token_scopes": {t.id: sorted(s.value for s in parse_scopes(t.scopes)) for t in tokens},
         "expiry_choices": expiry_choices(max_days), "values": values or {"days": default_expiry(max_days)},
         "now": get_now(request),  # which tokens have expired
+        "mfa_enabled": row is not None and row.totp_secret is not None,
     }, user=user, status_code=status_code)
 
 

@@ -22,6 +22,7 @@ from patient_drip.web.deps import CurrentUser, templates
 # Fixed notices shown after a redirect (`?done=key`): user input is never reflected into them.
 NOTICES = {
     "signed_out": "You are signed out.",
+    "password_reset": "Your password is changed and every session of yours was signed out. Sign in with it now.",
     "enrolled": "Enrolled. The first message goes out within the send window.",
     "enrolled_existing": "Enrolled. This person was already a contact; their details were updated.",
     "unsubscribed": "Unsubscribed. Messages on that channel have stopped.",

@@ -1,0 +1,68 @@
+"""What every `drip` command module shares: the one-line error, the `friendly` wrapper, a runtime
+for a command, the audit actor of the command line. Imported by `cli.py` and `cli_users.py` (so the
+command modules do not import each other).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from patient_drip.accounts.users import AccountError
+from patient_drip.contacts.changes import ContactNotFound
+from patient_drip.contacts.enrollment import EnrollmentError
+from patient_drip.contacts.fields import FieldError
+from patient_drip.content.campaign import CampaignError, UnknownCampaign
+from patient_drip.content.rendering import RenderError
+from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.settings import Settings, SettingsError, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+CLI_ACTOR = f"cli:{os.environ.get('USER', 'operator')}"
+
+
+class UserError(click.ClickException):
+    """Printed as `error: message`, exit code 1."""
+
+    def format_message(self) -> str:
+        return self.message
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def friendly(func: F) -> F:
+    """Turn the errors a user can cause into one line instead of a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (SettingsError, CampaignError, UnknownCampaign, FieldError, EnrollmentError, ContactNotFound,
+                AccountError, RenderError) as exc:
+            raise UserError(str(exc)) from None
+        except (OperationalError, ProgrammingError) as exc:
+            text = str(exc.orig) if getattr(exc, "orig", None) else str(exc)
+            if "no such table" in text or "does not exist" in text:
+                raise UserError("the database has no schema yet; run `drip init` first") from None
+            raise UserError(f"database error: {text.splitlines()[0]}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def runtime(settings: Settings | None = None) -> Iterator[Runtime]:
+    settings = settings or load_settings()
+    rt = build_runtime(settings)
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
