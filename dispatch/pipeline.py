@@ -3,25 +3,32 @@
 Delivery semantics (README "Delivery semantics"):
 - A message row is committed with status `sending` *before* the provider is called; the unique key
   (enrollment, step, channel) makes a second row — and so a second send — of the same step impossible.
-- A row found still `sending` after its lease ran out belongs to a worker that died mid-call: it is
-  marked `unknown` and reconciled later (status callback, or asking Twilio), never sent again blindly.
+- Just before the provider call the worker commits `handed_at` on the rows it hands over — at most
+  `DRIP_WORKER_CONCURRENCY` at a time, and only after the answers of the previous ones are recorded
+  (in the same transaction). So at any moment at most `DRIP_WORKER_CONCURRENCY` rows are handed and
+  unrecorded: all a SIGKILL can leave in doubt.
+- A row found still `sending` after its lease ran out belongs to a worker that died. Not handed:
+  the request never left, so it is sent again (same record). Handed: it is marked `unknown` and
+  reconciled (status callback, or asking Twilio, else staff review), never sent again blindly.
 - What each step does is decided in `step.py`; what a provider's answer does in `outcome.py`; the
   SQL is in `queue.py`. This module only moves batches between them.
 
 How a pass is organised (the shape is about database round trips, not about semantics):
 
 1. *Claim* a batch of due enrollments in one statement (`queue.claim_due`).
-2. *Prepare* the batch in one write transaction: load the enrollments, contacts, current send
-   records and pause flags with a handful of set-based queries, decide each enrollment
+2. *Prepare* it `PREPARE_CHUNK` enrollments per write transaction: load the enrollments, contacts,
+   current send records and pause flags with a handful of set-based queries, decide each enrollment
    (`step.decide`), insert the new send records, render them and commit them as `sending`.
-3. *Send* on a bounded thread pool (`DRIP_WORKER_CONCURRENCY`): only the provider call and the
+3. *Hand over and record*: whenever pool threads are free, one write transaction records the
+   answers that came back and marks the next sends `handed_at` (`_record_and_hand`), then those
+   are submitted to the pool.
+4. *Send* on a bounded thread pool (`DRIP_WORKER_CONCURRENCY`): only the provider call and the
    shared rate limiter run there; no database work.
-4. *Record* outcomes in batches, one write transaction per up to `RECORD_BATCH` results.
 
-While the pool sends one batch the main thread claims and prepares the next, so the provider
-never waits for the database. The window between a provider's answer and its recording is a few
-milliseconds; a crash inside it leaves the row `sending`, which the lease turns into `unknown` —
-the same path as a crash during the provider call itself.
+The main thread prepares the next chunk while the pool sends, in pieces small enough that freed
+threads get new work soon. A crash between a provider's answer and its recording leaves the row
+handed and `sending`, which the lease turns into `unknown` — the same path as a crash during the
+provider call itself; there are never more than `DRIP_WORKER_CONCURRENCY` such rows.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import random
 import threading
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -76,6 +83,10 @@ RECORD_DELAY = 0.2
 # links in a message carry its id): prepare in smaller pieces there so other local processes
 # (another worker, the web app) wait tens of milliseconds, not the whole batch.
 SQLITE_PREPARE_CHUNK = 50
+# A pooled pass prepares at most this many claimed enrollments before it looks at the pool again:
+# a thread that finished is only given its next send after its answer is recorded (the bound on
+# what a crash leaves in doubt), so the dispatching thread must not be away for long.
+PREPARE_CHUNK = 50
 # Outcomes are kept in memory and retried this many times, with backoff from 0.1 s (about 25 s in
 # all), when the database is unreachable: a restart of PostgreSQL must not turn sent messages
 # into `unknown` ones that need reconciling.
@@ -161,55 +172,65 @@ class Dispatcher:
             works, outcomes = self._prepare_ids(ids, now)
             for outcome in outcomes:
                 summary.add(outcome)
-            self._record_all([self._send(work) for work in works], now, summary)
+            results: list[SendResult] = []
+            for work in works:  # one in doubt at a time: each answer is recorded as the next is handed
+                results = [self._send(handed) for handed in self._record_and_hand(results, [work], now, summary)]
+            self._record_all(results, now, summary)
 
     def _run_pooled(self, now: datetime, max_batches: int | None, summary: DispatchSummary) -> None:
-        settings = self.rt.settings
+        concurrency = self.rt.settings.worker_concurrency
         batches = 0
-        pending: set[Future[SendResult]] = set()
-        results: list[SendResult] = []
-        oldest_result = 0.0
+        claimed: deque[int] = deque()  # claimed enrollments not prepared yet
+        ready: deque[Work] = deque()  # send records committed as `sending`, not handed yet
+        inflight: set[Future[SendResult]] = set()  # handed: at most `concurrency`
+        results: list[SendResult] = []  # answered, not recorded yet
         drained = False  # the last claim found nothing and nothing was recorded since
 
-        with ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="drip-send") as pool:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="drip-send") as pool:
             while True:
-                done = {f for f in pending if f.done()}
-                if done:
-                    pending -= done
-                    if not results:
-                        oldest_result = time.monotonic()
-                    results.extend(f.result() for f in done)
-                if results and (len(results) >= RECORD_BATCH or not pending
-                                or time.monotonic() - oldest_result >= RECORD_DELAY):
-                    self._record_all(results, now, summary)
+                done = {f for f in inflight if f.done()}
+                inflight -= done
+                results.extend(f.result() for f in done)
+                hand = [ready.popleft() for _ in range(min(concurrency - len(inflight), len(ready)))]
+                if results or hand:
+                    recorded = bool(results)
+                    inflight.update(pool.submit(self._send, work)
+                                    for work in self._record_and_hand(results, hand, now, summary))
                     results = []
                     # Recording can make the next step due at `now` (day 0 sends an email and
                     # an SMS): the next claim may find work again.
-                    drained = False
+                    drained = drained and not recorded
+                if claimed and self.stop_requested.is_set():
+                    self._release(list(claimed), now)  # stopping: due again now, not after the lease
+                    claimed.clear()
+                if claimed and len(ready) < max(2 * concurrency, PREPARE_CHUNK):
+                    part = [claimed.popleft() for _ in range(min(PREPARE_CHUNK, len(claimed)))]
+                    works, outcomes = self._prepare_ids(part, now)
+                    ready.extend(works)
+                    for outcome in outcomes:
+                        summary.add(outcome)
+                    continue
                 more = self._more_batches(batches, max_batches)
-                # Keep about one batch queued behind the one being sent: the pool never starves
-                # and memory stays bounded whatever the length of the queue.
+                # Keep about one claim's worth queued behind what is being sent: the pool never
+                # starves and memory stays bounded whatever the length of the queue.
                 limit = self._claim_size()
-                if not drained and more and len(pending) < limit:
+                if not claimed and not drained and more and len(ready) + len(inflight) < limit:
                     ids = self._claim(now, limit)
                     if ids is None:  # the database is away: finish what is in flight, then stop
                         max_batches, ids = batches, []
                     if ids:
                         batches += 1
                         summary.claimed += len(ids)
-                        works, outcomes = self._prepare_ids(ids, now)
-                        for outcome in outcomes:
-                            summary.add(outcome)
-                        pending.update(pool.submit(self._send, work) for work in works)
+                        claimed.extend(ids)
                         continue
                     drained = True
-                if not pending and not results:
+                if not inflight and not ready and not claimed:
                     if drained or not more:
                         return
                     continue
-                if pending:
+                if inflight and (len(inflight) == concurrency or not ready):
                     started = time.perf_counter()
-                    wait(pending, timeout=RECORD_DELAY, return_when=FIRST_COMPLETED)
+                    wait(inflight, timeout=RECORD_DELAY, return_when=FIRST_COMPLETED)
                     self.phase_seconds["idle"] += time.perf_counter() - started
 
     def _clock(self, now: datetime) -> datetime:
@@ -328,7 +349,7 @@ class Dispatcher:
             to = contact.email if step.channel == Channel.EMAIL else contact.phone
             rows.append((message_id, enrollment.id, contact.id, campaign.id, step.id, str(step.channel),
                          str(MessageStatus.SENDING), to, subject, text, html, step.template, "",
-                         self._provider_name(step.channel), 1, now, self._clock(now), now))
+                         self._provider_name(step.channel), 1, now, self._clock(now), now, self.worker_id))
             works.append(self._work(message_id, enrollment, contact, campaign, step, 1, to, text, subject,
                                     html, unsubscribe, now))
         queue.insert_messages(session, rows)
@@ -340,6 +361,8 @@ class Dispatcher:
         message.status = MessageStatus.SENDING
         message.attempts = (message.attempts or 0) + 1
         message.attempted_at = self._clock(now)
+        message.handed_at = None  # this attempt is not handed over yet
+        message.worker_id = self.worker_id
         message.updated_at = now
         message.to_address = contact.email if step.channel == Channel.EMAIL else contact.phone
         message.provider = self._provider_name(step.channel)
@@ -427,7 +450,64 @@ class Dispatcher:
         log.debug("provider call for message %s took %.0f ms", work.message_id, elapsed * 1000)
         return SendResult(work, provider_id=provider_id)
 
-    # -- phase 3: record outcomes (one transaction per batch) -------------------------------------
+    # -- phase 3: record outcomes and hand over the next sends (one transaction) --------------------
+
+    def _record_and_hand(self, results: list[SendResult], hand: list[Work], now: datetime,
+                         summary: DispatchSummary) -> list[Work]:
+        """Record `results` and mark `hand` handed over (`queue.mark_handed`) in one transaction;
+        returns the works this worker may now send (a send another worker took over after our
+        lease ran out is left out: `LOST_CLAIM`).
+
+        Recording first keeps the bound: a thread's next send is handed only once its previous
+        answer is stored. If the shared transaction fails, the results are recorded on their own
+        (with the retries and the one-by-one search of `_record`) and the hand-over is tried alone;
+        a hand-over that cannot be written is not sent: still `sending` and never handed, it falls
+        due again after the lease and is sent then."""
+        if not hand:
+            self._record_all(results, now, summary)
+            return []
+        ids = [work.message_id for work in hand]
+        started = time.perf_counter()
+        try:
+            with db.write_transaction(self.rt.sessions) as session:
+                outcomes = self._record_in(session, results, now) if results else []
+                handed = queue.mark_handed(session, ids, self.worker_id, self._clock(now))
+        except Exception as exc:
+            self.phase_seconds["record"] += time.perf_counter() - started
+            log.warning("recording %s outcomes and handing over %s sends failed (%s); doing each alone",
+                        len(results), len(hand), _kind(exc))
+            self._record_all(results, now, summary)
+            handed = self._hand_alone(ids, now)
+            if handed is None:
+                for _work in hand:
+                    summary.add(Outcome.ERROR)
+                return []
+        else:
+            self.phase_seconds["record"] += time.perf_counter() - started
+            for outcome in outcomes:
+                summary.add(outcome)
+        for work in hand:
+            if work.message_id not in handed:
+                log.warning("message %s was taken over by another worker before we handed it over; not sent "
+                            "by this one", work.message_id)
+                summary.add(Outcome.LOST_CLAIM)
+        return [work for work in hand if work.message_id in handed]
+
+    def _hand_alone(self, ids: list[int], now: datetime) -> set[int] | None:
+        try:
+            with db.write_transaction(self.rt.sessions) as session:
+                return queue.mark_handed(session, ids, self.worker_id, self._clock(now))
+        except Exception as exc:
+            log.warning("could not hand over message(s) %s (%s); not sent now, sent again when the lease ends",
+                        ", ".join(map(str, ids)), _kind(exc))
+            return None
+
+    def _release(self, ids: list[int], now: datetime) -> None:
+        try:
+            with db.write_transaction(self.rt.sessions) as session:
+                queue.release_claims(session, ids, self.worker_id, self._clock(now))
+        except Exception as exc:  # they fall due when the lease ends instead
+            log.warning("could not give back %s claims (%s); due again when their lease ends", len(ids), _kind(exc))
 
     def _record(self, results: list[SendResult], now: datetime) -> list[str]:
         """Write the outcomes of `results`; returns one outcome per result."""

@@ -28,6 +28,7 @@ from patient_drip.web.admin import (
     dashboard,
     imports,
     replies,
+    review,
     settings_pages,
     templates_editor,
     users_admin,
@@ -80,7 +81,7 @@ def _wants_json(request: Request) -> bool:
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
-    for module in (auth, dashboard, contacts, imports, replies, templates_editor, campaigns, users_admin,
+    for module in (auth, dashboard, contacts, imports, replies, review, templates_editor, campaigns, users_admin,
                    settings_pages, account):
         app.include_router(module.router)
     app.include_router(api_v1.router)

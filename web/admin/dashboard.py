@@ -1,4 +1,5 @@
-"""The dashboard: messages sent today and this week, replies waiting, crisis flags, paused channels,
+"""The dashboard: messages sent today and this week, replies waiting, crisis flags, messages waiting
+for a staff decision (`/admin/review`), paused channels,
 and the funnel per campaign step (sent → delivered → clicked → booked) drawn as inline SVG."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from patient_drip.web.admin.auth import AnyUser
 from patient_drip.web.admin.common import clinic_zone, render
 from patient_drip.dispatch.pauses import paused_channels
+from patient_drip.dispatch.queue import count_in_review
 from patient_drip.models import InboundMessage, Message
 from patient_drip.runtime import Runtime
 from patient_drip.dispatch.funnel import SENT_STATUSES, CampaignSummary, campaign_summaries
@@ -129,6 +131,7 @@ def dashboard(request: Request, user: AnyUser, session: ReadSessionDep, now: Now
         "sent_week": sent_since(week),
         "replies_waiting": int(session.scalar(open_replies) or 0),
         "crisis_open": int(session.scalar(open_replies.where(InboundMessage.crisis.is_(True))) or 0),
+        "in_review": count_in_review(session),
         "paused": paused_channels(session),
         "charts": charts,
         "bar_width": BAR_WIDTH,
