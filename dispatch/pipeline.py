@@ -4,7 +4,7 @@ Delivery semantics (README "Delivery semantics"):
 - A message row is committed with status `sending` *before* the provider is called; the unique key
   (enrollment, step, channel) makes a second row — and so a second send — of the same step impossible.
 - Just before the provider call the worker commits `handed_at` on the rows it hands over — at most
-  `DRIP_WORKER_CONCURRENCY` at a time, and only after the answers of the previous ones are recorded
+  `DRIP_WORKER_CONCURRENCY` at a time, and only once the answers of the previous ones are noted
   (in the same transaction). So at any moment at most `DRIP_WORKER_CONCURRENCY` rows are handed and
   unrecorded: all a SIGKILL can leave in doubt.
 - A row found still `sending` after its lease ran out belongs to a worker that died. Not handed:
@@ -19,11 +19,13 @@ How a pass is organised (the shape is about database round trips, not about sema
 2. *Prepare* it `PREPARE_CHUNK` enrollments per write transaction: load the enrollments, contacts,
    current send records and pause flags with a handful of set-based queries, decide each enrollment
    (`step.decide`), insert the new send records, render them and commit them as `sending`.
-3. *Hand over and record*: whenever pool threads are free, one write transaction records the
-   answers that came back and marks the next sends `handed_at` (`_record_and_hand`), then those
-   are submitted to the pool.
+3. *Hand over*: whenever pool threads are free, one short write transaction notes the answers
+   that came back (`sent`; failures recorded in full) and marks the next sends `handed_at`
+   (`_note_and_hand`), then those are submitted to the pool.
 4. *Send* on a bounded thread pool (`DRIP_WORKER_CONCURRENCY`): only the provider call and the
    shared rate limiter run there; no database work.
+5. *Record* the accepted sends in full — enrollments moved on, events — in batches, one write
+   transaction per up to `RECORD_BATCH` results or `RECORD_DELAY`.
 
 The main thread prepares the next chunk while the pool sends, in pieces small enough that freed
 threads get new work soon. A crash between a provider's answer and its recording leaves the row
@@ -40,7 +42,7 @@ import time
 import traceback
 from collections import Counter, deque
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -83,6 +85,7 @@ RECORD_DELAY = 0.2
 # links in a message carry its id): prepare in smaller pieces there so other local processes
 # (another worker, the web app) wait tens of milliseconds, not the whole batch.
 SQLITE_PREPARE_CHUNK = 50
+HAND_LINGER = 0.01  # at most this long (and a quarter of a provider round trip) to gather answers
 # A pooled pass prepares at most this many claimed enrollments before it looks at the pool again:
 # a thread that finished is only given its next send after its answer is recorded (the bound on
 # what a crash leaves in doubt), so the dispatching thread must not be away for long.
@@ -173,33 +176,39 @@ class Dispatcher:
             for outcome in outcomes:
                 summary.add(outcome)
             results: list[SendResult] = []
-            for work in works:  # one in doubt at a time: each answer is recorded as the next is handed
-                results = [self._send(handed) for handed in self._record_and_hand(results, [work], now, summary)]
-            self._record_all(results, now, summary)
+            answered: list[SendResult] = []
+            for work in works:  # one in doubt at a time: each answer is noted as the next is handed
+                results = [self._send(w) for w in self._note_and_hand(results, [work], answered, now, summary)]
+            self._note_and_hand(results, [], answered, now, summary)
+            self._record_all(answered, now, summary)
 
     def _run_pooled(self, now: datetime, max_batches: int | None, summary: DispatchSummary) -> None:
         concurrency = self.rt.settings.worker_concurrency
         batches = 0
         claimed: deque[int] = deque()  # claimed enrollments not prepared yet
         ready: deque[Work] = deque()  # send records committed as `sending`, not handed yet
-        inflight: set[Future[SendResult]] = set()  # handed: at most `concurrency`
-        results: list[SendResult] = []  # answered, not recorded yet
+        inflight: set[Future[SendResult]] = set()  # handed, no answer noted: at most `concurrency`
+        answered: list[SendResult] = []  # accepted and noted `sent`; enrollments not moved on yet
+        oldest_answer = 0.0
         drained = False  # the last claim found nothing and nothing was recorded since
 
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="drip-send") as pool:
             while True:
                 done = {f for f in inflight if f.done()}
                 inflight -= done
-                results.extend(f.result() for f in done)
                 hand = [ready.popleft() for _ in range(min(concurrency - len(inflight), len(ready)))]
-                if results or hand:
-                    recorded = bool(results)
-                    inflight.update(pool.submit(self._send, work)
-                                    for work in self._record_and_hand(results, hand, now, summary))
-                    results = []
+                if done or hand:
+                    if not answered:
+                        oldest_answer = time.monotonic()
+                    inflight.update(pool.submit(self._send, work) for work in self._note_and_hand(
+                        [f.result() for f in done], hand, answered, now, summary))
+                if answered and (len(answered) >= RECORD_BATCH or not inflight
+                                 or time.monotonic() - oldest_answer >= RECORD_DELAY):
+                    self._record_all(answered, now, summary)
+                    answered = []
                     # Recording can make the next step due at `now` (day 0 sends an email and
                     # an SMS): the next claim may find work again.
-                    drained = drained and not recorded
+                    drained = False
                 if claimed and self.stop_requested.is_set():
                     self._release(list(claimed), now)  # stopping: due again now, not after the lease
                     claimed.clear()
@@ -224,13 +233,17 @@ class Dispatcher:
                         claimed.extend(ids)
                         continue
                     drained = True
-                if not inflight and not ready and not claimed:
+                if not inflight and not ready and not claimed and not answered:
                     if drained or not more:
                         return
                     continue
                 if inflight and (len(inflight) == concurrency or not ready):
                     started = time.perf_counter()
-                    wait(inflight, timeout=RECORD_DELAY, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(inflight, timeout=RECORD_DELAY, return_when=FIRST_COMPLETED)
+                    if finished and ready and len(finished) < concurrency // 2:
+                        # Let a few more answers come so that one hand-over transaction serves
+                        # several threads: a short wait costs less than a round trip per send.
+                        wait(inflight, timeout=min(HAND_LINGER, self._latency / 4), return_when=ALL_COMPLETED)
                     self.phase_seconds["idle"] += time.perf_counter() - started
 
     def _clock(self, now: datetime) -> datetime:
@@ -452,38 +465,44 @@ class Dispatcher:
 
     # -- phase 3: record outcomes and hand over the next sends (one transaction) --------------------
 
-    def _record_and_hand(self, results: list[SendResult], hand: list[Work], now: datetime,
-                         summary: DispatchSummary) -> list[Work]:
-        """Record `results` and mark `hand` handed over (`queue.mark_handed`) in one transaction;
-        returns the works this worker may now send (a send another worker took over after our
-        lease ran out is left out: `LOST_CLAIM`).
+    def _note_and_hand(self, results: list[SendResult], hand: list[Work], answered: list[SendResult],
+                       now: datetime, summary: DispatchSummary) -> list[Work]:
+        """In one short transaction: note the accepted `results` as `sent` (`queue.note_sent`;
+        they join `answered`, whose enrollments `_record_all` moves on later, in batches), record
+        the failed ones in full, and mark `hand` handed over (`queue.mark_handed`). Returns the
+        works this worker may now send; a send another worker took over after our lease ran out is
+        left out (`LOST_CLAIM`).
 
-        Recording first keeps the bound: a thread's next send is handed only once its previous
-        answer is stored. If the shared transaction fails, the results are recorded on their own
-        (with the retries and the one-by-one search of `_record`) and the hand-over is tried alone;
-        a hand-over that cannot be written is not sent: still `sending` and never handed, it falls
-        due again after the lease and is sent then."""
-        if not hand:
-            self._record_all(results, now, summary)
+        Noting an answer before the next send is handed keeps the bound: handed sends without a
+        noted answer never number more than the pool. If the transaction fails, the results are
+        recorded in full on their own (with the retries and the one-by-one search of `_record`)
+        and the hand-over is tried alone; a hand-over that cannot be written is not sent: still
+        `sending` and never handed, it falls due again after the lease and is sent then."""
+        accepted = [r for r in results if r.error is None and not r.unexpected]
+        failed = [r for r in results if r.error is not None or r.unexpected]
+        if not hand and not results:
             return []
         ids = [work.message_id for work in hand]
         started = time.perf_counter()
         try:
             with db.write_transaction(self.rt.sessions) as session:
-                outcomes = self._record_in(session, results, now) if results else []
-                handed = queue.mark_handed(session, ids, self.worker_id, self._clock(now))
+                queue.note_sent(session, [r.work.message_id for r in accepted], now)
+                outcomes = self._record_in(session, failed, now) if failed else []
+                handed = queue.mark_handed(session, ids, self.worker_id, self._clock(now)) if ids else set()
         except Exception as exc:
             self.phase_seconds["record"] += time.perf_counter() - started
-            log.warning("recording %s outcomes and handing over %s sends failed (%s); doing each alone",
+            log.warning("noting %s answers and handing over %s sends failed (%s); doing each alone",
                         len(results), len(hand), _kind(exc))
             self._record_all(results, now, summary)
-            handed = self._hand_alone(ids, now)
-            if handed is None:
+            found = self._hand_alone(ids, now) if ids else set()
+            if found is None:
                 for _work in hand:
                     summary.add(Outcome.ERROR)
                 return []
+            handed = found
         else:
             self.phase_seconds["record"] += time.perf_counter() - started
+            answered.extend(accepted)
             for outcome in outcomes:
                 summary.add(outcome)
         for work in hand:

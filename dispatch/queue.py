@@ -177,6 +177,18 @@ def mark_sent(session: Session, sent: Sequence[tuple[int, str | None]], now: dat
     )
 
 
+def note_sent(session: Session, ids: Sequence[int], now: datetime) -> None:
+    """The provider accepted these sends: `sent` at once, in one statement (primary key), so that a
+    crash before `mark_sent` and the enrollments' moves leaves them settled, not in doubt (the
+    lease brings the enrollment back and `step.decide` moves it past a step already sent).
+    `mark_sent` later adds the provider's ids; a receipt that got here first is never undone."""
+    if not ids:
+        return
+    table = Message.__table__
+    session.execute(table.update().where(table.c.id.in_(list(ids)), table.c.status.in_([str(s) for s in _BEFORE_SENT]))
+                    .values(status=str(MessageStatus.SENT), sent_at=now, updated_at=now))
+
+
 def mark_handed(session: Session, ids: Sequence[int], worker_id: str, now: datetime) -> set[int]:
     """Record that this worker is about to hand these send records to the provider; returns the ids
     it may send (primary key, one UPDATE … RETURNING for the whole hand-over).
