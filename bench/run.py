@@ -292,7 +292,8 @@ def phase_crash(table: Table, dbs: Databases, sizes: Sizes) -> None:
               f"{found['duplicates']} | {', '.join(map(str, in_doubt))} | {found['undelivered']}",
               f"0 | <= {CONCURRENCY} | 0", ok)
     table.add("6 SIGKILL x6, 20 ms", "burst time | sent again, never handed | to staff review",
-              f"{found['messages']} in {found['burst_seconds']:.0f} s | {found['requeued']} | {found['needs_review']}")
+              f"{found['sent_in_burst']} of {found['messages']} in {found['burst_seconds']:.0f} s | "
+              f"{found['requeued']} | {found['needs_review']}")
 
 
 def guarded(table: Table, phase: str, function: Any, *args: Any) -> Any:

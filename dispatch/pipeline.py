@@ -3,10 +3,9 @@
 Delivery semantics (README "Delivery semantics"):
 - A message row is committed with status `sending` *before* the provider is called; the unique key
   (enrollment, step, channel) makes a second row — and so a second send — of the same step impossible.
-- Just before the provider call the worker commits `handed_at` on the rows it hands over — at most
-  `DRIP_WORKER_CONCURRENCY` at a time, and only once the answers of the previous ones are noted
-  (in the same transaction). So at any moment at most `DRIP_WORKER_CONCURRENCY` rows are handed and
-  unrecorded: all a SIGKILL can leave in doubt.
+- Just before the provider call the worker commits `handed_at` on the rows it hands over, only once
+  the answers of the previous ones are noted (same transaction): at most `DRIP_WORKER_CONCURRENCY`
+  rows are ever handed without a noted answer — all a SIGKILL can leave in doubt.
 - A row found still `sending` after its lease ran out belongs to a worker that died. Not handed:
   the request never left, so it is sent again (same record). Handed: it is marked `unknown` and
   reconciled (status callback, or asking Twilio, else staff review), never sent again blindly.
@@ -28,9 +27,7 @@ How a pass is organised (the shape is about database round trips, not about sema
    transaction per up to `RECORD_BATCH` results or `RECORD_DELAY`.
 
 The main thread prepares the next chunk while the pool sends, in pieces small enough that freed
-threads get new work soon. A crash between a provider's answer and its recording leaves the row
-handed and `sending`, which the lease turns into `unknown` — the same path as a crash during the
-provider call itself; there are never more than `DRIP_WORKER_CONCURRENCY` such rows.
+threads get new work soon.
 """
 
 from __future__ import annotations
@@ -478,33 +475,29 @@ class Dispatcher:
         recorded in full on their own (with the retries and the one-by-one search of `_record`)
         and the hand-over is tried alone; a hand-over that cannot be written is not sent: still
         `sending` and never handed, it falls due again after the lease and is sent then."""
+        if not results and not hand:
+            return []
         accepted = [r for r in results if r.error is None and not r.unexpected]
         failed = [r for r in results if r.error is not None or r.unexpected]
-        if not hand and not results:
-            return []
         ids = [work.message_id for work in hand]
         started = time.perf_counter()
         try:
             with db.write_transaction(self.rt.sessions) as session:
                 queue.note_sent(session, [r.work.message_id for r in accepted], now)
                 outcomes = self._record_in(session, failed, now) if failed else []
-                handed = queue.mark_handed(session, ids, self.worker_id, self._clock(now)) if ids else set()
+                handed: set[int] | None = queue.mark_handed(session, ids, self.worker_id, self._clock(now))
+            answered.extend(accepted)
         except Exception as exc:
-            self.phase_seconds["record"] += time.perf_counter() - started
             log.warning("noting %s answers and handing over %s sends failed (%s); doing each alone",
                         len(results), len(hand), _kind(exc))
-            self._record_all(results, now, summary)
-            found = self._hand_alone(ids, now) if ids else set()
-            if found is None:
-                for _work in hand:
-                    summary.add(Outcome.ERROR)
-                return []
-            handed = found
-        else:
+            outcomes = self._record(results, now)
+            handed = self._hand_alone(ids, now)
+        finally:
             self.phase_seconds["record"] += time.perf_counter() - started
-            answered.extend(accepted)
-            for outcome in outcomes:
-                summary.add(outcome)
+        for outcome in outcomes + [Outcome.ERROR] * (len(hand) if handed is None else 0):
+            summary.add(outcome)
+        if handed is None:
+            return []
         for work in hand:
             if work.message_id not in handed:
                 log.warning("message %s was taken over by another worker before we handed it over; not sent "
