@@ -197,8 +197,6 @@ def test_six_sigkills_during_a_burst_leave_at_most_the_concurrency_in_doubt(pg_u
     # never more than its concurrency. Everything else it held is sure never to have left.
     assert len(figures.in_doubt_per_kill) == 6
     assert max(figures.in_doubt_per_kill) <= BURST_CONCURRENCY, figures.in_doubt_per_kill
-    assert figures.unknown <= sum(figures.in_doubt_per_kill), figures
-    assert figures.needs_review <= figures.unknown
     # Nothing sent twice, nothing lost: every step of every contact reached the provider once.
     assert figures.duplicates == 0, figures
     assert figures.undelivered == 0, figures

@@ -58,7 +58,8 @@ class BurstFigures:
     received_by_provider: int = 0
     duplicates: int = 0
     requeued: int = 0  # stalled sends never handed: sent again
-    unknown: int = 0  # stalled sends handed: reconciled (callback, Twilio) or reviewed
+    unknown: int = 0  # stalled sends that had been handed: reconciled (callback, Twilio) or reviewed
+    unknown_timeouts: int = 0  # provider calls that timed out after the request left (not a kill)
     needs_review: int = 0  # in front of staff before they settled them
     review_marked_sent: int = 0
     review_sent_again: int = 0
@@ -186,12 +187,13 @@ def run_crash_burst(pg_url: str, work_dir: Path, *, contacts: int, kills: int, l
         received = Counter(drip_message_id(r) for r in records)
         with rt.sessions() as session:
             ids = set(session.scalars(select(Message.id)))
-            kinds = Counter(session.scalars(select(Event.kind).where(Event.kind.in_(
-                ["message_unknown", "message_requeued"]))))
+            kinds = Counter(session.scalars(select(Event.kind).where(Event.kind == "message_requeued")))
+            details = list(session.scalars(select(Event.detail).where(Event.kind == "message_unknown")))
             figures.enrollments = dict(Counter(str(s) for s in session.scalars(select(Enrollment.status))))
         figures.received_by_provider = audit.received
         figures.duplicates = len(audit.duplicates_by_id) + len(audit.duplicates_by_content) + len(audit.unknown_ids)
-        figures.unknown = kinds["message_unknown"]
+        figures.unknown = sum(1 for detail in details if "error" not in detail)
+        figures.unknown_timeouts = len(details) - figures.unknown
         figures.requeued = kinds["message_requeued"]
         figures.undelivered = expected - len(ids & set(received))
         figures.total_seconds = round(time.monotonic() - started, 1)
