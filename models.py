@@ -161,6 +161,8 @@ class EventKind(StrEnum):
     MESSAGE_UNKNOWN = "message_unknown"
     MESSAGE_RECONCILED = "message_reconciled"
     MESSAGE_NEEDS_REVIEW = "message_needs_review"
+    MESSAGE_REQUEUED = "message_requeued"  # its worker stopped before handing it over: sent again
+    MESSAGE_SETTLED = "message_settled"  # staff settled a send in review: marked sent, or sent again
     ENROLLMENT_COMPLETED = "enrollment_completed"
     ENROLLMENT_ENDED = "enrollment_ended"
     CHANNEL_PAUSED = "channel_paused"  # for everyone
@@ -311,6 +313,10 @@ class Message(Base):
     error_code: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]
     attempted_at: Mapped[datetime | None]
+    # Committed just before this attempt's provider call: NULL on a `sending` row means the request
+    # never left (after a crash it is simply sent again); set means it may have (in doubt).
+    handed_at: Mapped[datetime | None]
+    worker_id: Mapped[str | None] = mapped_column(String(100))  # the worker that made the current attempt
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
     delivered_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]

@@ -9,9 +9,12 @@ Everything runs on this machine against the provider sandbox on loopback (its ow
    100 ms: speed-up, and duplicates counted at the sandbox;
 4. one million enrolled contacts: one claim of a batch, a worker's memory, `drip import` speed;
 5. the naive design (one APScheduler job per message in SQLAlchemyJobStore): its rate and what it
-   silently skips with APScheduler's default misfire settings.
+   silently skips with APScheduler's default misfire settings;
+6. crashes: 3 `drip worker` processes deliver N messages (8 per contact) to a provider answering in
+   20 ms and are SIGKILLed 6 times mid-pass (`tests/support/crash_burst.py`): duplicates, sends in
+   doubt per kill, messages never delivered, and how long the burst took.
 
-Usage: python bench/run.py [--quick] [--only 1,2,3,4,5] [--postgres URL] [--json FILE]
+Usage: python bench/run.py [--quick] [--only 1,2,3,4,5,6] [--postgres URL] [--json FILE]
 """
 
 from __future__ import annotations
@@ -272,6 +275,27 @@ def phase_naive(table: Table, sandbox: SandboxProcess, dbs: Databases, sizes: Si
             dbs.drop(url)
 
 
+def phase_crash(table: Table, dbs: Databases, sizes: Sizes) -> None:
+    contacts = sizes.messages // 8
+    print(f"[6] SIGKILL x6 during a burst of {contacts * 8} messages, provider 20 ms, 3 workers", flush=True)
+    url = dbs.new("postgresql")
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+        found = run_json([PYTHON, "-m", "support.crash_burst", url, "--contacts", str(contacts), "--kills", "6",
+                          "--latency-ms", "20", "--concurrency", str(CONCURRENCY), "--workers", "3"], env=env)
+    finally:
+        dbs.drop(url)
+    table.results["crash_burst"] = found
+    in_doubt = found["in_doubt_per_kill"]
+    ok = found["duplicates"] == 0 and found["undelivered"] == 0 and max(in_doubt or [0]) <= CONCURRENCY
+    table.add("6 SIGKILL x6, 20 ms", "duplicates | in doubt per kill | never delivered",
+              f"{found['duplicates']} | {', '.join(map(str, in_doubt))} | {found['undelivered']}",
+              f"0 | <= {CONCURRENCY} | 0", ok)
+    table.add("6 SIGKILL x6, 20 ms", "burst time | sent again, never handed | to staff review",
+              f"{found['sent_in_burst']} of {found['messages']} in {found['burst_seconds']:.0f} s | "
+              f"{found['requeued']} | {found['needs_review']}")
+
+
 def guarded(table: Table, phase: str, function: Any, *args: Any) -> Any:
     """Run one phase; a failure (say, the database restarted under us) becomes a row, not the end."""
     try:
@@ -285,7 +309,7 @@ def guarded(table: Table, phase: str, function: Any, *args: Any) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a couple of minutes)")
-    parser.add_argument("--only", default="1,2,3,4,5", help="phases to run, e.g. 1,2")
+    parser.add_argument("--only", default="1,2,3,4,5,6", help="phases to run, e.g. 1,2")
     parser.add_argument("--postgres", default=os.environ.get("DRIP_BENCH_POSTGRES_URL",
                                                              "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
                         help="an existing database to connect to for creating the benchmark's databases")
@@ -314,6 +338,8 @@ def main() -> int:
                 guarded(table, "4", phase_million, table, sandbox, dbs, sizes, [kind])
         if 5 in phases:
             guarded(table, "5", phase_naive, table, sandbox, dbs, sizes, "postgresql" if have_pg else "sqlite")
+        if 6 in phases and have_pg:
+            guarded(table, "6", phase_crash, table, dbs, sizes)
     finally:
         sandbox.stop()
         dbs.cleanup()

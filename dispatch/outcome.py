@@ -18,7 +18,12 @@
   channel for that contact.
 
 `record_sent` handles a batch of successful calls: each message becomes `sent` and its enrollment
-moves to the next step, completes, or (booked or stopped meanwhile) is released.
+moves to the next step, completes, or (booked or stopped meanwhile) is released. (The pipeline
+has already noted each of them `sent` with `queue.note_sent` before handing over the next sends, so
+a crash in between leaves them settled; `record_sent` adds the provider's id and moves on.)
+
+A call is only made once `queue.mark_handed` has committed its `handed_at`. A send another worker
+took over before that (our lease ran out first) is not made at all: `LOST_CLAIM`, nothing recorded.
 """
 
 from __future__ import annotations

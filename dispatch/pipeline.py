@@ -3,25 +3,31 @@
 Delivery semantics (README "Delivery semantics"):
 - A message row is committed with status `sending` *before* the provider is called; the unique key
   (enrollment, step, channel) makes a second row — and so a second send — of the same step impossible.
-- A row found still `sending` after its lease ran out belongs to a worker that died mid-call: it is
-  marked `unknown` and reconciled later (status callback, or asking Twilio), never sent again blindly.
+- Just before the provider call the worker commits `handed_at` on the rows it hands over, only once
+  the answers of the previous ones are noted (same transaction): at most `DRIP_WORKER_CONCURRENCY`
+  rows are ever handed without a noted answer — all a SIGKILL can leave in doubt.
+- A row found still `sending` after its lease ran out belongs to a worker that died. Not handed:
+  the request never left, so it is sent again (same record). Handed: it is marked `unknown` and
+  reconciled (status callback, or asking Twilio, else staff review), never sent again blindly.
 - What each step does is decided in `step.py`; what a provider's answer does in `outcome.py`; the
   SQL is in `queue.py`. This module only moves batches between them.
 
 How a pass is organised (the shape is about database round trips, not about semantics):
 
 1. *Claim* a batch of due enrollments in one statement (`queue.claim_due`).
-2. *Prepare* the batch in one write transaction: load the enrollments, contacts, current send
-   records and pause flags with a handful of set-based queries, decide each enrollment
+2. *Prepare* it `PREPARE_CHUNK` enrollments per write transaction: load the enrollments, contacts,
+   current send records and pause flags with a handful of set-based queries, decide each enrollment
    (`step.decide`), insert the new send records, render them and commit them as `sending`.
-3. *Send* on a bounded thread pool (`DRIP_WORKER_CONCURRENCY`): only the provider call and the
+3. *Hand over*: whenever pool threads are free, one short write transaction notes the answers
+   that came back (`sent`; failures recorded in full) and marks the next sends `handed_at`
+   (`_note_and_hand`), then those are submitted to the pool.
+4. *Send* on a bounded thread pool (`DRIP_WORKER_CONCURRENCY`): only the provider call and the
    shared rate limiter run there; no database work.
-4. *Record* outcomes in batches, one write transaction per up to `RECORD_BATCH` results.
+5. *Record* the accepted sends in full — enrollments moved on, events — in batches, one write
+   transaction per up to `RECORD_BATCH` results or `RECORD_DELAY`.
 
-While the pool sends one batch the main thread claims and prepares the next, so the provider
-never waits for the database. The window between a provider's answer and its recording is a few
-milliseconds; a crash inside it leaves the row `sending`, which the lease turns into `unknown` —
-the same path as a crash during the provider call itself.
+The main thread prepares the next chunk while the pool sends, in pieces small enough that freed
+threads get new work soon.
 """
 
 from __future__ import annotations
@@ -31,9 +37,9 @@ import random
 import threading
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -79,6 +85,11 @@ RECORD_DELAY = 0.2
 # links in a message carry its id): prepare in smaller pieces there so other local processes
 # (another worker, the web app) wait tens of milliseconds, not the whole batch.
 SQLITE_PREPARE_CHUNK = 50
+HAND_LINGER = 0.01  # at most this long (and a quarter of a provider round trip) to gather answers
+# A pooled pass prepares at most this many claimed enrollments before it looks at the pool again:
+# a thread that finished is only given its next send after its answer is recorded (the bound on
+# what a crash leaves in doubt), so the dispatching thread must not be away for long.
+PREPARE_CHUNK = 50
 # Outcomes are kept in memory and retried this many times, with backoff from 0.1 s (about 25 s in
 # all), when the database is unreachable: a restart of PostgreSQL must not turn sent messages
 # into `unknown` ones that need reconciling.
@@ -164,55 +175,75 @@ class Dispatcher:
             works, outcomes = self._prepare_ids(ids, now)
             for outcome in outcomes:
                 summary.add(outcome)
-            self._record_all([self._send(work) for work in works], now, summary)
+            results: list[SendResult] = []
+            answered: list[SendResult] = []
+            for work in works:  # one in doubt at a time: each answer is noted as the next is handed
+                results = [self._send(w) for w in self._note_and_hand(results, [work], answered, now, summary)]
+            self._note_and_hand(results, [], answered, now, summary)
+            self._record_all(answered, now, summary)
 
     def _run_pooled(self, now: datetime, max_batches: int | None, summary: DispatchSummary) -> None:
-        settings = self.rt.settings
+        concurrency = self.rt.settings.worker_concurrency
         batches = 0
-        pending: set[Future[SendResult]] = set()
-        results: list[SendResult] = []
-        oldest_result = 0.0
+        claimed: deque[int] = deque()  # claimed enrollments not prepared yet
+        ready: deque[Work] = deque()  # send records committed as `sending`, not handed yet
+        inflight: set[Future[SendResult]] = set()  # handed, no answer noted: at most `concurrency`
+        answered: list[SendResult] = []  # accepted and noted `sent`; enrollments not moved on yet
+        oldest_answer = 0.0
         drained = False  # the last claim found nothing and nothing was recorded since
 
-        with ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="drip-send") as pool:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="drip-send") as pool:
             while True:
-                done = {f for f in pending if f.done()}
-                if done:
-                    pending -= done
-                    if not results:
-                        oldest_result = time.monotonic()
-                    results.extend(f.result() for f in done)
-                if results and (len(results) >= RECORD_BATCH or not pending
-                                or time.monotonic() - oldest_result >= RECORD_DELAY):
-                    self._record_all(results, now, summary)
-                    results = []
+                done = {f for f in inflight if f.done()}
+                inflight -= done
+                hand = [ready.popleft() for _ in range(min(concurrency - len(inflight), len(ready)))]
+                if done or hand:
+                    if not answered:
+                        oldest_answer = time.monotonic()
+                    inflight.update(pool.submit(self._send, work) for work in self._note_and_hand(
+                        [f.result() for f in done], hand, answered, now, summary))
+                if answered and (len(answered) >= RECORD_BATCH or not inflight
+                                 or time.monotonic() - oldest_answer >= RECORD_DELAY):
+                    self._record_all(answered, now, summary)
+                    answered = []
                     # Recording can make the next step due at `now` (day 0 sends an email and
                     # an SMS): the next claim may find work again.
                     drained = False
+                if claimed and self.stop_requested.is_set():
+                    self._release(list(claimed), now)  # stopping: due again now, not after the lease
+                    claimed.clear()
+                if claimed and len(ready) < max(2 * concurrency, PREPARE_CHUNK):
+                    part = [claimed.popleft() for _ in range(min(PREPARE_CHUNK, len(claimed)))]
+                    works, outcomes = self._prepare_ids(part, now)
+                    ready.extend(works)
+                    for outcome in outcomes:
+                        summary.add(outcome)
+                    continue
                 more = self._more_batches(batches, max_batches)
-                # Keep about one batch queued behind the one being sent: the pool never starves
-                # and memory stays bounded whatever the length of the queue.
+                # Keep about one claim's worth queued behind what is being sent: the pool never
+                # starves and memory stays bounded whatever the length of the queue.
                 limit = self._claim_size()
-                if not drained and more and len(pending) < limit:
+                if not claimed and not drained and more and len(ready) + len(inflight) < limit:
                     ids = self._claim(now, limit)
                     if ids is None:  # the database is away: finish what is in flight, then stop
                         max_batches, ids = batches, []
                     if ids:
                         batches += 1
                         summary.claimed += len(ids)
-                        works, outcomes = self._prepare_ids(ids, now)
-                        for outcome in outcomes:
-                            summary.add(outcome)
-                        pending.update(pool.submit(self._send, work) for work in works)
+                        claimed.extend(ids)
                         continue
                     drained = True
-                if not pending and not results:
+                if not inflight and not ready and not claimed and not answered:
                     if drained or not more:
                         return
                     continue
-                if pending:
+                if inflight and (len(inflight) == concurrency or not ready):
                     started = time.perf_counter()
-                    wait(pending, timeout=RECORD_DELAY, return_when=FIRST_COMPLETED)
+                    finished, _ = wait(inflight, timeout=RECORD_DELAY, return_when=FIRST_COMPLETED)
+                    if finished and ready and len(finished) < concurrency // 2:
+                        # Let a few more answers come so that one hand-over transaction serves
+                        # several threads: a short wait costs less than a round trip per send.
+                        wait(inflight, timeout=min(HAND_LINGER, self._latency / 4), return_when=ALL_COMPLETED)
                     self.phase_seconds["idle"] += time.perf_counter() - started
 
     def _clock(self, now: datetime) -> datetime:
@@ -338,7 +369,7 @@ class Dispatcher:
             to = contact.email if step.channel == Channel.EMAIL else contact.phone
             rows.append((message_id, enrollment.id, contact.id, campaign.id, step.id, str(step.channel),
                          str(MessageStatus.SENDING), to, subject, text, html, step.template, "",
-                         self._provider_name(step.channel), 1, now, self._clock(now), now))
+                         self._provider_name(step.channel), 1, now, self._clock(now), now, self.worker_id))
             works.append(self._work(message_id, enrollment, contact, campaign, step, 1, to, text, subject,
                                     html, unsubscribe, now))
             if dropped:
@@ -356,6 +387,8 @@ class Dispatcher:
         message.status = MessageStatus.SENDING
         message.attempts = (message.attempts or 0) + 1
         message.attempted_at = self._clock(now)
+        message.handed_at = None  # this attempt is not handed over yet
+        message.worker_id = self.worker_id
         message.updated_at = now
         message.to_address = contact.email if step.channel == Channel.EMAIL else contact.phone
         message.provider = self._provider_name(step.channel)
@@ -463,7 +496,66 @@ class Dispatcher:
         log.debug("provider call for message %s took %.0f ms", work.message_id, elapsed * 1000)
         return SendResult(work, provider_id=provider_id)
 
-    # -- phase 3: record outcomes (one transaction per batch) -------------------------------------
+    # -- phase 3: record outcomes and hand over the next sends (one transaction) --------------------
+
+    def _note_and_hand(self, results: list[SendResult], hand: list[Work], answered: list[SendResult],
+                       now: datetime, summary: DispatchSummary) -> list[Work]:
+        """In one short transaction: note the accepted `results` as `sent` (`queue.note_sent`;
+        they join `answered`, whose enrollments `_record_all` moves on later, in batches), record
+        the failed ones in full, and mark `hand` handed over (`queue.mark_handed`). Returns the
+        works this worker may now send; a send another worker took over after our lease ran out is
+        left out (`LOST_CLAIM`).
+
+        Noting an answer before the next send is handed keeps the bound: handed sends without a
+        noted answer never number more than the pool. If the transaction fails, the results are
+        recorded in full on their own (with the retries and the one-by-one search of `_record`)
+        and the hand-over is tried alone; a hand-over that cannot be written is not sent: still
+        `sending` and never handed, it falls due again after the lease and is sent then."""
+        if not results and not hand:
+            return []
+        accepted = [r for r in results if r.error is None and not r.unexpected]
+        failed = [r for r in results if r.error is not None or r.unexpected]
+        ids = [work.message_id for work in hand]
+        started = time.perf_counter()
+        try:
+            with db.write_transaction(self.rt.sessions) as session:
+                queue.note_sent(session, [r.work.message_id for r in accepted], now)
+                outcomes = self._record_in(session, failed, now) if failed else []
+                handed: set[int] | None = queue.mark_handed(session, ids, self.worker_id, self._clock(now))
+            answered.extend(accepted)
+        except Exception as exc:
+            log.warning("noting %s answers and handing over %s sends failed (%s); doing each alone",
+                        len(results), len(hand), _kind(exc))
+            outcomes = self._record(results, now)
+            handed = self._hand_alone(ids, now)
+        finally:
+            self.phase_seconds["record"] += time.perf_counter() - started
+        for outcome in outcomes + [Outcome.ERROR] * (len(hand) if handed is None else 0):
+            summary.add(outcome)
+        if handed is None:
+            return []
+        for work in hand:
+            if work.message_id not in handed:
+                log.warning("message %s was taken over by another worker before we handed it over; not sent "
+                            "by this one", work.message_id)
+                summary.add(Outcome.LOST_CLAIM)
+        return [work for work in hand if work.message_id in handed]
+
+    def _hand_alone(self, ids: list[int], now: datetime) -> set[int] | None:
+        try:
+            with db.write_transaction(self.rt.sessions) as session:
+                return queue.mark_handed(session, ids, self.worker_id, self._clock(now))
+        except Exception as exc:
+            log.warning("could not hand over message(s) %s (%s); not sent now, sent again when the lease ends",
+                        ", ".join(map(str, ids)), _kind(exc))
+            return None
+
+    def _release(self, ids: list[int], now: datetime) -> None:
+        try:
+            with db.write_transaction(self.rt.sessions) as session:
+                queue.release_claims(session, ids, self.worker_id, self._clock(now))
+        except Exception as exc:  # they fall due when the lease ends instead
+            log.warning("could not give back %s claims (%s); due again when their lease ends", len(ids), _kind(exc))
 
     def _record(self, results: list[SendResult], now: datetime) -> list[str]:
         """Write the outcomes of `results`; returns one outcome per result."""

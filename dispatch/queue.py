@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session, defer
 
 from patient_drip import db
@@ -36,7 +36,7 @@ RECONCILE_WAIT = timedelta(minutes=2)  # how often an enrollment waiting on an u
 
 MESSAGE_COLUMNS = ("id", "enrollment_id", "contact_id", "campaign_id", "step_id", "channel", "status", "to_address",
                    "subject", "body_text", "body_html", "template_name", "template_version", "provider", "attempts",
-                   "created_at", "attempted_at", "updated_at")
+                   "created_at", "attempted_at", "updated_at", "worker_id")
 EVENT_COLUMNS = ("kind", "contact_id", "enrollment_id", "message_id", "occurred_at", "detail")
 # A message still in one of these when its provider call returns becomes `sent`; any other status
 # means the provider's receipt beat us to it (it only moves forward).
@@ -176,6 +176,83 @@ def mark_sent(session: Session, sent: Sequence[tuple[int, str | None]], now: dat
         ),
         [{"b_id": message_id, "b_provider_id": provider_id, "b_now": now} for message_id, provider_id in sent],
     )
+
+
+def note_sent(session: Session, ids: Sequence[int], now: datetime) -> None:
+    """The provider accepted these sends: `sent` at once, in one statement (primary key), so that a
+    crash before `mark_sent` and the enrollments' moves leaves them settled, not in doubt (the
+    lease brings the enrollment back and `step.decide` moves it past a step already sent).
+    `mark_sent` later adds the provider's ids; a receipt that got here first is never undone."""
+    if not ids:
+        return
+    table = Message.__table__
+    session.execute(table.update().where(table.c.id.in_(list(ids)), table.c.status.in_([str(s) for s in _BEFORE_SENT]))
+                    .values(status=str(MessageStatus.SENT), sent_at=now, updated_at=now))
+
+
+def mark_handed(session: Session, ids: Sequence[int], worker_id: str, now: datetime) -> set[int]:
+    """Record that this worker is about to hand these send records to the provider; returns the ids
+    it may send (primary key, one UPDATE … RETURNING for the whole hand-over).
+
+    Committed before the provider call, this is what tells a crash apart: a `sending` row without
+    `handed_at` never left the machine. Only rows still `sending`, not yet handed and still this
+    worker's attempt are marked: when another worker has meanwhile taken the send over (our lease
+    ran out before we got to it, `lock_message`), the row is not ours to send and is left out."""
+    if not ids:
+        return set()
+    table = Message.__table__
+    return set(session.scalars(
+        table.update()
+        .where(table.c.id.in_(list(ids)), table.c.status == str(MessageStatus.SENDING), table.c.handed_at.is_(None),
+               table.c.worker_id == worker_id)
+        .values(handed_at=now)
+        .returning(table.c.id)
+    ))
+
+
+def lock_message(session: Session, message: Message) -> None:
+    """Re-read one send record under a row lock (primary key; SQLite: the write lock is held already),
+    so that deciding a stalled send races neither its own worker's hand-over nor another recovery."""
+    session.refresh(message, with_for_update=True)
+
+
+def lock_enrollment(session: Session, enrollment_id: int) -> Enrollment | None:
+    """One enrollment under a row lock (primary key), for a staff decision about one of its sends."""
+    return session.scalar(select(Enrollment).where(Enrollment.id == enrollment_id).with_for_update())
+
+
+def messages_in_review(session: Session, limit: int) -> list[tuple[Message, Contact]]:
+    """Send records waiting for a staff decision, oldest attempt first, with their contacts
+    (`ix_message_status_attempted`: equality on status, ordered by attempted_at)."""
+    return [(message, contact) for message, contact in session.execute(
+        select(Message, Contact).join(Contact, Contact.id == Message.contact_id)
+        .where(Message.status == MessageStatus.NEEDS_REVIEW)
+        .order_by(Message.attempted_at, Message.id).limit(limit)
+    ).all()]
+
+
+def count_in_review(session: Session) -> int:
+    """How many send records wait for a staff decision (`ix_message_status_attempted`, index only)."""
+    return int(session.scalar(select(func.count()).select_from(Message).where(
+        Message.status == MessageStatus.NEEDS_REVIEW)) or 0)
+
+
+def message_events(session: Session, message_id: int, limit: int = 20) -> list[Event]:
+    """What happened to one send record, newest first (`ix_event_message_id`)."""
+    return list(session.scalars(
+        select(Event).where(Event.message_id == message_id).order_by(Event.occurred_at.desc(), Event.id.desc())
+        .limit(limit)
+    ))
+
+
+def release_claims(session: Session, ids: Sequence[int], worker_id: str, now: datetime) -> None:
+    """Give back claimed enrollments this worker will not prepare after all (it is stopping): due
+    again at `now`, not after the lease (primary key; only those still claimed by this worker)."""
+    if not ids:
+        return
+    table = Enrollment.__table__
+    session.execute(table.update().where(table.c.id.in_(list(ids)), table.c.claimed_by == worker_id)
+                    .values(claimed_by=None, next_due_at=now))
 
 
 # -- moving enrollments after a send -----------------------------------------------------------------

@@ -5,6 +5,10 @@
   grace period (Twilio lists a message once it is created) → it never arrived: send again.
 - Email: SendGrid has no cheap per-message lookup; its event webhook (carrying our message id)
   settles most cases. Without any event after `EMAIL_REVIEW_AFTER`, staff review it.
+
+Staff settle a send in review with `settle_by_staff` ("mark as sent" or "send again"), the one
+rule the review page calls. Only sends a worker had handed to the provider ever get here: one it
+had not (no `handed_at`) is simply sent again by the dispatcher (`step.requeue_unhanded`).
 """
 
 from __future__ import annotations
@@ -12,11 +16,23 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from patient_drip.models import Channel, Enrollment, EnrollmentStatus, EventKind, Message, MessageStatus, add_event
+from patient_drip.content.campaign import Campaign
+from patient_drip.dispatch import queue
+from patient_drip.models import (
+    Channel,
+    Enrollment,
+    EnrollmentStatus,
+    EventKind,
+    Message,
+    MessageStatus,
+    add_event,
+    audit,
+)
 from patient_drip.runtime import Runtime
 from patient_drip.providers.types import FindsSent, SendError
 
@@ -46,7 +62,7 @@ def _reconcile_one(rt: Runtime, message_id: int, now: datetime) -> str:
         message = session.get(Message, message_id)
         if message is None or message.status != MessageStatus.UNKNOWN:
             return "settled"
-        attempted = message.attempted_at or message.created_at
+        attempted = message.handed_at or message.attempted_at or message.created_at
         if message.provider in ("outbox", ""):
             return _resend(session, message, now, "outbox: nothing left the machine")
         if message.channel == Channel.SMS:
@@ -105,3 +121,83 @@ def _settle(session: Session, message: Message, status: MessageStatus, note: str
     if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
         enrollment.next_due_at = now
         enrollment.claimed_by = None
+
+
+# -- staff decisions ------------------------------------------------------------------------------------
+
+
+class ReviewAction(StrEnum):
+    """What staff decided about a send in review."""
+
+    MARK_SENT = "mark_sent"  # it reached the patient (they confirmed it, or the provider's log shows it)
+    SEND_AGAIN = "send_again"  # it did not: send the same record again
+
+
+class ReviewError(Exception):
+    """A staff decision the rules refuse; the message says why, in words for the page."""
+
+
+def settle_by_staff(session: Session, campaigns: dict[str, Campaign], message_id: int, action: ReviewAction,
+                    actor: str, now: datetime) -> Message:
+    """Settle one send in review (`needs_review`) as staff decided, in the caller's transaction;
+    returns the record. Every entry point (the review page) calls this; nothing else settles one.
+
+    - `MARK_SENT`: the record becomes `sent` (sent when it was handed over). Its sequence already
+      went on when it was put in review, so nothing else moves.
+    - `SEND_AGAIN`: the same record goes back to `retrying` and its enrollment is walked back to
+      that step, due now (a finished sequence is reopened). The dispatcher sends it like any retry
+      — consent, blocks, pauses and the send window still apply — and then walks forward over the
+      steps already done to where the sequence was. No second record: the unique key
+      (enrollment, step, channel) holds.
+
+    Both write a `message_settled` timeline event and an audit row (who, what, when).
+    Raises `ReviewError` when the record does not exist or is no longer in review (settled by
+    someone else first), or — for `SEND_AGAIN` — when the sequence ended (booked, stopped), is
+    paused, is being sent right now by a worker, or its campaign is no longer loaded."""
+    message = session.get(Message, message_id)
+    if message is None:
+        raise ReviewError("This message does not exist.")
+    enrollment = queue.lock_enrollment(session, message.enrollment_id)  # before the message: as workers do
+    session.refresh(message, with_for_update=True)
+    if message.status != MessageStatus.NEEDS_REVIEW:
+        raise ReviewError(f"This message is no longer waiting for review (it is {message.status}).")
+    if action == ReviewAction.SEND_AGAIN:
+        _walk_back(enrollment, campaigns, message, now)
+        message.status = MessageStatus.RETRYING
+        note = f"sent again on staff decision ({actor})"
+    else:
+        message.status = MessageStatus.SENT
+        message.sent_at = message.sent_at or message.handed_at or message.attempted_at or now
+        note = f"marked as sent by staff ({actor})"
+    message.last_error = note
+    message.updated_at = now
+    add_event(session, EventKind.MESSAGE_SETTLED, now, contact_id=message.contact_id,
+              enrollment_id=message.enrollment_id, message_id=message.id, decision=str(action), by=actor)
+    audit(session, actor, EventKind.MESSAGE_SETTLED, now, contact_id=message.contact_id, message_id=message.id,
+          decision=str(action), step=message.step_id, channel=message.channel)
+    log.info("message %s settled by staff: %s", message.id, action)
+    return message
+
+
+def _walk_back(enrollment: Enrollment | None, campaigns: dict[str, Campaign], message: Message,
+               now: datetime) -> None:
+    """Put the enrollment back on `message`'s step, due now, or refuse (`ReviewError`)."""
+    if enrollment is None:
+        raise ReviewError("This message's sequence no longer exists.")
+    if enrollment.status == EnrollmentStatus.PAUSED:
+        raise ReviewError("This sequence is paused: resume it first, then send again.")
+    if enrollment.status not in (EnrollmentStatus.ACTIVE, EnrollmentStatus.COMPLETED):
+        reason = f" ({enrollment.exit_reason})" if enrollment.exit_reason else ""
+        raise ReviewError(f"This sequence has ended{reason}: nothing more is sent to this person.")
+    if enrollment.claimed_by is not None and enrollment.next_due_at is not None and enrollment.next_due_at > now:
+        raise ReviewError("A worker is sending this sequence's next message right now: try again in a minute.")
+    campaign = campaigns.get(enrollment.campaign_id)
+    index = next((i for i, step in enumerate(campaign.steps if campaign else ())
+                  if step.id == message.step_id and str(step.channel) == message.channel), None)
+    if index is None:
+        raise ReviewError("This message's campaign step is no longer loaded: it cannot be sent again.")
+    enrollment.step_index = min(enrollment.step_index, index)
+    enrollment.status = EnrollmentStatus.ACTIVE
+    enrollment.ended_at = None
+    enrollment.next_due_at = now
+    enrollment.claimed_by = None

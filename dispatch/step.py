@@ -9,9 +9,12 @@ ways (an `Outcome`, or a `Ready` send):
   `unsubscribed` (consent withdrawn on every channel) or `unreachable`.
 - `ERROR` — the contact or the campaign file is missing: held `RENDER_RETRY`, never guessed.
 - `COMPLETED` — there is no step left: the enrollment is finished.
-- `UNKNOWN` — the step's send has an unknown fate (its worker died mid-call, or the provider's
-  answer was lost): it waits `RECONCILE_WAIT` for reconciliation; never resent blindly.
-- `DEFERRED` — someone else's send of this step is still within its lease; or the next step is
+- `UNKNOWN` — the step's send has an unknown fate (its worker died after handing it to the
+  provider, or the provider's answer was lost): it waits `RECONCILE_WAIT` for reconciliation; never
+  resent blindly. A send whose worker died *before* handing it over (no `handed_at`) is not in
+  doubt: it goes back to `retrying` (`requeue_unhanded`) and the walk goes on to send it (`Ready`).
+- `DEFERRED` — someone else's send of this step is still within its lease (or was settled while
+  we looked at it: looked at again after `RECONCILE_WAIT`); or the next step is
   not due yet; or the send window is closed in the contact's time zone (moved to its opening).
 - `SKIPPED` — the step's channel cannot be used for this contact (no consent, blocked, no
   address): the skip is recorded and the enrollment moves on; if the next step is due now the walk
@@ -202,15 +205,13 @@ def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, n
             if attempted + queue.LEASE > now:
                 defer(enrollment, attempted + queue.LEASE)  # someone is still on it
                 return Outcome.DEFERRED
-            # Its worker died between commit and outcome: fate unknown. Never resend blindly.
-            message.status = MessageStatus.UNKNOWN
-            message.last_error = "worker stopped during the provider call; awaiting reconciliation"
-            message.updated_at = now
-            add_event(session, EventKind.MESSAGE_UNKNOWN, now, contact_id=contact.id, enrollment_id=enrollment.id,
-                      message_id=message.id, step=step.id, channel=step.channel)
-            log.warning("message %s (contact %s) marked unknown after a stalled send", message.id, contact.id)
-            defer(enrollment, now + queue.RECONCILE_WAIT)
-            return Outcome.UNKNOWN
+            if requeue_unhanded(session, message, now):
+                pass  # its worker stopped before handing it over: sent again below (same record)
+            elif message.status != MessageStatus.SENDING or (message.attempted_at or attempted) + queue.LEASE > now:
+                defer(enrollment, now + queue.RECONCILE_WAIT)  # settled or taken over meanwhile; look again
+                return Outcome.DEFERRED
+            else:
+                return _stalled_send(session, enrollment, contact, step, message, now)
         if step.channel not in usable_channels(contact, campaign):
             skip(session, enrollment, contact, step, message, now)
             advance(session, enrollment, campaign, contact, now)
@@ -279,6 +280,39 @@ def _texting_law_hold(state: BatchState, contacts: list[Contact], item: Ready, n
         until = schedule_into_window(until, item.contact.timezone, window, item.enrollment.id)
     defer_with_reason(state.session, item.enrollment, item.contact, item.step, until, now, rule.describe())
     return until
+
+
+def requeue_unhanded(session: Session, message: Message, now: datetime) -> bool:
+    """A `sending` record past its lease whose worker never handed it to the provider (no
+    `handed_at`: the request never left) goes back to `retrying`, to be sent again as the same
+    record — no duplicate is possible. Returns False (and changes nothing) when it was handed, or
+    was settled or taken over meanwhile (re-read under a row lock first)."""
+    queue.lock_message(session, message)
+    attempted = message.attempted_at or message.created_at
+    if message.status != MessageStatus.SENDING or message.handed_at is not None or attempted + queue.LEASE > now:
+        return False
+    message.status = MessageStatus.RETRYING
+    message.attempts = max(0, (message.attempts or 0) - 1)  # the attempt never happened
+    message.last_error = "worker stopped before handing it to the provider; sending it again"
+    message.updated_at = now
+    add_event(session, EventKind.MESSAGE_REQUEUED, now, contact_id=message.contact_id,
+              enrollment_id=message.enrollment_id, message_id=message.id, worker=message.worker_id)
+    log.info("message %s was never handed to the provider by its stopped worker; sending it again", message.id)
+    return True
+
+
+def _stalled_send(session: Session, enrollment: Enrollment, contact: Contact, step: Step, message: Message,
+                  now: datetime) -> Outcome:
+    """Its worker died after handing the send over and before recording the answer: fate unknown.
+    Never resent blindly: it waits `RECONCILE_WAIT` for reconciliation."""
+    message.status = MessageStatus.UNKNOWN
+    message.last_error = "worker stopped during the provider call; awaiting reconciliation"
+    message.updated_at = now
+    add_event(session, EventKind.MESSAGE_UNKNOWN, now, contact_id=contact.id, enrollment_id=enrollment.id,
+              message_id=message.id, step=step.id, channel=step.channel)
+    log.warning("message %s (contact %s) marked unknown after a stalled send", message.id, contact.id)
+    defer(enrollment, now + queue.RECONCILE_WAIT)
+    return Outcome.UNKNOWN
 
 
 # -- transitions ------------------------------------------------------------------------------------

@@ -85,6 +85,8 @@ MATRIX = [
     ("GET", "/admin/import/nope", None, STAFF),
     ("GET", "/admin/replies", None, STAFF),
     ("POST", "/admin/replies/999999/handled", {}, STAFF),
+    ("GET", "/admin/review", None, STAFF),
+    ("POST", "/admin/review/999999", {"action": "mark_sent"}, STAFF),
     ("GET", "/admin/templates", None, TEMPLATE_READERS),
     ("GET", f"/admin/templates/history/{WELCOME}", None, TEMPLATE_READERS),
     ("GET", f"/admin/templates/review/{WELCOME}", None, TEMPLATE_READERS),

@@ -35,6 +35,7 @@ from support.chaos import (
     settle_in_virtual_time,
     write_chaos_campaign,
 )
+from support.crash_burst import run_crash_burst
 from support.live import LiveApp, free_port
 from support.builders import add_contact, make_settings, midday_zone
 from support.databases import POSTGRES_REACHABLE, make_postgres_database
@@ -178,3 +179,25 @@ def test_sigkilled_workers_never_send_twice_and_never_lose_a_message(pg_url, tmp
         pool.stop()
         box.stop()
         rt.close()
+
+
+# -- SIGKILL during a burst: what a kill leaves in doubt ---------------------------------------------
+
+BURST_CONTACTS = 60  # 480 messages; bench/run.py phase 6 runs the full 3,000
+BURST_CONCURRENCY = 4
+
+
+def test_six_sigkills_during_a_burst_leave_at_most_the_concurrency_in_doubt(pg_url, tmp_path):
+    figures = run_crash_burst(pg_url, tmp_path, contacts=BURST_CONTACTS, kills=6, latency_ms=20,
+                              concurrency=BURST_CONCURRENCY, workers=3, batch_size=200)
+    record_figures("crash_burst", figures.as_dict())
+    print("crash burst figures:", json.dumps(figures.as_dict()))
+    assert figures.kills == 6, figures
+    # Each kill landed mid-pass, and only what the victim had handed to the provider is in doubt:
+    # never more than its concurrency. Everything else it held is sure never to have left.
+    assert len(figures.in_doubt_per_kill) == 6
+    assert max(figures.in_doubt_per_kill) <= BURST_CONCURRENCY, figures.in_doubt_per_kill
+    # Nothing sent twice, nothing lost: every step of every contact reached the provider once.
+    assert figures.duplicates == 0, figures
+    assert figures.undelivered == 0, figures
+    assert figures.enrollments == {"completed": BURST_CONTACTS}, figures

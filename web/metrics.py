@@ -68,7 +68,7 @@ def render(rt: Runtime, now: datetime, counters: DispatchCounters = COUNTERS) ->
     out.gauge("drip_enrollments_active", "Active enrollments.", active)
     out.family("drip_messages_by_status", "gauge",
                "Send records in a state that needs watching (sending = in flight or its worker died; "
-               "unknown = awaiting reconciliation; needs_review = staff must decide).")
+               "unknown = awaiting reconciliation; needs_review = staff must decide at /admin/review).")
     for status in WATCHED_STATUSES:
         out.sample("drip_messages_by_status", {"status": str(status)}, statuses.get(str(status), 0))
     out.family("drip_channel_paused", "gauge", "1 when a channel is paused (provider refused our credentials).")

@@ -1,7 +1,7 @@
 """claims library: clinician-approved claims, the clinician flag, a draft's parent and reject reason
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-02 23:00:00.000000
 
 - `claim`: the clinic's claims library (one row per wording; `drip init` loads the shipped
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0010'
-down_revision: str | None = '0007'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

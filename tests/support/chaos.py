@@ -259,17 +259,20 @@ class WorkerPool:
                 raise AssertionError(f"only {started} of {self.starts} workers started:\n{self.logs()[-3000:]}")
             time.sleep(0.1)
 
+    def kill_process(self, victim: Worker) -> None:
+        """SIGKILL this worker (waiting until it is gone) and start another in its place."""
+        victim.process.send_signal(signal.SIGKILL)
+        victim.process.wait()
+        self.kills += 1
+        self.workers[self.workers.index(victim)] = self._spawn(victim.index)
+
     def kill_one(self, min_age: float = 0.0) -> bool:
         """SIGKILL a random worker that has run at least `min_age` seconds; start another."""
         now = time.monotonic()
         candidates = [w for w in self.workers if now - w.started >= min_age]
         if not candidates:
             return False
-        victim = self.rng.choice(candidates)
-        victim.process.send_signal(signal.SIGKILL)
-        victim.process.wait()
-        self.kills += 1
-        self.workers[self.workers.index(victim)] = self._spawn(victim.index)
+        self.kill_process(self.rng.choice(candidates))
         return True
 
     def crashed(self) -> list[int]:

@@ -32,6 +32,7 @@ from patient_drip.web.admin import (
     mfa_setup,
     password_reset,
     replies,
+    review,
     settings_pages,
     templates_editor,
     users_admin,
@@ -83,7 +84,7 @@ def _wants_json(request: Request) -> bool:
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
-    for module in (login, password_reset, mfa_setup, dashboard, contacts, imports, replies, templates_editor,
+    for module in (login, password_reset, mfa_setup, dashboard, contacts, imports, replies, review, templates_editor,
                    claims_pages, campaigns, users_admin, settings_pages, account, bookings):
         app.include_router(module.router)
     app.include_router(api_v1.router)

@@ -51,12 +51,15 @@ NOTICES = {
     "token_revoked": "Token revoked.",
     "password_changed": "Password changed. Other sessions of yours were signed out.",
     "channel_paused": "Channel paused for everyone.",
+    "review_marked_sent": "Marked as sent. Nothing more is sent for that step.",
+    "review_sent_again": "Queued to be sent again (the same message, within the send window); the sequence "
+                         "then carries on where it was.",
     "channel_resumed": "Channel resumed.",
 }
 
 ROLE_HELP = {
     Role.ADMIN: "everything, including users and settings",
-    Role.STAFF: "contacts, enrolling, unsubscribing, booked, replies",
+    Role.STAFF: "contacts, enrolling, unsubscribing, booked, replies, messages to review",
     Role.MARKETING: "templates, campaigns and the funnel (no contact details)",
     Role.CLINICIAN: "approves template changes and manages the claims library; views templates and campaigns",
 }
@@ -93,7 +96,8 @@ def _nav_key(path: str) -> str:
         return "enroll"
     if path.startswith(("/admin/contacts", "/admin/messages")):
         return "contacts"
-    for key in ("import", "replies", "templates", "claims", "campaigns", "users", "audit", "settings", "account"):
+    for key in ("import", "replies", "review", "templates", "claims", "campaigns", "users", "audit", "settings",
+                "account", "bookings"):
         if path.startswith(f"/admin/{key}"):
             return key
     return "dashboard" if path.rstrip("/") == "/admin" else ""

@@ -129,6 +129,8 @@ EVENT_TITLES = {
     "message_held": "Message held, not sent (content rule)",
     "message_reconciled": "Message outcome reconciled",
     "message_needs_review": "Message needs review",
+    "message_requeued": "Message sent again (its worker stopped before handing it to the provider)",
+    "message_settled": "Message settled by staff",
     "channel_blocked": "Channel blocked",
     "channel_unblocked": "Channel unblocked",
     "crisis_flagged": "Reply flagged as possible crisis",

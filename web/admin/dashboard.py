@@ -1,5 +1,6 @@
-"""The dashboard: messages sent today and this week, replies waiting, crisis flags, paused channels,
-the public form's SMS-pumping alerts (`contacts.intake_limits.recent_alerts`),
+"""The dashboard: messages sent today and this week, replies waiting, crisis flags, messages waiting
+for a staff decision (`/admin/review`), bookings not matched to a contact, paused channels, the
+public form's SMS-pumping alerts (`contacts.intake_limits.recent_alerts`),
 and the funnel per campaign step (sent → delivered → clicked → booked) drawn as inline SVG."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from patient_drip.contacts.intake_limits import recent_alerts
 from patient_drip.web.admin.auth import AnyUser
 from patient_drip.web.admin.common import clinic_zone, render
 from patient_drip.dispatch.pauses import paused_channels
+from patient_drip.dispatch.queue import count_in_review
 from patient_drip.models import Booking, InboundMessage, Message
 from patient_drip.runtime import Runtime
 from patient_drip.dispatch.funnel import SENT_STATUSES, CampaignSummary, campaign_summaries
@@ -133,6 +135,7 @@ def dashboard(request: Request, user: AnyUser, session: ReadSessionDep, now: Now
         "crisis_open": int(session.scalar(open_replies.where(InboundMessage.crisis.is_(True))) or 0),
         "bookings_unmatched": int(session.scalar(select(func.count(Booking.id)).where(Booking.contact_id.is_(None)))
                                   or 0),
+        "in_review": count_in_review(session),
         "paused": paused_channels(session),
         "intake_alerts": recent_alerts(session, now),
         "clinic_zone": clinic_zone(rt),
