@@ -51,7 +51,14 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None, validation_alias=_env("DRIP_SECRET_KEY", "secret_key"),
-        description="Signs sessions and link tokens; generated and stored in the database on first run",
+        description="Master secret: staff sessions, link tokens and the suppression hash use keys derived from it; "
+                    "unset: a secret generated on first run in DRIP_SECRET_KEY_FILE (never in the database)",
+    )
+    secret_key_file: Path | None = Field(
+        None, validation_alias=_env("DRIP_SECRET_KEY_FILE", "secret_key_file"),
+        description="Key file (created 0600 on first run) holding the master secret when DRIP_SECRET_KEY is unset, "
+                    "and keys moved out of the database on upgrade; default: <SQLite database>.key beside the "
+                    "database file; required with PostgreSQL unless DRIP_SECRET_KEY is set",
     )
     booking_url: str = Field(
         "", validation_alias=_env("DRIP_BOOKING_URL", "booking_url"),
@@ -154,6 +161,18 @@ class Settings(BaseSettings):
         value = value.strip().rstrip("/")
         if value and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("secret_key_file")
+    @classmethod
+    def _check_secret_key_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser()
+        if value.is_dir():
+            raise ValueError(f"{value} is a folder; give the path of a file (created on first run)")
+        if not value.parent.is_dir():
+            raise ValueError(f"the folder {value.parent} does not exist")
         return value
 
     @field_validator("clinic_timezone")

@@ -104,7 +104,7 @@ class LoginThrottle:
 
 
 def _serializer(rt: Runtime) -> URLSafeSerializer:
-    return URLSafeSerializer(rt.tokens.secret_key, salt=SESSION_SALT, signer_kwargs={"digest_method": hashlib.sha256})
+    return URLSafeSerializer(rt.session_secret, salt=SESSION_SALT, signer_kwargs={"digest_method": hashlib.sha256})
 
 
 def issue_session(rt: Runtime, session: Session, user: User, now: datetime) -> str:
