@@ -143,6 +143,23 @@ class Settings(BaseSettings):
     provider_timeout_seconds: float = Field(
         10.0, gt=0, validation_alias=_env("DRIP_PROVIDER_TIMEOUT", "provider_timeout_seconds")
     )
+    max_body_public: int = Field(
+        64 * 1024, ge=1024, le=1024 ** 3, validation_alias=_env("DRIP_MAX_BODY_PUBLIC", "max_body_public"),
+        description="Most bytes a request body may have on the public pages (consultation form, preference page); "
+                    "larger bodies get 413 while they stream in",
+    )
+    max_body_webhook: int = Field(
+        1024 * 1024, ge=1024, le=1024 ** 3, validation_alias=_env("DRIP_MAX_BODY_WEBHOOK", "max_body_webhook"),
+        description="Most bytes a webhook body may have (Twilio, booking tools; SendGrid event batches: 4 times this)",
+    )
+    max_body_staff: int = Field(
+        1024 * 1024, ge=1024, le=1024 ** 3, validation_alias=_env("DRIP_MAX_BODY_STAFF", "max_body_staff"),
+        description="Most bytes a request body may have in the staff UI and the /api/v1 JSON API (but the CSV import)",
+    )
+    max_import_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, le=1024 ** 3, validation_alias=_env("DRIP_MAX_IMPORT_BYTES", "max_import_bytes"),
+        description="Largest CSV file the staff UI's import accepts (drip import reads files of any size)",
+    )
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("DRIP_LOG_FORMAT", "log_format"))
     log_level: str = Field("INFO", validation_alias=_env("DRIP_LOG_LEVEL", "log_level"))
 
