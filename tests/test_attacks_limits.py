@@ -184,3 +184,69 @@ def test_a_body_within_the_limit_still_reaches_the_route(server):
     response = httpx.post(f"http://127.0.0.1:{server.port}/webhooks/twilio/sms", data={"Body": "x" * 500_000},
                           headers={"X-Twilio-Signature": "AAAA"})
     assert response.status_code == 403  # the route read it and checked the signature: not a size refusal
+
+
+# -- the template sandbox: memory as well as time ----------------------------------------------------
+
+MEMORY_BOMB = "{% set x = [] %}{% for i in range(100000) %}{% set _ = x.extend(range(100000)) %}{% endfor %}{{ x|length }}"
+DICT_BOMB = ("{% set d = {} %}{% for i in range(100000) %}{% set _ = d.update({i: 'x' * 100000}) %}{% endfor %}"
+             "{{ d|length }}")
+APPEND_BOMB = "{% set x = [] %}{% for i in range(100000) %}{% set _ = x.append('y' * 400000) %}{% endfor %}{{ x|length }}"
+PEAK_SCRIPT = """
+import resource, sys, time
+from pathlib import Path
+from patient_drip.content.rendering import Renderer, RenderError
+renderer = Renderer(Path(sys.argv[1]), {"sms/bomb.txt": sys.argv[2]})
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+started = time.monotonic()
+try:
+    renderer.render_sms("sms/bomb.txt", {})
+    outcome = "rendered"
+except RenderError as exc:
+    outcome = str(exc)
+print(round(time.monotonic() - started, 3), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline, outcome,
+      sep="\\t")
+"""
+
+
+@pytest.mark.parametrize("bomb", [MEMORY_BOMB, DICT_BOMB, APPEND_BOMB])
+def test_a_template_that_fills_memory_is_refused_quickly_and_stays_small(bomb, tmp_path):
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path), bomb], capture_output=True,
+                            text=True, timeout=60, check=True)
+    seconds, growth_kib, outcome = result.stdout.strip().split("\t")
+    assert outcome.startswith("sms/bomb.txt:1: template uses too much memory:"), outcome
+    assert float(seconds) < 1.0  # not the 2 s time budget: counted, not timed out
+    assert int(growth_kib) < 64 * 1024, f"peak grew by {growth_kib} KiB"
+
+
+def test_the_preview_and_templates_check_refuse_the_memory_bomb(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from patient_drip.cli import main
+    from support.builders import ROOT, VirtualClock
+    from support.staff import add_user, make_client, runtime_for, sign_in_as
+
+    rt = runtime_for(f"sqlite:///{tmp_path / 'drip.db'}")
+    clock = VirtualClock()
+    try:
+        with make_client(rt, clock) as web:
+            csrf = sign_in_as(web, rt, add_user(rt, "marketing"), clock.now)
+            started = time.monotonic()
+            response = web.post("/admin/templates/preview/sms/01-welcome.txt", json={"source": MEMORY_BOMB},
+                                headers={"X-CSRF-Token": csrf})
+            assert time.monotonic() - started < 3
+        assert response.status_code == 200 and response.json()["ok"] is False
+        assert "template uses too much memory" in json.dumps(response.json())
+    finally:
+        rt.close()
+    templates = tmp_path / "templates"
+    import shutil
+    shutil.copytree(ROOT / "templates", templates)
+    (templates / "sms" / "02-checkin.txt").write_text(MEMORY_BOMB)
+    monkeypatch.setenv("DRIP_TEMPLATES_DIR", str(templates))
+    monkeypatch.setenv("DRIP_DATABASE_URL", rt.settings.database_url)
+    monkeypatch.setenv("DRIP_SECRET_KEY", "templates-check-secret")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["templates", "check"])
+    assert result.exit_code == 1
+    assert "sms/02-checkin.txt:1: template uses too much memory" in result.output, result.output
