@@ -22,17 +22,21 @@ May import `settings`, `db` and `models` only.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from patient_drip.models import KeyValue
@@ -42,6 +46,8 @@ log = logging.getLogger("drip.keys")
 
 # The key/value rows where installations before this change kept their keys.
 LEGACY_ROWS = ("secret_key", "suppression_key")
+# A fingerprint of the keys (not the keys): every process must use the same ones.
+KEY_CHECK_ROW = "key_check"
 KEY_FILE_FORMAT = 1
 
 
@@ -75,7 +81,7 @@ def key_file_path(settings: Settings) -> Path | None:
     return None
 
 
-def load_keys(settings: Settings, sessions: sessionmaker[Session]) -> Keys:
+def load_keys(settings: Settings, sessions: sessionmaker[Session], now: datetime) -> Keys:
     """The runtime's keys, from `DRIP_SECRET_KEY` or the key file (created on first run), after
     moving any key still stored in the database into the key file (see the module docstring).
 
@@ -102,12 +108,43 @@ def load_keys(settings: Settings, sessions: sessionmaker[Session]) -> Keys:
             log.warning("moved %s from the database to the key file %s", ", ".join(sorted(legacy)), path)
     master = configured if configured is not None else stored["secret"]
     fallbacks = [value for value in (stored.get("legacy_secret_key"), configured) if value]
-    return Keys(
+    keys = Keys(
         session=derive(master, "session"),
         link_tokens=derive(master, "link-tokens"),
         link_token_fallbacks=tuple(dict.fromkeys(fallbacks)),
         suppression=stored.get("legacy_suppression_key") or derive(master, "suppression"),
     )
+    _check_same_keys(sessions, keys, "DRIP_SECRET_KEY" if configured is not None else "DRIP_SECRET_KEY_FILE", now)
+    return keys
+
+
+def key_check(keys: Keys) -> str:
+    """A fingerprint of the keys that reveals nothing of them (HMAC outputs of a fixed text)."""
+    return ":".join(hmac.new(key.encode(), b"patient-drip key check", hashlib.sha256).hexdigest()[:32]
+                    for key in (keys.session, keys.suppression))
+
+
+def _check_same_keys(sessions: sessionmaker[Session], keys: Keys, variable: str, now: datetime) -> None:
+    """Refuse to start with keys other than the ones the database was used with. A `drip` command
+    run without the server's DRIP_SECRET_KEY would otherwise get a key file of its own and hash
+    addresses with another suppression key: a suppressed person would no longer match, and could
+    be texted again. The first start records the fingerprint."""
+    expected = key_check(keys)
+    with sessions() as session:
+        stored = session.scalar(select(KeyValue.value).where(KeyValue.key == KEY_CHECK_ROW))
+        if stored is None:
+            session.add(KeyValue(key=KEY_CHECK_ROW, value=expected, updated_at=now))
+            try:
+                session.commit()
+                return
+            except IntegrityError:  # another process recorded it first: compare with theirs
+                session.rollback()
+                stored = session.scalar(select(KeyValue.value).where(KeyValue.key == KEY_CHECK_ROW))
+    if stored != expected:
+        raise SettingsError(
+            f"{variable}: these are not the keys this database is used with (another DRIP_SECRET_KEY or key file "
+            "than the other processes?); suppressions, links and sessions would not match. Give every process the "
+            "same DRIP_SECRET_KEY, or the same key file (DRIP_SECRET_KEY_FILE)")
 
 
 def _key_file(path: Path, legacy: dict[str, str]) -> dict[str, str]:

@@ -93,13 +93,15 @@ def build_runtime(
     *,
     senders: dict[Channel, Sender] | None = None,
     engine: Engine | None = None,
+    now: datetime | None = None,
 ) -> Runtime:
     """Everything a command needs. The schema must exist (`drip init`)."""
+    now = now or utcnow()
     engine = engine or db.make_engine(settings.database_url, pool_size=settings.worker_concurrency + 2)
     sessions = db.make_session_factory(engine)
     campaigns = load_campaigns(settings.campaigns_dir, settings.templates_dir)
     # From DRIP_SECRET_KEY or the key file, never from a table (moved out of it on upgrade).
-    keys = load_keys(settings, sessions)
+    keys = load_keys(settings, sessions, now)
     runtime = Runtime(
         settings=settings,
         engine=engine,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from itsdangerous import URLSafeSerializer
-from sqlalchemy import String, Text, select
+from sqlalchemy import String, Text, delete, select
 from twilio.request_validator import RequestValidator
 
 from patient_drip.accounts.sessions import session_generation
@@ -25,11 +25,13 @@ from patient_drip.cli import main
 from patient_drip.contacts.blocks import suppress, suppression_reason
 from patient_drip.contacts.privacy import forget_person
 from patient_drip.content.tokens import LinkTokens
-from patient_drip.keys import key_file_path
+from patient_drip.keys import KEY_CHECK_ROW, key_file_path
 from patient_drip.models import (AuditEntry, Base, Channel, Contact, Event, InboundMessage, KeyValue, Message,
                                   Suppression, audit)
 from patient_drip.runtime import Runtime, build_runtime
+from patient_drip.settings import SettingsError
 from patient_drip.web.admin.auth import SESSION_COOKIE, SESSION_SALT
+from support.databases import TEMPLATES
 from support.builders import START, VirtualClock, add_contact, make_settings, run_until_done
 from support.live import LiveApp, loopback_url
 from support.staff import add_user, make_client, runtime_for, sign_in_as
@@ -45,8 +47,8 @@ LATER_REPLY = "marmalade-ostrich after signing up"
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[tuple[Runtime, LiveApp, VirtualClock]]:
     """A live server on a SQLite file with no DRIP_SECRET_KEY: the keys come from the key file."""
-    rt = runtime_for(f"sqlite:///{tmp_path / 'drip.db'}", secret_key=None, public_url=loopback_url(),
-                     twilio_auth_token=TWILIO_TOKEN)
+    url = TEMPLATES.copy_sqlite(tmp_path / "drip.db")  # migrated, never opened by a runtime: no keys yet
+    rt = build_runtime(make_settings(url, secret_key=None, public_url=loopback_url(), twilio_auth_token=TWILIO_TOKEN))
     clock = VirtualClock()
     with LiveApp(rt, clock) as app:
         yield rt, app, clock
@@ -93,7 +95,7 @@ def test_no_cookie_forged_from_anything_in_the_database_opens_the_staff_app(live
                                                                                            clock)}).status_code == 200]
     assert opened == []
     with rt.sessions() as session:
-        assert not [key for key in session.scalars(select(KeyValue.key)) if "secret" in key or "key" in key]
+        assert not session.scalars(select(KeyValue.key).where(KeyValue.key.in_(["secret_key", "suppression_key"]))).all()
 
 
 def test_a_suppressed_phone_cannot_be_recovered_from_its_hash_with_the_database_alone(live):
@@ -190,6 +192,7 @@ def test_an_upgrade_moves_the_stored_keys_out_and_keeps_old_links_and_suppressio
     old = runtime_for(url)  # an installation as an older version left it: its keys in the kv table
     contact_id = add_contact(old, START, email=EMAIL, phone=PHONE, campaign=None)
     with old.sessions() as session, session.begin():
+        session.execute(delete(KeyValue).where(KeyValue.key == KEY_CHECK_ROW))  # older versions kept none
         session.add(KeyValue(key="secret_key", value="old-secret-kept-in-the-database", updated_at=START))
         session.add(KeyValue(key="suppression_key", value="old-suppression-key-in-the-database", updated_at=START))
         suppress(session, "old-suppression-key-in-the-database", Channel.SMS, "+13125550199", "STOP", START)
@@ -221,3 +224,16 @@ def test_an_upgrade_moves_the_stored_keys_out_and_keeps_old_links_and_suppressio
         again.close()
     finally:
         rt.close()
+
+
+def test_a_process_with_other_keys_than_the_database_was_used_with_refuses_to_start(tmp_path):
+    url = f"sqlite:///{tmp_path / 'drip.db'}"
+    first = runtime_for(url)  # DRIP_SECRET_KEY set, as the server runs
+    first.close()
+    # `drip …` run from a shell without the server's DRIP_SECRET_KEY: it would get a key file of its
+    # own and hash addresses with another suppression key.
+    with pytest.raises(SettingsError, match="DRIP_SECRET_KEY_FILE: these are not the keys"):
+        build_runtime(make_settings(url, secret_key=None))
+    with pytest.raises(SettingsError, match="DRIP_SECRET_KEY: these are not the keys"):
+        build_runtime(make_settings(url, secret_key="another-secret-entirely"))
+    build_runtime(make_settings(url)).close()  # the same key: fine
