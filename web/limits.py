@@ -50,8 +50,8 @@ class BodyTooLarge(HTTPException):
 
 
 def refusal_text(limit: Limit) -> str:
-    return (f"request body too large: at most {limit.max_bytes} bytes ({_human(limit.max_bytes)}) on this route, "
-            f"set by {limit.setting}")
+    return (f"request body larger than {limit.max_bytes} bytes ({_human(limit.max_bytes)}), the most this route "
+            f"accepts (set by {limit.setting})")
 
 
 def _human(size: int) -> str:
