@@ -304,18 +304,23 @@ def consent_export(email: str | None, phone: str | None, fmt: str) -> None:
 @friendly
 def forget(email: str | None, phone: str | None, yes: bool) -> None:
     """Erase a person's personal data; they are never contacted again (kept as a keyed hash)."""
-    from patient_drip.contacts.privacy import forget as forget_contact
+    from patient_drip.contacts.privacy import forget_person
 
     settings = load_settings()
-    with runtime(settings) as rt, rt.sessions() as session, session.begin():
+    with runtime(settings) as rt:
+        with rt.sessions() as session:
+            try:
+                contact = lookup_contact(session, email=email, phone=phone)
+            except ContactNotFound as exc:
+                raise UserError(str(exc)) from None
+            if not yes:
+                click.confirm(f"Erase contact {contact.id} ({contact.display_name})? This cannot be undone",
+                              abort=True)
         try:
-            contact = lookup_contact(session, email=email, phone=phone)
-        except ContactNotFound as exc:
-            raise UserError(str(exc)) from None
-        if not yes:
-            click.confirm(f"Erase contact {contact.id} ({contact.display_name})? This cannot be undone", abort=True)
-        forget_contact(session, rt.suppression_key, contact, utcnow(), CLI_ACTOR)
-        click.echo(f"contact {contact.id} erased; their addresses are suppressed")
+            storage = forget_person(rt.sessions, rt.engine, rt.suppression_key, contact.id, utcnow(), CLI_ACTOR)
+        except RuntimeError as exc:  # erased and committed; only the file rewrite is unfinished
+            raise UserError(f"contact {contact.id} erased, but {exc}") from None
+        click.echo(f"contact {contact.id} erased; their addresses are suppressed; {storage}")
 
 
 @main.command()

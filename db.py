@@ -8,6 +8,7 @@ production option; several workers on several machines share one database.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, Connection, Engine, Table, create_engine, event, func, inspect, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,9 +28,39 @@ ROOT = Path(__file__).resolve().parent
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite file database, or None (PostgreSQL, in-memory SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def secure_sqlite_file(url: str) -> None:
+    """Make the SQLite database file, and its -wal and -shm files, readable by the owner only (0600).
+
+    The file is created here, 0600, before SQLite opens it: SQLite creates the -wal and -shm files
+    with the database file's permissions, so they follow. Files an older version left 0644 are
+    tightened. PostgreSQL keeps its files in its own data directory (0700 by default)."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except FileNotFoundError:
+        return  # the folder does not exist: SQLite's own error ("unable to open") says so on connect
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+        except FileNotFoundError:
+            pass
+
+
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """An engine for `url`, with SQLite tuned for several local processes."""
+    """An engine for `url`, with SQLite tuned for several local processes (its files 0600)."""
     if url.startswith("sqlite"):
+        secure_sqlite_file(url)
         engine = create_engine(
             url,
             echo=echo,
@@ -178,6 +210,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Apply every migration (harmless when already at head)."""
+    secure_sqlite_file(url)
     command.upgrade(alembic_config(url), "head")
 
 

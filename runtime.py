@@ -5,17 +5,16 @@ Each entry point (CLI command, web app, worker) builds one `Runtime` and passes 
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parseaddr
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from patient_drip import db
+from patient_drip.keys import load_keys
 from patient_drip.content.campaign import Campaign, get_campaign, load_campaigns
-from patient_drip.models import KeyValue
 from patient_drip.content.rendering import Renderer
 from patient_drip.providers.outbox import OutboxSender
 from patient_drip.providers.sendgrid import SendGridSender
@@ -43,6 +42,8 @@ class Runtime:
     renderer: Renderer
     tokens: LinkTokens
     suppression_key: str
+    # Signs staff session cookies; derived from the master secret for this purpose only (`keys`).
+    session_secret: str
     senders: dict[Channel, Sender] = field(default_factory=dict)
     _template_stamp: str = ""
 
@@ -108,24 +109,6 @@ def build_senders(settings: Settings) -> dict[Channel, Sender]:
     }
 
 
-def _stored_key(sessions: sessionmaker[Session], name: str, now: datetime) -> str:
-    with sessions() as session:
-        value = session.scalar(select(KeyValue.value).where(KeyValue.key == name))
-        if value:
-            return value
-        value = secrets.token_urlsafe(48)
-        session.add(KeyValue(key=name, value=value, updated_at=now))
-        try:
-            session.commit()
-            return value
-        except Exception:  # another process stored one first; use theirs
-            session.rollback()
-            stored = session.scalar(select(KeyValue.value).where(KeyValue.key == name))
-            if not stored:
-                raise
-            return stored
-
-
 def build_runtime(
     settings: Settings,
     *,
@@ -138,21 +121,17 @@ def build_runtime(
     engine = engine or db.make_engine(settings.database_url, pool_size=settings.worker_concurrency + 2)
     sessions = db.make_session_factory(engine)
     campaigns = load_campaigns(settings.campaigns_dir, settings.templates_dir)
-    secret = (
-        settings.secret_key.get_secret_value()
-        if settings.secret_key is not None
-        else _stored_key(sessions, "secret_key", now)
-    )
-    # Suppression hashes must never change, so they get their own key that no setting rotates.
-    suppression_key = _stored_key(sessions, "suppression_key", now)
+    # From DRIP_SECRET_KEY or the key file, never from a table (moved out of it on upgrade).
+    keys = load_keys(settings, sessions, now)
     runtime = Runtime(
         settings=settings,
         engine=engine,
         sessions=sessions,
         campaigns=campaigns,
         renderer=Renderer(settings.templates_dir),
-        tokens=LinkTokens(secret),
-        suppression_key=suppression_key,
+        tokens=LinkTokens(keys.link_tokens, keys.link_token_fallbacks),
+        suppression_key=keys.suppression,
+        session_secret=keys.session,
         senders=senders if senders is not None else build_senders(settings),
     )
     runtime.refresh_templates()

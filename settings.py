@@ -89,7 +89,14 @@ class Settings(BaseSettings):
     )
     secret_key: SecretStr | None = Field(
         None, validation_alias=_env("DRIP_SECRET_KEY", "secret_key"),
-        description="Signs sessions and link tokens; generated and stored in the database on first run",
+        description="Master secret: staff sessions, link tokens and the suppression hash use keys derived from it; "
+                    "unset: a secret generated on first run in DRIP_SECRET_KEY_FILE (never in the database)",
+    )
+    secret_key_file: Path | None = Field(
+        None, validation_alias=_env("DRIP_SECRET_KEY_FILE", "secret_key_file"),
+        description="Key file (created 0600 on first run) holding the master secret when DRIP_SECRET_KEY is unset, "
+                    "and keys moved out of the database on upgrade; default: <SQLite database>.key beside the "
+                    "database file; required with PostgreSQL unless DRIP_SECRET_KEY is set",
     )
     booking_url: str = Field(
         "", validation_alias=_env("DRIP_BOOKING_URL", "booking_url"),
@@ -216,6 +223,23 @@ class Settings(BaseSettings):
         "50/1h", validation_alias=_env("DRIP_INTAKE_SMS_GLOBAL", "intake_sms_global"),
         description="Texts to unconfirmed numbers the public form may cause in all; staff see an alert when reached",
     )
+    max_body_public: int = Field(
+        64 * 1024, ge=1024, le=1024 ** 3, validation_alias=_env("DRIP_MAX_BODY_PUBLIC", "max_body_public"),
+        description="Most bytes a request body may have on the public pages (consultation form, preference page); "
+                    "larger bodies get 413 while they stream in",
+    )
+    max_body_webhook: int = Field(
+        1024 * 1024, ge=1024, le=1024 ** 3, validation_alias=_env("DRIP_MAX_BODY_WEBHOOK", "max_body_webhook"),
+        description="Most bytes a webhook body may have (Twilio, booking tools; SendGrid event batches: 4 times this)",
+    )
+    max_body_staff: int = Field(
+        1024 * 1024, ge=1024, le=1024 ** 3, validation_alias=_env("DRIP_MAX_BODY_STAFF", "max_body_staff"),
+        description="Most bytes a request body may have in the staff UI and the /api/v1 JSON API (but the CSV import)",
+    )
+    max_import_bytes: int = Field(
+        20 * 1024 * 1024, ge=1024, le=1024 ** 3, validation_alias=_env("DRIP_MAX_IMPORT_BYTES", "max_import_bytes"),
+        description="Largest CSV file the staff UI's import accepts (drip import reads files of any size)",
+    )
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("DRIP_LOG_FORMAT", "log_format"))
     log_level: str = Field("INFO", validation_alias=_env("DRIP_LOG_LEVEL", "log_level"))
     # -- staff sign-in (accounts.throttle, accounts.sessions, accounts.password_reset) --
@@ -277,6 +301,18 @@ class Settings(BaseSettings):
     def _check_rate(cls, value: str) -> str:
         parse_rate(value)
         return value.strip()
+
+    @field_validator("secret_key_file")
+    @classmethod
+    def _check_secret_key_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser()
+        if value.is_dir():
+            raise ValueError(f"{value} is a folder; give the path of a file (created on first run)")
+        if not value.parent.is_dir():
+            raise ValueError(f"the folder {value.parent} does not exist")
+        return value
 
     @field_validator("clinic_timezone")
     @classmethod

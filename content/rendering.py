@@ -15,6 +15,11 @@ is autoescaped, and every render is bounded (`BoundedSandbox`):
   string, padding to a width, joining) where Python would otherwise build a gigabyte first.
   Integers given to calls and filters are capped (`MAX_INT_ARGUMENT`), powers and products of
   integers too (`9**9**9` would run for hours).
+- *memory*: values that stay alive are bounded too. Each item a template puts into a list, dict
+  or set (`append`, `extend`, `insert`, `update`, `setdefault`, `add`, ...; its characters, for
+  text) and the length of each `range` it makes count toward `MAX_BUILT_UNITS` per render, so a
+  loop of `x.extend(range(100000))` stops after a few rounds ("template uses too much memory")
+  instead of filling gigabytes within the time budget.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +52,7 @@ from jinja2 import (
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import Template
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SandboxedEnvironment, SecurityError, safe_range
 from markupsafe import Markup
 
 MAX_OUTPUT_CHARS = 500_000  # far above any real email; stops `{% for %}` bombs
@@ -57,6 +62,9 @@ ContextValue = str | int | bool
 MAX_RENDER_SECONDS = 2.0  # a real email renders in a few milliseconds
 MAX_INT_ARGUMENT = 1_000_000  # no message needs a bigger number; "x".center(10**9) would take 1 GB
 MAX_INT_BITS = 10_000  # about 3,000 decimal digits
+# Items and characters one render may add to lists/dicts/sets, plus the lengths of its ranges. A
+# real message builds none; a few megabytes at most (ints and pointers) when exhausted.
+MAX_BUILT_UNITS = 500_000
 SMS_MAX_SEGMENTS = 2
 
 # Every variable a template may use; `drip templates check` renders with exactly these.
@@ -139,11 +147,13 @@ def render_budget(seconds: float | None = None) -> Iterator[None]:
         return
     deadline = time.monotonic() + (MAX_RENDER_SECONDS if seconds is None else seconds)
     _budget.deadline = deadline
+    _budget.built = 0  # units counted by `_spend`, for the whole block as for the time
     try:
         yield
     finally:
         if getattr(_budget, "deadline", None) == deadline:
             _budget.deadline = None
+            _budget.built = 0
 
 
 def _check_time() -> None:
@@ -151,6 +161,63 @@ def _check_time() -> None:
     if deadline is not None and time.monotonic() > deadline:
         raise RenderBudgetError(
             f"rendering took longer than {MAX_RENDER_SECONDS:g} s (a loop that never ends, or one far too big?)")
+
+
+def _spend(units: int, what: str) -> None:
+    """Count `units` toward this render's memory budget (`MAX_BUILT_UNITS`); refuse past it."""
+    built = getattr(_budget, "built", 0) + units
+    _budget.built = built
+    if built > MAX_BUILT_UNITS:
+        raise RenderBudgetError(
+            f"template uses too much memory: {what} takes it past {MAX_BUILT_UNITS:,} items or characters built "
+            "in one render (lists and dicts filled in loops, or ranges)")
+
+
+# The methods that grow a list, dict or set in place (Jinja's sandbox allows them on plain
+# containers), and which of their arguments hold what is added: "one" value, the "last"
+# argument, a key and default ("pair"), or every argument is a collection of items ("many").
+_GROWING_METHODS = {
+    list: {"append": "one", "insert": "last", "extend": "many"},
+    dict: {"update": "many", "setdefault": "pair"},
+    set: {"add": "one", "update": "many"},
+}
+
+
+def _growth(obj: Any, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[int, tuple[Any, ...]]:
+    """How many units a growing method call adds, and its arguments (an unsized iterable is read,
+    up to the budget, into a list first so that it can be counted)."""
+    kind = next((rule.get(method) for base, rule in _GROWING_METHODS.items() if isinstance(obj, base)), None)
+    if kind is None:
+        return 0, args
+    if kind in ("one", "pair"):  # append(x), add(x), setdefault(key, default)
+        return 1 + sum(len(a) for a in args if isinstance(a, (str, bytes))), args
+    if kind == "last":  # insert(index, x)
+        return 1 + (len(args[-1]) if args and isinstance(args[-1], (str, bytes)) else 0), args
+    counted = []
+    units = _units(kwargs)
+    for argument in args:
+        if not hasattr(argument, "__len__"):
+            left = MAX_BUILT_UNITS - getattr(_budget, "built", 0) + 1
+            argument = list(islice(argument, max(left, 0) + 1))
+        units += _units(argument)
+        counted.append(argument)
+    return units, tuple(counted)
+
+
+def _units(added: Any) -> int:
+    """Items plus the characters of the text among them (keys and values, for a mapping)."""
+    if isinstance(added, (str, bytes)):
+        return len(added)
+    values = chain(added.keys(), added.values()) if isinstance(added, Mapping) else added
+    return len(added) + sum(len(item) for item in values if isinstance(item, (str, bytes)))
+
+
+def _counted_range(*args: int) -> range:
+    """`range` for templates: Jinja's sandbox caps one range's length; its length also counts
+    toward the memory budget (a range feeds `list`, `extend` and loops of appends)."""
+    numbers = safe_range(*args)
+    _spend(len(numbers), f"range({', '.join(map(str, args))})")
+    return numbers
 
 
 def _too_big(what: str) -> RenderBudgetError:
@@ -275,6 +342,7 @@ class BoundedSandbox(SandboxedEnvironment):
         self.filters = {name: _bounded_filter(func) for name, func in self.filters.items()}
         # lipsum(n=...) runs for as long as it is asked to, in one call the clock cannot interrupt.
         self.globals.pop("lipsum", None)
+        self.globals["range"] = _counted_range
 
     bounded_iter = staticmethod(_bounded_iter)
 
@@ -308,6 +376,11 @@ class BoundedSandbox(SandboxedEnvironment):
             if isinstance(items, (list, tuple)) and \
                     _weight(items) + len(__obj.__self__) * len(items) > MAX_OUTPUT_CHARS:
                 raise _too_big("the joined text")
+        owner = getattr(__obj, "__self__", None)
+        if owner is not None:
+            units, args = _growth(owner, getattr(__obj, "__name__", ""), args, kwargs)
+            if units:
+                _spend(units, f"{type(owner).__name__}.{__obj.__name__}()")
         result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
         return _check_size(result, "a call's result")
 

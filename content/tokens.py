@@ -17,14 +17,19 @@ class BadToken(Exception):
 
 @dataclass(frozen=True, slots=True)
 class LinkTokens:
-    secret_key: str
+    secret_key: str  # signs new tokens
+    # Also accepted when reading a token: keys that signed tokens in messages already sent (the
+    # secret an older version kept in the database, a raw DRIP_SECRET_KEY), so their links still work.
+    fallback_keys: tuple[str, ...] = ()
     # Built once per purpose: the dispatcher makes two tokens for every message it renders.
     _serializers: dict[str, URLSafeSerializer] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def _serializer(self, purpose: str) -> URLSafeSerializer:
         serializer = self._serializers.get(purpose)
         if serializer is None:
-            serializer = self._serializers[purpose] = URLSafeSerializer(self.secret_key, salt=f"drip-{purpose}")
+            serializer = self._serializers[purpose] = URLSafeSerializer(
+                # itsdangerous signs with the last key and verifies with every one.
+                [*self.fallback_keys, self.secret_key], salt=f"drip-{purpose}")
         return serializer
 
     def booking(self, message_id: int) -> str:

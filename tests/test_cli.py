@@ -29,6 +29,8 @@ def env(empty_database_url, tmp_path, monkeypatch):
     values = {
         "DRIP_DATABASE_URL": empty_database_url, "DRIP_PUBLIC_URL": "https://clinic.test", "DRIP_CLINIC_NAME": "Riverside Wellness",
         "DRIP_CLINIC_ADDRESS": "12 River Road, Springfield, IL 62701", "DRIP_CLINIC_PHONE": "+1 217 555 0100",
+        # PostgreSQL has no place beside the database for the key file: every process is told where it is.
+        "DRIP_SECRET_KEY_FILE": str(tmp_path / "drip.key"),
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

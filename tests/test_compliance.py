@@ -128,6 +128,7 @@ def test_booked_from_the_cli(rt, clock, monkeypatch):
 
     add_contact(rt, clock.now)
     monkeypatch.setenv("DRIP_DATABASE_URL", rt.settings.database_url)
+    monkeypatch.setenv("DRIP_SECRET_KEY", rt.settings.secret_key.get_secret_value())  # the server's keys
     result = CliRunner().invoke(main, ["booked", "--phone", "(312) 555-0142"])
     assert result.exit_code == 0 and "1 sequence ended" in result.output
 

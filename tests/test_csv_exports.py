@@ -86,6 +86,7 @@ def test_the_contacts_export_escapes_formulas_and_phone_numbers(crt, clock):
 def cli_env(crt, monkeypatch, tmp_path) -> Runtime:
     """The CLI pointed (through the environment) at `crt`'s database."""
     monkeypatch.setenv("DRIP_DATABASE_URL", crt.settings.database_url)
+    monkeypatch.setenv("DRIP_SECRET_KEY", crt.settings.secret_key.get_secret_value())  # the server's keys
     monkeypatch.setenv("DRIP_PUBLIC_URL", "https://clinic.test")
     monkeypatch.chdir(tmp_path)
     return crt

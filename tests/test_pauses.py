@@ -83,6 +83,7 @@ def test_drip_resume_resumes_with_an_event_and_an_audit_row(rt, clock, monkeypat
     with rt.sessions() as session, session.begin():
         pause_channel(session, Channel.SMS, "provider refused: credentials", clock.now, "worker:w1")
     monkeypatch.setenv("DRIP_DATABASE_URL", rt.settings.database_url)
+    monkeypatch.setenv("DRIP_SECRET_KEY", rt.settings.secret_key.get_secret_value())  # the server's keys
     monkeypatch.setenv("DRIP_PUBLIC_URL", "https://clinic.test")
     monkeypatch.chdir(tmp_path)  # no stray .env
     runner = CliRunner()

@@ -58,7 +58,9 @@ def cli(art: Runtime, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callab
     """Run `drip …` against the same database as `art`."""
     env = {"DRIP_DATABASE_URL": art.settings.database_url, "DRIP_PUBLIC_URL": "https://clinic.test",
            "DRIP_CLINIC_NAME": "Riverside Wellness", "DRIP_CLINIC_ADDRESS": "12 River Road, Springfield, IL 62701",
-           "DRIP_CLINIC_PHONE": "+1 217 555 0100", "DRIP_CLINIC_TIMEZONE": "America/Chicago", "USER": "tester"}
+           "DRIP_CLINIC_PHONE": "+1 217 555 0100", "DRIP_CLINIC_TIMEZONE": "America/Chicago", "USER": "tester",
+           # The CLI must use the server's keys (the suppression hash is keyed), as in production.
+           "DRIP_SECRET_KEY": art.settings.secret_key.get_secret_value()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)

@@ -161,7 +161,7 @@ def test_cli_enroll_stores_the_timezone_option_else_the_phones(sqlite_url, tmp_p
     for command in (["init"], args):
         result = CliRunner().invoke(main, command, catch_exceptions=False)
         assert result.exit_code == 0, result.output
-    runtime = build_runtime(make_settings(sqlite_url))
+    runtime = build_runtime(make_settings(sqlite_url, secret_key=None))  # the key file the CLI made beside it
     try:
         assert _stored_zone(runtime) == expected
     finally:

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from patient_drip.runtime import Runtime, utcnow
 from patient_drip.web import admin, booking_webhooks, metrics, public, webhooks
 from patient_drip.web.deps import WEB_DIR
+from patient_drip.web.limits import BodyLimit
 
 log = logging.getLogger("drip.web")
 
@@ -34,6 +35,9 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
     app.state.rt = rt
     app.state.clock = clock
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
+
+    # Added before the headers middleware, so it runs inside it: a 413 carries the security headers too.
+    app.add_middleware(BodyLimit, settings=rt.settings)
 
     hsts = rt.settings.public_url.startswith("https://")  # served over TLS (behind a proxy): browsers stay on it
 

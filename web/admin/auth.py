@@ -60,7 +60,7 @@ CSRF_HEADER = "x-csrf-token"
 
 
 def _serializer(rt: Runtime) -> URLSafeSerializer:
-    return URLSafeSerializer(rt.tokens.secret_key, salt=SESSION_SALT, signer_kwargs={"digest_method": hashlib.sha256})
+    return URLSafeSerializer(rt.session_secret, salt=SESSION_SALT, signer_kwargs={"digest_method": hashlib.sha256})
 
 
 class MustEnrol(Exception):
