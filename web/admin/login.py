@@ -90,7 +90,7 @@ def form_token_ok(request: Request, sent: str) -> bool:
 
 
 def _pending_serializer(rt: Runtime) -> URLSafeSerializer:
-    return URLSafeSerializer(rt.tokens.secret_key, salt=PENDING_SALT, signer_kwargs={"digest_method": hashlib.sha256})
+    return URLSafeSerializer(rt.session_secret, salt=PENDING_SALT, signer_kwargs={"digest_method": hashlib.sha256})
 
 
 def _read_pending(request: Request, now: datetime) -> int | None:

@@ -83,7 +83,7 @@ def forgot_submit(request: Request, background: BackgroundTasks, email: Annotate
     with rt.sessions() as session:
         user = request_reset(session, address, now)
         if user is not None:
-            token = make_reset_token(rt.tokens.secret_key, user, now)
+            token = make_reset_token(rt.session_secret, user, now)
             background.add_task(_send, rt, ResetEmail(user.email, f"{rt.settings.public_url}/admin/login/reset?token="
                                                                   f"{quote(token, safe='')}"))
         session.commit()
@@ -101,7 +101,7 @@ def reset_form(request: Request, token: str = "") -> HTMLResponse:
     rt: Runtime = request.app.state.rt
     with rt.sessions() as session:
         try:
-            user_for_reset_token(session, rt.tokens.secret_key, token, request.app.state.clock(),
+            user_for_reset_token(session, rt.session_secret, token, request.app.state.clock(),
                                  rt.settings.password_reset_minutes)
         except ResetLinkError as exc:
             return _reset_page(request, "", error=str(exc), status_code=400)
@@ -118,7 +118,7 @@ def reset_submit(request: Request, token: Annotated[str, Form(max_length=400)] =
         return _reset_page(request, token, error="The form expired. Please try again.", status_code=403)
     with rt.sessions() as session:
         try:
-            complete_reset(session, rt.tokens.secret_key, token, new, confirm, now, rt.settings.password_reset_minutes)
+            complete_reset(session, rt.session_secret, token, new, confirm, now, rt.settings.password_reset_minutes)
         except ResetLinkError as exc:
             return _reset_page(request, "", error=str(exc), status_code=400)
         except FieldError as exc:
