@@ -84,6 +84,14 @@ class Settings(BaseSettings):
         validation_alias=_env("DRIP_CLINIC_ADDRESS", "clinic_address"),
     )
     clinic_phone: str = Field("+1 555 010 0199", validation_alias=_env("DRIP_CLINIC_PHONE", "clinic_phone"))
+    clinic_sms_name: str = Field(
+        "", validation_alias=_env("DRIP_CLINIC_SMS_NAME", "clinic_sms_name"),
+        description="Discreet brand used in SMS (no drug or diagnosis); empty: the clinic name",
+    )
+    confirmation_hours: int = Field(
+        48, ge=1, le=336, validation_alias=_env("DRIP_CONFIRMATION_HOURS", "confirmation_hours"),
+        description="How long the emailed link that confirms a request for a known contact stays valid, in hours",
+    )
     clinic_timezone: str = Field(
         "America/Chicago", validation_alias=_env("DRIP_CLINIC_TIMEZONE", "clinic_timezone"),
         description="IANA zone used when a contact has no zone and none can be derived from the phone",
@@ -165,6 +173,16 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an IANA time zone such as America/New_York") from None
         return value
 
+    @field_validator("clinic_sms_name")
+    @classmethod
+    def _check_sms_name(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if len(value) > 40:  # it opens every text, which must fit in 2 segments
+            raise ValueError("must be at most 40 characters (it opens every text message)")
+        if _URL_LIKE.search(value):
+            raise ValueError("must be a name, not a link")
+        return value
+
     @field_validator("booking_phrase")
     @classmethod
     def _check_booking_phrase(cls, value: str) -> str:
@@ -207,6 +225,11 @@ class Settings(BaseSettings):
         if missing:
             raise ValueError("DRIP_DELIVERY=providers needs " + ", ".join(missing))
         return self
+
+    @property
+    def sms_brand(self) -> str:
+        """The name texts go out under: `DRIP_CLINIC_SMS_NAME`, else the clinic name."""
+        return self.clinic_sms_name.strip() or self.clinic_name
 
     @property
     def effective_booking_url(self) -> str:

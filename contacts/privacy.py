@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.csv_safe import csv_writer
@@ -19,6 +19,7 @@ from patient_drip.contacts.enrollment import end_enrollments
 from patient_drip.models import audit
 from patient_drip.models import (
     AuditEntry,
+    PendingChange,
     Channel,
     ConsentRecord,
     Contact,
@@ -81,6 +82,8 @@ def forget(session: Session, suppression_key: str, contact: Contact, now: dateti
     session.execute(update(ConsentRecord).where(ConsentRecord.contact_id == contact.id).values(
         ip_address=None, user_agent=None, note=""))
     session.execute(update(Event).where(Event.contact_id == contact.id).values(detail={}))
+    # What a request asked of a known contact (names, addresses, IP): nothing of it is kept.
+    session.execute(delete(PendingChange).where(PendingChange.contact_id == contact.id))
     session.execute(update(AuditEntry).where(AuditEntry.contact_id == contact.id).values(detail={}))
     contact.first_name = ""
     contact.last_name = ""

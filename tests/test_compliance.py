@@ -15,7 +15,7 @@ from support.builders import add_contact, contact, make_settings, messages_for, 
 from support.webhooks import booking_headers
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.models import (AuditEntry, ConsentRecord, Contact, Enrollment, ExitReason,
-                    InboundMessage, MessageStatus)
+                    InboundMessage, MessageStatus, SmsConfirmation)
 from patient_drip.contacts.privacy import consent_history, forget
 from patient_drip.runtime import build_runtime
 from patient_drip.web.app import create_app
@@ -63,8 +63,14 @@ def test_email_without_consent_only_where_the_campaign_allows(rt, clock):
 def test_consent_records_keep_the_wording_version_shown(client, rt):
     client.post("/api/consultations", json={"first_name": "A", "phone": PHONE, "consent_sms": True})
     with rt.sessions() as session:
+        assert session.scalar(select(ConsentRecord)) is None  # texts wait for the number's YES
+        assert session.scalar(select(SmsConfirmation.form_wording_version)) == "sms-v1"  # the box ticked
+    sms_in(client, "YES")
+    with rt.sessions() as session:
         record = session.scalar(select(ConsentRecord))
-        assert record.wording_version == "sms-v1" and "STOP" in record.wording_text
+        sent = session.scalar(select(SmsConfirmation.text))
+        # The ledger holds the exact text the person answered YES to, which names STOP.
+        assert record.wording_version == "sms-confirm-v1" and record.wording_text == sent and "STOP" in sent
 
 
 def test_consent_export_lists_the_whole_history(rt, clock, client):

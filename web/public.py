@@ -21,11 +21,15 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from patient_drip.contacts.changes import parse_contact_input, upsert_contact
+from patient_drip.contacts.changes import parse_contact_input
 from patient_drip.contacts.consent import ConsentGrant, Offer, consent_offer, consent_wording, grant_consent, load_wording, receives
-from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, enroll, unsubscribe, usable_channels
+from patient_drip.contacts.double_opt_in import Notice
+from patient_drip.contacts.enrollment import unsubscribe
+from patient_drip.contacts.intake import (RECEIVED, ChangeStatus, IntakeRequest, accept_request, change_status,
+                                          confirm_change, deliver_notices, describe_request, pending_change)
 from patient_drip.contacts.fields import (
     FieldError,
     ZoneSource,
@@ -127,7 +131,9 @@ def consult_form(request: Request) -> HTMLResponse:
 
 @router.post("/api/consultations", tags=["public"])
 async def submit_consultation(request: Request, now: NowDep) -> Response:
-    """Create or update the contact, record consent with its proof, enroll once."""
+    """Accept a consultation request (`contacts.intake.accept_request`): a new person is created and
+    asked to confirm texts by text; a known one changes only after confirming from the address on
+    file. The answer is the same either way: 202 `{"status": "received"}` (or the thank-you page)."""
     rt = get_runtime(request)
     wants_json = request.headers.get("content-type", "").startswith("application/json")
     try:
@@ -142,16 +148,25 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
                                               "wording": consent_wording(rt.settings.policy_dir)}, 429)
     if str(data.get("website") or "").strip():  # honeypot: people never see this field
         log.info("honeypot field filled; request dropped")
-        return JSONResponse({"status": "received"}) if wants_json else page(request, "thanks.html", {})
-    errors, result = await run_in_threadpool(_accept_consultation, rt, request, data, now)
+        return _received(request, wants_json)
+    errors, notices = await run_in_threadpool(_accept_consultation, rt, request, data, now)
     if errors:
         if wants_json:
             return JSONResponse({"errors": errors}, status_code=422)
         return page(request, "consult.html", {"values": data, "errors": errors,
                                               "wording": consent_wording(rt.settings.policy_dir)}, 400)
+    answer = _received(request, wants_json)
+    # Confirmations go out after the response, so its timing is the same whether it names a new
+    # person (the double opt-in text) or a known one (the link to the address on file).
+    answer.background = BackgroundTask(deliver_notices, rt, notices, now)
+    return answer
+
+
+def _received(request: Request, wants_json: bool) -> Response:
+    """The one answer to an accepted request, whoever it names (a patient, a stranger, a bot)."""
     if wants_json:
-        return JSONResponse({"status": result}, status_code=201 if result == "enrolled" else 200)
-    return page(request, "thanks.html", {"status": result})
+        return JSONResponse({"status": RECEIVED}, status_code=202)
+    return page(request, "thanks.html", {})
 
 
 @router.get("/u/{token}", response_class=HTMLResponse, tags=["public"])
@@ -224,6 +239,35 @@ def preferences_post(
     return answer(done)
 
 
+@router.get("/confirm/{token}", response_class=HTMLResponse, tags=["public"])
+def confirm_page(token: str, request: Request, session: SessionDep, now: NowDep) -> HTMLResponse:
+    """What a request for a known contact asked, with a button that confirms it. Opening the link
+    changes nothing (mail scanners open links); only the button's POST does."""
+    rt = get_runtime(request)
+    pending = pending_change(session, rt.tokens, token)
+    contact = session.get(Contact, pending.contact_id) if pending is not None else None
+    refused = change_status(pending, contact, now)
+    if refused == ChangeStatus.NOT_FOUND or pending is None:
+        return page(request, "not_found.html", {"what": "This confirmation link"}, 404)
+    return page(request, "confirm_change.html", {"status": refused, "token": token, "asked": describe_request(pending)},
+                410 if refused == ChangeStatus.EXPIRED else 200)
+
+
+@router.post("/confirm/{token}", tags=["public"])
+def confirm_post(token: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+    """Apply a confirmed request (`contacts.intake.confirm_change`): once, before it expires."""
+    rt = get_runtime(request)
+    result = confirm_change(session, rt, pending_change(session, rt.tokens, token), now,
+                            ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
+    if result.status == ChangeStatus.NOT_FOUND:
+        return page(request, "not_found.html", {"what": "This confirmation link"}, 404)
+    session.commit()
+    answer = page(request, "confirm_change.html", {"status": result.status, "applied": result.applied, "token": token},
+                  {ChangeStatus.EXPIRED: 410, ChangeStatus.USED: 409}.get(result.status, 200))
+    answer.background = BackgroundTask(deliver_notices, rt, result.notices, now)
+    return answer
+
+
 @router.get("/b/{token}", tags=["public"])
 def booking_link(token: str, request: Request, session: SessionDep, now: NowDep) -> Response:
     """Record the click and send the person on to the booking page, tagged for analytics."""
@@ -282,8 +326,11 @@ def _preferences_context(rt: Runtime, session: Session, contact: Contact, token:
             "sms_confirm_notice": SMS_CONFIRM_NOTICE}
 
 
-def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], now: datetime) -> tuple[dict[str, str], str]:
-    """Validate and store a request. Returns (field errors, status)."""
+def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
+                         now: datetime) -> tuple[dict[str, str], list[Notice]]:
+    """Validate a request and hand it to `contacts.intake.accept_request`. Returns (field errors,
+    the confirmations to send after the response). What the errors say never depends on who is
+    already a contact."""
     errors: dict[str, str] = {}
     raw = {name: (str(data.get(name)) if data.get(name) is not None else "") for name in FORM_FIELDS}
     consent_email, consent_sms = _truthy(data.get("consent_email")), _truthy(data.get("consent_sms"))
@@ -300,12 +347,12 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
     if not raw["email"].strip() and not raw["phone"].strip():
         errors["email"] = "Please give an email address or a mobile number."
     if errors:
-        return errors, ""
+        return errors, []
     try:
         contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, zone_source=ZoneSource.BROWSER,
                                             source="web_form")
     except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
-        return {exc.field: exc.message}, ""
+        return {exc.field: exc.message}, []
     if not raw["first_name"]:
         errors["first_name"] = "Please tell us your first name."
     if consent_sms and not contact_input.phone:
@@ -313,26 +360,9 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
     if consent_email and not contact_input.email:
         errors["email"] = "Add an email address to get emails, or untick the email box."
     if errors:
-        return errors, ""
-    wording = load_wording(rt.settings.policy_dir)
-    ip, agent = client_ip(request), request.headers.get("user-agent")
-    campaign = rt.campaign(DEFAULT_CAMPAIGN) if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns.values()))
+        return errors, []
+    campaign_id = DEFAULT_CAMPAIGN if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns))
+    intake = IntakeRequest(contact_input, consent_email, consent_sms, campaign_id, ip_address=client_ip(request),
+                           user_agent=request.headers.get("user-agent"))
     with rt.sessions() as session, session.begin():
-        try:
-            contact, _created = upsert_contact(session, rt.suppression_key, contact_input, now, "patient:web_form")
-        except FieldError as exc:
-            return {exc.field: "We could not use this; please call us." if exc.field == "phone" else exc.message}, ""
-        add_event(session, EventKind.CONSULTATION_REQUESTED, now, contact_id=contact.id, ip=ip)
-        for channel, given in ((Channel.EMAIL, consent_email), (Channel.SMS, consent_sms)):
-            if given:
-                grant_consent(session, wording, contact, ConsentGrant(channel, ConsentMethod.WEB_FORM, ip_address=ip,
-                                                                      user_agent=agent), now, "patient:web_form")
-        if not usable_channels(contact, campaign):
-            return {}, "received"
-        try:
-            enroll(session, contact, campaign, now, "patient:web_form", source="web_form")
-        except AlreadyEnrolled:
-            return {}, "already_enrolled"
-        except EnrollmentError:
-            return {}, "received"
-    return {}, "enrolled"
+        return {}, accept_request(session, rt, intake, now)
