@@ -356,15 +356,19 @@ class InboundMessage(Base):
 
 
 class PendingChange(Base):
-    """What a public request asked for a contact that already existed, held until the person
-    confirms it from the address (or number) on file; applied once, never after `expires_at`."""
+    """A public request as received (the same row whoever it names), processed after the answer
+    went out (`processed_at`). For a contact that already existed it is then the change held until
+    the person confirms it from the address on file: applied once, never after `expires_at`."""
 
     __tablename__ = "pending_change"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    # The contact it named (a known one: held for confirmation) or created; NULL until processed.
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
     request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the parsed request, field by field
-    confirm_by: Mapped[str] = mapped_column(String(10))  # the channel the confirmation was sent on
+    # "" until processed; "new" (a new contact), "email" (link sent to the address on file), "staff" (none on file)
+    confirm_by: Mapped[str] = mapped_column(String(10), default="")
+    processed_at: Mapped[datetime | None] = mapped_column(index=True)
     ip_address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(400))
     created_at: Mapped[datetime]

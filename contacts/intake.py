@@ -1,22 +1,23 @@
 """Public intake: a consultation request from anyone, which proves control before it changes anything.
 
-`accept_request` is what `POST /api/consultations` calls, in one transaction. A request either
+`POST /api/consultations` validates, then `record_request` stores the request as received (one
+`pending_change` row: the parsed request, the consent wording shown, when, from which IP and user
+agent) and the route answers 202 `received` — the same answer, after the same work, whoever the
+request names. After the answer, `process_received` acts on it (`process_request`). A request either
 
 - names nobody we know (neither its email nor its phone is a contact's): the contact is created,
   email consent recorded with the form's wording, texts asked for through the double opt-in
   (`contacts.double_opt_in`: one "Reply YES" text, and no other text until YES), and the campaign
   started on the channels usable now (an SMS-only request starts on YES);
-- or names a contact we know: nothing of theirs changes. What was asked is stored as a
-  `pending_change` (the parsed request, when, from which IP and user agent, until when) and a
-  signed link goes to the email address on file; `confirm_change` applies it through the same
-  rule functions (`update_contact`, `grant_consent`, `request_sms_confirmation`, `enroll`) and
-  records the confirmation as proof. A known contact with no email on file gets nothing
-  automatically (a text would be a new text to a number, see "left undone" in CHANGELOG); the
-  request waits for staff.
+- or names a contact we know: nothing of theirs changes. The row is kept as the pending change and
+  a signed link (valid `DRIP_CONFIRMATION_HOURS`) goes to the email address on file;
+  `confirm_change` applies it through the same rule functions (`update_contact`, `grant_consent`,
+  `request_sms_confirmation`, `enroll`) and records the confirmation as proof. A known contact with
+  no email on file gets nothing automatically (`confirm_by` "staff"): a text to ask would be one
+  more text to a number, so the request waits for staff.
 
-Either way the caller answers the same (`RECEIVED`), the transaction writes a handful of rows,
-and at most one confirmation is handed to the provider after the commit (`deliver_notices`, run
-after the response has gone): neither the answer nor its timing tells anyone who is a patient.
+A request whose process stopped between the answer and the work is picked up by
+`process_leftovers` (the scheduler's housekeeping).
 
 May import `models`, `content`, `providers.types`, `runtime`, and the other `contacts` rule modules.
 """
@@ -27,7 +28,11 @@ import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.changes import ContactInput, find_contact, update_contact, upsert_contact
@@ -60,27 +65,55 @@ class IntakeRequest:
     user_agent: str | None = None
 
 
-def accept_request(session: Session, rt: Runtime, request: IntakeRequest, now: datetime) -> list[Notice]:
-    """Store a public request (see the module docstring) in the caller's transaction. Returns the
-    confirmations to hand to the provider once it has committed (`deliver_notices`)."""
-    data = request.contact
+def record_request(session: Session, policy_dir: Path, hours: int, request: IntakeRequest,
+                   now: datetime) -> PendingChange:
+    """Store the request as received, with the consent wording the form showed: one row, the same
+    whoever it names (so the answer costs the same). `process_request` acts on it after the answer."""
+    wording = load_wording(policy_dir)
+    asked = {**asdict(request.contact), "consent_email": request.consent_email, "consent_sms": request.consent_sms,
+             "email_wording": wording.current[Channel.EMAIL], "sms_wording": wording.current[Channel.SMS],
+             "campaign": request.campaign_id}
+    pending = PendingChange(request=asked, ip_address=request.ip_address,
+                            user_agent=(request.user_agent or "")[:400] or None, created_at=now,
+                            expires_at=now + timedelta(hours=hours))
+    session.add(pending)
+    session.flush()
+    return pending
+
+
+def _asked_input(asked: dict[str, Any]) -> ContactInput:
+    return ContactInput(**{name: asked.get(name) or (None if name in ("email", "phone") else "")
+                           for name in ContactInput.__dataclass_fields__})
+
+
+def process_request(session: Session, rt: Runtime, pending: PendingChange, now: datetime) -> list[Notice]:
+    """Act on a recorded request (see the module docstring), once: a row already processed (by
+    another process) gives []. Returns the confirmations to hand to the provider after the commit."""
+    claimed = session.execute(update(PendingChange).where(PendingChange.id == pending.id,
+                                                          PendingChange.processed_at.is_(None))
+                              .values(processed_at=now).execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return []
+    asked = dict(pending.request)
+    data = _asked_input(asked)
     known = find_contact(session, email=data.email, phone=data.phone)  # by email, else by phone
     if known is not None:
-        return _hold_for_confirmation(session, rt, known, request, now)
+        return _hold_for_confirmation(session, rt, known, pending, now)
     contact, _created = upsert_contact(session, rt.suppression_key, data, now, ACTOR)
-    add_rows(session, [event_row(EventKind.CONSULTATION_REQUESTED, now, contact.id, ip=request.ip_address)])
+    pending.contact_id, pending.confirm_by = contact.id, "new"
+    add_rows(session, [event_row(EventKind.CONSULTATION_REQUESTED, now, contact.id, ip=pending.ip_address)])
     wording = load_wording(rt.settings.policy_dir)
-    if request.consent_email:
-        grant_consent(session, wording, contact, ConsentGrant(Channel.EMAIL, ConsentMethod.WEB_FORM,
-                                                              ip_address=request.ip_address,
-                                                              user_agent=request.user_agent), now, ACTOR)
+    if asked.get("consent_email"):
+        grant_consent(session, wording, contact, ConsentGrant(
+            Channel.EMAIL, ConsentMethod.WEB_FORM, wording_version=asked.get("email_wording"),
+            ip_address=pending.ip_address, user_agent=pending.user_agent), now, ACTOR)
     notices = []
-    if request.consent_sms:
+    if asked.get("consent_sms"):
         notice = request_sms_confirmation(session, rt.suppression_key,
                                           confirmation_text(rt.settings.policy_dir, rt.settings.sms_brand), contact,
-                                          request.campaign_id, wording.current[Channel.SMS], now)
+                                          str(asked.get("campaign") or ""), asked.get("sms_wording"), now)
         notices += [notice] if notice else []
-    campaign = rt.campaigns.get(request.campaign_id)
+    campaign = rt.campaigns.get(str(asked.get("campaign") or ""))
     if campaign is not None and usable_channels(contact, campaign):
         try:
             enroll(session, contact, campaign, now, ACTOR, source="web_form")
@@ -89,20 +122,44 @@ def accept_request(session: Session, rt: Runtime, request: IntakeRequest, now: d
     return notices
 
 
-def _hold_for_confirmation(session: Session, rt: Runtime, contact: Contact, request: IntakeRequest,
+def process_received(rt: Runtime, pending_id: int, now: datetime) -> None:
+    """Process recorded request `pending_id` in its own transaction, then send its confirmations:
+    what the form route runs after its answer went out. Two requests naming the same new address
+    at once: the one that loses the race to create the contact is asked again, and then finds it.
+    Never raises: a request it could not process stays unprocessed for `process_leftovers`."""
+    for attempt in (1, 2):
+        try:
+            with rt.sessions() as session, session.begin():
+                pending = session.get(PendingChange, pending_id)
+                notices = process_request(session, rt, pending, now) if pending is not None else []
+            deliver_notices(rt, notices, now)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                log.error("request %s could not be processed: a conflicting request won twice", pending_id)
+        except SQLAlchemyError as exc:
+            log.error("request %s could not be processed now (%s); left for the next sweep", pending_id,
+                      type(exc).__name__)
+            return
+
+
+def process_leftovers(rt: Runtime, now: datetime, *, older_than: timedelta = timedelta(minutes=1)) -> int:
+    """Process requests recorded more than `older_than` ago and still unprocessed (their process
+    stopped between the answer and the work): the scheduler's housekeeping calls this. Returns how many."""
+    with rt.sessions() as session:
+        waiting = list(session.scalars(select(PendingChange.id).where(
+            PendingChange.processed_at.is_(None), PendingChange.created_at < now - older_than).limit(500)))
+    for pending_id in waiting:
+        process_received(rt, pending_id, now)
+    return len(waiting)
+
+
+def _hold_for_confirmation(session: Session, rt: Runtime, contact: Contact, pending: PendingChange,
                            now: datetime) -> list[Notice]:
-    """A request naming a known contact: store it, change nothing, ask the address on file."""
-    wording = load_wording(rt.settings.policy_dir)
-    asked = {**asdict(request.contact), "consent_email": request.consent_email, "consent_sms": request.consent_sms,
-             "email_wording": wording.current[Channel.EMAIL], "sms_wording": wording.current[Channel.SMS],
-             "campaign": request.campaign_id}
-    pending = PendingChange(contact_id=contact.id, request=asked, confirm_by="email" if contact.email else "staff",
-                            ip_address=request.ip_address, user_agent=(request.user_agent or "")[:400] or None,
-                            created_at=now, expires_at=now + timedelta(hours=rt.settings.confirmation_hours))
-    session.add(pending)
-    session.flush()
+    """A request naming a known contact: change nothing, keep what it asked, ask the address on file."""
+    pending.contact_id, pending.confirm_by = contact.id, "email" if contact.email else "staff"
     add_rows(session, [event_row(EventKind.CHANGE_REQUESTED, now, contact.id, pending_change=pending.id,
-                                 ip=request.ip_address, confirm_by=pending.confirm_by)])
+                                 ip=pending.ip_address, confirm_by=pending.confirm_by)])
     if not contact.email:
         return []
     link = f"{rt.settings.public_url}/confirm/{rt.tokens.confirmation(pending.id)}"
@@ -148,7 +205,7 @@ def pending_change(session: Session, tokens: LinkTokens, token: str) -> PendingC
 
 def change_status(pending: PendingChange | None, contact: Contact | None, now: datetime) -> ChangeStatus | None:
     """Why this change can no longer be confirmed (None: it can)."""
-    if pending is None or contact is None or contact.erased_at is not None:
+    if pending is None or contact is None or contact.erased_at is not None or pending.confirm_by != "email":
         return ChangeStatus.NOT_FOUND
     if pending.confirmed_at is not None:
         return ChangeStatus.USED
@@ -182,13 +239,12 @@ def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None,
     the wording the form showed, the confirming IP, and a note naming the form's time and IP);
     texts never from an email link: the number gets its double opt-in text if it never had one
     (a number that opted out texts START itself); the campaign through `enroll`."""
-    contact = session.get(Contact, pending.contact_id) if pending is not None else None
+    contact = session.get(Contact, pending.contact_id) if pending is not None and pending.contact_id else None
     refused = change_status(pending, contact, now)
     if refused is not None or pending is None or contact is None:
         return ChangeResult(refused or ChangeStatus.NOT_FOUND)
     asked = dict(pending.request)
-    data = ContactInput(**{name: asked.get(name) or ("" if name not in ("email", "phone") else None)
-                           for name in ContactInput.__dataclass_fields__})
+    data = _asked_input(asked)
     applied = [f"{name.replace('_', ' ')} updated"
                for name in update_contact(session, rt.suppression_key, contact, data, now, "patient:confirmed")]
     notices: list[Notice] = []
@@ -251,5 +307,6 @@ def deliver_notices(rt: Runtime, notices: list[Notice], now: datetime) -> None:
                 record_confirmation_send(session, notice.ref_id, provider_id, error, now)
 
 
-__all__ = ["RECEIVED", "ChangeResult", "ChangeStatus", "IntakeRequest", "accept_request", "change_status",
-           "confirm_change", "deliver_notices", "describe_request", "pending_change"]
+__all__ = ["RECEIVED", "ChangeResult", "ChangeStatus", "IntakeRequest", "change_status", "confirm_change",
+           "deliver_notices", "describe_request", "pending_change", "process_leftovers", "process_received",
+           "process_request", "record_request"]

@@ -26,10 +26,10 @@ from starlette.concurrency import run_in_threadpool
 
 from patient_drip.contacts.changes import parse_contact_input
 from patient_drip.contacts.consent import ConsentGrant, Offer, consent_offer, consent_wording, grant_consent, load_wording, receives
-from patient_drip.contacts.double_opt_in import Notice
 from patient_drip.contacts.enrollment import unsubscribe
-from patient_drip.contacts.intake import (RECEIVED, ChangeStatus, IntakeRequest, accept_request, change_status,
-                                          confirm_change, deliver_notices, describe_request, pending_change)
+from patient_drip.contacts.intake import (RECEIVED, ChangeStatus, IntakeRequest, change_status, confirm_change,
+                                          deliver_notices, describe_request, pending_change, process_received,
+                                          record_request)
 from patient_drip.contacts.fields import (
     FieldError,
     ZoneSource,
@@ -149,16 +149,17 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
     if str(data.get("website") or "").strip():  # honeypot: people never see this field
         log.info("honeypot field filled; request dropped")
         return _received(request, wants_json)
-    errors, notices = await run_in_threadpool(_accept_consultation, rt, request, data, now)
+    errors, recorded = await run_in_threadpool(_accept_consultation, rt, request, data, now)
     if errors:
         if wants_json:
             return JSONResponse({"errors": errors}, status_code=422)
         return page(request, "consult.html", {"values": data, "errors": errors,
                                               "wording": consent_wording(rt.settings.policy_dir)}, 400)
     answer = _received(request, wants_json)
-    # Confirmations go out after the response, so its timing is the same whether it names a new
-    # person (the double opt-in text) or a known one (the link to the address on file).
-    answer.background = BackgroundTask(deliver_notices, rt, notices, now)
+    # Acted on after the answer has gone, so the answer and its timing are the same whether the
+    # request names a new person (contact created, the double opt-in text) or a known one (held,
+    # a link to the address on file).
+    answer.background = BackgroundTask(process_received, rt, recorded, now)
     return answer
 
 
@@ -245,7 +246,7 @@ def confirm_page(token: str, request: Request, session: SessionDep, now: NowDep)
     changes nothing (mail scanners open links); only the button's POST does."""
     rt = get_runtime(request)
     pending = pending_change(session, rt.tokens, token)
-    contact = session.get(Contact, pending.contact_id) if pending is not None else None
+    contact = session.get(Contact, pending.contact_id) if pending is not None and pending.contact_id else None
     refused = change_status(pending, contact, now)
     if refused == ChangeStatus.NOT_FOUND or pending is None:
         return page(request, "not_found.html", {"what": "This confirmation link"}, 404)
@@ -327,10 +328,10 @@ def _preferences_context(rt: Runtime, session: Session, contact: Contact, token:
 
 
 def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
-                         now: datetime) -> tuple[dict[str, str], list[Notice]]:
-    """Validate a request and hand it to `contacts.intake.accept_request`. Returns (field errors,
-    the confirmations to send after the response). What the errors say never depends on who is
-    already a contact."""
+                         now: datetime) -> tuple[dict[str, str], int | None]:
+    """Validate a request and record it (`contacts.intake.record_request`). Returns (field errors,
+    the recorded request's id). Nothing here depends on who is already a contact: the errors, the
+    work and so the time taken are the same for everyone."""
     errors: dict[str, str] = {}
     raw = {name: (str(data.get(name)) if data.get(name) is not None else "") for name in FORM_FIELDS}
     consent_email, consent_sms = _truthy(data.get("consent_email")), _truthy(data.get("consent_sms"))
@@ -347,12 +348,12 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
     if not raw["email"].strip() and not raw["phone"].strip():
         errors["email"] = "Please give an email address or a mobile number."
     if errors:
-        return errors, []
+        return errors, None
     try:
         contact_input = parse_contact_input(raw, rt.settings.clinic_timezone, zone_source=ZoneSource.BROWSER,
                                             source="web_form")
     except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
-        return {exc.field: exc.message}, []
+        return {exc.field: exc.message}, None
     if not raw["first_name"]:
         errors["first_name"] = "Please tell us your first name."
     if consent_sms and not contact_input.phone:
@@ -360,9 +361,9 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
     if consent_email and not contact_input.email:
         errors["email"] = "Add an email address to get emails, or untick the email box."
     if errors:
-        return errors, []
+        return errors, None
     campaign_id = DEFAULT_CAMPAIGN if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns))
     intake = IntakeRequest(contact_input, consent_email, consent_sms, campaign_id, ip_address=client_ip(request),
                            user_agent=request.headers.get("user-agent"))
     with rt.sessions() as session, session.begin():
-        return {}, accept_request(session, rt, intake, now)
+        return {}, record_request(session, rt.settings.policy_dir, rt.settings.confirmation_hours, intake, now).id

@@ -4,8 +4,9 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-02 23:00:00.000000
 
-`pending_change` holds what a public request asked for a contact that already existed until the
-person confirms it from the address on file; `sms_confirmation` is the one "Reply YES" text a
+`pending_change` holds every public request as received (processed after the answer went out),
+and, for a contact that already existed, what it asked until the person confirms it from the
+address on file; `sms_confirmation` is the one "Reply YES" text a
 number may ever get (unique on a keyed hash of the number).
 """
 
@@ -28,9 +29,10 @@ def upgrade() -> None:
     op.create_table(
         'pending_change',
         sa.Column('id', _ID, nullable=False),
-        sa.Column('contact_id', _ID, nullable=False),
+        sa.Column('contact_id', _ID, nullable=True),
         sa.Column('request', sa.JSON(), nullable=False),
         sa.Column('confirm_by', sa.String(length=10), nullable=False),
+        sa.Column('processed_at', sa.DateTime(timezone=True), nullable=True),
         sa.Column('ip_address', sa.String(length=64), nullable=True),
         sa.Column('user_agent', sa.String(length=400), nullable=True),
         sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
@@ -41,6 +43,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
     )
     op.create_index(op.f('ix_pending_change_contact_id'), 'pending_change', ['contact_id'], unique=False)
+    op.create_index(op.f('ix_pending_change_processed_at'), 'pending_change', ['processed_at'], unique=False)
     op.create_table(
         'sms_confirmation',
         sa.Column('id', _ID, nullable=False),
@@ -66,5 +69,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f('ix_sms_confirmation_contact_id'), table_name='sms_confirmation')
     op.drop_table('sms_confirmation')
+    op.drop_index(op.f('ix_pending_change_processed_at'), table_name='pending_change')
     op.drop_index(op.f('ix_pending_change_contact_id'), table_name='pending_change')
     op.drop_table('pending_change')
