@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.changes import ContactInput, find_contact, update_contact, upsert_contact
-from patient_drip.contacts.consent import ConsentGrant, UnknownWording, grant_consent, load_wording
+from patient_drip.contacts.consent import ConsentGrant, UnknownWording, grant_consent, load_wording, receives
 from patient_drip.contacts.double_opt_in import (Notice, confirmation_text, record_confirmation_send,
                                                  request_sms_confirmation)
 from patient_drip.contacts.enrollment import EnrollmentError, enroll, usable_channels
@@ -245,12 +245,14 @@ def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None,
         return ChangeResult(refused or ChangeStatus.NOT_FOUND)
     asked = dict(pending.request)
     data = _asked_input(asked)
-    applied = [f"{name.replace('_', ' ')} updated"
-               for name in update_contact(session, rt.suppression_key, contact, data, now, "patient:confirmed")]
+    changed = update_contact(session, rt.suppression_key, contact, data, now, "patient:confirmed")
+    applied = [f"{name.replace('_', ' ')} updated" for name in changed]
+    if data.phone and contact.phone != data.phone:  # an address is added, never replaced
+        applied.append("mobile number not changed: we keep the one we have (call us to change it)")
     notices: list[Notice] = []
     wording = load_wording(rt.settings.policy_dir)
     note = f"asked on the web form at {pending.created_at:%Y-%m-%d %H:%M} UTC from {pending.ip_address or 'unknown'}"
-    if asked.get("consent_email") and contact.email:
+    if asked.get("consent_email") and contact.email and not receives(contact, Channel.EMAIL):
         try:
             grant_consent(session, wording, contact, ConsentGrant(
                 Channel.EMAIL, ConsentMethod.EMAIL_CONFIRMATION, wording_version=asked.get("email_wording"),
@@ -264,8 +266,9 @@ def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None,
                                           confirmation_text(rt.settings.policy_dir, rt.settings.sms_brand), contact,
                                           str(asked.get("campaign") or ""), asked.get("sms_wording"), now)
         notices += [notice] if notice else []
-        applied.append("texts: we sent a text to confirm your number" if notice else
-                       "texts: to get texts, text START to our number from your phone")
+        applied.append("texts: we sent a text to your number; reply YES to it" if notice else
+                       "texts: reply YES to the text we sent your number before (or text START if you had "
+                       "stopped our texts)")
     campaign = rt.campaigns.get(str(asked.get("campaign") or ""))
     if campaign is not None and usable_channels(contact, campaign):
         try:
