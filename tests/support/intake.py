@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from patient_drip.models import PendingChange
+from patient_drip.models import PendingChange, SmsConfirmation
 from patient_drip.providers.sandbox import SandboxServer
 from patient_drip.runtime import Runtime
 from support.builders import VirtualClock
@@ -46,11 +46,14 @@ def post_request(base: str, *, as_form: bool = False, **fields: Any) -> httpx.Re
 
 
 def processed(rt: Runtime) -> None:
-    """Wait until every recorded request has been acted on (the app does it after answering)."""
+    """Wait until every recorded request has been acted on and every confirmation text it asked
+    for has had its answer from the provider (the app does both after answering)."""
     def done() -> bool:
         with rt.sessions() as session:
-            return session.scalar(select(PendingChange.id).where(PendingChange.processed_at.is_(None))
-                                  .limit(1)) is None
+            waiting = session.scalar(select(PendingChange.id).where(PendingChange.processed_at.is_(None)).limit(1))
+            sending = session.scalar(select(SmsConfirmation.id).where(
+                SmsConfirmation.sent_at.is_(None), SmsConfirmation.send_error.is_(None)).limit(1))
+            return waiting is None and sending is None
 
     wait_until(done)
 
