@@ -150,6 +150,7 @@ class EventKind(StrEnum):
     CHANGE_CONFIRMED = "change_confirmed"  # ... confirmed from the address on file, and applied
     SMS_CONFIRMATION_SENT = "sms_confirmation_sent"  # the one "Reply YES" text to an unconfirmed number
     SMS_CONFIRMED = "sms_confirmed"  # the number replied YES: texts may start
+    QUESTION_ACKNOWLEDGED = "question_acknowledged"  # a patient's question got the automatic answer
     # dispatch
     MESSAGE_SENT = "message_sent"
     MESSAGE_SKIPPED = "message_skipped"

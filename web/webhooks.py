@@ -2,8 +2,9 @@
 
 - `/webhooks/twilio/status`: delivery receipts; status only moves forward (callbacks arrive out of
   order); permanent failure codes stop SMS to that number.
-- `/webhooks/twilio/sms`: patient replies — carrier keywords, crisis messages, free-text opt-outs,
-  everything else kept for staff.
+- `/webhooks/twilio/sms`: patient replies — carrier keywords (YES confirms a number: double
+  opt-in), crisis messages, free-text opt-outs, everything else kept for staff (and acknowledged
+  once a day: `contacts.acknowledge`); a STOP from a number that is no contact is suppressed.
 - `/webhooks/sendgrid/events`: delivered, bounce, spam report, unsubscribe... (ECDSA-signed; with
   no `SENDGRID_WEBHOOK_PUBLIC_KEY` the endpoint refuses everything, in every delivery mode).
 - `/webhooks/booking`: "this contact booked", HMAC-SHA256 of `"{timestamp}.{body}"` with a shared
@@ -35,6 +36,7 @@ from twilio.request_validator import RequestValidator
 
 from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, suppress
 from patient_drip.contacts.changes import ContactNotFound, find_contact, lookup_contact
+from patient_drip.contacts.acknowledge import acknowledge_question, acknowledgement_text
 from patient_drip.contacts.consent import load_wording
 from patient_drip.contacts.double_opt_in import (TextConfirmation, confirm_by_text, confirmed_reply,
                                                  remember_stranger_stop)
@@ -274,6 +276,10 @@ async def twilio_inbound(request: Request) -> Response:
             elif kind == ReplyKind.CRISIS:
                 stopped = _act_on_crisis(session, rt, contact, inbound, classification.opt_out, now)
                 reply = _crisis_reply(settings.clinic_name, settings.clinic_phone, stopped)
+            elif kind == ReplyKind.OTHER and contact is not None:
+                # Stays open in the staff inbox; the person hears that it did not go unseen.
+                if acknowledge_question(session, contact, inbound.id, now):
+                    reply = acknowledgement_text(settings.sms_brand, settings.clinic_hours, settings.clinic_phone)
             inbound_id = inbound.id
         if kind == ReplyKind.CRISIS:
             _alert_staff(rt, inbound_id)
