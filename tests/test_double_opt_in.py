@@ -14,7 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from patient_drip.contacts.changes import parse_contact_input
 from patient_drip.contacts.double_opt_in import STRANGER_STOP, confirmation_text
+from patient_drip.contacts.fields import ZoneSource
+from patient_drip.contacts.intake import IntakeRequest, process_leftovers, process_received, record_request
 from patient_drip.contacts.enrollment import unsubscribe
 from patient_drip.contacts.privacy import forget
 from patient_drip.content.rendering import sms_info
@@ -233,3 +236,21 @@ def test_a_tampered_link_is_not_found_and_changes_nothing(asked, tamper):
     for method in (httpx.get, httpx.post):
         assert method(f"{base}/{tamper(token)}").status_code == 404
     assert _state(rt, patient) == before
+
+
+def test_a_request_left_unprocessed_by_a_stopped_process_is_picked_up_by_the_sweep(rt, clock):
+    """The answer went out, then the process stopped before acting on the request: the scheduler's
+    sweep acts on it once (and a second sweep, or a late original, does nothing more)."""
+    request = IntakeRequest(parse_contact_input({"email": EMAIL, "first_name": "Sam"}, rt.settings.clinic_timezone,
+                                                zone_source=ZoneSource.BROWSER, source="web_form"),
+                            consent_email=True, consent_sms=False, campaign_id="ketamine-consult")
+    with rt.sessions() as session, session.begin():
+        pending_id = record_request(session, rt.settings.policy_dir, 48, request, clock.now).id
+    assert process_leftovers(rt, clock.now) == 0  # too fresh: its own process may still be at it
+    clock.advance(timedelta(minutes=2))
+    assert process_leftovers(rt, clock.now) == 1
+    process_received(rt, pending_id, clock.now)  # the original, late: claims nothing
+    assert process_leftovers(rt, clock.now) == 0
+    with rt.sessions() as session:
+        assert session.scalar(select(func.count(Contact.id))) == 1
+        assert session.scalar(select(func.count(Enrollment.id))) == 1
