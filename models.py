@@ -123,6 +123,10 @@ class ConsentMethod(StrEnum):
     PROVIDER = "provider"  # bounce, complaint, carrier opt-out
     API = "api"
     CLI = "cli"
+    # Double opt-in: the person replied YES to the one confirmation text sent to their number.
+    SMS_CONFIRMATION = "sms_confirmation"
+    # A public request for a known contact, confirmed through the signed link emailed to the address on file.
+    EMAIL_CONFIRMATION = "email_confirmation"
 
 
 class EventKind(StrEnum):
@@ -150,6 +154,11 @@ class EventKind(StrEnum):
     CRISIS_FLAGGED = "crisis_flagged"
     CRISIS_RESOLVED = "crisis_resolved"  # staff handled a crisis reply (sequences resumed or kept paused)
     INTAKE_LIMIT_TRIPPED = "intake_limit_tripped"  # system-wide: the public form's global text limit was reached
+    CHANGE_REQUESTED = "change_requested"  # a public request for a known contact, held until confirmed
+    CHANGE_CONFIRMED = "change_confirmed"  # ... confirmed from the address on file, and applied
+    SMS_CONFIRMATION_SENT = "sms_confirmation_sent"  # the one "Reply YES" text to an unconfirmed number
+    SMS_CONFIRMED = "sms_confirmed"  # the number replied YES: texts may start
+    QUESTION_ACKNOWLEDGED = "question_acknowledged"  # a patient's question got the automatic answer
     # dispatch
     MESSAGE_SENT = "message_sent"
     MESSAGE_SKIPPED = "message_skipped"
@@ -400,6 +409,47 @@ class Booking(Base):
     received_at: Mapped[datetime] = mapped_column(index=True)
 
     __table_args__ = (UniqueConstraint("provider", "external_id", "kind", name="uq_booking_event"),)
+class PendingChange(Base):
+    """A public request as received (the same row whoever it names), processed after the answer
+    went out (`processed_at`). For a contact that already existed it is then the change held until
+    the person confirms it from the address on file: applied once, never after `expires_at`."""
+
+    __tablename__ = "pending_change"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # The contact it named (a known one: held for confirmation) or created; NULL until processed.
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the parsed request, field by field
+    # "" until processed; "new" (a new contact), "email" (link sent to the address on file), "staff" (none on file)
+    confirm_by: Mapped[str] = mapped_column(String(10), default="")
+    processed_at: Mapped[datetime | None] = mapped_column(index=True)
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(400))  # what the confirmation applied
+
+
+class SmsConfirmation(Base):
+    """The one double opt-in text a number may ever get, unique per number (a keyed hash, like the
+    suppression list, so it outlives erasure): what it said, when it went, and the YES that answered it."""
+
+    __tablename__ = "sms_confirmation"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"), index=True)
+    campaign_id: Mapped[str] = mapped_column(String(100), default="")  # started on YES if not yet running
+    form_wording_version: Mapped[str | None] = mapped_column(String(40))  # the SMS consent box ticked on the form
+    wording_version: Mapped[str] = mapped_column(String(40))
+    text: Mapped[str] = mapped_column(Text)  # exactly what was (or would have been) sent
+    requested_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    provider_message_id: Mapped[str | None] = mapped_column(String(100))
+    send_error: Mapped[str | None] = mapped_column(String(200))
+    confirmed_at: Mapped[datetime | None]
+    confirmed_inbound_id: Mapped[int | None] = mapped_column(BigId)
 
 
 class AuditEntry(Base):

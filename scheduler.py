@@ -1,4 +1,5 @@
-"""APScheduler wiring: a few interval jobs drive dispatch, reconciliation and housekeeping.
+"""APScheduler wiring: a few interval jobs drive dispatch, reconciliation and housekeeping (public
+requests left unprocessed by a stopped process).
 
 The schedule itself lives in our tables (SPEC decision 1); these jobs only tick. The job store is
 in memory, so any number of processes can run this against one PostgreSQL database.
@@ -18,6 +19,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.exc import OperationalError
 
+from patient_drip.contacts.intake import process_leftovers
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.runtime import Runtime, utcnow
 
@@ -71,12 +73,19 @@ def add_jobs(scheduler: BaseScheduler, rt: Runtime, worker_id: str) -> Dispatche
         with rt.sessions() as session, session.begin():
             forget_expired(session, utcnow())
 
+    def intake_tick() -> None:
+        # Public requests whose process stopped between its answer and the work (contacts.intake).
+        picked = process_leftovers(rt, utcnow())
+        if picked:
+            log.info("intake: %s request(s) left over were processed", picked)
+
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
     scheduler.add_job(guarded("dispatch", dispatch_tick), "interval", seconds=rt.settings.dispatch_interval_seconds, id="dispatch",
                       next_run_time=utcnow(), **common)
     scheduler.add_job(guarded("reconcile", reconcile_tick), "interval", seconds=RECONCILE_SECONDS, id="reconcile", **common)
     scheduler.add_job(guarded("intake-buckets", intake_buckets_tick), "interval", seconds=INTAKE_BUCKETS_SECONDS,
                       id="intake-buckets", **common)
+    scheduler.add_job(guarded("intake", intake_tick), "interval", seconds=RECONCILE_SECONDS, id="intake", **common)
     return dispatcher
 
 

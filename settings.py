@@ -134,6 +134,14 @@ class Settings(BaseSettings):
         validation_alias=_env("DRIP_CLINIC_ADDRESS", "clinic_address"),
     )
     clinic_phone: str = Field("+1 555 010 0199", validation_alias=_env("DRIP_CLINIC_PHONE", "clinic_phone"))
+    clinic_hours: str = Field(
+        "Mon-Fri 9am-5pm", validation_alias=_env("DRIP_CLINIC_HOURS", "clinic_hours"),
+        description="Opening hours named in the automatic answer to a patient's question",
+    )
+    confirmation_hours: int = Field(
+        48, ge=1, le=336, validation_alias=_env("DRIP_CONFIRMATION_HOURS", "confirmation_hours"),
+        description="How long the emailed link that confirms a request for a known contact stays valid, in hours",
+    )
     clinic_timezone: str = Field(
         "America/Chicago", validation_alias=_env("DRIP_CLINIC_TIMEZONE", "clinic_timezone"),
         description="IANA zone used when a contact has no zone and none can be derived from the phone",
@@ -330,6 +338,19 @@ class Settings(BaseSettings):
         # It opens every text: a long brand pushes a message into a third segment.
         if len(value) > SMS_NAME_MAX_CHARS:
             raise ValueError(f"must be at most {SMS_NAME_MAX_CHARS} characters (it opens every text message)")
+        if _URL_LIKE.search(value):
+            raise ValueError("must be a name, not a link")
+        return value
+
+    @field_validator("clinic_hours")
+    @classmethod
+    def _check_clinic_hours(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if not value or len(value) > 40:
+            raise ValueError("must be 1 to 40 characters, e.g. \"Mon-Fri 9am-5pm\" (it goes into a text message)")
+        if not value.isascii() or _URL_LIKE.search(value):
+            # One non-GSM character (an en dash) would make the whole text UCS-2 and longer than 2 segments.
+            raise ValueError("must be plain ASCII words, no link (write Mon-Fri, not Mon–Fri)")
         return value
 
     @field_validator("booking_phrase")

@@ -9,7 +9,7 @@ bulk importer, which applies them to its in-memory copies. May import `models`, 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -157,9 +157,32 @@ def upsert_contact(session: Session, suppression_key: str, data: ContactInput, n
     else:
         merge_contact_input(contact, data)
         contact.updated_at = now
+    _block_suppressed(session, suppression_key, contact, now, actor)
+    return contact, created
+
+
+def update_contact(session: Session, suppression_key: str, contact: Contact, data: ContactInput, now: datetime,
+                   actor: str) -> list[str]:
+    """Apply `data` to this known contact by the merge rules (`merge_contact_input`: an address is
+    only added, never replaced; one that belongs to another contact is left out), blocking channels
+    whose address is suppressed. Returns the names of the fields that changed."""
+    taken = {field for field, column in (("email", Contact.email), ("phone", Contact.phone))
+             if getattr(data, field) and getattr(contact, field) != getattr(data, field)
+             and session.scalar(select(Contact.id).where(column == getattr(data, field)).limit(1)) is not None}
+    fields = ("email", "phone", "first_name", "last_name", "timezone", "preferred_channel")
+    before = {field: getattr(contact, field) for field in fields}
+    merge_contact_input(contact, replace(data, email=None if "email" in taken else data.email,
+                                         phone=None if "phone" in taken else data.phone))
+    changed = [field for field in fields if getattr(contact, field) != before[field]]
+    if changed:
+        contact.updated_at = now
+    _block_suppressed(session, suppression_key, contact, now, actor)
+    return changed
+
+
+def _block_suppressed(session: Session, suppression_key: str, contact: Contact, now: datetime, actor: str) -> None:
     reasons = {channel: suppression_reason(session, suppression_key, channel, value) if value else None
                for channel, value in ((Channel.EMAIL, contact.email), (Channel.SMS, contact.phone))}
     for channel, reason in apply_suppressions(contact, reasons):
         add_rows(session, block_rows(contact.id, channel, BlockReason.SUPPRESSED, reason, now, actor))
     session.flush()
-    return contact, created

@@ -148,10 +148,12 @@ def grant_rows(contact_id: int | None, grant: ConsentGrant, wording: Wording, li
 
 
 def grant_consent(session: Session, wording: ConsentWording, contact: Contact, grant: ConsentGrant, now: datetime,
-                  actor: str) -> None:
+                  actor: str, *, shown: Wording | None = None) -> None:
     """Record consent with its proof (version and exact text from `wording`); fresh consent lifts an
-    earlier opt-out. Raises `UnknownWording`, or `FieldError` when the contact lacks the address."""
-    shown = wording.wording(grant.channel, grant.wording_version)
+    earlier opt-out. `shown` replaces the lookup only where the text was composed when it was sent
+    (the double opt-in text names the clinic's SMS brand): the ledger then holds exactly what the
+    person answered. Raises `UnknownWording`, or `FieldError` when the contact lacks the address."""
+    shown = shown or wording.wording(grant.channel, grant.wording_version)
     require_address(contact, grant.channel)
     lifted = apply_grant(contact, grant.channel)
     contact.updated_at = now

@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Text, cast, func, or_, select, update
+from sqlalchemy import Engine, Text, cast, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from patient_drip.contacts.csv_safe import csv_writer
@@ -20,6 +20,7 @@ from patient_drip.models import audit
 from patient_drip.models import (
     AuditEntry,
     Booking,
+    PendingChange,
     Channel,
     ConsentRecord,
     Contact,
@@ -108,6 +109,8 @@ def forget(session: Session, suppression_key: str, contact: Contact, now: dateti
     if contact.phone:
         mine.append(Booking.phone == contact.phone)
     session.execute(update(Booking).where(or_(*mine)).values(email=None, phone=None, name="", contact_id=contact.id))
+    # What a request asked of a known contact (names, addresses, IP): nothing of it is kept.
+    session.execute(delete(PendingChange).where(PendingChange.contact_id == contact.id))
     contact.first_name = ""
     contact.last_name = ""
     contact.email = None

@@ -1,7 +1,10 @@
-"""Signed tokens for links in messages: booking (`/b/{token}`) and preferences (`/u/{token}`).
+"""Signed tokens for links in messages: booking (`/b/{token}`), preferences (`/u/{token}`) and
+the confirmation of a request for a known contact (`/confirm/{token}`).
 
 Tokens carry ids but are HMAC-signed with the installation's secret, so they cannot be forged or
-enumerated from ids. They do not expire: an unsubscribe link in a two-year-old email must still work.
+enumerated from ids. Booking and preference tokens do not expire: an unsubscribe link in a two-year-old
+email must still work. A confirmation token names a `pending_change` row, which holds its expiry and
+whether it was used (the row decides, by the caller's `now`, not the signer's wall clock).
 """
 
 from __future__ import annotations
@@ -51,6 +54,14 @@ class LinkTokens:
         ):
             raise BadToken("malformed token")
         return data[0], (data[1] if len(data) == 2 else None)
+
+    def confirmation(self, pending_change_id: int) -> str:
+        """The token of the link that confirms pending change `pending_change_id`."""
+        return str(self._serializer("confirm").dumps(pending_change_id))
+
+    def read_confirmation(self, token: str) -> int:
+        """The pending change id in a confirmation token. Raises `BadToken` when altered or foreign."""
+        return self._load("confirm", token)
 
     def _load_any(self, purpose: str, token: str) -> object:
         if len(token) > 200:

@@ -14,8 +14,9 @@ from twilio.request_validator import RequestValidator
 from support.builders import add_contact, contact, make_settings, messages_for, run_until_done
 from support.webhooks import booking_headers
 from patient_drip.dispatch.pipeline import Dispatcher
+from patient_drip.content.rendering import sms_info
 from patient_drip.models import (AuditEntry, ConsentRecord, Contact, Enrollment, ExitReason,
-                    InboundMessage, MessageStatus)
+                    InboundMessage, MessageStatus, SmsConfirmation)
 from patient_drip.contacts.privacy import consent_history, forget
 from patient_drip.runtime import build_runtime
 from patient_drip.web.app import create_app
@@ -63,8 +64,14 @@ def test_email_without_consent_only_where_the_campaign_allows(rt, clock):
 def test_consent_records_keep_the_wording_version_shown(client, rt):
     client.post("/api/consultations", json={"first_name": "A", "phone": PHONE, "consent_sms": True})
     with rt.sessions() as session:
+        assert session.scalar(select(ConsentRecord)) is None  # texts wait for the number's YES
+        assert session.scalar(select(SmsConfirmation.form_wording_version)) == "sms-v1"  # the box ticked
+    sms_in(client, "YES")
+    with rt.sessions() as session:
         record = session.scalar(select(ConsentRecord))
-        assert record.wording_version == "sms-v1" and "STOP" in record.wording_text
+        sent = session.scalar(select(SmsConfirmation.text))
+        # The ledger holds the exact text the person answered YES to, which names STOP.
+        assert record.wording_version == "sms-confirm-v1" and record.wording_text == sent and "STOP" in sent
 
 
 def test_consent_export_lists_the_whole_history(rt, clock, client):
@@ -182,12 +189,28 @@ def test_free_text_opt_out_is_confirmed_once(rt, clock, client):
     assert contact(rt, contact_id).sms_consent is False
 
 
-def test_other_replies_are_kept_for_staff(rt, clock, client):
+def test_a_question_is_kept_for_staff_and_acknowledged_once_a_day(rt, clock, client):
     add_contact(rt, clock.now)
-    assert "<Message>" not in sms_in(client, "What does the consultation cost?").text
+    first = sms_in(client, "What does the consultation cost?", sid="SMq1").text
+    answer = first.split("<Message>")[1].split("</Message>")[0].replace("&amp;", "&")
+    assert answer.startswith("Riverside Wellness: Thanks for your message.")
+    assert "within one business day" in answer and "Mon-Fri 9am-5pm" in answer and "+1 217 555 0100" in answer
+    assert "STOP" in answer and sms_info(answer).segments <= 2
+    assert not any(word in answer.lower() for word in ("ketamine", "depress", "bipolar"))
+    assert "<Message>" not in sms_in(client, "And is it covered by insurance?", sid="SMq2").text  # once a day
+    clock.advance(timedelta(hours=24, minutes=1))
+    assert "<Message>" in sms_in(client, "Any news?", sid="SMq3").text
     with rt.sessions() as session:
-        inbound = session.scalar(select(InboundMessage))
-        assert inbound.classification == "other" and inbound.handled_at is None
+        replies = session.scalars(select(InboundMessage).order_by(InboundMessage.id)).all()
+        assert [r.classification for r in replies] == ["other"] * 3
+        assert all(r.handled_at is None for r in replies)  # all still open in the staff inbox
+
+
+def test_a_question_from_a_number_that_gets_no_texts_is_not_answered(rt, clock, client):
+    add_contact(rt, clock.now)
+    sms_in(client, "STOP", sid="SMs")
+    assert "<Message>" not in sms_in(client, "What does the consultation cost?", sid="SMq").text
+    assert "<Message>" not in sms_in(client, "who is this?", sid="SMu", sender="+13125550111").text  # no contact
 
 
 def test_retried_webhook_is_stored_once(rt, clock, client):

@@ -174,7 +174,7 @@ def test_a_valid_request_after_all_that_still_works(client, hrt):
     before = counts(hrt)["Enrollment"]
     response = client.post("/api/consultations", json={"first_name": "Dana", "email": "dana@example.com",
                                                        "consent_email": True})
-    assert response.status_code == 201
+    assert response.status_code == 202
     assert counts(hrt)["Enrollment"] == before + 1
 
 

@@ -83,7 +83,7 @@ def test_a_whole_sequence_logs_no_patient_data(logged, sandbox, clock):
     # The public form, and a CSV import with bad rows.
     assert httpx.post(f"{base}/api/consultations", json={
         "first_name": NAME, "last_name": SURNAME, "email": EMAIL, "phone": PHONE_NATIONAL,
-        "consent_email": True, "consent_sms": True}).status_code == 201
+        "consent_email": True, "consent_sms": True}).status_code == 202
     report = import_csv(rt, io.StringIO(CSV), rt.campaign("ketamine-consult"), clock.now, "staff@clinic.test")
     assert report.enrolled == 2 and report.failed == 2
     # Sends, with a rate limit, an outage blip and a timeout on the way.

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 
 from support.builders import add_contact, contact, form_errors, messages_for
 from patient_drip.dispatch.pipeline import Dispatcher
-from patient_drip.models import ConsentRecord, Contact, Enrollment, EnrollmentStatus, Event
+from patient_drip.models import (ConsentRecord, Contact, Enrollment, EnrollmentStatus, Event, PendingChange,
+                                  SmsConfirmation)
 from patient_drip.web.app import create_app
 
 FORM = {"first_name": "Dana", "last_name": "Reyes", "email": "dana@example.com", "phone": "(312) 555-0188",
@@ -37,7 +38,7 @@ def test_consult_form_has_separate_unticked_consent_boxes_and_no_external_assets
     assert 'name="website"' in page  # honeypot
 
 
-def test_form_submission_creates_contact_records_consent_proof_and_enrolls(client, rt):
+def test_form_submission_creates_contact_records_email_consent_proof_and_asks_the_number_to_confirm(client, rt):
     response = client.post("/api/consultations", data=FORM, headers={"user-agent": "Mozilla/5.0 test"})
     assert response.status_code == 200 and "Thank you" in response.text
     with rt.sessions() as session:
@@ -45,20 +46,25 @@ def test_form_submission_creates_contact_records_consent_proof_and_enrolls(clien
         assert person.phone == "+13125550188" and person.email == "dana@example.com"
         assert person.timezone == "America/Chicago"
         records = list(session.scalars(select(ConsentRecord).order_by(ConsentRecord.channel)))
-        assert [r.channel for r in records] == ["email", "sms"]
+        # Texts wait for the number's YES (double opt-in): only the email consent is recorded now.
+        assert [r.channel for r in records] == ["email"] and person.sms_consent is False
         assert all(r.method == "web_form" and r.ip_address and r.user_agent == "Mozilla/5.0 test" for r in records)
-        assert records[1].wording_version == "sms-v1" and "Msg & data rates may apply" in records[1].wording_text
+        asked = session.scalar(select(SmsConfirmation))
+        assert asked.form_wording_version == "sms-v1" and asked.text.startswith("Riverside Wellness: Reply YES")
+        assert asked.sent_at is not None and asked.confirmed_at is None
         assert session.scalar(select(func.count(Enrollment.id))) == 1
 
 
-def test_resubmitting_the_form_does_not_enroll_twice(client, rt):
-    client.post("/api/consultations", json=FORM)
+def test_resubmitting_the_form_does_not_enroll_twice_or_change_the_contact(client, rt):
+    first = client.post("/api/consultations", json=FORM)
     again = client.post("/api/consultations", json={**FORM, "first_name": "Danielle"})
-    assert again.json() == {"status": "already_enrolled"}
+    assert again.status_code == first.status_code == 202
+    assert again.json() == first.json() == {"status": "received"}
     with rt.sessions() as session:
         assert session.scalar(select(func.count(Contact.id))) == 1
         assert session.scalar(select(func.count(Enrollment.id))) == 1
-        assert session.scalar(select(Contact.first_name)) == "Danielle"
+        assert session.scalar(select(Contact.first_name)) == "Dana"  # only a confirmed change renames
+        assert session.scalar(select(PendingChange.request)) is not None
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
@@ -85,7 +91,7 @@ def test_sms_consent_without_a_phone_is_refused(client):
 
 def test_honeypot_pretends_success_and_stores_nothing(client, rt):
     response = client.post("/api/consultations", json={**FORM, "website": "http://spam.example"})
-    assert response.json() == {"status": "received"}
+    assert response.status_code == 202 and response.json() == {"status": "received"}  # like a real one
     with rt.sessions() as session:
         assert session.scalar(select(func.count(Contact.id))) == 0
 
@@ -93,7 +99,7 @@ def test_honeypot_pretends_success_and_stores_nothing(client, rt):
 def test_per_ip_rate_limit(client):
     codes = [client.post("/api/consultations", json={**FORM, "email": f"p{i}@example.com",
                                                       "phone": f"+1312555{i:04d}"}).status_code for i in range(7)]
-    assert codes[:5] == [201] * 5 and codes[5] == 429
+    assert codes[:5] == [202] * 5 and codes[5] == 429
 
 
 def _first_email(rt, clock):

@@ -22,6 +22,7 @@ from support.builders import ROOT, add_contact, make_settings
 from patient_drip import db
 from patient_drip.cli import main
 from patient_drip.contacts.blocks import suppress
+from patient_drip.contacts.double_opt_in import confirmation_text
 from patient_drip.contacts.importer import import_csv, import_csv_rowwise
 from patient_drip.models import ApiToken, AuditEntry, ConsentRecord, Contact, Enrollment, Event, User
 from patient_drip.runtime import Runtime, build_runtime
@@ -128,9 +129,10 @@ def enroll_via(how: str, art: Runtime, web: TestClient, cli: Callable[..., str],
         response = web.post("/api/v1/contacts", headers=token_for(art, "staff"),
                             json={**person, "consent": ["email", "sms"], "campaign": campaign.id})
         assert response.status_code == 201, response.text
-    elif how == "form":
+    elif how == "form":  # the form, then the number's YES to its one confirmation text (double opt-in)
         response = web.post("/api/consultations", json={**person, "consent_email": "yes", "consent_sms": "yes"})
-        assert response.json() == {"status": "enrolled"}
+        assert response.status_code == 202 and response.json() == {"status": "received"}
+        sms_in(web, "YES", "SM-confirm")
     else:
         run = import_csv if how == "import" else import_csv_rowwise
         report = run(art, io.StringIO(CSV), campaign, clock.now, "cli:test")
@@ -144,6 +146,9 @@ ENTRY_POINTS = ["cli", "admin", "api", "form", "import", "import-rowwise"]
 def test_consent_from_every_entry_point_records_the_wording_version_and_its_text(how, art, web, cli, clock):
     enroll_via(how, art, web, cli, clock)
     (email_version, email_text), (sms_version, sms_text) = current_wording("email"), current_wording("sms")
+    if how == "form":  # texts are granted by the YES, with the exact confirmation text it answered
+        shown = confirmation_text(ROOT / "policy", art.settings.sms_brand)
+        sms_version, sms_text = shown.version, shown.text
     assert stored(art, contact_id(art)) == {
         "consent": [("email", "granted", email_version, email_text), ("sms", "granted", sms_version, sms_text)],
         "state": (True, True, None, None),
@@ -153,9 +158,13 @@ def test_consent_from_every_entry_point_records_the_wording_version_and_its_text
                    ("enrolled", {"campaign": "ketamine-consult"})] if how != "form" else [
                    ("contact_created", {}), ("consultation_requested", {}),
                    ("consent_granted", {"channel": "email", "wording_version": email_version}),
+                   ("sms_confirmation_sent", {"wording_version": sms_version}),
+                   ("enrolled", {"campaign": "ketamine-consult"}),
+                   ("sms_reply", {"inbound_id": 1, "reply_kind": "opt_in"}),
                    ("consent_granted", {"channel": "sms", "wording_version": sms_version}),
-                   ("enrolled", {"campaign": "ketamine-consult"})],
-        "audit": ["consent_granted", "consent_granted", "enrolled"],
+                   ("sms_confirmed", {"inbound_id": 1, "wording_version": sms_version})],
+        "audit": ["consent_granted", "consent_granted", "enrolled"] if how != "form" else [
+                  "consent_granted", "enrolled", "consent_granted", "sms_confirmed"],
         "enrollments": [("ketamine-consult", "active", None)],
     }
 

@@ -17,11 +17,15 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from patient_drip.contacts.changes import parse_contact_input, upsert_contact
+from patient_drip.contacts.changes import parse_contact_input
 from patient_drip.contacts.consent import ConsentGrant, Offer, consent_offer, consent_wording, grant_consent, load_wording, receives
-from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, enroll, unsubscribe, usable_channels
+from patient_drip.contacts.enrollment import unsubscribe
+from patient_drip.contacts.intake import (RECEIVED, ChangeStatus, IntakeRequest, change_status, confirm_change,
+                                          deliver_notices, describe_request, pending_change, process_received,
+                                          record_request)
 from patient_drip.contacts.fields import (
     FieldError,
     ZoneSource,
@@ -96,11 +100,15 @@ def consult_form(request: Request) -> HTMLResponse:
 
 @router.post("/api/consultations", tags=["public"])
 async def submit_consultation(request: Request, now: NowDep) -> Response:
-    """Create or update the contact, record consent with its proof, enroll once.
+    """Accept a consultation request: check every field, pass the intake limits
+    (`contacts.intake_limits`), record it (`contacts.intake.record_request`) and act on it after
+    answering (`contacts.intake.process_received`): a new person is created and asked to confirm
+    texts by text; a known one changes only after confirming from the address on file.
 
+    The answer is the same whoever it names: 202 `{"status": "received"}` (or the thank-you page).
     Refusals: 400/422 with every field's problem at once (JSON: `{"errors": [{"field", "message"}]}`;
-    the form page shows them all); 429 with Retry-After when a limit of `contacts.intake_limits`
-    refuses (JSON: the error also names the `limit`). A refused request stores nothing."""
+    the form page shows them all); 429 with Retry-After when a limit refuses (the error names the
+    `limit`). A refused request stores nothing."""
     rt = get_runtime(request)
     wants_json = request.headers.get("content-type", "").startswith("application/json")
     try:
@@ -109,17 +117,27 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
         return JSONResponse({"errors": _error_list({exc.field: exc.message})}, status_code=400)
     if str(data.get("website") or "").strip():  # honeypot: people never see this field
         log.info("honeypot field filled; request dropped")
-        return JSONResponse({"status": "received"}) if wants_json else page(request, "thanks.html", {})
-    errors, result, refusal = await run_in_threadpool(_accept_consultation, rt, request, data, now)
+        return _received(request, wants_json)
+    errors, recorded, refusal = await run_in_threadpool(_accept_consultation, rt, request, data, now)
     if refusal is not None:
         return _refused(request, rt, data, refusal, wants_json)
     if errors:
         if wants_json:
             return JSONResponse({"errors": _error_list(errors)}, status_code=422)
         return _form_page(request, rt, data, errors, 400)
+    answer = _received(request, wants_json)
+    # Acted on after the answer has gone, so the answer and its timing are the same whether the
+    # request names a new person (contact created, the double opt-in text) or a known one (held,
+    # a link to the address on file).
+    answer.background = BackgroundTask(process_received, rt, recorded, now)
+    return answer
+
+
+def _received(request: Request, wants_json: bool) -> Response:
+    """The one answer to an accepted request, whoever it names (a patient, a stranger, a bot)."""
     if wants_json:
-        return JSONResponse({"status": result}, status_code=201 if result == "enrolled" else 200)
-    return page(request, "thanks.html", {"status": result})
+        return JSONResponse({"status": RECEIVED}, status_code=202)
+    return page(request, "thanks.html", {})
 
 
 def _error_list(errors: dict[str, str]) -> list[dict[str, str]]:
@@ -218,6 +236,35 @@ def preferences_post(
     return answer(done)
 
 
+@router.get("/confirm/{token}", response_class=HTMLResponse, tags=["public"])
+def confirm_page(token: str, request: Request, session: SessionDep, now: NowDep) -> HTMLResponse:
+    """What a request for a known contact asked, with a button that confirms it. Opening the link
+    changes nothing (mail scanners open links); only the button's POST does."""
+    rt = get_runtime(request)
+    pending = pending_change(session, rt.tokens, token)
+    contact = session.get(Contact, pending.contact_id) if pending is not None and pending.contact_id else None
+    refused = change_status(pending, contact, now)
+    if refused == ChangeStatus.NOT_FOUND or pending is None:
+        return page(request, "not_found.html", {"what": "This confirmation link"}, 404)
+    return page(request, "confirm_change.html", {"status": refused, "token": token, "asked": describe_request(pending)},
+                410 if refused == ChangeStatus.EXPIRED else 200)
+
+
+@router.post("/confirm/{token}", tags=["public"])
+def confirm_post(token: str, request: Request, session: SessionDep, now: NowDep) -> Response:
+    """Apply a confirmed request (`contacts.intake.confirm_change`): once, before it expires."""
+    rt = get_runtime(request)
+    result = confirm_change(session, rt, pending_change(session, rt.tokens, token), now,
+                            ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
+    if result.status == ChangeStatus.NOT_FOUND:
+        return page(request, "not_found.html", {"what": "This confirmation link"}, 404)
+    session.commit()
+    answer = page(request, "confirm_change.html", {"status": result.status, "applied": result.applied, "token": token},
+                  {ChangeStatus.EXPIRED: 410, ChangeStatus.USED: 409}.get(result.status, 200))
+    answer.background = BackgroundTask(deliver_notices, rt, result.notices, now)
+    return answer
+
+
 @router.get("/b/{token}", tags=["public"])
 def booking_link(token: str, request: Request, session: SessionDep, now: NowDep) -> Response:
     """Record the click and send the person on to the booking page, tagged for analytics."""
@@ -281,8 +328,10 @@ def _preferences_context(rt: Runtime, session: Session, contact: Contact, token:
 
 
 def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
-                         now: datetime) -> tuple[dict[str, str], str, Refusal | None]:
-    """Validate and store a request. Returns (field errors, status, refusal by a limit)."""
+                         now: datetime) -> tuple[dict[str, str], int | None, Refusal | None]:
+    """Validate a request, pass the intake limits and record it (`contacts.intake.record_request`).
+    Returns (field errors, the recorded request's id, refusal by a limit). Nothing here depends on
+    who is already a contact: the errors, the work and so the time taken are the same for everyone."""
     errors: dict[str, str] = {}
     raw = {name: (str(data.get(name)) if data.get(name) is not None else "") for name in FORM_FIELDS}
     consent_email, consent_sms = _truthy(data.get("consent_email")), _truthy(data.get("consent_sms"))
@@ -316,33 +365,17 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
     except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
         errors.setdefault(exc.field, exc.message)
     if errors:
-        return errors, "", None
-    wording = load_wording(rt.settings.policy_dir)
-    ip, agent = client_ip(request), request.headers.get("user-agent")
-    campaign = rt.campaign(DEFAULT_CAMPAIGN) if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns.values()))
+        return errors, None, None
+    ip = client_ip(request)
+    campaign_id = DEFAULT_CAMPAIGN if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns))
+    intake = IntakeRequest(contact_input, consent_email, consent_sms, campaign_id, ip_address=ip,
+                           user_agent=request.headers.get("user-agent"))
     with rt.sessions() as session, session.begin():
-        # SMS pumping protection: the limits, before anything is stored (a refusal commits only
-        # the staff alert, if any). Every number that gets here is unconfirmed: the form cannot
-        # prove control of a number, so texts it causes count as texts to an unconfirmed number.
+        # SMS pumping protection: the limits, before anything is stored (a refusal commits only the
+        # staff alert, if any). The form cannot prove control of a number, so a text it may cause
+        # (the one "Reply YES" confirmation) counts as a text to an unconfirmed number.
         refusal = admit_consultation(session, limits, ip=ip, text_to=contact_input.phone if consent_sms else None,
                                      now=now)
         if refusal is not None:
-            return {}, "", refusal
-        try:
-            contact, _created = upsert_contact(session, rt.suppression_key, contact_input, now, "patient:web_form")
-        except FieldError as exc:
-            return {exc.field: "We could not use this; please call us." if exc.field == "phone" else exc.message}, "", None
-        add_event(session, EventKind.CONSULTATION_REQUESTED, now, contact_id=contact.id, ip=ip)
-        for channel, given in ((Channel.EMAIL, consent_email), (Channel.SMS, consent_sms)):
-            if given:
-                grant_consent(session, wording, contact, ConsentGrant(channel, ConsentMethod.WEB_FORM, ip_address=ip,
-                                                                      user_agent=agent), now, "patient:web_form")
-        if not usable_channels(contact, campaign):
-            return {}, "received", None
-        try:
-            enroll(session, contact, campaign, now, "patient:web_form", source="web_form")
-        except AlreadyEnrolled:
-            return {}, "already_enrolled", None
-        except EnrollmentError:
-            return {}, "received", None
-    return {}, "enrolled", None
+            return {}, None, refusal
+        return {}, record_request(session, rt.settings.policy_dir, rt.settings.confirmation_hours, intake, now).id, None

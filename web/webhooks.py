@@ -2,8 +2,9 @@
 
 - `/webhooks/twilio/status`: delivery receipts; status only moves forward (callbacks arrive out of
   order); permanent failure codes stop SMS to that number.
-- `/webhooks/twilio/sms`: patient replies — carrier keywords, crisis messages, free-text opt-outs,
-  everything else kept for staff.
+- `/webhooks/twilio/sms`: patient replies — carrier keywords (YES confirms a number: double
+  opt-in), crisis messages, free-text opt-outs, everything else kept for staff (and acknowledged
+  once a day: `contacts.acknowledge`); a STOP from a number that is no contact is suppressed.
 - `/webhooks/sendgrid/events`: delivered, bounce, spam report, unsubscribe... (ECDSA-signed; with
   no `SENDGRID_WEBHOOK_PUBLIC_KEY` the endpoint refuses everything, in every delivery mode).
 
@@ -29,9 +30,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
-from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, consent_can_lift, suppress
+from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, suppress
 from patient_drip.contacts.changes import find_contact
-from patient_drip.contacts.consent import ConsentGrant, ever_granted, grant_consent, load_wording
+from patient_drip.contacts.acknowledge import acknowledge_question, acknowledgement_text
+from patient_drip.contacts.consent import load_wording
+from patient_drip.contacts.double_opt_in import (TextConfirmation, confirm_by_text, confirmed_reply,
+                                                 remember_stranger_stop)
 from patient_drip.contacts.enrollment import pause_for_crisis, unsubscribe
 from patient_drip.contacts.fields import FieldError, normalize_phone
 from patient_drip.dispatch.outcome import move_status_forward
@@ -242,6 +246,8 @@ async def twilio_inbound(request: Request) -> Response:
                     method = ConsentMethod.SMS_KEYWORD if kind == ReplyKind.OPT_OUT else ConsentMethod.SMS_TEXT
                     changed = bool(unsubscribe(session, rt.campaigns, contact, [Channel.SMS], method, now,
                                                "patient:sms"))
+                elif from_number and from_number.startswith("+"):  # a number we could normalise
+                    remember_stranger_stop(session, rt.suppression_key, from_number, now)
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: opt-out"
                 # Twilio answers the exact keywords itself; a free-text opt-out we confirm, once.
@@ -249,12 +255,12 @@ async def twilio_inbound(request: Request) -> Response:
                     reply = (f"{settings.sms_brand}: you will get no more texts from us. "
                              f"Reply START to opt back in.")
             elif kind == ReplyKind.OPT_IN:
-                if contact is not None and _had_sms_consent(session, contact):
-                    # The person re-affirms the texting consent they gave before: recorded with the
-                    # current SMS wording (which names STOP and START) and the keyword they sent.
-                    grant_consent(session, load_wording(settings.policy_dir), contact,
-                                  ConsentGrant(Channel.SMS, ConsentMethod.SMS_KEYWORD,
-                                               note=f"replied {classification.matched!r}"), now, "patient:sms")
+                if contact is not None:
+                    confirmed = confirm_by_text(session, rt.campaigns, load_wording(settings.policy_dir),
+                                                rt.suppression_key, contact, classification.matched or "", inbound.id,
+                                                now)
+                    if confirmed == TextConfirmation.CONFIRMED:
+                        reply = confirmed_reply(settings.policy_dir, settings.sms_brand)
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: opt-in keyword"
             elif kind == ReplyKind.HELP:
@@ -265,6 +271,10 @@ async def twilio_inbound(request: Request) -> Response:
             elif kind == ReplyKind.CRISIS:
                 stopped = _act_on_crisis(session, rt, contact, inbound, classification.opt_out, now)
                 reply = _crisis_reply(settings.sms_brand, settings.clinic_phone, stopped)
+            elif kind == ReplyKind.OTHER and contact is not None:
+                # Stays open in the staff inbox; the person hears that it did not go unseen.
+                if acknowledge_question(session, contact, inbound.id, now):
+                    reply = acknowledgement_text(settings.sms_brand, settings.clinic_hours, settings.clinic_phone)
             inbound_id = inbound.id
         if kind == ReplyKind.CRISIS:
             _alert_staff(rt, inbound_id)
@@ -297,12 +307,6 @@ def _crisis_reply(clinic_name: str, clinic_phone: str, stopped: bool) -> str:
              f"(Suicide & Crisis Lifeline, 24/7). In an emergency call 911. "
              f"{clinic_name}: {clinic_phone}. Our team will see your message.")
     return reply + (" We have stopped our automated texts." if stopped else "")
-
-
-def _had_sms_consent(session: Session, contact: Contact) -> bool:
-    """START only restores texting for someone who agreed to it before (never creates consent)."""
-    # invalid number, carrier block...: a keyword cannot lift that; nor start what was never agreed to
-    return consent_can_lift(contact, Channel.SMS) and ever_granted(session, contact, Channel.SMS)
 
 
 def _alert_staff(rt: Runtime, inbound_id: int) -> None:

@@ -1,7 +1,7 @@
 """rate bucket keys: the shared rate-bucket table also holds the public intake's limits
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 23:00:00.000000
 
 `rate_bucket.channel` was sized for a channel name ("sms", "email"). The public form's limits
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0005'
-down_revision: str | None = '0003'
+down_revision: str | None = '0004'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

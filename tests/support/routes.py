@@ -15,6 +15,7 @@ PUBLIC = (
     re.compile(r"^/api/consultations$"),
     re.compile(r"^/u/\{token\}$"),
     re.compile(r"^/b/\{token\}$"),
+    re.compile(r"^/confirm/\{token\}$"),
     re.compile(r"^/webhooks/.*"),
     re.compile(r"^/static$"),
     re.compile(r"^/book-placeholder$"),

@@ -136,6 +136,11 @@ EVENT_TITLES = {
     "crisis_flagged": "Reply flagged as possible crisis",
     "crisis_resolved": "Crisis reply resolved",
     "sms_reply": "Text reply classified",
+    "change_requested": "A web-form request named this contact (held until confirmed from the address on file)",
+    "change_confirmed": "Web-form request confirmed by the emailed link",
+    "sms_confirmation_sent": "Asked the number to confirm texts (Reply YES)",
+    "sms_confirmed": "Number confirmed texts (replied YES)",
+    "question_acknowledged": "Question acknowledged automatically",
 }
 # Shown through their own rows (Message, ConsentRecord) instead.
 _DUPLICATE_EVENTS = {"consent_granted", "consent_withdrawn", "message_sent"}

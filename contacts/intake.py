@@ -1,0 +1,315 @@
+"""Public intake: a consultation request from anyone, which proves control before it changes anything.
+
+`POST /api/consultations` validates, then `record_request` stores the request as received (one
+`pending_change` row: the parsed request, the consent wording shown, when, from which IP and user
+agent) and the route answers 202 `received` — the same answer, after the same work, whoever the
+request names. After the answer, `process_received` acts on it (`process_request`). A request either
+
+- names nobody we know (neither its email nor its phone is a contact's): the contact is created,
+  email consent recorded with the form's wording, texts asked for through the double opt-in
+  (`contacts.double_opt_in`: one "Reply YES" text, and no other text until YES), and the campaign
+  started on the channels usable now (an SMS-only request starts on YES);
+- or names a contact we know: nothing of theirs changes. The row is kept as the pending change and
+  a signed link (valid `DRIP_CONFIRMATION_HOURS`) goes to the email address on file;
+  `confirm_change` applies it through the same rule functions (`update_contact`, `grant_consent`,
+  `request_sms_confirmation`, `enroll`) and records the confirmation as proof. A known contact with
+  no email on file gets nothing automatically (`confirm_by` "staff"): a text to ask would be one
+  more text to a number, so the request waits for staff.
+
+A request whose process stopped between the answer and the work is picked up by
+`process_leftovers` (the scheduler's housekeeping).
+
+May import `models`, `content`, `providers.types`, `runtime`, and the other `contacts` rule modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from patient_drip.contacts.changes import ContactInput, find_contact, update_contact, upsert_contact
+from patient_drip.contacts.consent import ConsentGrant, UnknownWording, grant_consent, load_wording, receives
+from patient_drip.contacts.double_opt_in import (Notice, confirmation_text, record_confirmation_send,
+                                                 request_sms_confirmation)
+from patient_drip.contacts.enrollment import EnrollmentError, enroll, usable_channels
+from patient_drip.contacts.records import add_rows, audit_row, event_row
+from patient_drip.content.tokens import BadToken, LinkTokens
+from patient_drip.models import Channel, ConsentMethod, Contact, EventKind, PendingChange
+from patient_drip.providers.types import OutgoingMessage, SendError
+from patient_drip.runtime import Runtime
+
+log = logging.getLogger("drip.intake")
+
+# The one answer to every accepted request, whoever it names.
+RECEIVED = "received"
+ACTOR = "patient:web_form"
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeRequest:
+    """A parsed, valid public request: who, which channels they ticked, and where it came from."""
+
+    contact: ContactInput
+    consent_email: bool
+    consent_sms: bool
+    campaign_id: str
+    ip_address: str | None = None
+    user_agent: str | None = None
+
+
+def record_request(session: Session, policy_dir: Path, hours: int, request: IntakeRequest,
+                   now: datetime) -> PendingChange:
+    """Store the request as received, with the consent wording the form showed: one row, the same
+    whoever it names (so the answer costs the same). `process_request` acts on it after the answer."""
+    wording = load_wording(policy_dir)
+    asked = {**asdict(request.contact), "consent_email": request.consent_email, "consent_sms": request.consent_sms,
+             "email_wording": wording.current[Channel.EMAIL], "sms_wording": wording.current[Channel.SMS],
+             "campaign": request.campaign_id}
+    pending = PendingChange(request=asked, ip_address=request.ip_address,
+                            user_agent=(request.user_agent or "")[:400] or None, created_at=now,
+                            expires_at=now + timedelta(hours=hours))
+    session.add(pending)
+    session.flush()
+    return pending
+
+
+def _asked_input(asked: dict[str, Any]) -> ContactInput:
+    return ContactInput(**{name: asked.get(name) or (None if name in ("email", "phone") else "")
+                           for name in ContactInput.__dataclass_fields__})
+
+
+def process_request(session: Session, rt: Runtime, pending: PendingChange, now: datetime) -> list[Notice]:
+    """Act on a recorded request (see the module docstring), once: a row already processed (by
+    another process) gives []. Returns the confirmations to hand to the provider after the commit."""
+    claimed = session.execute(update(PendingChange).where(PendingChange.id == pending.id,
+                                                          PendingChange.processed_at.is_(None))
+                              .values(processed_at=now).execution_options(synchronize_session=False))
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return []
+    asked = dict(pending.request)
+    data = _asked_input(asked)
+    known = find_contact(session, email=data.email, phone=data.phone)  # by email, else by phone
+    if known is not None:
+        return _hold_for_confirmation(session, rt, known, pending, now)
+    contact, _created = upsert_contact(session, rt.suppression_key, data, now, ACTOR)
+    pending.contact_id, pending.confirm_by = contact.id, "new"
+    add_rows(session, [event_row(EventKind.CONSULTATION_REQUESTED, now, contact.id, ip=pending.ip_address)])
+    wording = load_wording(rt.settings.policy_dir)
+    if asked.get("consent_email"):
+        grant_consent(session, wording, contact, ConsentGrant(
+            Channel.EMAIL, ConsentMethod.WEB_FORM, wording_version=asked.get("email_wording"),
+            ip_address=pending.ip_address, user_agent=pending.user_agent), now, ACTOR)
+    notices = []
+    if asked.get("consent_sms"):
+        notice = request_sms_confirmation(session, rt.suppression_key,
+                                          confirmation_text(rt.settings.policy_dir, rt.settings.sms_brand), contact,
+                                          str(asked.get("campaign") or ""), asked.get("sms_wording"), now)
+        notices += [notice] if notice else []
+    campaign = rt.campaigns.get(str(asked.get("campaign") or ""))
+    if campaign is not None and usable_channels(contact, campaign):
+        try:
+            enroll(session, contact, campaign, now, ACTOR, source="web_form")
+        except EnrollmentError:
+            pass
+    return notices
+
+
+def process_received(rt: Runtime, pending_id: int, now: datetime) -> None:
+    """Process recorded request `pending_id` in its own transaction, then send its confirmations:
+    what the form route runs after its answer went out. Two requests naming the same new address
+    at once: the one that loses the race to create the contact is asked again, and then finds it.
+    Never raises: a request it could not process stays unprocessed for `process_leftovers`."""
+    for attempt in (1, 2):
+        try:
+            with rt.sessions() as session, session.begin():
+                pending = session.get(PendingChange, pending_id)
+                notices = process_request(session, rt, pending, now) if pending is not None else []
+            deliver_notices(rt, notices, now)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                log.error("request %s could not be processed: a conflicting request won twice", pending_id)
+        except SQLAlchemyError as exc:
+            log.error("request %s could not be processed now (%s); left for the next sweep", pending_id,
+                      type(exc).__name__)
+            return
+
+
+def process_leftovers(rt: Runtime, now: datetime, *, older_than: timedelta = timedelta(minutes=1)) -> int:
+    """Process requests recorded more than `older_than` ago and still unprocessed (their process
+    stopped between the answer and the work): the scheduler's housekeeping calls this. Returns how many."""
+    with rt.sessions() as session:
+        waiting = list(session.scalars(select(PendingChange.id).where(
+            PendingChange.processed_at.is_(None), PendingChange.created_at < now - older_than).limit(500)))
+    for pending_id in waiting:
+        process_received(rt, pending_id, now)
+    return len(waiting)
+
+
+def _hold_for_confirmation(session: Session, rt: Runtime, contact: Contact, pending: PendingChange,
+                           now: datetime) -> list[Notice]:
+    """A request naming a known contact: change nothing, keep what it asked, ask the address on file."""
+    pending.contact_id, pending.confirm_by = contact.id, "email" if contact.email else "staff"
+    add_rows(session, [event_row(EventKind.CHANGE_REQUESTED, now, contact.id, pending_change=pending.id,
+                                 ip=pending.ip_address, confirm_by=pending.confirm_by)])
+    if not contact.email:
+        return []
+    link = f"{rt.settings.public_url}/confirm/{rt.tokens.confirmation(pending.id)}"
+    return [Notice("change_confirmation", pending.id, Channel.EMAIL, contact.email,
+                   confirmation_email(rt.settings.clinic_name, rt.settings.clinic_phone, link,
+                                      rt.settings.confirmation_hours),
+                   subject=f"Please confirm your request to {rt.settings.clinic_name}")]
+
+
+def confirmation_email(clinic_name: str, clinic_phone: str, link: str, hours: int) -> str:
+    """The plain-text email that asks the address on file to confirm a request. It repeats none of
+    what was typed into the form (anyone can type anything there) and names no treatment."""
+    return (f"Hello,\n\nWe received a request on the {clinic_name} website that uses your email address or "
+            f"phone number: to update your details or the messages you get from us.\n\n"
+            f"If it was you, confirm it here within {hours} hours:\n{link}\n\n"
+            f"If it was not you, ignore this email: nothing changes unless you confirm.\n\n"
+            f"Questions? Call us at {clinic_phone}.\n\n{clinic_name}\n")
+
+
+class ChangeStatus(StrEnum):
+    APPLIED = "applied"
+    EXPIRED = "expired"
+    USED = "used"
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """What `confirm_change` did: its status, what changed in words, and the texts to send."""
+
+    status: ChangeStatus
+    applied: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+
+
+def pending_change(session: Session, tokens: LinkTokens, token: str) -> PendingChange | None:
+    """The pending change a confirmation token names, or None (bad token, or no such row). Raises nothing."""
+    try:
+        return session.get(PendingChange, tokens.read_confirmation(token))
+    except BadToken:
+        return None
+
+
+def change_status(pending: PendingChange | None, contact: Contact | None, now: datetime) -> ChangeStatus | None:
+    """Why this change can no longer be confirmed (None: it can)."""
+    if pending is None or contact is None or contact.erased_at is not None or pending.confirm_by != "email":
+        return ChangeStatus.NOT_FOUND
+    if pending.confirmed_at is not None:
+        return ChangeStatus.USED
+    if now >= pending.expires_at:
+        return ChangeStatus.EXPIRED
+    return None
+
+
+def describe_request(pending: PendingChange) -> list[str]:
+    """What a pending request asks, in words for the person confirming it (a phone number shown by
+    its last digits only: whoever holds the link sees no more of a number than they need)."""
+    asked = pending.request
+    name = " ".join(part for part in (asked.get("first_name"), asked.get("last_name")) if part)
+    lines = [f"use the name {name}"] if name else []
+    if asked.get("phone"):
+        lines.append(f"use the mobile number ending in {str(asked['phone'])[-4:]}")
+    if asked.get("timezone"):
+        lines.append(f"use the time zone {asked['timezone']}")
+    if asked.get("consent_email"):
+        lines.append("send you emails about your consultation request")
+    if asked.get("consent_sms"):
+        lines.append("send you text messages (your phone confirms them by replying YES)")
+    return lines or ["send you information about a consultation"]
+
+
+def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None, now: datetime, *,
+                   ip_address: str | None, user_agent: str | None) -> ChangeResult:
+    """The person opened the signed link from the address on file and confirmed: apply what the
+    request asked, once, before `expires_at`. Details through `update_contact` (an address is only
+    added, never replaced); email consent through `grant_consent` (method `email_confirmation`,
+    the wording the form showed, the confirming IP, and a note naming the form's time and IP);
+    texts never from an email link: the number gets its double opt-in text if it never had one
+    (a number that opted out texts START itself); the campaign through `enroll`."""
+    contact = session.get(Contact, pending.contact_id) if pending is not None and pending.contact_id else None
+    refused = change_status(pending, contact, now)
+    if refused is not None or pending is None or contact is None:
+        return ChangeResult(refused or ChangeStatus.NOT_FOUND)
+    asked = dict(pending.request)
+    data = _asked_input(asked)
+    changed = update_contact(session, rt.suppression_key, contact, data, now, "patient:confirmed")
+    applied = [f"{name.replace('_', ' ')} updated" for name in changed]
+    if data.phone and contact.phone != data.phone:  # an address is added, never replaced
+        applied.append("mobile number not changed: we keep the one we have (call us to change it)")
+    notices: list[Notice] = []
+    wording = load_wording(rt.settings.policy_dir)
+    note = f"asked on the web form at {pending.created_at:%Y-%m-%d %H:%M} UTC from {pending.ip_address or 'unknown'}"
+    if asked.get("consent_email") and contact.email and not receives(contact, Channel.EMAIL):
+        try:
+            grant_consent(session, wording, contact, ConsentGrant(
+                Channel.EMAIL, ConsentMethod.EMAIL_CONFIRMATION, wording_version=asked.get("email_wording"),
+                ip_address=ip_address, user_agent=user_agent, note=f"{note}; confirmed by the emailed link"),
+                now, "patient:confirmed")
+            applied.append("emails on")
+        except UnknownWording:  # the form's wording was withdrawn meanwhile: never record another text
+            applied.append("emails not started: the wording changed, please ask again")
+    if asked.get("consent_sms") and contact.phone and not contact.sms_consent:
+        notice = request_sms_confirmation(session, rt.suppression_key,
+                                          confirmation_text(rt.settings.policy_dir, rt.settings.sms_brand), contact,
+                                          str(asked.get("campaign") or ""), asked.get("sms_wording"), now)
+        notices += [notice] if notice else []
+        applied.append("texts: we sent a text to your number; reply YES to it" if notice else
+                       "texts: reply YES to the text we sent your number before (or text START if you had "
+                       "stopped our texts)")
+    campaign = rt.campaigns.get(str(asked.get("campaign") or ""))
+    if campaign is not None and usable_channels(contact, campaign):
+        try:
+            enroll(session, contact, campaign, now, "patient:confirmed", source="web_form")
+            applied.append("messages started")
+        except EnrollmentError:
+            pass
+    pending.confirmed_at, pending.outcome = now, ("; ".join(applied) or "nothing to change")[:400]
+    add_rows(session, [event_row(EventKind.CHANGE_CONFIRMED, now, contact.id, pending_change=pending.id,
+                                 ip=ip_address, outcome=pending.outcome),
+                       audit_row("patient:confirmed", "change_confirmed", now, contact.id, pending_change=pending.id,
+                                 requested_ip=pending.ip_address, confirmed_ip=ip_address, outcome=pending.outcome)])
+    return ChangeResult(ChangeStatus.APPLIED, applied, notices)
+
+
+def deliver_notices(rt: Runtime, notices: list[Notice], now: datetime) -> None:
+    """Hand each confirmation to its channel's sender, after the request committed, and record the
+    answer (the double opt-in text's row gets its provider id or error). Never raises: a failed
+    confirmation is logged and kept; the one text a number may get is never retried blindly."""
+    for notice in notices:
+        sender = rt.senders.get(notice.channel)
+        provider_id: str | None = None
+        error: str | None = None
+        if sender is None:
+            error = f"no {notice.channel} sender"
+        else:
+            try:
+                provider_id = sender.send(OutgoingMessage(message_id=0, channel=notice.channel, to=notice.to,
+                                                          text=notice.text, subject=notice.subject,
+                                                          categories=(notice.kind,)))
+            except (SendError, ValueError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        if error:
+            log.error("could not send the %s (row %s): %s", notice.kind, notice.ref_id, error)
+        else:
+            log.info("%s sent (row %s)", notice.kind, notice.ref_id)
+        if notice.kind == "sms_confirmation":
+            with rt.sessions() as session, session.begin():
+                record_confirmation_send(session, notice.ref_id, provider_id, error, now)
+
+
+__all__ = ["RECEIVED", "ChangeResult", "ChangeStatus", "IntakeRequest", "change_status", "confirm_change",
+           "deliver_notices", "describe_request", "pending_change", "process_leftovers", "process_received",
+           "process_request", "record_request"]
