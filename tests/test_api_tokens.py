@@ -122,6 +122,7 @@ def test_the_cli_user_changes_revoke_tokens_too(tmp_path, monkeypatch, command_a
     add_user(rt, "admin", "boss@clinic.test")
     headers = token_for(rt, "staff", email="desk@clinic.test", now=START)
     monkeypatch.setenv("DRIP_DATABASE_URL", rt.settings.database_url)
+    monkeypatch.setenv("DRIP_SECRET_KEY", rt.settings.secret_key.get_secret_value())  # the server's keys
     monkeypatch.chdir(tmp_path)
     args = [a.format(email="desk@clinic.test") for a in command_args]
     if "{email}" not in " ".join(command_args):

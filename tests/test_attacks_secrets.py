@@ -20,17 +20,16 @@ from itsdangerous import URLSafeSerializer
 from sqlalchemy import String, Text, delete, select
 from twilio.request_validator import RequestValidator
 
-from patient_drip.accounts.sessions import session_generation
 from patient_drip.cli import main
 from patient_drip.contacts.blocks import suppress, suppression_reason
 from patient_drip.contacts.privacy import forget_person
 from patient_drip.content.tokens import LinkTokens
 from patient_drip.keys import KEY_CHECK_ROW, key_file_path
 from patient_drip.models import (AuditEntry, Base, Channel, Contact, Event, InboundMessage, KeyValue, Message,
-                                  Suppression, audit)
+                                  Suppression, User, audit)
 from patient_drip.runtime import Runtime, build_runtime
 from patient_drip.settings import SettingsError
-from patient_drip.web.admin.auth import SESSION_COOKIE, SESSION_SALT
+from patient_drip.web.admin.auth import SESSION_COOKIE, SESSION_SALT, issue_session
 from support.databases import TEMPLATES
 from support.builders import START, VirtualClock, add_contact, make_settings, run_until_done
 from support.live import LiveApp, loopback_url
@@ -67,10 +66,14 @@ def database_strings(rt: Runtime) -> set[str]:
     return found
 
 
-def forged_cookie(secret: str, user_id: int, generation: int, clock: VirtualClock) -> str:
-    """A session cookie as the app signs them (salt and digest are in the code, which is public)."""
-    payload = {"u": user_id, "g": generation, "c": "forged", "t": int(clock.now.timestamp())}
-    return str(URLSafeSerializer(secret, salt=SESSION_SALT, signer_kwargs={"digest_method": hashlib.sha256}).dumps(payload))
+def _session_serializer(secret: str) -> URLSafeSerializer:
+    """How the app signs session cookies (salt and digest are in the code, which is public)."""
+    return URLSafeSerializer(secret, salt=SESSION_SALT, signer_kwargs={"digest_method": hashlib.sha256})
+
+
+def forged_cookie(secret: str, payload: dict[str, object]) -> str:
+    """The session cookie `payload` signed with `secret`."""
+    return str(_session_serializer(secret).dumps(payload))
 
 
 def twilio_inbound(app: LiveApp, rt: Runtime, body: str, sid: str) -> httpx.Response:
@@ -83,16 +86,18 @@ def twilio_inbound(app: LiveApp, rt: Runtime, body: str, sid: str) -> httpx.Resp
 def test_no_cookie_forged_from_anything_in_the_database_opens_the_staff_app(live):
     rt, app, clock = live
     admin = add_user(rt, "admin", "root@clinic.test")
-    with rt.sessions() as session:
-        generation = session_generation(session, admin.id)
+    with rt.sessions() as session, session.begin():
+        # A live session of the admin's (its id is in the database too): the attacker lacks only the key.
+        payload = _session_serializer(rt.session_secret).loads(issue_session(rt, session, session.get(User, admin.id),
+                                                                             clock.now))
     # The forging method is right: signed with the real session key, the cookie opens /admin/users.
-    genuine = forged_cookie(rt.session_secret, admin.id, generation, clock)
+    genuine = forged_cookie(rt.session_secret, payload)
     assert httpx.get(f"{app.url}/admin/users", cookies={SESSION_COOKIE: genuine}).status_code == 200
     candidates = database_strings(rt)
     assert candidates, "the database holds text to try"
     opened = [value[:12] for value in candidates
-              if httpx.get(f"{app.url}/admin/users", cookies={SESSION_COOKIE: forged_cookie(value, admin.id, generation,
-                                                                                           clock)}).status_code == 200]
+              if httpx.get(f"{app.url}/admin/users",
+                           cookies={SESSION_COOKIE: forged_cookie(value, payload)}).status_code == 200]
     assert opened == []
     with rt.sessions() as session:
         assert not session.scalars(select(KeyValue.key).where(KeyValue.key.in_(["secret_key", "suppression_key"]))).all()
@@ -212,10 +217,9 @@ def test_an_upgrade_moves_the_stored_keys_out_and_keeps_old_links_and_suppressio
         with make_client(rt, clock) as web:
             admin = add_user(rt, "admin", "root@clinic.test")
             sign_in_as(web, rt, admin, clock.now)  # a genuine session works
+            payload = _session_serializer(rt.session_secret).loads(web.cookies.get(SESSION_COOKIE))
             web.cookies.clear()
-            with rt.sessions() as session:
-                generation = session_generation(session, admin.id)
-            web.cookies.set(SESSION_COOKIE, forged_cookie("old-secret-kept-in-the-database", admin.id, generation, clock),
+            web.cookies.set(SESSION_COOKIE, forged_cookie("old-secret-kept-in-the-database", payload),
                             domain="clinic.test", path="/admin")
             assert web.get("/admin/users").status_code != 200
         # A second start (another process) reads the same keys.

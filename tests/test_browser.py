@@ -265,7 +265,7 @@ def test_a_new_medical_claim_is_reviewed_rejected_and_approved_by_a_clinician(pa
     page.wait_for_url(re.compile(r"/admin/templates/review/email/05-consultation.html\?v=2"))
     sign_out(page)
 
-    sign_in(page, "dr.kim@example.com")
+    sign_in(page, "dr.kim@example.com", server)
     page.goto(f"/admin/templates/review/{name}?v=2")
     highlighted = page.locator("#word-diff ins.claim-new")
     expect(highlighted).to_contain_text(claim)
@@ -287,7 +287,7 @@ def test_a_new_medical_claim_is_reviewed_rejected_and_approved_by_a_clinician(pa
     page.wait_for_url(re.compile(r"v=3"))
     sign_out(page)
 
-    sign_in(page, "dr.kim@example.com")
+    sign_in(page, "dr.kim@example.com", server)
     page.goto(f"/admin/templates/review/{name}?v=3")
     expect(page.locator("#rejected-parent")).to_contain_text("built on version 2, which dr.kim@example.com rejected")
     shot(page, "44-child-of-rejected-draft")

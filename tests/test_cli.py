@@ -371,6 +371,7 @@ def test_require_mfa_for_a_role_and_reset_a_lost_device(env):
     with rt.sessions() as session:
         desk = session.scalar(select(User).where(User.email == "desk@example.com"))
         assert desk.totp_secret is None and not needs_enrolment(session, desk)
-        actions = list(session.scalars(select(AuditEntry.action).where(AuditEntry.action.like("mfa%"))))
+        actions = list(session.scalars(select(AuditEntry.action).where(AuditEntry.action.like("mfa%"))
+                                       .order_by(AuditEntry.id)))
     rt.close()
     assert actions == ["mfa_requirement_changed", "mfa_reset", "mfa_requirement_changed"]

@@ -114,6 +114,7 @@ def test_the_consent_export_in_the_cli_writes_an_audit_row(rrt, monkeypatch, tmp
     clock = VirtualClock()
     contact_id = add_contact(rrt, clock.now, email="pat@example.com", campaign=None)
     monkeypatch.setenv("DRIP_DATABASE_URL", rrt.settings.database_url)
+    monkeypatch.setenv("DRIP_SECRET_KEY", rrt.settings.secret_key.get_secret_value())  # the server's keys
     monkeypatch.setenv("DRIP_PUBLIC_URL", "https://clinic.test")
     monkeypatch.chdir(tmp_path)
     for fmt in ("json", "csv"):

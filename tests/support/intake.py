@@ -16,7 +16,7 @@ from sqlalchemy import select
 from patient_drip.models import PendingChange, SmsConfirmation
 from patient_drip.providers.sandbox import SandboxServer
 from patient_drip.runtime import Runtime
-from support.builders import VirtualClock
+from support.builders import UNLIMITED_INTAKE, VirtualClock
 from support.live import LiveApp, live_sandbox_runtime, wait_until
 
 CONFIRM_LINK = re.compile(r"https?://\S+/confirm/[A-Za-z0-9_.\-]+")
@@ -26,13 +26,15 @@ CONFIRM_LINK = re.compile(r"https?://\S+/confirm/[A-Za-z0-9_.\-]+")
 def live_clinic(database_url: str, sandbox: SandboxServer, clock: VirtualClock, *,
                 form_limit: int | None = None) -> Iterator[tuple[Runtime, str]]:
     """Our app served over loopback in providers mode against `sandbox` (whose inbound texts and
-    events come back to it, signed): yields (runtime, base URL). `form_limit` replaces the form's
-    per-address limit (every request here comes from 127.0.0.1)."""
-    rt = live_sandbox_runtime(database_url, sandbox)
+    events come back to it, signed): yields (runtime, base URL). The intake limits are lifted (these
+    tests are about what a request may change, not about its limits: `test_attacks_pumping.py`);
+    `form_limit` sets the form's per-address limit (every request here comes from 127.0.0.1)."""
+    overrides = dict(UNLIMITED_INTAKE)
+    if form_limit is not None:
+        overrides["intake_form_limit"] = f"{form_limit}/10m"
+    rt = live_sandbox_runtime(database_url, sandbox, **overrides)
     try:
         with LiveApp(rt, clock) as app:
-            if form_limit is not None:
-                app.server.config.app.state.form_limiter.limit = form_limit
             yield rt, app.url
     finally:
         rt.close()
