@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import traceback
 import re
 import sys
 from datetime import datetime, timezone
@@ -99,3 +100,17 @@ def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
             logger.addFilter(AccessLogFilter())
         if not any(isinstance(f, RedactingFilter) for f in logger.filters):
             logger.addFilter(RedactingFilter())
+
+
+def error_kind(exc: BaseException | None) -> str:
+    """An exception's type (and the driver's), never its text: SQLAlchemy and the drivers put
+    statement parameters — addresses, names, message bodies — into it (STYLE rule 9)."""
+    if exc is None:
+        return "unknown error"
+    orig = getattr(exc, "orig", None)
+    return type(exc).__name__ + (f": {type(orig).__name__}" if orig is not None else "")
+
+
+def error_stack(exc: BaseException | None) -> str:
+    """The traceback's frames only (no exception text), for a log line."""
+    return "".join(traceback.format_tb(exc.__traceback__)) if exc is not None else ""

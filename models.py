@@ -7,7 +7,6 @@ All times are naive-free UTC (`DateTime(timezone=True)`); the send record (`Mess
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -29,6 +28,21 @@ from sqlalchemy.types import TypeDecorator
 
 # The one `Channel` (providers never import models); re-exported for the code that imports it from here.
 from patient_drip.providers.types import Channel  # noqa: F401
+# The statuses and kinds live in their own module; re-exported so callers keep importing them from here.
+from patient_drip.statuses import (  # noqa: F401
+    EnrollmentStatus,
+    ExitReason,
+    MessageStatus,
+    MESSAGE_STATUS_RANK,
+    SENT_LIKE,
+    ConsentAction,
+    ConsentMethod,
+    EventKind,
+    BookingKind,
+    TemplateStatus,
+    ClaimStatus,
+    ClaimSource,
+)
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere for a million-contact table.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -58,145 +72,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime()}
-
-
-class EnrollmentStatus(StrEnum):
-    ACTIVE = "active"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    EXITED = "exited"
-
-
-class ExitReason(StrEnum):
-    BOOKED = "booked"
-    UNSUBSCRIBED = "unsubscribed"
-    STAFF = "staff"
-    UNREACHABLE = "unreachable"
-    ERASED = "erased"
-
-
-class MessageStatus(StrEnum):
-    """Lifecycle of one send record. Ranks let provider callbacks only move it forward."""
-
-    SENDING = "sending"  # committed before the provider call
-    RETRYING = "retrying"  # transient failure; the enrollment is due again at the backoff time
-    UNKNOWN = "unknown"  # request may have reached the provider: reconcile, never resend blindly
-    SENT = "sent"  # accepted by the provider (or recorded in the outbox)
-    DELIVERED = "delivered"
-    FAILED = "failed"  # permanent error, or retries exhausted
-    BOUNCED = "bounced"
-    SKIPPED = "skipped"  # not sent by decision: no consent, suppressed, no address
-    HELD = "held"  # rendered but broke a content rule at send time (content.send_rules): never sent
-    NEEDS_REVIEW = "needs_review"  # ambiguous and not reconcilable automatically: staff decide
-
-
-MESSAGE_STATUS_RANK: dict[MessageStatus, int] = {
-    MessageStatus.SENDING: 0,
-    MessageStatus.RETRYING: 0,
-    MessageStatus.UNKNOWN: 1,
-    MessageStatus.NEEDS_REVIEW: 1,
-    MessageStatus.SENT: 2,
-    MessageStatus.DELIVERED: 3,
-    MessageStatus.FAILED: 4,
-    MessageStatus.BOUNCED: 4,
-    MessageStatus.SKIPPED: 4,
-    MessageStatus.HELD: 4,
-}
-
-# Statuses that count as "the patient was (or may have been) sent this".
-SENT_LIKE = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.UNKNOWN, MessageStatus.NEEDS_REVIEW)
-
-
-class ConsentAction(StrEnum):
-    GRANTED = "granted"
-    WITHDRAWN = "withdrawn"
-
-
-class ConsentMethod(StrEnum):
-    WEB_FORM = "web_form"
-    STAFF = "staff"
-    IMPORT = "import"
-    SMS_KEYWORD = "sms_keyword"
-    SMS_TEXT = "sms_text"
-    UNSUBSCRIBE_PAGE = "unsubscribe_page"
-    ONE_CLICK = "one_click"
-    PROVIDER = "provider"  # bounce, complaint, carrier opt-out
-    API = "api"
-    CLI = "cli"
-    # Double opt-in: the person replied YES to the one confirmation text sent to their number.
-    SMS_CONFIRMATION = "sms_confirmation"
-    # A public request for a known contact, confirmed through the signed link emailed to the address on file.
-    EMAIL_CONFIRMATION = "email_confirmation"
-
-
-class EventKind(StrEnum):
-    """Every `Event.kind` written anywhere (the contact timeline). A StrEnum, so stored and compared
-    as its plain string; `add_event` also takes a plain string (webhooks build `sms_*`/`email_*`
-    from the provider's status names, which are listed here as far as we know them)."""
-
-    # contacts
-    CONTACT_CREATED = "contact_created"
-    CONTACT_EDITED = "contact_edited"  # staff corrected name, address, number or zone (field names only)
-    CONSULTATION_REQUESTED = "consultation_requested"
-    CONSENT_GRANTED = "consent_granted"
-    CONSENT_WITHDRAWN = "consent_withdrawn"
-    ENROLLED = "enrolled"
-    PAUSED = "paused"  # one enrollment, by staff or because of a possible crisis reply
-    RESUMED = "resumed"
-    BOOKED = "booked"
-    BOOKING_CANCELLED = "booking_cancelled"  # the scheduler says the consultation was cancelled
-    BOOKING_RESCHEDULED = "booking_rescheduled"
-    NO_SHOW = "no_show"  # the person did not come: staff follow up
-    CLICKED = "clicked"
-    CHANNEL_BLOCKED = "channel_blocked"  # one contact's channel
-    CHANNEL_UNBLOCKED = "channel_unblocked"
-    SMS_REPLY = "sms_reply"
-    CRISIS_FLAGGED = "crisis_flagged"
-    CRISIS_RESOLVED = "crisis_resolved"  # staff handled a crisis reply (sequences resumed or kept paused)
-    INTAKE_LIMIT_TRIPPED = "intake_limit_tripped"  # system-wide: the public form's global text limit was reached
-    CHANGE_REQUESTED = "change_requested"  # a public request for a known contact, held until confirmed
-    CHANGE_CONFIRMED = "change_confirmed"  # ... confirmed from the address on file, and applied
-    SMS_CONFIRMATION_SENT = "sms_confirmation_sent"  # the one "Reply YES" text to an unconfirmed number
-    SMS_CONFIRMED = "sms_confirmed"  # the number replied YES: texts may start
-    QUESTION_ACKNOWLEDGED = "question_acknowledged"  # a patient's question got the automatic answer
-    # dispatch
-    MESSAGE_SENT = "message_sent"
-    MESSAGE_SKIPPED = "message_skipped"
-    MESSAGE_DEFERRED = "message_deferred"  # a step waits: quiet hours or the texting law for the number (why, until when)
-    SMS_NAME_DROPPED = "sms_name_dropped"  # the text was too long with the name: sent nameless
-    MESSAGE_HELD = "message_held"  # a content rule failed at send time; the reason is in the detail
-    MESSAGE_RETRY = "message_retry"
-    MESSAGE_FAILED = "message_failed"
-    MESSAGE_UNKNOWN = "message_unknown"
-    MESSAGE_RECONCILED = "message_reconciled"
-    MESSAGE_NEEDS_REVIEW = "message_needs_review"
-    MESSAGE_REQUEUED = "message_requeued"  # its worker stopped before handing it over: sent again
-    MESSAGE_SETTLED = "message_settled"  # staff settled a send in review: marked sent, or sent again
-    ENROLLMENT_COMPLETED = "enrollment_completed"
-    ENROLLMENT_ENDED = "enrollment_ended"
-    CHANNEL_PAUSED = "channel_paused"  # for everyone
-    CHANNEL_RESUMED = "channel_resumed"
-    # provider receipts: Twilio status callbacks (`sms_<MessageStatus>`)
-    SMS_ACCEPTED = "sms_accepted"
-    SMS_QUEUED = "sms_queued"
-    SMS_SENDING = "sms_sending"
-    SMS_SENT = "sms_sent"
-    SMS_DELIVERED = "sms_delivered"
-    SMS_READ = "sms_read"
-    SMS_UNDELIVERED = "sms_undelivered"
-    SMS_FAILED = "sms_failed"
-    # provider receipts: SendGrid event webhook (`email_<event>`)
-    EMAIL_PROCESSED = "email_processed"
-    EMAIL_DELIVERED = "email_delivered"
-    EMAIL_DEFERRED = "email_deferred"
-    EMAIL_OPEN = "email_open"
-    EMAIL_CLICK = "email_click"
-    EMAIL_BOUNCE = "email_bounce"
-    EMAIL_DROPPED = "email_dropped"
-    EMAIL_SPAMREPORT = "email_spamreport"
-    EMAIL_UNSUBSCRIBE = "email_unsubscribe"
-    EMAIL_GROUP_UNSUBSCRIBE = "email_group_unsubscribe"
-    EMAIL_GROUP_RESUBSCRIBE = "email_group_resubscribe"
 
 
 class Contact(Base):
@@ -373,15 +248,6 @@ class InboundMessage(Base):
     __table_args__ = (Index("ix_inbound_open", "handled_at", "crisis", "received_at"),)
 
 
-class BookingKind(StrEnum):
-    """What a scheduling tool told us about a consultation."""
-
-    BOOKED = "booked"
-    CANCELLED = "cancelled"
-    RESCHEDULED = "rescheduled"
-    NO_SHOW = "no_show"
-
-
 class Booking(Base):
     """One word from a scheduling tool (Calendly, Cal.com, the generic webhook) or from staff, kept
     whether or not it matched a contact: unknown people are shown to staff, never dropped.
@@ -538,13 +404,6 @@ class KeyValue(Base):
     updated_at: Mapped[datetime]
 
 
-class TemplateStatus(StrEnum):
-    DRAFT = "draft"  # saved by marketing, not live
-    PUBLISHED = "published"  # approved by a clinician: the version messages are rendered with
-    SUPERSEDED = "superseded"  # was published, replaced by a newer one
-    REJECTED = "rejected"
-
-
 class TemplateVersion(Base):
     """Every version of a message template; the published one is used at send time.
 
@@ -572,17 +431,6 @@ class TemplateVersion(Base):
         UniqueConstraint("name", "version", name="uq_template_version_name_version"),
         Index("ix_template_version_name_status", "name", "status"),
     )
-
-
-class ClaimStatus(StrEnum):
-    APPROVED = "approved"  # messages may say it
-    SUPERSEDED = "superseded"  # replaced by a newer wording of the same claim
-    RETIRED = "retired"  # withdrawn by a clinician
-
-
-class ClaimSource(StrEnum):
-    CLINIC_PAGE = "clinic_page"  # the clinic's own education page
-    CITATION = "citation"  # a reference the clinician entered
 
 
 class ClaimRecord(Base):

@@ -36,7 +36,6 @@ import logging
 import random
 import threading
 import time
-import traceback
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -47,15 +46,13 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, object_session
 
 from patient_drip import db
+from patient_drip.logs import error_kind, error_stack
 from patient_drip.content.campaign import Campaign, Step
-from patient_drip.content.context import message_context, render_sms_fitted, unsubscribe_url
-from patient_drip.content.first_sms import sms_frequency
-from patient_drip.content.render_memo import MemoRenderer
-from patient_drip.content.guard import load_policy
-from patient_drip.content.rendering import ContextValue, RenderedEmail, RenderError
-from patient_drip.content.send_rules import hold_reasons, reason_text
+from patient_drip.content.context import unsubscribe_url
+from patient_drip.content.rendering import RenderError
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.ratelimit import build_limiters
+from patient_drip.dispatch.render_step import StepRenderer, record_name_dropped
 from patient_drip.dispatch.counters import COUNTERS, result_label
 from patient_drip.dispatch.outcome import (
     BackoffChooser,
@@ -66,7 +63,7 @@ from patient_drip.dispatch.outcome import (
     record_sent,
 )
 from patient_drip.dispatch.step import BatchState, Outcome, Ready, decide, defer, defer_over_cap, hold
-from patient_drip.models import Channel, Contact, Enrollment, EventKind, Message, MessageStatus, add_event
+from patient_drip.models import Channel, Contact, Enrollment, Message, MessageStatus
 from patient_drip.providers.types import AccountSendError, AuthSendError, OutgoingMessage, SendError, TransientSendError
 from patient_drip.runtime import Runtime
 
@@ -127,7 +124,7 @@ class Dispatcher:
         self.rt = rt
         self.worker_id = worker_id
         self._backoff = BackoffChooser(rng or random.Random())
-        self._memo = MemoRenderer()
+        self._renderer = StepRenderer(rt)
         self._limiters = build_limiters(rt.settings, rt.sessions)  # pacing shared with every worker
         self._local_pause: set[str] = set()
         # Where the dispatching thread spends its time (seconds, cumulative): claim, prepare,
@@ -273,7 +270,7 @@ class Dispatcher:
             return queue.claim_due(self.rt, now, limit or self.rt.settings.dispatch_batch_size, self.worker_id,
                                    lease_from=self._clock(now))
         except OperationalError as exc:
-            log.warning("could not claim due enrollments: database unavailable (%s)", _kind(exc))
+            log.warning("could not claim due enrollments: database unavailable (%s)", error_kind(exc))
             return None
         finally:
             self.phase_seconds["claim"] += time.perf_counter() - started
@@ -298,17 +295,17 @@ class Dispatcher:
                 chunk_works, chunk_outcomes = self._prepare_chunk(part, now)
             except OperationalError as exc:  # the database, not a row: the lease brings them back
                 log.warning("could not prepare %s enrollments: database unavailable (%s); they fall due again "
-                            "when their lease ends", len(part), _kind(exc))
+                            "when their lease ends", len(part), error_kind(exc))
                 outcomes += [Outcome.ERROR] * len(part)
                 continue
             except Exception as exc:
                 if len(part) == 1:
                     log.error("could not prepare enrollment %s (%s); it falls due again when its lease ends\n%s",
-                              part[0], _kind(exc), _stack(exc))
+                              part[0], error_kind(exc), error_stack(exc))
                     outcomes.append(Outcome.ERROR)
                     continue
                 # One bad row must not hold the whole batch: find it by preparing them one by one.
-                log.warning("preparing a batch of %s failed (%s); retrying one by one", len(part), _kind(exc))
+                log.warning("preparing a batch of %s failed (%s); retrying one by one", len(part), error_kind(exc))
                 for enrollment_id in part:
                     one_works, one_outcomes = self._prepare_parts([enrollment_id], now)
                     works += one_works
@@ -355,28 +352,29 @@ class Dispatcher:
                 continue
             message_id = next(new_ids)
             try:
-                subject, html, text, unsubscribe, dropped, hold_reason = self._render(message_id, contact, campaign,
-                                                                                      step)
+                rendered = self._renderer.render(message_id, contact, campaign, step)
             except RenderError as exc:
                 log.error("template %s failed for message %s: %s", step.template, message_id, exc)
                 defer(enrollment, now + queue.RENDER_RETRY)
                 outcomes.append(Outcome.ERROR)
                 continue
-            if hold_reason is not None:  # a content rule failed on the real values: never sent
-                held.append((item, message_id, (subject, html, text), hold_reason))
+            if rendered.hold_reason is not None:  # a content rule failed on the real values: never sent
+                held.append((item, message_id, (rendered.subject, rendered.html, rendered.text),
+                             rendered.hold_reason))
                 outcomes.append(Outcome.HELD)
                 continue
             to = contact.email if step.channel == Channel.EMAIL else contact.phone
             rows.append((message_id, enrollment.id, contact.id, campaign.id, step.id, str(step.channel),
-                         str(MessageStatus.SENDING), to, subject, text, html, step.template, "",
-                         self._provider_name(step.channel), 1, now, self._clock(now), now, self.worker_id))
-            works.append(self._work(message_id, enrollment, contact, campaign, step, 1, to, text, subject,
-                                    html, unsubscribe, now))
-            if dropped:
-                names_dropped.append((message_id, enrollment, step, dropped))
+                         str(MessageStatus.SENDING), to, rendered.subject, rendered.text, rendered.html,
+                         step.template, "", self._provider_name(step.channel), 1, now, self._clock(now), now,
+                         self.worker_id))
+            works.append(self._work(message_id, enrollment, contact, campaign, step, 1, to, rendered.text,
+                                    rendered.subject, rendered.html, rendered.unsubscribe, now))
+            if rendered.segments_with_name:
+                names_dropped.append((message_id, enrollment, step, rendered.segments_with_name))
         queue.insert_messages(session, rows)
         for message_id, enrollment, step, segments in names_dropped:  # after the rows they point at exist
-            _record_name_dropped(session, message_id, enrollment, step, segments, now)
+            record_name_dropped(session, message_id, enrollment, step, segments, now)
         for item, message_id, rendered, reason in held:  # after the insert: ids are taken in order
             hold(session, item, message_id, rendered, reason, now)
         return works, outcomes
@@ -395,12 +393,13 @@ class Dispatcher:
         if message.body_text is None:  # its first attempt never got as far as rendering
             # A retry goes out as first rendered (and checked); one never rendered is rendered and checked
             # now, and if it breaks a content rule it fails like a broken template: not sent, tried later.
-            message.subject, message.body_html, message.body_text, _, dropped, held = self._render(
-                message.id, contact, campaign, step)
-            if held is not None:
-                raise RenderError(step.template, held)
-            if dropped:
-                _record_name_dropped(object_session(message), message.id, enrollment, step, dropped, now)
+            rendered = self._renderer.render(message.id, contact, campaign, step)
+            if rendered.hold_reason is not None:
+                raise RenderError(step.template, rendered.hold_reason)
+            message.subject, message.body_html, message.body_text = rendered.subject, rendered.html, rendered.text
+            if rendered.segments_with_name:
+                record_name_dropped(object_session(message), message.id, enrollment, step,
+                                    rendered.segments_with_name, now)
         return self._work(message.id, enrollment, contact, campaign, step, message.attempts, message.to_address,
                           message.body_text or "", message.subject, message.body_html,
                           unsubscribe_url(self.rt.settings, self.rt.tokens, contact.id, message.id), now)
@@ -438,30 +437,6 @@ class Dispatcher:
     def _provider_name(self, channel: str) -> str:
         return self.rt.senders[Channel(channel)].provider
 
-    def _render(self, message_id: int, contact: Contact, campaign: Campaign,
-                step: Step) -> tuple[str | None, str | None, str, str, int, str | None]:
-        """(subject, html, text, unsubscribe URL, segments, hold reason) of this step for this contact.
-        `segments` is 0, or how many SMS segments the text needed with the name when it is sent
-        nameless (`content.context.render_sms_fitted`; the caller records that); the hold reason is
-        why it must not be sent (`content.send_rules`), or None. Raises RenderError."""
-        context = message_context(self.rt.settings, self.rt.tokens, first_name=contact.first_name,
-                                  contact_id=contact.id, message_id=message_id, campaign_name=campaign.name,
-                                  step_id=step.id, channel=step.channel,
-                                  sms_frequency=sms_frequency(campaign))
-        if step.channel == Channel.EMAIL:
-            email = self._memo.render_email(self.rt.renderer, step.template, context)
-            return (email.subject, email.html, email.text, str(context["unsubscribe_link"]), 0,
-                    self._check(email, campaign, step, context))
-        fitted = render_sms_fitted(self.rt.renderer, step.template, context)
-        return (None, None, fitted.body, str(context["unsubscribe_link"]), fitted.segments_with_name,
-                self._check(fitted.body, campaign, step, context))
-
-    def _check(self, rendered: RenderedEmail | str, campaign: Campaign, step: Step,
-               context: dict[str, ContextValue]) -> str | None:
-        reasons = hold_reasons(rendered, campaign=campaign, step=step, values=context, settings=self.rt.settings,
-                               policy=load_policy(self.rt.settings.policy_dir))
-        return reason_text(reasons) if reasons else None
-
     # -- phase 2: the provider call (pool threads; no database work but the rate limiter) ----------
 
     def _send(self, work: Work) -> SendResult:
@@ -474,7 +449,7 @@ class Dispatcher:
                 limiter.acquire()
         except Exception as exc:
             log.error("rate limiter failed for message %s (%s); not sent, tried again in a minute", work.message_id,
-                      _kind(exc))
+                      error_kind(exc))
             return SendResult(work, error=TransientSendError("rate limiter unavailable"), not_sent=True)
         started = time.monotonic()
         try:
@@ -487,7 +462,7 @@ class Dispatcher:
             return SendResult(work, error=exc)
         except Exception as exc:  # a bug below us: the request may have left; never resend blindly
             log.error("unexpected error sending message %s (%s); it becomes unknown when its lease ends\n%s",
-                      work.message_id, _kind(exc), _stack(exc))
+                      work.message_id, error_kind(exc), error_stack(exc))
             COUNTERS.observe(channel, "error", None)
             return SendResult(work, unexpected=True)
         elapsed = time.monotonic() - started
@@ -525,7 +500,7 @@ class Dispatcher:
             answered.extend(accepted)
         except Exception as exc:
             log.warning("noting %s answers and handing over %s sends failed (%s); doing each alone",
-                        len(results), len(hand), _kind(exc))
+                        len(results), len(hand), error_kind(exc))
             outcomes = self._record(results, now)
             handed = self._hand_alone(ids, now)
         finally:
@@ -547,7 +522,7 @@ class Dispatcher:
                 return queue.mark_handed(session, ids, self.worker_id, self._clock(now))
         except Exception as exc:
             log.warning("could not hand over message(s) %s (%s); not sent now, sent again when the lease ends",
-                        ", ".join(map(str, ids)), _kind(exc))
+                        ", ".join(map(str, ids)), error_kind(exc))
             return None
 
     def _release(self, ids: list[int], now: datetime) -> None:
@@ -555,7 +530,7 @@ class Dispatcher:
             with db.write_transaction(self.rt.sessions) as session:
                 queue.release_claims(session, ids, self.worker_id, self._clock(now))
         except Exception as exc:  # they fall due when the lease ends instead
-            log.warning("could not give back %s claims (%s); due again when their lease ends", len(ids), _kind(exc))
+            log.warning("could not give back %s claims (%s); due again when their lease ends", len(ids), error_kind(exc))
 
     def _record(self, results: list[SendResult], now: datetime) -> list[str]:
         """Write the outcomes of `results`; returns one outcome per result."""
@@ -578,7 +553,7 @@ class Dispatcher:
                 if attempt == RECORD_RETRIES:
                     break
                 log.warning("recording %s outcomes failed (attempt %s, %s); retrying", len(results), attempt,
-                            _kind(exc))
+                            error_kind(exc))
                 time.sleep(min(5.0, 0.1 * 2 ** (attempt - 1)))
             except Exception as exc:
                 failure = exc
@@ -613,25 +588,3 @@ class Dispatcher:
                 log.info("sent message %s (%s, step %s) to contact %s", result.work.message_id,
                          result.work.outgoing.channel, result.work.step_id, result.work.contact_id)
         return [outcomes[id(r)] for r in results]
-
-
-def _record_name_dropped(session: Session | None, message_id: int, enrollment: Enrollment, step: Step,
-                         segments: int, now: datetime) -> None:
-    """On the contact's timeline: this text went out without the name, which made it too long."""
-    if session is None:  # not reached: the message was loaded through the pass's session
-        return
-    add_event(session, EventKind.SMS_NAME_DROPPED, now, contact_id=enrollment.contact_id,
-              enrollment_id=enrollment.id, message_id=message_id, step=step.id, segments_with_name=segments)
-
-
-def _kind(exc: BaseException | None) -> str:
-    """An exception's type (and the driver's), never its text: SQLAlchemy and the drivers put
-    statement parameters — addresses, names, message bodies — into it (STYLE rule 9)."""
-    if exc is None:
-        return "unknown error"
-    orig = getattr(exc, "orig", None)
-    return type(exc).__name__ + (f": {type(orig).__name__}" if orig is not None else "")
-
-
-def _stack(exc: BaseException | None) -> str:
-    return "".join(traceback.format_tb(exc.__traceback__)) if exc is not None else ""
