@@ -13,8 +13,10 @@ request names. After the answer, `process_received` acts on it (`process_request
   a signed link (valid `DRIP_CONFIRMATION_HOURS`) goes to the email address on file;
   `confirm_change` applies it through the same rule functions (`update_contact`, `grant_consent`,
   `request_sms_confirmation`, `enroll`) and records the confirmation as proof. A known contact with
-  no email on file gets nothing automatically (`confirm_by` "staff"): a text to ask would be one
-  more text to a number, so the request waits for staff.
+  no email on file who gets our texts is asked by text instead (`confirm_by` "text": "Reply YES to
+  confirm", at most one such text per contact a day; the YES goes through `confirm_change_by_text`).
+  One who gets neither emails nor texts from us gets nothing automatically (`confirm_by` "staff"):
+  the request waits for staff.
 
 A request whose process stopped between the answer and the work is picked up by
 `process_leftovers` (the scheduler's housekeeping).
@@ -156,10 +158,18 @@ def process_leftovers(rt: Runtime, now: datetime, *, older_than: timedelta = tim
 
 def _hold_for_confirmation(session: Session, rt: Runtime, contact: Contact, pending: PendingChange,
                            now: datetime) -> list[Notice]:
-    """A request naming a known contact: change nothing, keep what it asked, ask the address on file."""
-    pending.contact_id, pending.confirm_by = contact.id, "email" if contact.email else "staff"
+    """A request naming a known contact: change nothing, keep what it asked, ask the address on file
+    (the email; else the number, when it gets our texts and was not asked in the last day)."""
+    by_text = not contact.email and contact.phone and receives(contact, Channel.SMS)
+    if by_text and _asked_by_text_since(session, contact.id, now - TEXT_CONFIRMATION_GAP):
+        by_text = False  # one "Reply YES to confirm" a day: requests must not become a way to text a patient
+    pending.contact_id = contact.id
+    pending.confirm_by = "email" if contact.email else ("text" if by_text else "staff")
     add_rows(session, [event_row(EventKind.CHANGE_REQUESTED, now, contact.id, pending_change=pending.id,
                                  ip=pending.ip_address, confirm_by=pending.confirm_by)])
+    if pending.confirm_by == "text":
+        return [Notice("change_confirmation_text", pending.id, Channel.SMS, contact.phone or "",
+                       change_confirmation_text(rt.settings.sms_brand, rt.settings.confirmation_hours))]
     if not contact.email:
         return []
     link = f"{rt.settings.public_url}/confirm/{rt.tokens.confirmation(pending.id)}"
@@ -167,6 +177,29 @@ def _hold_for_confirmation(session: Session, rt: Runtime, contact: Contact, pend
                    confirmation_email(rt.settings.clinic_name, rt.settings.clinic_phone, link,
                                       rt.settings.confirmation_hours),
                    subject=f"Please confirm your request to {rt.settings.clinic_name}")]
+
+
+TEXT_CONFIRMATION_GAP = timedelta(hours=24)
+
+
+def change_confirmation_text(brand: str, hours: int) -> str:
+    """The text that asks a known number to confirm a request (discreet: names no treatment)."""
+    return (f"{brand}: we got a request to update your details with us. Reply YES within {hours} hours "
+            f"to confirm it. If it was not you, ignore this. Reply STOP to opt out.")
+
+
+def _asked_by_text_since(session: Session, contact_id: int, since: datetime) -> bool:
+    return session.scalar(select(PendingChange.id).where(
+        PendingChange.contact_id == contact_id, PendingChange.confirm_by == "text",
+        PendingChange.processed_at >= since).limit(1)) is not None
+
+
+def open_text_change(session: Session, contact: Contact, now: datetime) -> PendingChange | None:
+    """The newest request for this contact that waits for a YES from its number, if any."""
+    return session.scalar(select(PendingChange).where(
+        PendingChange.contact_id == contact.id, PendingChange.confirm_by == "text",
+        PendingChange.confirmed_at.is_(None), PendingChange.expires_at > now)
+        .order_by(PendingChange.id.desc()).limit(1))
 
 
 def confirmation_email(clinic_name: str, clinic_phone: str, link: str, hours: int) -> str:
@@ -203,9 +236,10 @@ def pending_change(session: Session, tokens: LinkTokens, token: str) -> PendingC
         return None
 
 
-def change_status(pending: PendingChange | None, contact: Contact | None, now: datetime) -> ChangeStatus | None:
-    """Why this change can no longer be confirmed (None: it can)."""
-    if pending is None or contact is None or contact.erased_at is not None or pending.confirm_by != "email":
+def change_status(pending: PendingChange | None, contact: Contact | None, now: datetime, *,
+                  via: str = "email") -> ChangeStatus | None:
+    """Why this change can no longer be confirmed `via` the emailed link or a text (None: it can)."""
+    if pending is None or contact is None or contact.erased_at is not None or pending.confirm_by != via:
         return ChangeStatus.NOT_FOUND
     if pending.confirmed_at is not None:
         return ChangeStatus.USED
@@ -232,7 +266,8 @@ def describe_request(pending: PendingChange) -> list[str]:
 
 
 def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None, now: datetime, *,
-                   ip_address: str | None, user_agent: str | None) -> ChangeResult:
+                   ip_address: str | None, user_agent: str | None, via: str = "email",
+                   proof: str = "confirmed by the emailed link") -> ChangeResult:
     """The person opened the signed link from the address on file and confirmed: apply what the
     request asked, once, before `expires_at`. Details through `update_contact` (an address is only
     added, never replaced); email consent through `grant_consent` (method `email_confirmation`,
@@ -240,7 +275,7 @@ def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None,
     texts never from an email link: the number gets its double opt-in text if it never had one
     (a number that opted out texts START itself); the campaign through `enroll`."""
     contact = session.get(Contact, pending.contact_id) if pending is not None and pending.contact_id else None
-    refused = change_status(pending, contact, now)
+    refused = change_status(pending, contact, now, via=via)
     if refused is not None or pending is None or contact is None:
         return ChangeResult(refused or ChangeStatus.NOT_FOUND)
     asked = dict(pending.request)
@@ -256,7 +291,7 @@ def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None,
         try:
             grant_consent(session, wording, contact, ConsentGrant(
                 Channel.EMAIL, ConsentMethod.EMAIL_CONFIRMATION, wording_version=asked.get("email_wording"),
-                ip_address=ip_address, user_agent=user_agent, note=f"{note}; confirmed by the emailed link"),
+                ip_address=ip_address, user_agent=user_agent, note=f"{note}; {proof}"),
                 now, "patient:confirmed")
             applied.append("emails on")
         except UnknownWording:  # the form's wording was withdrawn meanwhile: never record another text
@@ -282,6 +317,17 @@ def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None,
                        audit_row("patient:confirmed", "change_confirmed", now, contact.id, pending_change=pending.id,
                                  requested_ip=pending.ip_address, confirmed_ip=ip_address, outcome=pending.outcome)])
     return ChangeResult(ChangeStatus.APPLIED, applied, notices)
+
+
+def confirm_change_by_text(session: Session, rt: Runtime, contact: Contact, inbound_id: int,
+                           now: datetime) -> ChangeResult | None:
+    """A YES from the number of a contact whose request waits for one (`open_text_change`): apply
+    it as `confirm_change` does, the inbound message as proof. None when nothing waits."""
+    pending = open_text_change(session, contact, now)
+    if pending is None:
+        return None
+    return confirm_change(session, rt, pending, now, ip_address=None, user_agent=None, via="text",
+                          proof=f"confirmed by a text reply (inbound #{inbound_id})")
 
 
 def deliver_notices(rt: Runtime, notices: list[Notice], now: datetime) -> None:
@@ -311,5 +357,6 @@ def deliver_notices(rt: Runtime, notices: list[Notice], now: datetime) -> None:
 
 
 __all__ = ["RECEIVED", "ChangeResult", "ChangeStatus", "IntakeRequest", "change_status", "confirm_change",
+           "confirm_change_by_text", "open_text_change",
            "deliver_notices", "describe_request", "pending_change", "process_leftovers", "process_received",
            "process_request", "record_request"]

@@ -22,7 +22,7 @@ from patient_drip.contacts.enrollment import unsubscribe
 from patient_drip.contacts.privacy import forget
 from patient_drip.content.rendering import sms_info
 from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment,
-                                 SmsConfirmation, Suppression)
+                                 PendingChange, SmsConfirmation, Suppression)
 from patient_drip.runtime import Runtime
 from support.builders import ROOT, add_contact, contact, run_until_done
 from support.intake import confirmation_link, emails_to, live_clinic, outbound_texts, post_request, processed
@@ -254,3 +254,38 @@ def test_a_request_left_unprocessed_by_a_stopped_process_is_picked_up_by_the_swe
     with rt.sessions() as session:
         assert session.scalar(select(func.count(Contact.id))) == 1
         assert session.scalar(select(func.count(Enrollment.id))) == 1
+
+
+# -- a known contact with no email on file confirms by replying to a text ----------------------------
+
+
+def test_a_known_number_without_email_confirms_a_request_by_replying_yes(clinic, sandbox, clock):
+    rt, base = clinic
+    patient = add_contact(rt, clock.now, first_name="Robin", email=None, phone=PHONE, consent=("sms",), campaign=None)
+    assert post_request(base, first_name="Mallory", phone=PHONE, timezone="Europe/Paris").status_code == 202
+    processed(rt)
+    assert (contact(rt, patient).first_name, contact(rt, patient).timezone) == ("Robin", "America/Chicago")
+    asks = [t for t in outbound_texts(sandbox, PHONE) if "Reply YES within 48 hours to confirm" in t]
+    assert len(asks) == 1 and "Mallory" not in asks[0]  # the number on file is asked; nothing typed is repeated
+    # A second request the same day asks nothing more: requests are no way to text a patient.
+    post_request(base, first_name="Mallory", phone=PHONE)
+    processed(rt)
+    assert len([t for t in outbound_texts(sandbox, PHONE) if "to confirm it" in t]) == 1
+    reply = sandbox.send_inbound_sms(PHONE, "YES")
+    assert reply.status_code == 200 and "your request is confirmed" in reply.text
+    assert contact(rt, patient).first_name == "Mallory"  # the person on the number said yes
+    with rt.sessions() as session:
+        confirmed = session.scalar(select(PendingChange).where(PendingChange.confirmed_at.is_not(None)))
+        assert confirmed.confirm_by == "text" and confirmed.contact_id == patient
+        assert "change_confirmed" in session.scalars(select(AuditEntry.action)).all()
+
+
+def test_a_known_number_that_gets_no_texts_is_not_texted_to_confirm(clinic, sandbox, clock):
+    rt, base = clinic
+    patient = add_contact(rt, clock.now, first_name="Robin", email=None, phone=PHONE, consent=(), campaign=None)
+    post_request(base, first_name="Mallory", phone=PHONE)
+    processed(rt)
+    assert outbound_texts(sandbox, PHONE) == []
+    assert contact(rt, patient).first_name == "Robin"
+    with rt.sessions() as session:
+        assert session.scalar(select(PendingChange.confirm_by).where(PendingChange.contact_id == patient)) == "staff"

@@ -37,6 +37,7 @@ from patient_drip.contacts.consent import load_wording
 from patient_drip.contacts.double_opt_in import (TextConfirmation, confirm_by_text, confirmed_reply,
                                                  remember_stranger_stop)
 from patient_drip.contacts.enrollment import pause_for_crisis, unsubscribe
+from patient_drip.contacts.intake import confirm_change_by_text
 from patient_drip.contacts.fields import FieldError, normalize_phone
 from patient_drip.dispatch.outcome import move_status_forward
 from patient_drip.models import EventKind, add_event
@@ -254,6 +255,13 @@ async def twilio_inbound(request: Request) -> Response:
                 if kind == ReplyKind.OPT_OUT_TEXT and changed:
                     reply = (f"{settings.sms_brand}: you will get no more texts from us. "
                              f"Reply START to opt back in.")
+            elif kind == ReplyKind.OPT_IN and contact is not None and (
+                    changed_by_text := confirm_change_by_text(session, rt, contact, inbound.id, now)) is not None:
+                # A YES to "confirm your request": the held change applies (its texts, if asked, keep
+                # their own double opt-in).
+                reply = f"{settings.sms_brand}: thank you, your request is confirmed. Reply STOP to opt out."
+                inbound.handled_at = now
+                inbound.handled_by = "automatic: request confirmed"
             elif kind == ReplyKind.OPT_IN:
                 if contact is not None:
                     confirmed = confirm_by_text(session, rt.campaigns, load_wording(settings.policy_dir),
