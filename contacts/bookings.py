@@ -162,6 +162,14 @@ def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str,
                   email=(notice.email or "")[:320] or None, phone=(notice.phone or "")[:20] or None,
                   name=notice.name[:200], starts_at=notice.starts_at, received_at=now,
                   contact_id=contact.id if contact else None)
+    # The row first: its unique key (provider, external id, kind) is taken before anything is
+    # applied, so the same event arriving twice at once applies once.
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return BookingResult("duplicate")
     status = "unmatched" if contact is None else str(notice.kind)
     changed = 0
     if contact is not None:
@@ -182,11 +190,6 @@ def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str,
             detail |= {"step": row.step_id, "attributed_by": row.attribution}
         add_rows(session, [event_row(kind_event, now, contact.id, **detail),
                            audit_row(actor, str(kind_event), now, contact.id, **detail)])
-    try:
-        with session.begin_nested():
-            session.add(row)
-    except IntegrityError:  # the same event, arriving twice at once: the first one counts
-        return BookingResult("duplicate")
     return BookingResult(status, contact.id if contact else None, changed, row.id)
 
 

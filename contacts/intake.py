@@ -27,7 +27,7 @@ May import `models`, `content`, `providers.types`, `runtime`, and the other `con
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -139,7 +139,8 @@ def process_received(rt: Runtime, pending_id: int, now: datetime) -> None:
         except IntegrityError:
             if attempt == 2:
                 log.error("request %s could not be processed: a conflicting request won twice", pending_id)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, UnknownWording) as exc:
+            # UnknownWording: the form's consent wording was withdrawn meanwhile; never record another.
             log.error("request %s could not be processed now (%s); left for the next sweep", pending_id,
                       type(exc).__name__)
             return
@@ -183,9 +184,10 @@ TEXT_CONFIRMATION_GAP = timedelta(hours=24)
 
 
 def change_confirmation_text(brand: str, hours: int) -> str:
-    """The text that asks a known number to confirm a request (discreet: names no treatment)."""
-    return (f"{brand}: we got a request to update your details with us. Reply YES within {hours} hours "
-            f"to confirm it. If it was not you, ignore this. Reply STOP to opt out.")
+    """The text that asks a known number to confirm a request: what a YES may change (field names
+    only: nothing typed into the form is repeated to the number), discreet, names no treatment."""
+    return (f"{brand}: we got a request to update the name or time zone we have for you, or to restart "
+            f"our messages. Reply YES within {hours} hours to confirm. Not you? Ignore this. STOP to opt out.")
 
 
 def _asked_by_text_since(session: Session, contact_id: int, since: datetime) -> bool:
@@ -280,6 +282,11 @@ def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None,
         return ChangeResult(refused or ChangeStatus.NOT_FOUND)
     asked = dict(pending.request)
     data = _asked_input(asked)
+    if via == "text":
+        # A YES proves the number, not an email address: no address is added and no email consent
+        # is recorded from it (the confirmation text says so: name, time zone, messages).
+        data = replace(data, email=None, phone=None)
+        asked = {**asked, "consent_email": False}
     changed = update_contact(session, rt.suppression_key, contact, data, now, "patient:confirmed")
     applied = [f"{name.replace('_', ' ')} updated" for name in changed]
     if data.phone and contact.phone != data.phone:  # an address is added, never replaced

@@ -254,3 +254,10 @@ def test_guesses_are_counted_per_ipv4_24_and_ipv6_64(address, network):
     from patient_drip.accounts.throttle import network_of
 
     assert network_of(address) == network
+
+
+@pytest.mark.parametrize("path", ["/admin/login", "/admin/login/forgot"])
+def test_a_form_token_with_non_ascii_characters_is_refused_not_a_crash(client, path):
+    login_form_token(client)  # the cookie half of the double-submit token
+    answer = client.post(path, data={"csrf_token": "é", "email": "a@clinic.test", "password": "x"})
+    assert 400 <= answer.status_code < 500

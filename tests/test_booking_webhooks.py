@@ -222,3 +222,12 @@ def test_forgetting_a_person_clears_what_the_scheduler_told_us(live, clock):
     with rt.sessions() as session, session.begin():
         forget(session, rt.suppression_key, session.get(Contact, contact_id), clock.now, "test")
     assert [(b.email, b.phone, b.name, b.contact_id) for b in _bookings(rt)] == [(None, None, "", contact_id)] * 2
+
+
+def test_a_timestamp_past_the_year_9999_is_refused_not_a_crash(live, clock):
+    rt, web = live
+    body = b'{"email": "alex@example.com"}'
+    far = "999999999999"
+    answers = [web.post("/webhooks/calendly", content=body, headers={"Calendly-Webhook-Signature": f"t={far},v1=00"}),
+               web.post("/webhooks/booking", content=body, headers={"X-Drip-Timestamp": far, "X-Drip-Signature": "x"})]
+    assert [a.status_code for a in answers] == [401, 403]  # the generic one: no secret configured here

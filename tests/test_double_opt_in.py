@@ -262,18 +262,25 @@ def test_a_request_left_unprocessed_by_a_stopped_process_is_picked_up_by_the_swe
 def test_a_known_number_without_email_confirms_a_request_by_replying_yes(clinic, sandbox, clock):
     rt, base = clinic
     patient = add_contact(rt, clock.now, first_name="Robin", email=None, phone=PHONE, consent=("sms",), campaign=None)
-    assert post_request(base, first_name="Mallory", phone=PHONE, timezone="Europe/Paris").status_code == 202
+    assert post_request(base, first_name="Mallory", phone=PHONE, timezone="Europe/Paris", email="mallory@evil.example",
+                        consent_email="yes").status_code == 202
     processed(rt)
     assert (contact(rt, patient).first_name, contact(rt, patient).timezone) == ("Robin", "America/Chicago")
     asks = [t for t in outbound_texts(sandbox, PHONE) if "Reply YES within 48 hours to confirm" in t]
+    assert "name or time zone" in asks[0]  # what a YES may change, by field name only
     assert len(asks) == 1 and "Mallory" not in asks[0]  # the number on file is asked; nothing typed is repeated
     # A second request the same day asks nothing more: requests are no way to text a patient.
     post_request(base, first_name="Mallory", phone=PHONE)
     processed(rt)
-    assert len([t for t in outbound_texts(sandbox, PHONE) if "to confirm it" in t]) == 1
+    assert len([t for t in outbound_texts(sandbox, PHONE) if "to confirm" in t]) == 1
+    # START is the carriers' opt-in keyword, not an answer to this question: it confirms nothing.
+    sandbox.send_inbound_sms(PHONE, "START")
+    assert contact(rt, patient).first_name == "Robin"
     reply = sandbox.send_inbound_sms(PHONE, "YES")
     assert reply.status_code == 200 and "your request is confirmed" in reply.text
     assert contact(rt, patient).first_name == "Mallory"  # the person on the number said yes
+    # ... to their name and zone: a YES proves the number, not the email typed into the form.
+    assert contact(rt, patient).email is None and contact(rt, patient).email_consent is False
     with rt.sessions() as session:
         confirmed = session.scalar(select(PendingChange).where(PendingChange.confirmed_at.is_not(None)))
         assert confirmed.confirm_by == "text" and confirmed.contact_id == patient

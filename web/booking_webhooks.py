@@ -83,7 +83,11 @@ def _unix_seconds(value: str, name: str, now: datetime, max_skew: int) -> None:
         raise Refusal(401, f"missing {name}")
     if not value.isascii() or not value.isdigit() or len(value) > 12:
         raise Refusal(401, f"{name} must be unix seconds")
-    _within(datetime.fromtimestamp(int(value), timezone.utc), name, now, max_skew)
+    try:
+        moment = datetime.fromtimestamp(int(value), timezone.utc)
+    except (ValueError, OverflowError, OSError):  # year 33658: no real call is signed then
+        raise Refusal(401, f"{name} is not a time we can read") from None
+    _within(moment, name, now, max_skew)
 
 
 def _within(moment: datetime, name: str, now: datetime, max_skew: int) -> None:

@@ -255,7 +255,7 @@ async def twilio_inbound(request: Request) -> Response:
                 if kind == ReplyKind.OPT_OUT_TEXT and changed:
                     reply = (f"{settings.sms_brand}: you will get no more texts from us. "
                              f"Reply START to opt back in.")
-            elif kind == ReplyKind.OPT_IN and contact is not None and (
+            elif kind == ReplyKind.OPT_IN and contact is not None and (classification.matched or "").lower() == "yes" and (
                     changed_by_text := confirm_change_by_text(session, rt, contact, inbound.id, now)) is not None:
                 # A YES to "confirm your request": the held change applies (its texts, if asked, keep
                 # their own double opt-in).

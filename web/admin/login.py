@@ -86,7 +86,8 @@ def _code_page(request: Request, *, next_url: str, error: str = "", status_code:
 def form_token_ok(request: Request, sent: str) -> bool:
     """The pre-session double-submit token of the sign-in forms matches its cookie."""
     cookie_token = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    return bool(sent and cookie_token and hmac.compare_digest(sent, cookie_token))
+    # Bytes: compare_digest refuses str with non-ASCII characters (a 500 for a typed 'é').
+    return bool(sent and cookie_token and hmac.compare_digest(sent.encode(), cookie_token.encode()))
 
 
 def _pending_serializer(rt: Runtime) -> URLSafeSerializer:
