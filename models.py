@@ -39,6 +39,7 @@ from patient_drip.statuses import (  # noqa: F401
     ConsentMethod,
     EventKind,
     BookingKind,
+    TaskKind,
     TemplateStatus,
     ClaimStatus,
     ClaimSource,
@@ -275,6 +276,27 @@ class Booking(Base):
     received_at: Mapped[datetime] = mapped_column(index=True)
 
     __table_args__ = (UniqueConstraint("provider", "external_id", "kind", name="uq_booking_event"),)
+
+
+class StaffTask(Base):
+    """Work the system hands to the front desk (`contacts.tasks`): a no-show to call, a booking to match
+    by hand. Kept when done, with who finished it and when. One task per booking event at most
+    (`uq_staff_task_booking`), so a scheduler's retry cannot add a second."""
+
+    __tablename__ = "staff_task"
+    __table_args__ = (UniqueConstraint("kind", "booking_id", name="uq_staff_task_booking"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"), index=True)
+    booking_id: Mapped[int | None] = mapped_column(ForeignKey("booking.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    # who took it on (a staff user), and who finished it: the actor string, kept if the user goes
+    assigned_to: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
+    done_at: Mapped[datetime | None] = mapped_column(index=True)
+    done_by: Mapped[str | None] = mapped_column(String(120))
+
+
 class PendingChange(Base):
     """A public request as received (the same row whoever it names), processed after the answer
     went out (`processed_at`). For a contact that already existed it is then the change held until

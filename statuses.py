@@ -157,6 +157,13 @@ class BookingKind(StrEnum):
     NO_SHOW = "no_show"
 
 
+class TaskKind(StrEnum):
+    """What the system asks the front desk to do (`contacts.tasks`)."""
+
+    NO_SHOW = "no_show"  # the person missed the consultation: call them
+    UNMATCHED_BOOKING = "unmatched_booking"  # a scheduler told us of someone we could not match: find them
+
+
 class TemplateStatus(StrEnum):
     DRAFT = "draft"  # saved by marketing, not live
     PUBLISHED = "published"  # approved by a clinician: the version messages are rendered with

@@ -14,9 +14,13 @@ in exactly one of these ways (`BookingResult.status`):
 - `rescheduled` — still booked: recorded, nothing re-opens;
 - `cancelled` — a cancellation without a new booking re-opens the sequences that ended because of
   the booking, at their next unsent step (due now, inside the send window);
-- `no_show` — recorded with an event staff see on the timeline and the bookings page.
+- `no_show` — recorded with an event on the timeline, and a staff task to call the person
+  (`contacts.tasks`), matched or not.
 
-May import `models`, `contacts.enrollment`, `contacts.fields`, `contacts.records`, `content`.
+A booking by someone we could not match also opens a task: find them.
+
+May import `models`, `contacts.enrollment`, `contacts.fields`, `contacts.records`, `contacts.tasks`,
+`content`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.enrollment import end_enrollments
 from patient_drip.contacts.fields import FieldError, normalize_email, normalize_phone
 from patient_drip.contacts.records import add_rows, audit_row, event_row
+from patient_drip.contacts.tasks import open_task
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.tokens import BadToken, LinkTokens
 from patient_drip.content.windows import step_due_at
@@ -44,6 +49,7 @@ from patient_drip.models import (
     EventKind,
     ExitReason,
     Message,
+    TaskKind,
 )
 
 
@@ -172,6 +178,10 @@ def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str,
         return BookingResult("duplicate")
     status = "unmatched" if contact is None else str(notice.kind)
     changed = 0
+    if notice.kind == BookingKind.NO_SHOW:  # someone to call, whether or not we know who they are
+        open_task(session, TaskKind.NO_SHOW, now, contact_id=row.contact_id, booking_id=row.id, actor=actor)
+    elif contact is None and notice.kind == BookingKind.BOOKED:
+        open_task(session, TaskKind.UNMATCHED_BOOKING, now, booking_id=row.id, actor=actor)
     if contact is not None:
         if notice.kind == BookingKind.BOOKED:
             credit = attribute(session, contact, tracked, now)

@@ -34,6 +34,7 @@ from patient_drip.web.admin import (
     replies,
     review,
     settings_pages,
+    tasks,
     templates_editor,
     users_admin,
 )
@@ -85,7 +86,7 @@ def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
     for module in (login, password_reset, mfa_setup, dashboard, contacts, imports, replies, review, templates_editor,
-                   claims_pages, campaigns, users_admin, settings_pages, account, bookings):
+                   claims_pages, campaigns, users_admin, settings_pages, account, bookings, tasks):
         app.include_router(module.router)
     app.include_router(api_v1.router)
     api_v1.customize_openapi(app)

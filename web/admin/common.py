@@ -55,6 +55,8 @@ NOTICES = {
     "review_sent_again": "Queued to be sent again (the same message, within the send window); the sequence "
                          "then carries on where it was.",
     "channel_resumed": "Channel resumed.",
+    "task_taken": "The task is yours now.",
+    "task_done": "Done. The task is kept below with your name and the time.",
 }
 
 ROLE_HELP = {
@@ -97,7 +99,7 @@ def _nav_key(path: str) -> str:
     if path.startswith(("/admin/contacts", "/admin/messages")):
         return "contacts"
     for key in ("import", "replies", "review", "templates", "claims", "campaigns", "users", "audit", "settings",
-                "account", "bookings"):
+                "account", "bookings", "tasks"):
         if path.startswith(f"/admin/{key}"):
             return key
     return "dashboard" if path.rstrip("/") == "/admin" else ""

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.intake_limits import recent_alerts
+from patient_drip.contacts.tasks import count_open
 from patient_drip.web.admin.auth import AnyUser
 from patient_drip.web.admin.common import clinic_zone, render
 from patient_drip.dispatch.pauses import paused_channels
@@ -136,6 +137,7 @@ def dashboard(request: Request, user: AnyUser, session: ReadSessionDep, now: Now
         "bookings_unmatched": int(session.scalar(select(func.count(Booking.id)).where(Booking.contact_id.is_(None)))
                                   or 0),
         "in_review": count_in_review(session),
+        "tasks_open": count_open(session),
         "paused": paused_channels(session),
         "intake_alerts": recent_alerts(session, now),
         "clinic_zone": clinic_zone(rt),
