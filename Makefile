@@ -34,6 +34,7 @@ run: $(STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not exclusive" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -p no:xdist -m exclusive $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	@cat test-artifacts/browser-skipped.txt 2>/dev/null || true
 
 sandbox: $(STAMP)
 	$(BIN)/drip sandbox

@@ -79,3 +79,24 @@ def rt(settings: Settings) -> Iterator[Runtime]:
     runtime = build_runtime(settings)
     yield runtime
     runtime.close()
+
+
+
+BROWSER_SKIPPED = ROOT / "test-artifacts" / "browser-skipped.txt"  # `make test` prints it last
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """One clear line when the browser tests could not run here (no Chromium or no Playwright): a green
+    run without them has not seen the staff UI in a browser. The Makefile repeats it as its last line."""
+    if hasattr(config, "workerinput") or config.getoption("markexpr", "") == "exclusive":
+        return  # an xdist worker, or the second `make test` run (no browser tests in it)
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if "browser" in getattr(report, "keywords", {})]
+    BROWSER_SKIPPED.unlink(missing_ok=True)
+    if skipped:
+        line = (f"BROWSER TESTS SKIPPED: {len(skipped)} browser test(s) did not run (no Chromium at "
+                "/usr/bin/chromium or no Playwright). Install Chromium with `apt-get install chromium` "
+                "(`.ci/run` does); `make test` installs Playwright.")
+        terminalreporter.write_line(line, yellow=True, bold=True)
+        BROWSER_SKIPPED.parent.mkdir(exist_ok=True)
+        BROWSER_SKIPPED.write_text(line + "\n")

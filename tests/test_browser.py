@@ -16,23 +16,15 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from support.browser import MARKS, PASSWORD, SHOTS, chromium
 from support.builders import ROOT
 from support.staff import add_user, next_totp_time, totp_code
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium "
-                                                     "(apt-get install chromium); browser tests skipped"),
-]
+pytestmark = MARKS
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 expect = playwright_api.expect
 
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-PASSWORD = "browser-test-password"
 LAPTOP = {"width": 1280, "height": 860}
 TABLET = {"width": 768, "height": 1024}
 
@@ -71,10 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium(playwright_api) as instance:
         yield instance
-        instance.close()
 
 
 @pytest.fixture

@@ -16,30 +16,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from support.browser import MARKS, PASSWORD, SHOTS, chromium
 from support.builders import ROOT, VirtualClock, add_contact, sandbox_settings
 from support.databases import TEMPLATES
 from support.live import LiveApp, loopback_url
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed at /usr/bin/chromium"),
-]
+pytestmark = MARKS
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 expect = playwright_api.expect
 
-SHOTS = ROOT / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-PASSWORD = "browser-test-password"
 
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium(playwright_api) as instance:
         yield instance
-        instance.close()
 
 
 def test_front_desk_settles_the_review_queue_in_the_browser(browser, sandbox, tmp_path):
