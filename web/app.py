@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError, OperationalError
 from patient_drip.runtime import Runtime, utcnow
 from patient_drip.web import admin, booking_webhooks, metrics, public, webhooks
 from patient_drip.web.deps import WEB_DIR
+from patient_drip.web.error_pages import install_error_pages
 from patient_drip.web.limits import BodyLimit
 
 log = logging.getLogger("drip.web")
@@ -35,6 +36,12 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
     app.state.rt = rt
     app.state.clock = clock
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        # Browsers ask for /favicon.ico whatever the page says; the same small SVG as the pages' icon.
+        return Response((WEB_DIR / "static" / "favicon.svg").read_bytes(), media_type="image/svg+xml",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
     # Added before the headers middleware, so it runs inside it: a 413 carries the security headers too.
     app.add_middleware(BodyLimit, settings=rt.settings)
@@ -87,6 +94,7 @@ def create_app(rt: Runtime, *, clock: Callable[[], datetime] = utcnow, with_admi
                                 headers={"Retry-After": "30"})
         return JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "30"})
 
+    install_error_pages(app, admin.staff_error_page if with_admin else None)
     app.include_router(public.router)
     if with_admin:
         app.include_router(webhooks.router)

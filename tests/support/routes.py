@@ -11,6 +11,7 @@ from fastapi import FastAPI, routing
 
 PUBLIC = (
     re.compile(r"^/healthz$"),
+    re.compile(r"^/favicon.ico$"),
     re.compile(r"^/consult$"),
     re.compile(r"^/api/consultations$"),
     re.compile(r"^/u/\{token\}$"),

@@ -82,6 +82,12 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or ("application/json" in accept and "text/html" not in accept)
 
 
+def staff_error_page(request: Request, status: int, title: str, message: str) -> Response:
+    """A 404/400/500 inside the staff app, in its layout (with the nav when someone is signed in)."""
+    return render(request, "admin/error.html", {"title": title, "message": message}, user=session_user(request),
+                  status_code=status)
+
+
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
