@@ -127,6 +127,7 @@ def nav(page, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def sign_out(page) -> None:  # type: ignore[no-untyped-def]
+    page.locator(".usermenu summary").click()  # the signed-in user's menu
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/admin/login"))
 
