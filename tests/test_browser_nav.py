@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import re
 
-import pyotp
 import pytest
 
-from support.browser import MARKS, chromium, screenshot
+from support.browser import MARKS, chromium, screenshot, session_cookie
 from support.builders import make_settings
 from support.databases import TEMPLATES
 from support.live import LiveApp, loopback_url
@@ -20,30 +19,14 @@ expect = playwright_api.expect
 ROLES = ("admin", "staff", "marketing", "clinician")
 
 
-def _session_cookies(rt, clock, url):  # type: ignore[no-untyped-def]
-    """A signed-in session per role (admins and clinicians with two-step sign-in already set up)."""
-    from patient_drip.accounts.users import create_user
-    from patient_drip.web.admin.auth import SESSION_COOKIE, issue_session
-
-    cookies = {}
-    with rt.sessions() as session, session.begin():
-        for role in ROLES:
-            user = create_user(session, f"{role}@example.com", "browser-test-password", role, clock.now, "test",
-                               name="Dr. Jennifer Okonkwo-Smith" if role == "admin" else f"{role.capitalize()} user")
-            user.totp_secret, user.mfa_enabled_at = pyotp.random_base32(), clock.now
-            session.flush()
-            cookies[role] = {"name": SESSION_COOKIE, "value": issue_session(rt, session, user, clock.now),
-                             "url": url}
-    return cookies
-
-
 def test_the_bar_is_one_row_on_a_laptop_and_folds_on_a_phone(tmp_path, clock):
     from patient_drip.runtime import build_runtime
 
     url = loopback_url()
     rt = build_runtime(make_settings(TEMPLATES.copy_sqlite(tmp_path / "drip.db"), public_url=url))
     try:
-        cookies = _session_cookies(rt, clock, url)
+        cookies = {role: session_cookie(rt, clock, url, role, name="Dr. Jennifer Okonkwo-Smith" if role == "admin"
+                                        else "") for role in ROLES}
         with LiveApp(rt, clock), chromium(playwright_api) as browser:
             for role in ROLES:
                 context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=url)

@@ -92,6 +92,13 @@
       if (!link) { return; }
       event.preventDefault();
       var line = parseInt(link.getAttribute("data-line"), 10) || 1;
+      var editor = window.dripTemplateEditor;  // the highlighting editor (template_editor.js), if loaded
+      if (editor) {
+        editor.focus();
+        editor.setSelection({line: line - 1, ch: 0}, {line: line - 1, ch: editor.getLine(line - 1) ? editor.getLine(line - 1).length : 0});
+        editor.scrollIntoView({line: line - 1, ch: 0}, 80);
+        return;
+      }
       var lines = source.value.split("\n");
       var start = 0;
       for (var i = 0; i < line - 1 && i < lines.length; i++) { start += lines[i].length + 1; }
