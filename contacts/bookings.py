@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.enrollment import end_enrollments
 from patient_drip.contacts.fields import FieldError, normalize_email, normalize_phone
 from patient_drip.contacts.records import add_rows, audit_row, event_row
-from patient_drip.contacts.tasks import open_task
+from patient_drip.contacts.tasks import CLOSED_BY_BOOKING, close_tasks, open_task
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.tokens import BadToken, LinkTokens
 from patient_drip.content.windows import step_due_at
@@ -179,9 +179,9 @@ def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str,
     status = "unmatched" if contact is None else str(notice.kind)
     changed = 0
     if notice.kind == BookingKind.NO_SHOW:  # someone to call, whether or not we know who they are
-        open_task(session, TaskKind.NO_SHOW, now, contact_id=row.contact_id, booking_id=row.id, actor=actor)
+        open_task(session, TaskKind.NO_SHOW, now, contact_id=row.contact_id, booking_id=row.id)
     elif contact is None and notice.kind == BookingKind.BOOKED:
-        open_task(session, TaskKind.UNMATCHED_BOOKING, now, booking_id=row.id, actor=actor)
+        open_task(session, TaskKind.UNMATCHED_BOOKING, now, booking_id=row.id)
     if contact is not None:
         if notice.kind == BookingKind.BOOKED:
             credit = attribute(session, contact, tracked, now)
@@ -190,6 +190,7 @@ def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str,
                 row.message_id, row.campaign_id, row.step_id = (credit.message.id, credit.message.campaign_id,
                                                                 credit.message.step_id)
             changed = end_enrollments(session, contact.id, ExitReason.BOOKED, now, actor)
+            close_tasks(session, CLOSED_BY_BOOKING, now, f"{actor} (booked)", contact_id=contact.id)
         elif notice.kind == BookingKind.CANCELLED:
             changed = reopen_after_cancel(session, contact, campaigns, now, actor)
         kind_event = {BookingKind.BOOKED: EventKind.BOOKED, BookingKind.CANCELLED: EventKind.BOOKING_CANCELLED,
