@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from patient_drip import due_now
@@ -226,3 +228,34 @@ def test_the_waker_stops_after_its_running_pass():
     waker.wake()  # would be one more pass, but stop comes first
     waker.stop()
     assert finished == [True] and waker.passes == 1
+
+
+def _thanks(client: TestClient, **fields: str) -> str:
+    answer = client.post("/api/consultations", data={"first_name": "Robin", "consent_email": "yes", **fields})
+    assert answer.status_code == 200 and "Thank you" in answer.text, answer.text[:500]
+    return answer.text
+
+
+def test_the_thank_you_page_outside_the_send_window_says_when_the_first_message_comes(client, clock):
+    clock.set(datetime(2026, 3, 3, 3, 0, tzinfo=timezone.utc))  # Monday 21:00 in Chicago: after 20:00
+    page = _thanks(client, email="late@example.com", timezone="America/Chicago")
+    assert "after <strong>09:00 on Tuesday 3 March</strong> (America/Chicago)" in page
+    assert "09:00–20:00 your time" in page
+
+
+def test_the_expected_time_follows_the_submitted_zone_and_is_the_same_for_a_known_person(client, clock):
+    clock.set(datetime(2026, 3, 3, 3, 0, tzinfo=timezone.utc))  # 19:00 in Los Angeles: inside the window
+    inside = _thanks(client, email="west@example.com", timezone="America/Los_Angeles")
+    assert "outside the hours" not in inside
+    clock.set(datetime(2026, 3, 3, 13, 0, tzinfo=timezone.utc))  # 05:00 in Los Angeles, 07:00 in Chicago
+    first = _thanks(client, email="west@example.com", timezone="America/Los_Angeles")  # now a known person
+    stranger = _thanks(client, email="someone.new@example.com", timezone="America/Los_Angeles")
+    assert "after <strong>09:00 on Tuesday 3 March</strong> (America/Los_Angeles)" in first
+    assert first == stranger  # the page tells nothing about who we know
+
+
+def test_a_text_only_request_is_told_when_its_first_text_may_come(client, clock):
+    # 08:30 in Chicago: the campaign's window (from 09:00) is what waits, for the text as for email.
+    clock.set(datetime(2026, 3, 3, 14, 30, tzinfo=timezone.utc))
+    page = _thanks(client, phone="+13125550177", consent_sms="yes", consent_email="", timezone="America/Chicago")
+    assert "after <strong>09:00 on Tuesday 3 March</strong> (America/Chicago)" in page
