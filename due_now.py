@@ -1,7 +1,7 @@
 """The signal that a commit made dispatch work due now (issue 15, "speed to lead").
 
 A rule that makes an enrollment due at once (`contacts.enrollment.enroll`, a resume, a re-opened
-sequence, the bulk importer) calls `mark_due(session, due, now)`. Then, when that transaction commits:
+sequence, the bulk importer, staff's "send again") calls `mark_due(session, due, now)`. Then, when that transaction commits:
 
 - in this process, every callback registered with `on_commit` for the session factory runs (the
   scheduler's in-process wake of its dispatcher: `dispatch.wake`);
