@@ -89,13 +89,17 @@ class DueListener:
                     in_outage, delay = False, BACKOFF_FIRST_SECONDS
                     self._wake()  # whatever was committed while nobody listened
                     self._listen(connection)
-            except psycopg.Error as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure; wakes are its only job
                 self.connected.clear()
                 if self._stopping.is_set():
                     return
                 if not in_outage:  # one line per outage, not one per attempt
-                    log.warning("listener: PostgreSQL connection lost (%s); reconnecting with backoff, "
-                                "the dispatch tick still runs meanwhile", type(exc).__name__)
+                    if isinstance(exc, psycopg.Error):
+                        log.warning("listener: PostgreSQL connection lost (%s); reconnecting with backoff, "
+                                    "the dispatch tick still runs meanwhile", type(exc).__name__)
+                    else:  # a bug, not weather: say so louder, but keep trying like the ticks do
+                        log.error("listener failed with %s; retrying with backoff, the dispatch tick still runs",
+                                  type(exc).__name__)
                     in_outage = True
                 self._stopping.wait(delay * (0.5 + self._rng.random()))
                 delay = min(delay * 2, BACKOFF_MAX_SECONDS)

@@ -120,6 +120,22 @@ def test_the_listener_survives_a_dropped_connection_and_wakes_again(postgres_url
         rt.close()
 
 
+def test_an_unreachable_database_gives_one_warning_line_not_one_per_attempt(caplog):
+    engine = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing_listens_here")
+    listener = DueListener(engine, lambda: None)
+    try:
+        with caplog.at_level(logging.INFO, logger="drip.listener"):
+            listener.start()
+            time.sleep(2.5)  # about three attempts with the backoff (0.5 s, then 1 s, then 2 s, jittered)
+        assert not listener.connected.is_set() and listener.connects == 0
+        lines = [r for r in caplog.records if r.name == "drip.listener"]
+        assert len(lines) == 1 and lines[0].levelno == logging.WARNING, [r.getMessage() for r in lines]
+        assert "nothing_listens_here" not in lines[0].getMessage()  # the class of the error only
+    finally:
+        listener.stop()
+        engine.dispose()
+
+
 @pytest.mark.postgres
 def test_a_rolled_back_enrollment_notifies_nobody(postgres_url):
     rt = build_runtime(make_settings(postgres_url))
