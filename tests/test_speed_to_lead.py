@@ -190,6 +190,30 @@ def test_a_commit_that_made_work_due_now_wakes_this_process_and_a_rollback_does_
         rt.close()
 
 
+def test_an_import_whose_rows_are_due_now_wakes_this_process_once_per_chunk(sqlite_url, clock):
+    import io
+
+    from patient_drip.contacts.importer import import_csv
+
+    rt = build_runtime(make_settings(sqlite_url))
+    calls: list[int] = []
+    remove = due_now.on_commit(rt.sessions, lambda: calls.append(1))
+    try:  # START is 09:30 in Chicago: inside the window, the first emails are due at once
+        rows = "".join(f"Pat,Doe{i},pat{i}@example.com,,America/Chicago,yes,no,test\n" for i in range(5))
+        report = import_csv(rt, io.StringIO("first_name,last_name,email,phone,timezone,consent_email,consent_sms,"
+                                            "source\n" + rows), rt.campaign("ketamine-consult"), clock.now, "cli:test")
+        assert report.failed == 0
+        assert calls == [1]
+        clock.set(datetime(2026, 3, 3, 3, 0, tzinfo=timezone.utc))  # 21:00 in Chicago: due tomorrow, no wake
+        later = "".join(f"Sam,Doe{i},sam{i}@example.com,,America/Chicago,yes,no,test\n" for i in range(3))
+        import_csv(rt, io.StringIO("first_name,last_name,email,phone,timezone,consent_email,consent_sms,source\n"
+                                   + later), rt.campaign("ketamine-consult"), clock.now, "cli:test")
+        assert calls == [1]
+    finally:
+        remove()
+        rt.close()
+
+
 def test_wakes_during_a_pass_give_exactly_one_more_pass_and_passes_never_overlap():
     inside = threading.Event()
     release = threading.Event()
