@@ -40,6 +40,7 @@ from patient_drip.contacts.tasks import CLOSED_BY_BOOKING, close_tasks, open_tas
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.tokens import BadToken, LinkTokens
 from patient_drip.content.windows import step_due_at
+from patient_drip.due_now import mark_due
 from patient_drip.models import (
     Booking,
     BookingKind,
@@ -143,6 +144,7 @@ def reopen_after_cancel(session: Session, contact: Contact, campaigns: Mapping[s
         enrollment.ended_at = None
         enrollment.claimed_by = None
         enrollment.next_due_at = max(due, now) if due is not None else now
+        mark_due(session, enrollment.next_due_at, now)
         add_rows(session, [event_row(EventKind.RESUMED, now, contact.id, enrollment.id,
                                      reason="booking cancelled: the sequence continues", actor=actor)])
         reopened += 1

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.tasks import close_tasks, open_task
 from patient_drip.content.campaign import Campaign
 from patient_drip.dispatch import queue
+from patient_drip.due_now import mark_due
 from patient_drip.models import (
     Channel,
     Enrollment,
@@ -166,6 +167,7 @@ def settle_by_staff(session: Session, campaigns: dict[str, Campaign], message_id
         raise ReviewError(f"This message is no longer waiting for review (it is {message.status}).")
     if action == ReviewAction.SEND_AGAIN:
         _walk_back(enrollment, campaigns, message, now)
+        mark_due(session, now, now)  # staff asked for it now: wake the dispatchers when this commits
         message.status = MessageStatus.RETRYING
         note = f"sent again on staff decision ({actor})"
     else:
