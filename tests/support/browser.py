@@ -81,3 +81,24 @@ class CodeEditor:
         self.page.wait_for_selector(".CodeMirror-focused")  # keys typed before the editor has focus go elsewhere
         self.page.keyboard.press("Control+A")
         self.page.keyboard.insert_text(text)
+
+
+def laptop_page(browser: Any, url: str) -> tuple[Any, Any, list[str]]:
+    """A new laptop-sized (1280 × 860) context and page on `url`, and the list the page's console
+    errors are collected in. Returns (context, page, errors)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return context, page, errors
+
+
+def sign_in_with_password(page: Any, email: str, password: str = PASSWORD) -> None:
+    """Sign in through the form as a user without two-step sign-in, ending on the dashboard."""
+    import re
+
+    page.goto("/admin/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/admin/?$"))
