@@ -2,7 +2,8 @@
 it describes and the consent it states (pure; runs on several processes for a big file), and the
 per-row errors to report with their line numbers.
 
-May import `contacts.fields` and `contacts.changes` (parsing); nothing that touches the database.
+May import `contacts.fields`, `contacts.changes` (parsing) and `contacts.column_mapping`; nothing that touches
+the database.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from patient_drip.contacts.changes import ContactInput, parse_contact_input
+# The fields, and the other names files give them, are `contacts.column_mapping`'s (re-exported here).
+from patient_drip.contacts.column_mapping import KNOWN_COLUMNS, field_for
 from patient_drip.contacts.fields import FieldError, ZoneSource
 
-KNOWN_COLUMNS = ("first_name", "last_name", "email", "phone", "timezone", "consent_email", "consent_sms", "source")
 YES = {"yes", "y", "true", "1", "x"}
 NO = {"no", "n", "false", "0", ""}
 MAX_FIELD = 10_000
@@ -57,11 +59,18 @@ def read_rows(stream: IO[str]) -> tuple[list[str], Iterator[tuple[int, dict[str,
     csv.field_size_limit(MAX_FIELD)
     reader = csv.DictReader(stream)
     try:
-        header = [name.strip().lower() for name in (reader.fieldnames or [])]
+        written = list(reader.fieldnames or [])
     except csv.Error as exc:
         raise ImportFileError(f"line 1: not a CSV header: {exc}") from None
+    # "Email Address", "Mobile", "Given name"…: the names spreadsheets use read as our fields.
+    header = [field_for(name) or name.strip().lower() for name in written]
     if not header:
         raise ImportFileError("the file is empty; the first line must be a header such as first_name,email,phone")
+    twice = sorted({name for name in header if name in KNOWN_COLUMNS and header.count(name) > 1})
+    if twice:
+        columns = "; ".join(f"{', '.join(repr(w) for w, h in zip(written, header) if h == name)} all mean {name}"
+                            for name in twice)
+        raise ImportFileError(f"line 1: {columns}: keep one column for each")
     if "email" not in header and "phone" not in header:
         raise ImportFileError(f"line 1: the header needs an email or phone column (found: {', '.join(header)})")
     reader.fieldnames = header

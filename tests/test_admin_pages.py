@@ -411,9 +411,19 @@ def test_csv_import_previews_then_runs_in_the_background_and_reports_the_bad_row
     preview = client.post("/admin/import", data={"campaign": "ketamine-consult", "csrf_token": csrf},
                           files={"file": ("people.csv", CSV.encode(), "text/csv")})
     assert preview.status_code == 200 and "3 rows" in preview.text and "dana@example.com" in preview.text
+    check_url = re.search(r'action="(/admin/import/[^/"]+/check)"', preview.text).group(1)
+    start_url = check_url.replace("/check", "/start")
+    assert client.post(start_url, data={"csrf_token": csrf}).headers["location"].endswith("/columns")  # check first
+    columns = {f"column_{i}": name for i, name in enumerate(CSV.splitlines()[0].split(","))}
+    checked = client.post(check_url, data={"csrf_token": csrf, **columns})
+    assert checked.status_code == 200
+    assert '<span class="card-value" id="check-ready">2</span>' in checked.text
+    assert '<span class="card-value" id="check-problems">1</span>' in checked.text
+    assert re.search(r'<th scope="row">3</th><td>email</td>', checked.text)
+    problems = client.get(check_url.replace("/check", "/problems.csv")).text.splitlines()
+    assert problems[0] == "line,field,problem" and problems[1].startswith("3,email,")
     with srt.sessions() as session:
         assert session.scalar(select(func.count(Contact.id))) == 0  # nothing imported yet
-    start_url = re.search(r'action="(/admin/import/[^/"]+/start)"', preview.text).group(1)
     started = client.post(start_url, data={"csrf_token": csrf})
     assert started.status_code == 303
     job_url = started.headers["location"]
@@ -434,7 +444,7 @@ def test_csv_import_previews_then_runs_in_the_background_and_reports_the_bad_row
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (b"", "empty"), (b"name,address\nx,y\n", "email or phone column"), (b"\xff\xfe\x00bad", "not UTF-8"),
+    (b"", "empty"), (b"\xff\xfe\x00bad", "not UTF-8"),
 ])
 def test_unusable_csv_files_are_explained(client, srt, clock, content, message):
     csrf = signed_in(client, srt, "staff", clock)
@@ -443,11 +453,47 @@ def test_unusable_csv_files_are_explained(client, srt, clock, content, message):
     assert response.status_code == 400 and message in response.text
 
 
+def test_import_recognises_common_column_names_and_names_every_mapping_problem_at_once(client, srt, clock):
+    csrf = signed_in(client, srt, "staff", clock)
+    content = ("Given name,Surname,Email Address,Mobile,Notes,E-mail,Email opt-in\n"
+               "Dana,Reyes,dana@example.com,(312) 555-0188,met at the fair,dana@work.example,yes\n").encode()
+    preview = client.post("/admin/import", data={"campaign": "ketamine-consult", "csrf_token": csrf},
+                          files={"file": ("crm.csv", content, "text/csv")})
+    assert preview.status_code == 200
+    chosen = re.findall(r'<select name="column_(\d)".*?<option value="([a-z_]*)" selected>', preview.text, re.S)
+    assert chosen == [("0", "first_name"), ("1", "last_name"), ("2", "email"), ("3", "phone"), ("4", ""), ("5", ""),
+                      ("6", "consent_email")]
+    check_url = re.search(r'action="(/admin/import/[^/"]+/check)"', preview.text).group(1)
+    wrong = client.post(check_url, data={"csrf_token": csrf, "column_0": "email", "column_1": "", "column_2": "email",
+                                         "column_3": "", "column_4": "", "column_5": "email", "column_6": ""})
+    assert wrong.status_code == 400
+    assert "Email is chosen for 3 columns (&#39;Given name&#39;, &#39;Email Address&#39;, &#39;E-mail&#39;)" in wrong.text
+    none = client.post(check_url, data={"csrf_token": csrf, **{f"column_{i}": "" for i in range(7)}})
+    assert none.status_code == 400 and "every row needs one" in none.text
+    good = client.post(check_url, data={"csrf_token": csrf, "column_0": "first_name", "column_1": "last_name",
+                                        "column_2": "", "column_3": "phone", "column_4": "", "column_5": "email",
+                                        "column_6": "consent_email"})
+    assert '<span class="card-value" id="check-ready">1</span>' in good.text
+    assert "Not imported: Email Address, Notes." in good.text
+    started = client.post(check_url.replace("/check", "/start"), data={"csrf_token": csrf})
+    job_url = started.headers["location"]
+    for _ in range(200):
+        status = client.get(job_url + "/status").json()
+        if status["state"] in ("done", "failed"):
+            break
+        time.sleep(0.02)
+    assert status["state"] == "done" and status["enrolled"] == 1, status
+    with srt.sessions() as session:
+        dana = session.scalar(select(Contact))
+        assert (dana.first_name, dana.last_name, dana.email, dana.phone) == ("Dana", "Reyes", "dana@work.example",
+                                                                            "+13125550188")
+
+
 def test_import_jobs_are_private_to_whoever_uploaded(client, srt, clock):
     csrf = signed_in(client, srt, "staff", clock)
     preview = client.post("/admin/import", data={"campaign": "ketamine-consult", "csrf_token": csrf},
                           files={"file": ("people.csv", CSV.encode(), "text/csv")})
-    job = re.search(r'/admin/import/([^/"]+)/start', preview.text).group(1)
+    job = re.search(r'/admin/import/([^/"]+)/check', preview.text).group(1)
     signed_in(client, srt, "staff", clock, email="colleague@clinic.test")
     assert client.get(f"/admin/import/{job}").status_code == 404
 

@@ -309,8 +309,13 @@ def test_staff_imports_a_csv_with_one_bad_row(page, server, tmp_path):
     page.get_by_label("CSV file").set_input_files(str(csv_file))
     page.get_by_role("button", name="Upload and preview").click()
     assert "41 rows" in page.content() and page.locator(".preview-table tbody tr").count() == 5
+    expect(page.get_by_label("email", exact=True)).to_have_value("email")  # recognised and chosen
     shot(page, "16-import-preview")
-    page.get_by_role("button", name=re.compile(r"Import 41 rows")).click()
+    page.get_by_role("button", name=re.compile(r"Check all 41 rows")).click()
+    expect(page.locator("#check-ready")).to_have_text("40")
+    expect(page.locator("#check-problems")).to_have_text("1")
+    shot(page, "16b-import-checked")
+    page.get_by_role("button", name=re.compile(r"Import 40 rows")).click()
     page.wait_for_selector("#import-result", timeout=20_000)  # the script polls, then shows the report
     assert page.locator("#import-failed").inner_text() == "1"
     assert "not-an-email" in page.locator("table.errors").inner_text() or \
