@@ -51,13 +51,16 @@ class ConversationError(ValueError):
 
 
 def thread_for(session: Session, contact_id: int, now: datetime) -> Conversation:
-    """The contact's thread, made (open) if it has none yet. Two requests making it at once both
-    get the one row: the unique contact id decides, the loser reads the winner's."""
+    """The contact's thread, made if it has none yet: open when one of their texts waits for staff,
+    else done. Two requests making it at once both get the one row: the unique contact id decides,
+    the loser reads the winner's."""
     found = session.scalar(select(Conversation).where(Conversation.contact_id == contact_id))
     if found is not None:
         return found
-    thread = Conversation(contact_id=contact_id, state=ConversationState.OPEN, state_at=now, state_by="",
-                          created_at=now, updated_at=now)
+    waiting = session.scalar(select(InboundMessage.id).where(InboundMessage.contact_id == contact_id,
+                                                             InboundMessage.handled_at.is_(None)).limit(1))
+    thread = Conversation(contact_id=contact_id, state=ConversationState.OPEN if waiting else ConversationState.DONE,
+                          state_at=now, state_by="", created_at=now, updated_at=now)
     try:
         with session.begin_nested():
             session.add(thread)

@@ -74,39 +74,50 @@ class Entry:
     label: str = ""  # out: "Sequence text (step)" or "Reply"; event: its words
 
 
-def _open_crisis() -> object:
-    return exists().where(InboundMessage.contact_id == Conversation.contact_id, InboundMessage.crisis.is_(True),
+def _crisis_of(contact_id: object) -> object:
+    """EXISTS: the contact has a possible-crisis text nobody has resolved."""
+    return exists().where(InboundMessage.contact_id == contact_id, InboundMessage.crisis.is_(True),
                           InboundMessage.handled_at.is_(None))
 
 
 def list_threads(session: Session, show: str, user_id: int, limit: int = 50) -> list[ThreadRow]:
-    """Threads for the tab `show`: "open" (every open thread and any with an unresolved crisis,
-    crises first, then who has waited longest), "waiting", "done" (latest first), "mine" (open or
-    waiting threads given to `user_id`, crises first)."""
-    crisis = _open_crisis().label("crisis")  # type: ignore[attr-defined]
-    waiting = (select(func.count()).where(InboundMessage.contact_id == Conversation.contact_id,
-                                          InboundMessage.handled_at.is_(None)).scalar_subquery().label("waiting"))
-    last_text = (select(InboundMessage.body).where(InboundMessage.contact_id == Conversation.contact_id)
-                 .order_by(InboundMessage.id.desc()).limit(1).scalar_subquery().label("last_text"))
-    query = (select(Conversation, Contact, User.name, User.email, crisis, waiting, last_text)
-             .join(Contact, Contact.id == Conversation.contact_id)
+    """Threads for the tab `show`: "open" (every open thread, and every contact with a text left for
+    staff, crises first, then who has waited longest), "waiting", "done" (latest first), "mine"
+    (open or waiting threads given to `user_id`, crises first).
+
+    "open" starts from two indexed sets — texts nobody handled (`ix_inbound_open`) and open threads
+    (`ix_conversation_state_inbound`) — so a text that reached us without a thread (one stored
+    before threads existed) is never hidden."""
+    crisis = _crisis_of(Contact.id).label("crisis")  # type: ignore[attr-defined]
+    waiting = (select(func.count()).where(InboundMessage.contact_id == Contact.id, InboundMessage.handled_at.is_(None))
+               .scalar_subquery().label("waiting"))
+    last_in = (select(func.max(InboundMessage.received_at)).where(InboundMessage.contact_id == Contact.id)
+               .scalar_subquery().label("last_in"))
+    # The newest text still waiting for staff, else the newest text.
+    last_text = (select(InboundMessage.body).where(InboundMessage.contact_id == Contact.id)
+                 .order_by(InboundMessage.handled_at.is_(None).desc(), InboundMessage.id.desc()).limit(1)
+                 .scalar_subquery().label("last_text"))
+    query = (select(Contact, Conversation, User.name, User.email, crisis, waiting, last_in, last_text)
+             .outerjoin(Conversation, Conversation.contact_id == Contact.id)
              .outerjoin(User, User.id == Conversation.assigned_to))
-    if show == "waiting":
-        query = query.where(Conversation.state == ConversationState.WAITING).order_by(Conversation.updated_at.desc())
-    elif show == "done":
-        query = query.where(Conversation.state == ConversationState.DONE).order_by(Conversation.updated_at.desc())
+    if show in ("waiting", "done"):
+        state = ConversationState.WAITING if show == "waiting" else ConversationState.DONE
+        query = query.where(Conversation.state == state).order_by(Conversation.updated_at.desc(), Conversation.id)
     else:
         if show == "mine":
-            query = query.where(Conversation.assigned_to == user_id,
-                                Conversation.state != ConversationState.DONE)
+            query = query.where(Conversation.assigned_to == user_id, Conversation.state != ConversationState.DONE)
         else:
-            query = query.where((Conversation.state == ConversationState.OPEN) | _open_crisis())  # type: ignore[operator]
-        query = query.order_by(crisis.desc(), Conversation.last_inbound_at.asc().nulls_last(), Conversation.id)
+            wanted = select(InboundMessage.contact_id).where(InboundMessage.handled_at.is_(None),
+                                                             InboundMessage.contact_id.is_not(None)).union(
+                select(Conversation.contact_id).where(Conversation.state == ConversationState.OPEN))
+            query = query.where(Contact.id.in_(wanted))
+        query = query.order_by(crisis.desc(), last_in.asc().nulls_last(), Contact.id)
     rows = []
-    for thread, contact, user_name, user_email, is_crisis, open_count, text in session.execute(query.limit(limit)):
-        rows.append(ThreadRow(contact.id, contact.display_name, contact.phone, contact.timezone, thread.state,
-                              user_name or user_email or "", bool(is_crisis), int(open_count or 0),
-                              thread.last_inbound_at, text or ""))
+    for contact, thread, user_name, user_email, is_crisis, open_count, last, text in session.execute(
+            query.limit(limit)):
+        rows.append(ThreadRow(contact.id, contact.display_name, contact.phone, contact.timezone,
+                              thread.state if thread is not None else ConversationState.OPEN,
+                              user_name or user_email or "", bool(is_crisis), int(open_count or 0), last, text or ""))
     return rows
 
 
@@ -123,8 +134,13 @@ def tab_counts(session: Session, user_id: int) -> dict[str, int]:
         select(Conversation.state, func.count()).group_by(Conversation.state))}
     mine = session.scalar(select(func.count()).select_from(Conversation).where(
         Conversation.assigned_to == user_id, Conversation.state != ConversationState.DONE)) or 0
-    crises = session.scalar(select(func.count()).select_from(Conversation).where(_open_crisis())) or 0  # type: ignore[arg-type]
-    return {"open": counts.get(ConversationState.OPEN, 0), "waiting": counts.get(ConversationState.WAITING, 0),
+    crises = session.scalar(select(func.count(func.distinct(InboundMessage.contact_id))).where(
+        InboundMessage.crisis.is_(True), InboundMessage.handled_at.is_(None))) or 0
+    wanted = select(InboundMessage.contact_id).where(InboundMessage.handled_at.is_(None),
+                                                     InboundMessage.contact_id.is_not(None)).union(
+        select(Conversation.contact_id).where(Conversation.state == ConversationState.OPEN)).subquery()
+    open_count = session.scalar(select(func.count()).select_from(wanted)) or 0
+    return {"open": int(open_count), "waiting": counts.get(ConversationState.WAITING, 0),
             "done": counts.get(ConversationState.DONE, 0), "mine": int(mine), "crisis": int(crises)}
 
 
