@@ -78,3 +78,61 @@ def test_a_reply_to_a_number_that_texted_stop_never_reaches_twilio(live_rt, sand
         refused = web.post(f"{url}/reply", data={"csrf_token": csrf, "body": "Hello?", "key": "k-stop"})
         assert refused.status_code == 422 and "opted out of texts" in refused.text
     assert len(sandbox.messages(provider="twilio", to=PHONE)) == before
+
+
+def test_a_staff_reply_whose_answer_was_lost_is_never_sent_twice_and_is_settled(live_rt, sandbox, clock):
+    from datetime import timedelta
+
+    from patient_drip.dispatch.reconcile import reconcile_unknown
+    from patient_drip.dispatch.staff_reply import send_staff_reply
+    from patient_drip.providers.sandbox import Fault
+
+    rt, _app = live_rt
+    contact_id = add_contact(rt, clock.now, campaign=None)
+    sandbox.add_fault("twilio", Fault(timeout=True, hang_ms=3000))  # Twilio takes it, the answer is lost
+    lost = send_staff_reply(rt, contact_id, "We will call you at 4.", "k-lost", "desk@clinic.test", clock.now)
+    assert lost.status == MessageStatus.UNKNOWN and lost.error is not None and "do not send it again" in lost.error
+    again = send_staff_reply(rt, contact_id, "We will call you at 4.", "k-lost", "desk@clinic.test", clock.now)
+    assert again.duplicate and again.message_id == lost.message_id  # the resent form changes nothing
+    clock.advance(timedelta(minutes=3))
+    reconcile_unknown(rt, clock.now)  # asks Twilio (or the status callback came first): it has it
+    wait_until(lambda: staff_reply_record(rt).status in (MessageStatus.SENT, MessageStatus.DELIVERED))
+    assert [m["text"] for m in sandbox.messages(provider="twilio", to=PHONE)
+            if m["direction"] == "outbound-api"] == ["We will call you at 4."]
+
+
+def test_a_staff_reply_twilio_refuses_for_good_fails_and_stops_texts_to_the_number(live_rt, sandbox, clock):
+    from patient_drip.dispatch.staff_reply import send_staff_reply
+    from patient_drip.models import Contact
+    from patient_drip.providers.sandbox import Fault
+
+    rt, _app = live_rt
+    contact_id = add_contact(rt, clock.now, campaign=None)
+    sandbox.add_fault("twilio", Fault(code=21211))
+    failed = send_staff_reply(rt, contact_id, "Hello from the clinic", "k-bad", "desk@clinic.test", clock.now)
+    assert failed.status == MessageStatus.FAILED and failed.error is not None and "Invalid phone number" in failed.error
+    with rt.sessions() as session:
+        found = session.get(Contact, contact_id)
+        assert found is not None and found.sms_block_reason == "failed"
+
+
+def test_an_unknown_staff_reply_twilio_never_got_fails_instead_of_waiting_for_a_sequence(live_rt, sandbox, clock):
+    from datetime import timedelta
+
+    from patient_drip.dispatch.reconcile import reconcile_unknown
+
+    rt, _app = live_rt
+    contact_id = add_contact(rt, clock.now, campaign=None)
+    with rt.sessions() as session, session.begin():
+        message = Message(enrollment_id=None, contact_id=contact_id, campaign_id="", step_id="staff-reply",
+                          channel="sms", status=MessageStatus.UNKNOWN, to_address=PHONE, body_text="Lost on the way",
+                          provider="twilio", attempts=1, created_at=clock.now, attempted_at=clock.now,
+                          handed_at=clock.now, updated_at=clock.now)
+        session.add(message)
+        session.flush()
+        session.add(StaffReply(message_id=message.id, contact_id=contact_id, idempotency_key="k-never",
+                               sent_by="desk@clinic.test", conversational=False, created_at=clock.now))
+    clock.advance(timedelta(minutes=5))
+    assert reconcile_unknown(rt, clock.now) == {"failed": 1}
+    record = staff_reply_record(rt)
+    assert record.status == MessageStatus.FAILED and "send the reply again" in (record.last_error or "")
