@@ -180,8 +180,10 @@ def thread_entries(session: Session, contact_id: int, limit: int = 200) -> list[
         elif event.kind == EventKind.CRISIS_RESOLVED:
             words = f"Crisis resolved: {detail.get('outcome', '')}"
         entries.append(Entry(event.occurred_at, "event", "", event.id, by=str(detail.get("by", "")), label=words))
-    rank = {"in": 0, "out": 1, "event": 2, "note": 3}
-    entries.sort(key=lambda e: (e.at, rank[e.kind], e.order))
+    # At the same instant: their text, then what we answered automatically, then our texts, then the rest.
+    automatic = {THREAD_EVENTS[EventKind.CRISIS_FLAGGED], THREAD_EVENTS[EventKind.QUESTION_ACKNOWLEDGED]}
+    rank = {"in": 0, "out": 2, "event": 3, "note": 4}
+    entries.sort(key=lambda e: (e.at, 1 if e.label in automatic else rank[e.kind], e.order))
     return entries[-limit:]
 
 
