@@ -260,7 +260,8 @@ class Conversation(Base):
     texts, our texts, notes as timeline events), so erasing the contact erases the thread."""
 
     __tablename__ = "conversation"
-    __table_args__ = (Index("ix_conversation_state_inbound", "state", "last_inbound_at"),)
+    # The waiting / done tabs list a state newest first: this index serves them without a sort.
+    __table_args__ = (Index("ix_conversation_state_updated", "state", "updated_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), unique=True)

@@ -86,7 +86,7 @@ def list_threads(session: Session, show: str, user_id: int, limit: int = 50) -> 
     (open or waiting threads given to `user_id`, crises first).
 
     "open" starts from two indexed sets — texts nobody handled (`ix_inbound_open`) and open threads
-    (`ix_conversation_state_inbound`) — so a text that reached us without a thread (one stored
+    (`ix_conversation_state_updated`) — so a text that reached us without a thread (one stored
     before threads existed) is never hidden."""
     crisis = _crisis_of(Contact.id).label("crisis")  # type: ignore[attr-defined]
     waiting = (select(func.count()).where(InboundMessage.contact_id == Contact.id, InboundMessage.handled_at.is_(None))

@@ -99,6 +99,7 @@ def test_front_desk_answers_a_crisis_thread_and_sees_new_texts_arrive(tmp_path, 
             expect(page.locator("#thread-entries .entry-in").last).to_contain_text("thank you for calling",
                                                                                   timeout=15000)
             expect(page.locator("#thread-live")).to_contain_text("New activity")
+            expect(page.locator("#thread-state")).to_have_text("open")  # their text reopened the thread
             assert page.evaluate("window.__sameDocument === true")  # no reload happened
             screenshot(page, "inbox-new-text-live.png")
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")

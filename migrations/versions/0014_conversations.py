@@ -42,7 +42,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('conversation', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_conversation_assigned_to'), ['assigned_to'], unique=False)
-        batch_op.create_index('ix_conversation_state_inbound', ['state', 'last_inbound_at'], unique=False)
+        batch_op.create_index('ix_conversation_state_updated', ['state', 'updated_at'], unique=False)
     op.create_table('staff_reply',
     sa.Column('id', BIG_ID, nullable=False),
     sa.Column('message_id', BIG_ID, nullable=False),
@@ -78,6 +78,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_staff_reply_contact_id'))
     op.drop_table('staff_reply')
     with op.batch_alter_table('conversation', schema=None) as batch_op:
-        batch_op.drop_index('ix_conversation_state_inbound')
+        batch_op.drop_index('ix_conversation_state_updated')
         batch_op.drop_index(batch_op.f('ix_conversation_assigned_to'))
     op.drop_table('conversation')

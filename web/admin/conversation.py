@@ -117,7 +117,10 @@ def thread_updates(request: Request, contact_id: int, user: InboxUser, session: 
         return JSONResponse({"changed": False}, headers={"Cache-Control": "no-store"})
     record_read(request, user, ReadKind.CONVERSATION_VIEWED, now, count=1, contact_id=contact.id,
                 what="live update")
-    return JSONResponse({"changed": True, "v": fingerprint, "html": html}, headers={"Cache-Control": "no-store"})
+    thread = thread_of(session, contact.id)
+    state = STATE_LABELS[ConversationState(thread.state)] if thread else STATE_LABELS[ConversationState.OPEN]
+    return JSONResponse({"changed": True, "v": fingerprint, "html": html, "state": state},
+                        headers={"Cache-Control": "no-store"})
 
 
 @router.post("/replies/contacts/{contact_id}/reply", response_model=None)

@@ -29,6 +29,8 @@
           if (data.changed) {
             box.innerHTML = data.html;
             box.setAttribute("data-fingerprint", data.v);
+            var state = document.getElementById("thread-state");
+            if (state && data.state) { state.textContent = data.state; }
             if (status) { status.textContent = message + " (" + new Date().toLocaleTimeString() + ")"; }
           }
           window.setTimeout(poll, POLL_MS);
