@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
@@ -47,6 +47,13 @@ BATCH = 200
 def reconcile_unknown(rt: Runtime, now: datetime) -> dict[str, int]:
     """Resolve what can be resolved now; returns counts by resolution."""
     counts: Counter[str] = Counter()
+    with rt.sessions() as session, session.begin():
+        # A staff reply (no enrollment, so no worker comes back for it) still `sending` long after it
+        # was handed over: the process stopped during the provider call. Its fate is unknown.
+        session.execute(update(Message).where(
+            Message.enrollment_id.is_(None), Message.status == MessageStatus.SENDING,
+            Message.handed_at.is_not(None), Message.handed_at < now - queue.LEASE,
+        ).values(status=MessageStatus.UNKNOWN, updated_at=now))
     with rt.sessions() as session:
         ids = list(session.scalars(
             select(Message.id).where(Message.status == MessageStatus.UNKNOWN).order_by(Message.id).limit(BATCH)

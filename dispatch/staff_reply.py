@@ -14,7 +14,8 @@ outbox mode, Twilio in providers mode) with the same delivery semantics as the d
   dispatcher does) or surely did not take it (transient, account): `failed`, the reason shown, and
   staff may send again (a new form, a new key);
 - **unknown**: the request left and the answer was lost: `unknown`, never resent blindly;
-  reconciliation asks Twilio (`dispatch.reconcile`) and settles it.
+  reconciliation asks Twilio (`dispatch.reconcile`) and settles it. A reply left `sending` by a
+  process that stopped during the provider call becomes `unknown` there once its lease is over.
 
 Sent replies write a `staff_reply` timeline event and an audit row, and the thread moves on
 (`contacts.conversations.replied`).

@@ -136,3 +136,26 @@ def test_an_unknown_staff_reply_twilio_never_got_fails_instead_of_waiting_for_a_
     assert reconcile_unknown(rt, clock.now) == {"failed": 1}
     record = staff_reply_record(rt)
     assert record.status == MessageStatus.FAILED and "send the reply again" in (record.last_error or "")
+
+
+def test_a_staff_reply_left_sending_by_a_stopped_process_is_reconciled(live_rt, sandbox, clock):
+    from datetime import timedelta
+
+    from patient_drip.dispatch.reconcile import reconcile_unknown
+
+    rt, _app = live_rt
+    contact_id = add_contact(rt, clock.now, campaign=None)
+    with rt.sessions() as session, session.begin():  # recorded and handed over, then the process died
+        message = Message(enrollment_id=None, contact_id=contact_id, campaign_id="", step_id="staff-reply",
+                          channel="sms", status=MessageStatus.SENDING, to_address=PHONE, body_text="Cut off",
+                          provider="twilio", attempts=1, created_at=clock.now, attempted_at=clock.now,
+                          handed_at=clock.now, updated_at=clock.now)
+        session.add(message)
+        session.flush()
+        session.add(StaffReply(message_id=message.id, contact_id=contact_id, idempotency_key="k-cut",
+                               sent_by="desk@clinic.test", conversational=False, created_at=clock.now))
+    assert reconcile_unknown(rt, clock.now) == {}  # still within its lease: maybe in flight
+    assert staff_reply_record(rt).status == MessageStatus.SENDING
+    clock.advance(timedelta(minutes=10))
+    assert reconcile_unknown(rt, clock.now) == {"failed": 1}  # Twilio never got it
+    assert staff_reply_record(rt).status == MessageStatus.FAILED
