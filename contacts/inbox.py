@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.sql.expression import Exists
 
 from patient_drip.models import (
     Contact,
@@ -74,7 +75,7 @@ class Entry:
     label: str = ""  # out: "Sequence text (step)" or "Reply"; event: its words
 
 
-def _crisis_of(contact_id: object) -> object:
+def _crisis_of(contact_id: InstrumentedAttribute[int]) -> Exists:
     """EXISTS: the contact has a possible-crisis text nobody has resolved."""
     return exists().where(InboundMessage.contact_id == contact_id, InboundMessage.crisis.is_(True),
                           InboundMessage.handled_at.is_(None))
@@ -88,7 +89,7 @@ def list_threads(session: Session, show: str, user_id: int, limit: int = 50) -> 
     "open" starts from two indexed sets — texts nobody handled (`ix_inbound_open`) and open threads
     (`ix_conversation_state_updated`) — so a text that reached us without a thread (one stored
     before threads existed) is never hidden."""
-    crisis = _crisis_of(Contact.id).label("crisis")  # type: ignore[attr-defined]
+    crisis = _crisis_of(Contact.id).label("crisis")
     waiting = (select(func.count()).where(InboundMessage.contact_id == Contact.id, InboundMessage.handled_at.is_(None))
                .scalar_subquery().label("waiting"))
     last_in = (select(func.max(InboundMessage.received_at)).where(InboundMessage.contact_id == Contact.id)
