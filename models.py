@@ -40,6 +40,7 @@ from patient_drip.statuses import (  # noqa: F401
     EventKind,
     BookingKind,
     TaskKind,
+    ConversationState,
     TemplateStatus,
     ClaimStatus,
     ClaimSource,
@@ -174,12 +175,16 @@ class Enrollment(Base):
 
 
 class Message(Base):
-    """The send record. Written (status `sending`) and committed before any provider call."""
+    """The send record. Written (status `sending`) and committed before any provider call.
+
+    A text a member of staff wrote in the inbox (`dispatch.staff_reply`) belongs to no enrollment:
+    `enrollment_id` is NULL, `campaign_id` empty, `step_id` "staff-reply" (its `StaffReply` row holds
+    the form's idempotency key)."""
 
     __tablename__ = "message"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollment.id", ondelete="CASCADE"))
+    enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollment.id", ondelete="CASCADE"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
     campaign_id: Mapped[str] = mapped_column(String(100))
     step_id: Mapped[str] = mapped_column(String(100))
@@ -247,6 +252,42 @@ class InboundMessage(Base):
     handled_by: Mapped[str | None] = mapped_column(String(120))
 
     __table_args__ = (Index("ix_inbound_open", "handled_at", "crisis", "received_at"),)
+
+
+class Conversation(Base):
+    """One contact's text thread in the staff inbox (`contacts.conversations`): its state and who
+    has it. What was said is not copied here: the thread is read from the contact's own rows (their
+    texts, our texts, notes as timeline events), so erasing the contact erases the thread."""
+
+    __tablename__ = "conversation"
+    # The waiting / done tabs list a state newest first: this index serves them without a sort.
+    __table_args__ = (Index("ix_conversation_state_updated", "state", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), unique=True)
+    state: Mapped[str] = mapped_column(String(20), default=ConversationState.OPEN)
+    state_at: Mapped[datetime]
+    state_by: Mapped[str] = mapped_column(String(120), default="")
+    assigned_to: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"), index=True)
+    last_inbound_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class StaffReply(Base):
+    """A text a member of staff sent from the inbox: its send record, who wrote it, and the form's
+    idempotency key, unique, so a double click or a resubmitted form sends once."""
+
+    __tablename__ = "staff_reply"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), unique=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    sent_by: Mapped[str] = mapped_column(String(120))
+    # Within the conversational window of the person's own text (may go outside quiet hours).
+    conversational: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
 
 
 class Booking(Base):

@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         "Mon-Fri 9am-5pm", validation_alias=_env("DRIP_CLINIC_HOURS", "clinic_hours"),
         description="Opening hours named in the automatic answer to a patient's question",
     )
+    conversation_hours: int = Field(
+        24, ge=1, le=72, validation_alias=_env("DRIP_CONVERSATION_HOURS", "conversation_hours"),
+        description="How long after a patient's own text a staff reply counts as conversational and may go "
+                    "outside the quiet hours, in hours",
+    )
     confirmation_hours: int = Field(
         48, ge=1, le=336, validation_alias=_env("DRIP_CONFIRMATION_HOURS", "confirmation_hours"),
         description="How long the emailed link that confirms a request for a known contact stays valid, in hours",

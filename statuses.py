@@ -108,6 +108,11 @@ class EventKind(StrEnum):
     SMS_CONFIRMATION_SENT = "sms_confirmation_sent"  # the one "Reply YES" text to an unconfirmed number
     SMS_CONFIRMED = "sms_confirmed"  # the number replied YES: texts may start
     QUESTION_ACKNOWLEDGED = "question_acknowledged"  # a patient's question got the automatic answer
+    # the inbox's conversations (`contacts.conversations`, `dispatch.staff_reply`)
+    STAFF_REPLY = "staff_reply"  # a member of staff texted the person from the inbox (the Message is linked)
+    STAFF_NOTE = "staff_note"  # a note a member of staff kept on the thread ("called back, safe")
+    CONVERSATION_STATE = "conversation_state"  # the thread became open / waiting on patient / done
+    CONVERSATION_ASSIGNED = "conversation_assigned"  # the thread was given to (or taken from) a staff user
     # dispatch
     MESSAGE_SENT = "message_sent"
     MESSAGE_SKIPPED = "message_skipped"
@@ -166,6 +171,14 @@ class TaskKind(StrEnum):
     UNMATCHED_BOOKING = "unmatched_booking"  # a scheduler told us of someone we could not match: find them
     REVIEW = "review"  # a send nobody can tell the fate of (`dispatch.reconcile`): decide
     FAILED_SEND = "failed_send"  # a message failed for good (a bad number or address): check the contact
+
+
+class ConversationState(StrEnum):
+    """Where a contact's text thread stands in the staff inbox."""
+
+    OPEN = "open"  # someone at the clinic needs to act
+    WAITING = "waiting"  # we answered; waiting on the patient
+    DONE = "done"  # nothing left to do (a new text from the person reopens it)
 
 
 class TemplateStatus(StrEnum):

@@ -120,8 +120,10 @@ def attribute(session: Session, contact: Contact, tracked: Message | None, now: 
         .order_by(Message.clicked_at.desc(), Message.id.desc()).limit(1))
     if clicked is not None:
         return Attribution(clicked, "last_click")
+    # A staff reply from the inbox (no enrollment) is no step of a sequence: never credited.
     sent = session.scalar(select(Message).where(
-        Message.contact_id == contact.id, Message.sent_at.is_not(None), Message.sent_at <= now)
+        Message.contact_id == contact.id, Message.enrollment_id.is_not(None), Message.sent_at.is_not(None),
+        Message.sent_at <= now)
         .order_by(Message.sent_at.desc(), Message.id.desc()).limit(1))
     return Attribution(sent, "last_message" if sent is not None else "none")
 

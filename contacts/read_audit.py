@@ -31,6 +31,7 @@ class ReadKind(StrEnum):
     MESSAGE_VIEWED = "message_viewed"  # one sent message with its body (page or its HTML)
     MESSAGES_LISTED = "messages_listed"  # a contact's messages with their bodies (API)
     REPLIES_VIEWED = "replies_viewed"  # the replies inbox (patients' texts)
+    CONVERSATION_VIEWED = "conversation_viewed"  # one contact's text thread in the inbox
     CONSENT_EXPORTED = "consent_exported"  # a contact's consent history (`drip consent export`)
 
 

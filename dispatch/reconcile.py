@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.tasks import close_tasks, open_task
@@ -50,6 +50,13 @@ BATCH = 200
 def reconcile_unknown(rt: Runtime, now: datetime) -> dict[str, int]:
     """Resolve what can be resolved now; returns counts by resolution."""
     counts: Counter[str] = Counter()
+    with rt.sessions() as session, session.begin():
+        # A staff reply (no enrollment, so no worker comes back for it) still `sending` long after it
+        # was handed over: the process stopped during the provider call. Its fate is unknown.
+        session.execute(update(Message).where(
+            Message.enrollment_id.is_(None), Message.status == MessageStatus.SENDING,
+            Message.handed_at.is_not(None), Message.handed_at < now - queue.LEASE,
+        ).values(status=MessageStatus.UNKNOWN, updated_at=now))
     with rt.sessions() as session:
         ids = list(session.scalars(
             select(Message.id).where(Message.status == MessageStatus.UNKNOWN).order_by(Message.id).limit(BATCH)
@@ -98,7 +105,13 @@ def _reconcile_one(rt: Runtime, message_id: int, now: datetime) -> str:
 
 
 def _resend(session: Session, message: Message, now: datetime, why: str) -> str:
-    """The provider never got it: queue the same send record again (same row, so still one send)."""
+    """The provider never got it: queue the same send record again (same row, so still one send).
+    A staff reply has no sequence to send it again: it fails, and the inbox shows it (staff write again)."""
+    if message.enrollment_id is None:
+        _settle(session, message, MessageStatus.FAILED, f"reconciled: {why}; not sent (send the reply again)", now)
+        add_event(session, EventKind.MESSAGE_RECONCILED, now, contact_id=message.contact_id, message_id=message.id,
+                  found=False)
+        return "failed"
     _settle(session, message, MessageStatus.RETRYING, f"reconciled: {why}; sending again", now)
     add_event(session, EventKind.MESSAGE_RECONCILED, now, contact_id=message.contact_id, message_id=message.id,
               found=False)
@@ -121,7 +134,7 @@ def _settle(session: Session, message: Message, status: MessageStatus, note: str
     message.status = status
     message.last_error = note
     message.updated_at = now
-    enrollment = session.get(Enrollment, message.enrollment_id)
+    enrollment = session.get(Enrollment, message.enrollment_id) if message.enrollment_id is not None else None
     if enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE:
         enrollment.next_due_at = now
         enrollment.claimed_by = None
@@ -161,7 +174,8 @@ def settle_by_staff(session: Session, campaigns: dict[str, Campaign], message_id
     message = session.get(Message, message_id)
     if message is None:
         raise ReviewError("This message does not exist.")
-    enrollment = queue.lock_enrollment(session, message.enrollment_id)  # before the message: as workers do
+    # Before the message, as workers do (a staff reply has no enrollment: "send again" is refused for it).
+    enrollment = queue.lock_enrollment(session, message.enrollment_id) if message.enrollment_id is not None else None
     session.refresh(message, with_for_update=True)
     if message.status != MessageStatus.NEEDS_REVIEW:
         raise ReviewError(f"This message is no longer waiting for review (it is {message.status}).")

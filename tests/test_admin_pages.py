@@ -56,6 +56,8 @@ def bulk_contacts(rt, count, *, start=0, last_names=("Reyes", "Smith", "Nguyen")
 
 ANY = set(ROLES)
 STAFF = {"admin", "staff"}
+# The text inbox: the front desk and clinicians work it (issue 14); marketing sees no patient texts.
+INBOX = {"admin", "staff", "clinician"}
 MARKETING = {"admin", "marketing"}
 CLINICIAN = {"admin", "clinician"}
 # Approving and rejecting need the clinician's duties: an admin without them is refused (issue 12).
@@ -83,8 +85,16 @@ MATRIX = [
     ("GET", "/admin/messages/999999/html", None, STAFF),
     ("GET", "/admin/import", None, STAFF),
     ("GET", "/admin/import/nope", None, STAFF),
-    ("GET", "/admin/replies", None, STAFF),
-    ("POST", "/admin/replies/999999/handled", {}, STAFF),
+    ("GET", "/admin/replies", None, INBOX),
+    ("GET", "/admin/replies?show=done", None, INBOX),
+    ("GET", "/admin/replies/updates", None, INBOX),
+    ("POST", "/admin/replies/999999/handled", {}, INBOX),
+    ("GET", "/admin/replies/contacts/{contact}", None, INBOX),
+    ("GET", "/admin/replies/contacts/{contact}/updates", None, INBOX),
+    ("POST", "/admin/replies/contacts/{contact}/reply", {"body": "Hello", "key": "matrix"}, INBOX),
+    ("POST", "/admin/replies/contacts/{contact}/note", {"text": "called back"}, INBOX),
+    ("POST", "/admin/replies/contacts/{contact}/assign", {"to": "me"}, INBOX),
+    ("POST", "/admin/replies/contacts/{contact}/state", {"to": "waiting"}, INBOX),
     ("GET", "/admin/review", None, STAFF),
     ("POST", "/admin/review/999999", {"action": "mark_sent"}, STAFF),
     ("GET", "/admin/templates", None, TEMPLATE_READERS),
@@ -503,14 +513,15 @@ def test_import_jobs_are_private_to_whoever_uploaded(client, srt, clock):
 
 def test_replies_inbox_lists_crisis_first_and_records_who_handled_it(client, srt, clock):
     contact_id = add_contact(srt, clock.now)
+    calm = add_contact(srt, clock.now, email="calm@example.com", phone="+13125550177", first_name="Calm")
     with srt.sessions() as session, session.begin():
-        session.add(InboundMessage(contact_id=contact_id, from_number="+1", body="what does it cost?",
+        session.add(InboundMessage(contact_id=calm, from_number="+1", body="what does it cost?",
                                    classification="other", crisis=False, received_at=clock.now))
         session.add(InboundMessage(contact_id=contact_id, from_number="+1", body="I can't go on",
                                    classification="crisis", crisis=True, received_at=clock.now + timedelta(hours=1)))
     csrf = signed_in(client, srt, "staff", clock)
     page = client.get("/admin/replies").text
-    assert page.index("I can&#39;t go on") < page.index("what does it cost?")
+    assert page.index("I can&#39;t go on") < page.index("what does it cost?")  # the crisis first, though later
     assert "possible crisis" in page and "988" in page
     with srt.sessions() as session:
         crisis_id = session.scalar(select(InboundMessage.id).where(InboundMessage.crisis.is_(True)))
@@ -520,7 +531,8 @@ def test_replies_inbox_lists_crisis_first_and_records_who_handled_it(client, srt
         reply = session.get(InboundMessage, crisis_id)
         assert reply.handled_by == "staff@clinic.test" and reply.handled_at == clock.now
     assert "I can&#39;t go on" not in client.get("/admin/replies").text
-    assert "I can&#39;t go on" in client.get("/admin/replies?show=handled").text
+    thread = client.get(f"/admin/replies/contacts/{contact_id}").text
+    assert "I can&#39;t go on" in thread and "called back" in thread  # the note stays, on the thread
 
 
 # -- templates ----------------------------------------------------------------------------------

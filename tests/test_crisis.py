@@ -148,6 +148,13 @@ def reply_id(rt: Runtime, sid: str) -> int:
         return found
 
 
+def reply_contact(rt: Runtime, sid: str) -> int:
+    with rt.sessions() as session:
+        found = session.scalar(select(InboundMessage.contact_id).where(InboundMessage.provider_message_id == sid))
+        assert found is not None
+        return found
+
+
 def resolve(web: TestClient, rt: Runtime, clock: VirtualClock, inbound_id: int, sequence: str) -> str:
     csrf = sign_in_as(web, rt, add_user(rt, "staff", f"staff-{inbound_id}@clinic.test"), clock.now)
     response = web.post(f"/admin/replies/{inbound_id}/handled",
@@ -214,9 +221,11 @@ def test_the_inbox_offers_resume_or_keep_paused_for_a_crisis_reply(crt, web, clo
     sms_in(web, "Me quiero matar", "SMc4")
     sms_in(web, "what does it cost?", "SMc5")
     sign_in_as(web, crt, add_user(crt, "staff"), clock.now)
-    page = web.get("/admin/replies").text
-    assert page.count("Resolve and resume the sequence") == 1 and page.count("Resolve, keep paused") == 1
-    assert "Mark handled" in page  # the ordinary question
+    assert "possible crisis" in web.get("/admin/replies").text
+    contact_id = reply_contact(crt, "SMc4")
+    page = web.get(f"/admin/replies/contacts/{contact_id}").text
+    assert page.count("Done and resume the sequence") == 1 and page.count("Done, keep sequences paused") == 1
+    assert "what does it cost?" in page  # the ordinary question, on the same thread
 
 
 def test_resume_waits_while_another_crisis_reply_is_open(crt, web, clock):

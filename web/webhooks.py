@@ -34,6 +34,7 @@ from patient_drip.contacts.blocks import BlockReason, block_channel, block_text,
 from patient_drip.contacts.changes import find_contact
 from patient_drip.contacts.acknowledge import acknowledge_question, acknowledgement_text
 from patient_drip.contacts.consent import load_wording
+from patient_drip.contacts.conversations import inbound_arrived
 from patient_drip.contacts.double_opt_in import (TextConfirmation, confirm_by_text, confirmed_reply,
                                                  remember_stranger_stop)
 from patient_drip.contacts.enrollment import pause_for_crisis, unsubscribe
@@ -283,6 +284,7 @@ async def twilio_inbound(request: Request) -> Response:
                 # Stays open in the staff inbox; the person hears that it did not go unseen.
                 if acknowledge_question(session, contact, inbound.id, now):
                     reply = acknowledgement_text(settings.sms_brand, settings.clinic_hours, settings.clinic_phone)
+            inbound_arrived(session, inbound, now)  # the person's thread: reopened if the text waits for staff
             inbound_id = inbound.id
         if kind == ReplyKind.CRISIS:
             _alert_staff(rt, inbound_id)

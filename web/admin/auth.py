@@ -184,6 +184,8 @@ def require_clinician() -> Callable[[Request], Awaitable[CurrentUser]]:
 AnyUser = Annotated[CurrentUser, Depends(require(*ALL_ROLES))]
 StaffUser = Annotated[CurrentUser, Depends(require(Role.STAFF))]
 MarketingUser = Annotated[CurrentUser, Depends(require(Role.MARKETING))]
+# The inbox (patients' texts, replying, crisis threads): the front desk and clinicians; not marketing.
+InboxUser = Annotated[CurrentUser, Depends(require(Role.STAFF, Role.CLINICIAN))]
 ClinicianUser = Annotated[CurrentUser, Depends(require(Role.CLINICIAN))]  # may open clinical pages
 # Holds the clinician's duties (role clinician, or the clinician flag): approves templates and
 # manages the claims library. An admin without the flag is refused.

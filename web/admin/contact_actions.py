@@ -180,6 +180,8 @@ def timeline(session: Session, contact_id: int, limit: int = 500) -> list[Timeli
         what = "Email" if message.channel == Channel.EMAIL else "Text message"
         title = f"{what}: {message.subject}" if message.subject else f"{what} ({message.step_id})"
         detail = f"step {message.step_id} of {message.campaign_id}"
+        if message.enrollment_id is None:  # written by staff in the text inbox, not a sequence step
+            title, detail = f"{what} from staff (text inbox)", message.body_text or ""
         if message.last_error:
             detail += f"; {message.last_error}"
         entries.append(TimelineEntry(message.sent_at or message.attempted_at or message.created_at, "message", title,
