@@ -22,8 +22,9 @@ from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_word
 from patient_drip.contacts.bookings import mark_booked
 from patient_drip.contacts.enrollment import enroll, unsubscribe
 from patient_drip.contacts.fields import FieldError, ZoneSource
-from patient_drip.models import Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
+from patient_drip.models import Channel, ConsentMethod, MessageStatus, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime
+from patient_drip.web.admin import labels
 
 UNSUBSCRIBE_CHOICES = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
 
@@ -109,41 +110,12 @@ def booked(session: Session, rt: Runtime, contact: Contact, now: datetime, actor
 
 # -- the timeline -------------------------------------------------------------------------------
 
-EVENT_TITLES = {
-    "contact_created": "Contact created",
-    "contact_edited": "Contact details edited",
-    "consultation_requested": "Asked for a consultation (web form)",
-    "enrolled": "Enrolled",
-    "enrollment_ended": "Sequence stopped",
-    "enrollment_completed": "Sequence finished",
-    "booked": "Booked a consultation",
-    "paused": "Paused",
-    "resumed": "Resumed",
-    "clicked": "Clicked the booking link",
-    "message_failed": "Message failed",
-    "message_retry": "Message will be retried",
-    "message_unknown": "Message outcome unknown (being reconciled)",
-    "message_skipped": "Message skipped",
-    "message_deferred": "Message waits (quiet hours or texting law)",
-    "sms_name_dropped": "Text sent without the first name (too long with it)",
-    "message_held": "Message held, not sent (content rule)",
-    "message_reconciled": "Message outcome reconciled",
-    "message_needs_review": "Message needs review",
-    "message_requeued": "Message sent again (its worker stopped before handing it to the provider)",
-    "message_settled": "Message settled by staff",
-    "channel_blocked": "Channel blocked",
-    "channel_unblocked": "Channel unblocked",
-    "crisis_flagged": "Reply flagged as possible crisis",
-    "crisis_resolved": "Crisis reply resolved",
-    "sms_reply": "Text reply classified",
-    "change_requested": "A web-form request named this contact (held until confirmed from the address on file)",
-    "change_confirmed": "Web-form request confirmed by the emailed link",
-    "sms_confirmation_sent": "Asked the number to confirm texts (Reply YES)",
-    "sms_confirmed": "Number confirmed texts (replied YES)",
-    "question_acknowledged": "Question acknowledged automatically",
-}
-# Shown through their own rows (Message, ConsentRecord) instead.
-_DUPLICATE_EVENTS = {"consent_granted", "consent_withdrawn", "message_sent"}
+EVENT_TITLES = labels.EVENT_KINDS
+# Shown through their own rows (Message, ConsentRecord) instead: a skipped step is its message row,
+# which carries why it was skipped, so its event would show the same thing twice.
+_DUPLICATE_EVENTS = {"consent_granted", "consent_withdrawn", "message_sent", "message_skipped"}
+# Detail values that are stored codes, shown in words.
+_CODED_DETAIL = {"method": "method", "source": "source", "channel": "channel", "attributed_by": "attribution"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +131,19 @@ class TimelineEntry:
     order: int = 0
 
 
+def _detail_value(key: str, value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_detail_value(key, item) for item in value)
+    if key in _CODED_DETAIL:
+        return labels.label(_CODED_DETAIL[key], value)
+    if key == "step":
+        return labels.humanise(str(value))
+    return str(value)
+
+
 def _detail_text(detail: dict[str, Any]) -> str:
     hidden = {"ip", "inbound_id"}
-    return ", ".join(f"{key.replace('_', ' ')}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+    return ", ".join(f"{key.replace('_', ' ')}: {_detail_value(key, value)}"
                      for key, value in detail.items() if key not in hidden and value not in (None, "", [], {}))
 
 
@@ -177,11 +159,12 @@ def timeline(session: Session, contact_id: int, limit: int = 500) -> list[Timeli
                                      message_id=event.message_id, order=event.id))
     for message in session.scalars(select(Message).where(Message.contact_id == contact_id)
                                    .order_by(Message.id.desc()).limit(limit)):
-        what = "Email" if message.channel == Channel.EMAIL else "Text message"
-        title = f"{what}: {message.subject}" if message.subject else f"{what} ({message.step_id})"
-        detail = f"step {message.step_id} of {message.campaign_id}"
+        what = labels.label("channel", message.channel)
+        step = labels.humanise(message.step_id)
+        title = f"{what}: {message.subject}" if message.subject else f"{what}: {step}"
+        detail = f"step “{step}”"
         if message.last_error:
-            detail += f"; {message.last_error}"
+            detail += f"; {'why: ' if message.status == MessageStatus.SKIPPED else ''}{message.last_error}"
         entries.append(TimelineEntry(message.sent_at or message.attempted_at or message.created_at, "message", title,
                                      detail, message_id=message.id, status=message.status, channel=message.channel,
                                      order=message.id))
@@ -192,10 +175,10 @@ def timeline(session: Session, contact_id: int, limit: int = 500) -> list[Timeli
                                      f"{reply.classification}; {handled}", crisis=reply.crisis, order=reply.id))
     for record in session.scalars(select(ConsentRecord).where(ConsentRecord.contact_id == contact_id)
                                   .order_by(ConsentRecord.id.desc()).limit(limit)):
-        what = "Email" if record.channel == Channel.EMAIL else "Text message"
+        what = labels.label("channel", record.channel)
         verb = ("consent given" if record.action == "granted" else
                 "consent ended (new number)" if record.note == NUMBER_CHANGED_NOTE else "consent withdrawn (opted out)")
-        detail = f"method: {record.method.replace('_', ' ')}"
+        detail = f"how: {labels.label('method', record.method)}"
         if record.actor:
             detail += f"; by {record.actor}"
         if record.wording_version:
