@@ -29,6 +29,7 @@ from patient_drip.web.admin import (
     dashboard,
     imports,
     login,
+    messages,
     mfa_setup,
     password_reset,
     replies,
@@ -91,7 +92,7 @@ def staff_error_page(request: Request, status: int, title: str, message: str) ->
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
-    for module in (login, password_reset, mfa_setup, dashboard, contacts, imports, replies, review, templates_editor,
+    for module in (login, password_reset, mfa_setup, dashboard, messages, contacts, imports, replies, review, templates_editor,
                    claims_pages, campaigns, users_admin, settings_pages, account, bookings, tasks):
         app.include_router(module.router)
     app.include_router(api_v1.router)

@@ -1,4 +1,4 @@
-"""Contacts for front-desk staff: search, one person's timeline and actions, enroll, export, messages."""
+"""Contacts for front-desk staff: search, one person's timeline and actions, enroll, edit, export."""
 
 from __future__ import annotations
 
@@ -381,44 +381,6 @@ def contact_edit_submit(request: Request, contact_id: int, user: StaffUser, sess
         return redirect(f"/admin/contacts/{contact_id}", "contact_unchanged")
     number = "phone" in result.changed and any("new number" in note for note in result.notes)
     return redirect(f"/admin/contacts/{contact_id}", "contact_updated_number" if number else "contact_updated")
-
-
-# -- messages -----------------------------------------------------------------------------------
-
-
-@router.get("/messages/{message_id}", response_class=HTMLResponse)
-def message_page(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep,
-                 now: NowDep) -> HTMLResponse:
-    message = session.get(Message, message_id)
-    contact = _contact_or_404(session, message.contact_id) if message else None
-    if message is None or contact is None:
-        return _not_found(request, user, "This message")
-    record_read(request, user, ReadKind.MESSAGE_VIEWED, now, count=1, contact_id=contact.id,
-                what=f"message {message.id}")
-    from patient_drip.models import Event
-
-    events = list(session.scalars(select(Event).where(Event.message_id == message.id).order_by(Event.id)))
-    info = None
-    if message.channel == "sms" and message.body_text:
-        from patient_drip.content.rendering import sms_info
-
-        info = sms_info(message.body_text)
-    return render(request, "admin/message.html", {"message": message, "contact": contact, "events": events,
-                                                   "sms": info}, user=user)
-
-
-@router.get("/messages/{message_id}/html")
-def message_html(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep,
-                 now: NowDep) -> Response:
-    """Exactly the HTML that was sent, for a sandboxed iframe: its own CSP forbids scripts, forms and
-    same-origin access, and allows only the inline styles emails need. Audited like the message page
-    (it can be opened on its own)."""
-    message = session.get(Message, message_id)
-    if message is None or not message.body_html or _contact_or_404(session, message.contact_id) is None:
-        return Response("Not found", status_code=404, media_type="text/plain")
-    record_read(request, user, ReadKind.MESSAGE_VIEWED, now, count=1, contact_id=message.contact_id,
-                what=f"message {message.id} html")
-    return sandboxed_html(message.body_html)
 
 
 def sandboxed_html(html: str) -> Response:
