@@ -258,7 +258,7 @@ def main() -> None:
             middle = args.contacts // 2
             sample_contact = args.contacts // 3
             pages = [
-                ("dashboard (funnel recounted)", "/admin?fresh=1", None),
+                ("dashboard (first view: funnel counted)", "/admin", None),
                 ("dashboard (funnel cached)", "/admin", None),
                 ("contacts list, first page", "/admin/contacts", None),
                 ("contacts list, deep page (before=mid)", f"/admin/contacts?before={middle}", None),

@@ -2,7 +2,7 @@
 
 Each booking counts under exactly one step: the message it is attributed to when it was recorded
 (`contacts.bookings.attribute`: the message whose booking link carried our tracking value, else the
-last one clicked before booking, else the last one sent)."""
+last one clicked before booking, else the last delivered, else the last one sent)."""
 
 from __future__ import annotations
 

@@ -154,7 +154,8 @@ def test_dashboard_counts_sends_replies_crisis_and_draws_the_funnel(client, srt,
     assert re.search(r'id="sent-today">2<', page) and re.search(r'id="sent-week">2<', page)
     assert re.search(r'id="replies-waiting">2<', page) and re.search(r'id="crisis-open">1<', page)
     assert '<svg class="funnel-chart"' in page and 'class="bar bar-sent"' in page
-    assert "welcome-email" in page and "conversion to booking" in page
+    # Steps by their place and name in words, not their ids; the attribution rule is on the page.
+    assert "1. Welcome email" in page and "welcome-email" not in page and "Each booking counts once" in page
     assert "style=" not in page  # the CSP forbids inline styles
 
 
