@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from patient_drip.models import Booking, BookingKind, Contact
 from patient_drip.web.admin.auth import StaffUser
-from patient_drip.web.admin import labels
+import patient_drip.web.admin.labels as labels
 from patient_drip.web.admin.common import render
 from patient_drip.web.deps import ReadSessionDep
 

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from patient_drip.accounts.users import Role
 from patient_drip.runtime import Runtime
-from patient_drip.web.admin import labels
+import patient_drip.web.admin.labels as labels
 from patient_drip.web.deps import CurrentUser, templates
 
 

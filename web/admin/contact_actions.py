@@ -24,7 +24,7 @@ from patient_drip.contacts.enrollment import enroll, unsubscribe
 from patient_drip.contacts.fields import FieldError, ZoneSource
 from patient_drip.models import Channel, ConsentMethod, MessageStatus, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime
-from patient_drip.web.admin import labels
+import patient_drip.web.admin.labels as labels
 
 UNSUBSCRIBE_CHOICES = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
 
