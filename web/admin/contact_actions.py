@@ -138,6 +138,11 @@ def _detail_value(key: str, value: Any) -> str:
         return labels.label(_CODED_DETAIL[key], value)
     if key == "step":
         return labels.humanise(str(value))
+    if key in ("reason", "detail"):  # a block's kind and its detail are codes; other reasons are sentences
+        text = str(value)
+        for kind in ("block", "exit_reason", "method"):
+            if text in labels.codes(kind):
+                return labels.label(kind, text)
     return str(value)
 
 

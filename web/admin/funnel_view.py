@@ -4,10 +4,12 @@ its server-side SVG charts (per-step bars, a daily trend).
 
 Freshness: bookings are counted live on every view. The message figures are kept with the
 `funnel_version` they were counted at; a view whose version still matches shows them as they are
-(nothing changed). When something changed, a view within `FRESH_SECONDS` of the last count shows
-that count (with its age) and recounts in the background; after that the view waits for a recount.
-So the figures are never more than a few seconds behind, and a page view pays for a full count only
-when the data changed and nobody looked for a while."""
+(nothing changed). When something changed, the view recounts at once if counting is cheap (the last
+count took under `SYNC_BUDGET`: a small clinic always sees live figures); a large database's view
+within `FRESH_SECONDS` of the last count shows that count (with its age, and says so) and recounts in
+the background; after that the view waits for a recount. So the figures are never more than a few
+seconds behind, and a page view pays for a full count only when the data changed and nobody looked
+for a while."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from patient_drip.web.deps import read_session
 log = logging.getLogger("drip.admin")
 
 FRESH_SECONDS = 5.0  # a changed database is recounted in the background within this age
+SYNC_BUDGET = 0.15  # seconds: a count that took less is simply redone when the data changed
 MAX_ENTRIES = 16  # date ranges kept (the dashboard's, the funnel page's, a few custom ones)
 
 
@@ -46,6 +49,7 @@ class _Entry:
     version: tuple[int, int, int]
     at: float  # time.monotonic() when the count started
     counts: MessageCounts
+    took: float  # seconds the count took
 
 
 class FunnelCache:
@@ -65,11 +69,11 @@ class FunnelCache:
         moment = time.monotonic()
         if entry is not None and entry.version == version:
             return entry.counts, 0.0
-        if entry is not None and moment - entry.at < FRESH_SECONDS:
+        if entry is not None and entry.took >= SYNC_BUDGET and moment - entry.at < FRESH_SECONDS:
             self._recount_in_background(rt, key)
             return entry.counts, moment - entry.at
         counts = count_messages(session, start, end)
-        self._store(key, _Entry(version, moment, counts))
+        self._store(key, _Entry(version, moment, counts, time.monotonic() - moment))
         return counts, 0.0
 
     def _store(self, key: tuple[datetime, datetime], entry: _Entry) -> None:
@@ -91,7 +95,8 @@ class FunnelCache:
                 with read_session(rt) as session:
                     started = time.monotonic()
                     version = funnel_version(session)
-                    self._store(key, _Entry(version, started, count_messages(session, *key)))
+                    counts = count_messages(session, *key)
+                    self._store(key, _Entry(version, started, counts, time.monotonic() - started))
             except Exception:  # the next view recounts; the figures shown stay as they were
                 log.exception("funnel recount failed")
             finally:

@@ -155,6 +155,11 @@ def label(kind: str, code: object) -> str:
     return known[value] if value in known else humanise(value)
 
 
+def codes(kind: str) -> frozenset[str]:
+    """Every code `kind` has words for."""
+    return frozenset(str(code) for code in _KINDS[kind])
+
+
 def message_status(status: str, delivery: str) -> str:
     """A message status, where "sent" in outbox mode reads "In the outbox"."""
     return label("outbox_status" if delivery == "outbox" else "message_status", status)
