@@ -131,9 +131,11 @@ class TimelineEntry:
     order: int = 0
 
 
-def _detail_value(key: str, value: Any) -> str:
+def _detail_value(key: str, value: Any, names: Mapping[str, str]) -> str:
     if isinstance(value, list):
-        return ", ".join(_detail_value(key, item) for item in value)
+        return ", ".join(_detail_value(key, item, names) for item in value)
+    if key == "campaign":
+        return names.get(str(value), str(value))
     if key in _CODED_DETAIL:
         return labels.label(_CODED_DETAIL[key], value)
     if key == "step":
@@ -146,21 +148,24 @@ def _detail_value(key: str, value: Any) -> str:
     return str(value)
 
 
-def _detail_text(detail: dict[str, Any]) -> str:
+def _detail_text(detail: dict[str, Any], names: Mapping[str, str]) -> str:
     hidden = {"ip", "inbound_id"}
-    return ", ".join(f"{key.replace('_', ' ')}: {_detail_value(key, value)}"
+    return ", ".join(f"{key.replace('_', ' ')}: {_detail_value(key, value, names)}"
                      for key, value in detail.items() if key not in hidden and value not in (None, "", [], {}))
 
 
-def timeline(session: Session, contact_id: int, limit: int = 500) -> list[TimelineEntry]:
-    """Events, messages, replies and consent changes of one contact, newest first."""
+def timeline(session: Session, contact_id: int, limit: int = 500,
+             campaign_names: Mapping[str, str] | None = None) -> list[TimelineEntry]:
+    """Events, messages, replies and consent changes of one contact, newest first; campaigns are
+    named by `campaign_names` (id → name) where given."""
+    names = campaign_names or {}
     entries: list[TimelineEntry] = []
     for event in session.scalars(select(Event).where(Event.contact_id == contact_id)
                                  .order_by(Event.id.desc()).limit(limit)):
         if event.kind in _DUPLICATE_EVENTS:
             continue
         title = EVENT_TITLES.get(event.kind) or event.kind.replace("_", " ").capitalize()
-        entries.append(TimelineEntry(event.occurred_at, "event", title, _detail_text(dict(event.detail or {})),
+        entries.append(TimelineEntry(event.occurred_at, "event", title, _detail_text(dict(event.detail or {}), names),
                                      message_id=event.message_id, order=event.id))
     for message in session.scalars(select(Message).where(Message.contact_id == contact_id)
                                    .order_by(Message.id.desc()).limit(limit)):

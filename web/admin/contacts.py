@@ -232,7 +232,7 @@ def _contact_page(request: Request, user: CurrentUser, session: Session, contact
     available = {cid: c for cid, c in rt.campaigns.items() if cid not in enrolled_in}
     return render(request, "admin/contact.html", {
         "contact": contact, "enrollments": enrollments, "campaigns": rt.campaigns,
-        "available": available, "timeline": timeline(session, contact.id),
+        "available": available, "timeline": timeline(session, contact.id, campaign_names={cid: c.name for cid, c in rt.campaigns.items()}),
         "wording": consent_wording(rt.settings.policy_dir), "error": error[:300],
         "active": any(e.status in (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED) for e in enrollments),
         "actions": contact_actions(session, contact, enrollments),

@@ -65,8 +65,10 @@ CONSENT_METHODS = {
 }
 
 SOURCES = {
-    "web_form": "Website form", "staff": "Added by staff", "import": "CSV import", "api": "API",
+    "web_form": "Website form", "staff": "Staff", "import": "CSV import", "api": "API",
     "cli": "Command line", "sms_confirmation": "Text confirmation", "": "—",
+    # where a booking came from (a booking event's source)
+    "calendly": "Calendly", "calcom": "Cal.com", "generic": "Booking webhook",
 }
 
 BLOCK_REASONS = {
