@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from patient_drip.contacts.bookings import BookingNotice, record_booking
 from patient_drip.contacts.enrollment import end_enrollments
-from patient_drip.dispatch.funnel_report import MessageCounts, build_report, count_messages
+from patient_drip.dispatch.funnel_report import MessageCounts, build_report, count_bookings, count_messages
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.models import Booking, BookingKind, ExitReason, Message
 from patient_drip.runtime import Runtime
@@ -83,22 +83,32 @@ def test_a_click_counts_as_delivered_when_the_provider_sent_no_receipt():
     start = datetime(2026, 3, 2, tzinfo=timezone.utc)
     # One email sent and clicked, no delivery receipt (sent, delivered, clicked, skipped, failed).
     counts = MessageCounts({("c", "welcome-email", "email", "2026-03-02 15"): (1, 1, 1, 0, 0)}, {})
-    report = build_report({}, counts, [], first=start.date(), last=start.date(), zone=ZoneInfo("UTC"),
+    report = build_report({}, counts, {}, first=start.date(), last=start.date(), zone=ZoneInfo("UTC"),
                           delivery_known=True)
     step = report.campaigns[0].steps[0]
     assert (step.sent, step.delivered, step.clicked) == (1, 1, 1) and step.rate("clicked") == 1.0
 
 
-def test_counting_puts_a_click_without_receipt_under_delivered(srt, clock):
-    add_contact(srt, clock.now)
-    Dispatcher(srt, "w").run_once(clock.now)
-    with srt.sessions() as session, session.begin():
+def test_counting_puts_a_click_without_receipt_under_delivered(rt, clock):
+    """Both databases: the grouping by UTC hour is SQL that differs between them."""
+    add_contact(rt, clock.now)
+    Dispatcher(rt, "w").run_once(clock.now)
+    with rt.sessions() as session, session.begin():
         email = session.scalar(select(Message).where(Message.channel == "email"))
         email.clicked_at = clock.now
-    with srt.sessions() as session:
+    with rt.sessions() as session:
         counts = count_messages(session, clock.now - timedelta(days=1), clock.now + timedelta(days=1))
     totals = {key[1]: value for key, value in counts.hourly.items()}
     assert totals["welcome-email"][:3] == (1, 1, 1) and totals["welcome-sms"][:3] == (1, 0, 0)
+    # Hours are UTC on both databases (the clinic's days are made from them).
+    assert {key[3] for key in counts.hourly} == {clock.now.strftime("%Y-%m-%d %H")}
+    with rt.sessions() as session, session.begin():
+        contact_id = session.scalar(select(Message.contact_id))
+        record_booking(session, rt.tokens, rt.campaigns, BookingNotice("staff", BookingKind.BOOKED,
+                                                                       contact_id=contact_id), clock.now, "test")
+    with rt.sessions() as session:
+        bookings = count_bookings(session, clock.now - timedelta(days=1), clock.now + timedelta(days=1))
+    assert bookings == {("ketamine-consult", "welcome-email", clock.now.strftime("%Y-%m-%d %H")): 1}
 
 
 def test_without_a_click_the_booking_goes_to_the_last_delivered_message(srt, clock):
@@ -195,6 +205,6 @@ def _messages(rt: Runtime) -> list[Message]:
 def test_days_are_the_clinics_days():
     # 03:30 UTC on 3 March is still 2 March in Chicago.
     counts = MessageCounts({("c", "s", "email", "2026-03-03 03"): (1, 0, 0, 0, 0)}, {})
-    report = build_report({}, counts, [], first=date(2026, 3, 2), last=date(2026, 3, 3),
+    report = build_report({}, counts, {}, first=date(2026, 3, 2), last=date(2026, 3, 3),
                           zone=ZoneInfo("America/Chicago"), delivery_known=True)
     assert [(d.day.isoformat(), d.sent) for d in report.campaigns[0].days] == [("2026-03-02", 1), ("2026-03-03", 0)]

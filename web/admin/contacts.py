@@ -35,7 +35,7 @@ from patient_drip.contacts.edit import ContactEditErrors, edit_contact
 from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, set_paused, usable_channels
 from patient_drip.contacts.read_audit import ReadKind, audit_read
-from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus, Message
+from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus
 from patient_drip.runtime import Runtime
 from patient_drip.content.windows import local_label
 from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, client_ip, get_now, record_read

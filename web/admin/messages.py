@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from patient_drip.contacts.read_audit import ReadKind
 from patient_drip.content.rendering import sms_info
@@ -27,7 +28,7 @@ def _rt(request: Request) -> Runtime:
     return request.app.state.rt  # type: ignore[no-any-return]
 
 
-def _live_contact(session: ReadSessionDep, contact_id: int) -> Contact | None:
+def _live_contact(session: Session, contact_id: int) -> Contact | None:
     contact = session.get(Contact, contact_id)
     return contact if contact is not None and contact.erased_at is None else None
 
