@@ -16,7 +16,7 @@ How each figure is counted (the page says so too):
   to (`contacts.bookings.attribute`); bookings with no message before them are counted apart
   ("not credited to a step").
 
-The message figures read every message of the range (about 1 s per 370k messages on SQLite), so the
+The message figures read every message of the range (about 1.5 s for 370k messages on SQLite), so the
 web caches them by `funnel_version`; bookings are few and always counted live.
 """
 
@@ -129,13 +129,16 @@ def count_messages(session: Session, start: datetime, end: datetime) -> MessageC
                func.sum(case((Message.clicked_at.is_not(None), 1), else_=0)),
                func.sum(case((Message.status == MessageStatus.SKIPPED, 1), else_=0)),
                func.sum(case((Message.status == MessageStatus.FAILED, 1), else_=0)))
-        .where(in_range).group_by(Message.campaign_id, Message.step_id, Message.channel, hour)).all()
+        # The hour first: SQLite then reads the table once in order instead of walking
+        # ix_message_campaign_step with a table lookup per row (1.3 s instead of 2.1 s at 370k messages).
+        .where(in_range).group_by(hour, Message.campaign_id, Message.step_id, Message.channel)).all()
     hourly = {(str(r[0]), str(r[1]), str(r[2]), str(r[3])): tuple(int(v or 0) for v in r[4:]) for r in rows}
-    # Opens: the provider's events (ix_event_kind_time), each message once however often it was opened.
+    # Opens: the provider's events, each message once however often it was opened. An open comes
+    # after its send, so `occurred_at >= start` lets ix_event_kind_time drive the join.
     opens = session.execute(
         select(Message.campaign_id, Message.step_id, func.count(distinct(Message.id)))
-        .join(Event, Event.message_id == Message.id)
-        .where(Event.kind == str(EventKind.EMAIL_OPEN), in_range)
+        .select_from(Event).join(Message, Message.id == Event.message_id)
+        .where(Event.kind == str(EventKind.EMAIL_OPEN), Event.occurred_at >= start, in_range)
         .group_by(Message.campaign_id, Message.step_id)).all()
     return MessageCounts(hourly, {(str(c), str(s)): int(n) for c, s, n in opens})  # type: ignore[arg-type]
 

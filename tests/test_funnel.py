@@ -19,7 +19,7 @@ from patient_drip.contacts.bookings import BookingNotice, record_booking
 from patient_drip.contacts.enrollment import end_enrollments
 from patient_drip.dispatch.funnel_report import MessageCounts, build_report, count_bookings, count_messages
 from patient_drip.dispatch.pipeline import Dispatcher
-from patient_drip.models import Booking, BookingKind, ExitReason, Message
+from patient_drip.models import Booking, BookingKind, ExitReason, Message, add_event
 from patient_drip.runtime import Runtime
 from support.builders import VirtualClock, add_contact
 from support.staff import add_user, make_client, sign_in_as
@@ -96,8 +96,12 @@ def test_counting_puts_a_click_without_receipt_under_delivered(rt, clock):
     with rt.sessions() as session, session.begin():
         email = session.scalar(select(Message).where(Message.channel == "email"))
         email.clicked_at = clock.now
+        for minutes in (1, 2):  # opened twice: one message opened
+            add_event(session, "email_open", clock.now + timedelta(minutes=minutes), contact_id=email.contact_id,
+                      message_id=email.id)
     with rt.sessions() as session:
         counts = count_messages(session, clock.now - timedelta(days=1), clock.now + timedelta(days=1))
+    assert counts.opens == {("ketamine-consult", "welcome-email"): 1}
     totals = {key[1]: value for key, value in counts.hourly.items()}
     assert totals["welcome-email"][:3] == (1, 1, 1) and totals["welcome-sms"][:3] == (1, 0, 0)
     # Hours are UTC on both databases (the clinic's days are made from them).
