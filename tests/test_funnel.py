@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -212,3 +213,29 @@ def test_days_are_the_clinics_days():
     report = build_report({}, counts, {}, first=date(2026, 3, 2), last=date(2026, 3, 3),
                           zone=ZoneInfo("America/Chicago"), delivery_known=True)
     assert [(d.day.isoformat(), d.sent) for d in report.campaigns[0].days] == [("2026-03-02", 1), ("2026-03-03", 0)]
+
+
+def test_a_slow_count_is_shown_with_its_age_while_a_recount_runs(srt, clock):
+    """The large-database path: the last count is shown (never hidden as live) and replaced by the
+    background recount, which the next view shows."""
+    from patient_drip.web.admin.funnel_view import FunnelCache, _Entry
+    from support.live import wait_until
+
+    start, end = clock.now - timedelta(days=1), clock.now + timedelta(days=1)
+    cache = FunnelCache()
+    with srt.sessions() as session:
+        empty = count_messages(session, start, end)
+        # As if counting took 10 s: the next change is recounted in the background.
+        cache._store((start, end), _Entry((-1, -1, -1), time.monotonic(), empty, took=10.0))
+    add_contact(srt, clock.now)
+    Dispatcher(srt, "w").run_once(clock.now)
+    with srt.sessions() as session:
+        shown, age = cache.counts(srt, session, start, end)
+    assert shown is empty and age > 0  # the page then says "as of N s ago (recounting now)"
+
+    def recounted() -> bool:
+        with srt.sessions() as session:
+            counts, age = cache.counts(srt, session, start, end)
+        return age == 0 and sum(v[0] for v in counts.hourly.values()) == 2
+
+    wait_until(recounted)

@@ -14,6 +14,7 @@ while someone is looking."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def funnel_for(rt: Runtime, cache: FunnelCache, session: Session, dates: DateRan
     bookings = count_bookings(session, dates.start, dates.end)
     report = build_report(rt.campaigns, counts, bookings, first=dates.first, last=dates.last, zone=clinic_zone(rt),
                           delivery_known=rt.settings.delivery != "outbox")
-    return report, int(age)
+    return report, math.ceil(age)  # any staleness shows as at least "1 s ago", never as live
 
 
 # -- chart geometry (the templates draw it; no script, no CDN) ---------------------------------------
