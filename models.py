@@ -279,9 +279,10 @@ class Booking(Base):
 
 
 class StaffTask(Base):
-    """Work the system hands to the front desk (`contacts.tasks`): a no-show to call, a booking to match
-    by hand. Kept when done, with who finished it and when. One task per booking event at most
-    (`uq_staff_task_booking`), so a scheduler's retry cannot add a second."""
+    """Work the system hands to the front desk (`contacts.tasks`): a new request to contact, a no-show
+    to call, a booking to match, a send to review or that failed. Kept when done, with who finished it
+    and when. One task per booking event at most (`uq_staff_task_booking`), so a scheduler's retry
+    cannot add a second."""
 
     __tablename__ = "staff_task"
     __table_args__ = (UniqueConstraint("kind", "booking_id", name="uq_staff_task_booking"),)
@@ -290,6 +291,7 @@ class StaffTask(Base):
     kind: Mapped[str] = mapped_column(String(30))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"), index=True)
     booking_id: Mapped[int | None] = mapped_column(ForeignKey("booking.id", ondelete="SET NULL"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime]
     # who took it on (a staff user), and who finished it: the actor string, kept if the user goes
     assigned_to: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))

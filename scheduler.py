@@ -3,6 +3,11 @@ requests left unprocessed by a stopped process).
 
 The schedule itself lives in our tables (SPEC decision 1); these jobs only tick. The job store is
 in memory, so any number of processes can run this against one PostgreSQL database.
+
+Speed to lead (issue 15): the dispatch job's passes also run when work becomes due now -- a commit
+in this process that called `due_now.mark_due` and, on PostgreSQL, a NOTIFY from any process
+(`dispatch.listener`) -- through one `dispatch.wake.Waker`, so passes never overlap and a burst
+coalesces. The interval tick stays as the safety net.
 """
 
 from __future__ import annotations
@@ -14,13 +19,17 @@ import traceback
 from collections.abc import Callable
 from types import FrameType
 
+from apscheduler.events import EVENT_SCHEDULER_SHUTDOWN, EVENT_SCHEDULER_START, SchedulerEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy.exc import OperationalError
 
+from patient_drip import due_now
 from patient_drip.contacts.intake import process_leftovers
+from patient_drip.dispatch.listener import DueListener
 from patient_drip.dispatch.pipeline import Dispatcher
+from patient_drip.dispatch.wake import Waker
 from patient_drip.runtime import Runtime, utcnow
 
 log = logging.getLogger("drip.scheduler")
@@ -55,10 +64,17 @@ def guarded(name: str, tick: Callable[[], None]) -> Callable[[], None]:
 def add_jobs(scheduler: BaseScheduler, rt: Runtime, worker_id: str) -> Dispatcher:
     dispatcher = Dispatcher(rt, worker_id)
 
-    def dispatch_tick() -> None:
+    def dispatch_pass() -> None:
         summary = dispatcher.run_once(utcnow())
         if summary.claimed:
             log.info("dispatch: %s", summary.line())
+
+    waker = Waker(guarded("dispatch", dispatch_pass))
+
+    def dispatch_tick() -> None:
+        waker.run()  # a pass now, or one more after the pass a wake is running
+
+    dispatch_tick.__qualname__ = "dispatch_tick"  # the job's name in APScheduler's own log lines
 
     def reconcile_tick() -> None:
         from patient_drip.dispatch.reconcile import reconcile_unknown
@@ -80,13 +96,38 @@ def add_jobs(scheduler: BaseScheduler, rt: Runtime, worker_id: str) -> Dispatche
             log.info("intake: %s request(s) left over were processed", picked)
 
     common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
-    scheduler.add_job(guarded("dispatch", dispatch_tick), "interval", seconds=rt.settings.dispatch_interval_seconds, id="dispatch",
+    scheduler.add_job(dispatch_tick, "interval", seconds=rt.settings.dispatch_interval_seconds, id="dispatch",
                       next_run_time=utcnow(), **common)
     scheduler.add_job(guarded("reconcile", reconcile_tick), "interval", seconds=RECONCILE_SECONDS, id="reconcile", **common)
     scheduler.add_job(guarded("intake-buckets", intake_buckets_tick), "interval", seconds=INTAKE_BUCKETS_SECONDS,
                       id="intake-buckets", **common)
     scheduler.add_job(guarded("intake", intake_tick), "interval", seconds=RECONCILE_SECONDS, id="intake", **common)
+    wire_wakes(scheduler, rt, waker)
     return dispatcher
+
+
+def wire_wakes(scheduler: BaseScheduler, rt: Runtime, waker: Waker) -> None:
+    """Wake `waker` while `scheduler` runs: after this process's commits that made work due now,
+    and (PostgreSQL) on notifications from other processes. Started and stopped with the scheduler,
+    so `drip serve` and `drip worker` need nothing more."""
+    listener = DueListener(rt.engine, waker.wake) if rt.engine.dialect.name == "postgresql" else None
+    removers: list[Callable[[], None]] = []
+
+    def started(_event: SchedulerEvent) -> None:
+        waker.start()
+        removers.append(due_now.on_commit(rt.sessions, waker.wake))
+        if listener is not None:
+            listener.start()
+
+    def stopped(_event: SchedulerEvent) -> None:
+        while removers:
+            removers.pop()()
+        if listener is not None:
+            listener.stop()
+        waker.stop()  # after the scheduler's own jobs: waits for a pass the wake thread is running
+
+    scheduler.add_listener(started, EVENT_SCHEDULER_START)
+    scheduler.add_listener(stopped, EVENT_SCHEDULER_SHUTDOWN)
 
 
 def start_background(rt: Runtime, worker_id: str) -> BackgroundScheduler:

@@ -160,8 +160,12 @@ class BookingKind(StrEnum):
 class TaskKind(StrEnum):
     """What the system asks the front desk to do (`contacts.tasks`)."""
 
+    NEW_REQUEST = "new_request"  # a new person asked for a consultation: contact them
+    PHONE_CALL = "phone_call"  # ... and asked to be called
     NO_SHOW = "no_show"  # the person missed the consultation: call them
     UNMATCHED_BOOKING = "unmatched_booking"  # a scheduler told us of someone we could not match: find them
+    REVIEW = "review"  # a send nobody can tell the fate of (`dispatch.reconcile`): decide
+    FAILED_SEND = "failed_send"  # a message failed for good (a bad number or address): check the contact
 
 
 class TemplateStatus(StrEnum):

@@ -12,9 +12,13 @@ Everything runs on this machine against the provider sandbox on loopback (its ow
    silently skips with APScheduler's default misfire settings;
 6. crashes: 3 `drip worker` processes deliver N messages (8 per contact) to a provider answering in
    20 ms and are SIGKILLed 6 times mid-pass (`tests/support/crash_burst.py`): duplicates, sends in
-   doubt per kill, messages never delivered, and how long the burst took.
+   doubt per kill, messages never delivered, and how long the burst took;
+7. speed to lead: consultation requests at a steady rate to a live server; how long until each
+   one's first email and first text reach the sandbox (p50, p95, max), for `drip serve` with its
+   scheduler on SQLite and for a web process with 2 `drip worker`s on PostgreSQL
+   (`bench/speed_to_lead.py`).
 
-Usage: python bench/run.py [--quick] [--only 1,2,3,4,5,6] [--postgres URL] [--json FILE]
+Usage: python bench/run.py [--quick] [--only 1,2,3,4,5,6,7] [--postgres URL] [--json FILE]
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from support import (  # noqa: E402
     workers,
     write_people_csv,
 )
+
+from speed_to_lead import phase_speed_to_lead  # noqa: E402
 
 CONCURRENCY = 8  # DRIP_WORKER_CONCURRENCY's default: the raw SDK phase uses the same pool size
 
@@ -309,7 +315,7 @@ def guarded(table: Table, phase: str, function: Any, *args: Any) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a couple of minutes)")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="phases to run, e.g. 1,2")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="phases to run, e.g. 1,2")
     parser.add_argument("--postgres", default=os.environ.get("DRIP_BENCH_POSTGRES_URL",
                                                              "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
                         help="an existing database to connect to for creating the benchmark's databases")
@@ -340,6 +346,8 @@ def main() -> int:
             guarded(table, "5", phase_naive, table, sandbox, dbs, sizes, "postgresql" if have_pg else "sqlite")
         if 6 in phases and have_pg:
             guarded(table, "6", phase_crash, table, dbs, sizes)
+        if 7 in phases:
+            guarded(table, "7", phase_speed_to_lead, table, sandbox, dbs, args.quick, kinds)
     finally:
         sandbox.stop()
         dbs.cleanup()

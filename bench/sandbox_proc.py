@@ -4,6 +4,7 @@ measures), plus a small control server that answers with counts instead of whole
 Prints one JSON line on stdout when ready: ``{"url": <sandbox base URL>, "control": <control URL>}``.
 
 Control (JSON):
+  GET  /receipts         [{"provider", "to", "subject", "created_ts"}, ...]: when each outbound message arrived
   GET  /summary          {"twilio": n, "sendgrid": n, "total": n, "duplicates": n, "duplicate_keys": [...]}
                          duplicates: sends with the same (provider, recipient, content) seen more than
                          once; link tokens are masked, so two *different* send records of one step to
@@ -52,6 +53,12 @@ def main() -> None:
             self.wfile.write(data)
 
         def do_GET(self) -> None:  # noqa: N802
+            if urlsplit(self.path).path == "/receipts":
+                # When each outbound message arrived (speed to lead): the recipient and the subject
+                # only, never the body; `created_ts` is the sandbox's clock at receipt (epoch seconds).
+                return self._answer([{"provider": m["provider"], "to": m["to"], "subject": m.get("subject"),
+                                      "created_ts": m["created_ts"]}
+                                     for m in state.messages() if m.get("direction", "outbound-api") == "outbound-api"])
             if urlsplit(self.path).path != "/summary":
                 return self._answer({"error": "not found"}, 404)
             records = [m for m in state.messages() if m.get("direction", "outbound-api") == "outbound-api"]

@@ -8,7 +8,8 @@ entry point (CLI, staff UI, JSON API, public pages, webhooks, importer) calls it
 - `records`: the event / audit / consent rows those rules write (shared with the bulk importer);
 - `importer` (bulk CSV, same rules), `fields` (parsing), `privacy` (export, erasure), `replies`.
 
-May import `content`, `models`, `db`, `settings`; never `dispatch`, `web` or `runtime` (services
+May import `content`, `models`, `db`, `settings`, `due_now` (the rules that make work due now say
+so); never `dispatch`, `web` or `runtime` (services
 take the session, `now`, the actor and what they need, not the whole runtime) — except the importer,
 which opens its own transactions from a `Runtime`.
 """

@@ -36,10 +36,11 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.enrollment import end_enrollments
 from patient_drip.contacts.fields import FieldError, normalize_email, normalize_phone
 from patient_drip.contacts.records import add_rows, audit_row, event_row
-from patient_drip.contacts.tasks import open_task
+from patient_drip.contacts.tasks import CLOSED_BY_BOOKING, close_tasks, open_task
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.tokens import BadToken, LinkTokens
 from patient_drip.content.windows import step_due_at
+from patient_drip.due_now import mark_due
 from patient_drip.models import (
     Booking,
     BookingKind,
@@ -149,6 +150,7 @@ def reopen_after_cancel(session: Session, contact: Contact, campaigns: Mapping[s
         enrollment.ended_at = None
         enrollment.claimed_by = None
         enrollment.next_due_at = max(due, now) if due is not None else now
+        mark_due(session, enrollment.next_due_at, now)
         add_rows(session, [event_row(EventKind.RESUMED, now, contact.id, enrollment.id,
                                      reason="booking cancelled: the sequence continues", actor=actor)])
         reopened += 1
@@ -185,9 +187,9 @@ def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str,
     status = "unmatched" if contact is None else str(notice.kind)
     changed = 0
     if notice.kind == BookingKind.NO_SHOW:  # someone to call, whether or not we know who they are
-        open_task(session, TaskKind.NO_SHOW, now, contact_id=row.contact_id, booking_id=row.id, actor=actor)
+        open_task(session, TaskKind.NO_SHOW, now, contact_id=row.contact_id, booking_id=row.id)
     elif contact is None and notice.kind == BookingKind.BOOKED:
-        open_task(session, TaskKind.UNMATCHED_BOOKING, now, booking_id=row.id, actor=actor)
+        open_task(session, TaskKind.UNMATCHED_BOOKING, now, booking_id=row.id)
     if contact is not None:
         if notice.kind == BookingKind.BOOKED:
             credit = attribute(session, contact, tracked, now)
@@ -196,6 +198,7 @@ def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str,
                 row.message_id, row.campaign_id, row.step_id = (credit.message.id, credit.message.campaign_id,
                                                                 credit.message.step_id)
             changed = end_enrollments(session, contact.id, ExitReason.BOOKED, now, actor)
+            close_tasks(session, CLOSED_BY_BOOKING, now, f"{actor} (booked)", contact_id=contact.id)
         elif notice.kind == BookingKind.CANCELLED:
             changed = reopen_after_cancel(session, contact, campaigns, now, actor)
         kind_event = {BookingKind.BOOKED: EventKind.BOOKED, BookingKind.CANCELLED: EventKind.BOOKING_CANCELLED,

@@ -146,19 +146,28 @@ def upsert_contact(session: Session, suppression_key: str, data: ContactInput, n
         if holder is not None:
             raise FieldError("phone", "this phone number belongs to another contact")
     if contact is None:
-        contact = Contact(
-            email=data.email, phone=data.phone, first_name=data.first_name, last_name=data.last_name,
-            timezone=data.timezone, source=data.source, preferred_channel=data.preferred_channel,
-            created_at=now, updated_at=now,
-        )
-        session.add(contact)
-        session.flush()
-        add_rows(session, created_rows(contact.id, data.source, now, actor))
-    else:
-        merge_contact_input(contact, data)
-        contact.updated_at = now
+        return create_contact(session, suppression_key, data, now, actor), True
+    merge_contact_input(contact, data)
+    contact.updated_at = now
     _block_suppressed(session, suppression_key, contact, now, actor)
     return contact, created
+
+
+def create_contact(session: Session, suppression_key: str, data: ContactInput, now: datetime,
+                   actor: str) -> Contact:
+    """A new contact from `data`, never an existing one: if another transaction created the same
+    address meanwhile, the insert fails (`IntegrityError` on the unique email or phone) rather than
+    change that contact. Blocks channels whose address is suppressed."""
+    contact = Contact(
+        email=data.email, phone=data.phone, first_name=data.first_name, last_name=data.last_name,
+        timezone=data.timezone, source=data.source, preferred_channel=data.preferred_channel,
+        created_at=now, updated_at=now,
+    )
+    session.add(contact)
+    session.flush()
+    add_rows(session, created_rows(contact.id, data.source, now, actor))
+    _block_suppressed(session, suppression_key, contact, now, actor)
+    return contact
 
 
 def update_contact(session: Session, suppression_key: str, contact: Contact, data: ContactInput, now: datetime,

@@ -24,6 +24,7 @@ from patient_drip.content.windows import Scheduled, local_label, schedule_step, 
 from patient_drip.contacts.blocks import is_blocked
 from patient_drip.contacts.consent import Consentable, withdraw_consent
 from patient_drip.contacts.records import Row, add_rows, audit_row, event_row
+from patient_drip.due_now import mark_due
 from patient_drip.models import (
     Channel,
     ConsentMethod,
@@ -142,6 +143,8 @@ def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime
         # it starts paused, like the ones the crisis paused, and resolving the reply decides.
         set_paused(session, {campaign.id: campaign}, enrollment, True, now, "system:crisis",
                    reason=CRISIS_PAUSE_REASON, inbound_id=crisis_reply)
+    # Speed to lead: a first step due now wakes the dispatchers when this transaction commits.
+    mark_due(session, enrollment.next_due_at, now)
     return enrollment
 
 
@@ -204,6 +207,7 @@ def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: 
         due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, enrollment.contact.timezone,
                           enrollment.id, phone=enrollment.contact.phone)
         enrollment.next_due_at = max(due, now) if due else now
+        mark_due(session, enrollment.next_due_at, now)
     else:
         return False
     add_rows(session, pause_rows(paused, enrollment.contact_id, enrollment.id, enrollment.campaign_id, now, actor,

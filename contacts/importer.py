@@ -75,6 +75,7 @@ from patient_drip.contacts.import_rows import (
     validated_chunks,
 )
 from patient_drip.contacts.records import AuditRow, ConsentRow, EventRow, Row
+from patient_drip.due_now import mark_due
 from patient_drip.models import (
     AuditEntry,
     Channel,
@@ -378,6 +379,8 @@ class _BulkChunk:
             (enrollment_id, item.contact.id, campaign.id, active, 0, now, _due(schedule[enrollment_id]),
              (item.row.source or "import")[:64])
             for item, enrollment_id in zip(accepted, enrollment_ids, strict=True)])
+        # Speed to lead: rows due now wake the dispatchers when the chunk commits.
+        mark_due(session, min((due for due in map(_due, schedule.values()) if due is not None), default=None), now)
         records: list[Row] = []
         for item, enrollment_id in zip(accepted, enrollment_ids, strict=True):
             contact_id = item.contact.id

@@ -37,14 +37,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from patient_drip.contacts.changes import ContactInput, find_contact, update_contact, upsert_contact
+from patient_drip.contacts.changes import ContactInput, create_contact, find_contact, update_contact
 from patient_drip.contacts.consent import ConsentGrant, UnknownWording, grant_consent, load_wording, receives
 from patient_drip.contacts.double_opt_in import (Notice, confirmation_text, record_confirmation_send,
                                                  request_sms_confirmation)
 from patient_drip.contacts.enrollment import EnrollmentError, enroll, usable_channels
 from patient_drip.contacts.records import add_rows, audit_row, event_row
+from patient_drip.contacts.tasks import open_task
 from patient_drip.content.tokens import BadToken, LinkTokens
-from patient_drip.models import Channel, ConsentMethod, Contact, EventKind, PendingChange
+from patient_drip.models import Channel, ConsentMethod, Contact, EventKind, PendingChange, TaskKind
 from patient_drip.providers.types import OutgoingMessage, SendError
 from patient_drip.runtime import Runtime
 
@@ -101,9 +102,14 @@ def process_request(session: Session, rt: Runtime, pending: PendingChange, now: 
     known = find_contact(session, email=data.email, phone=data.phone)  # by email, else by phone
     if known is not None:
         return _hold_for_confirmation(session, rt, known, pending, now)
-    contact, _created = upsert_contact(session, rt.suppression_key, data, now, ACTOR)
+    # Create, never update: a request that raced another one naming the same person fails here
+    # (IntegrityError) and is processed again, when it finds that person known (`process_received`).
+    contact = create_contact(session, rt.suppression_key, data, now, ACTOR)
     pending.contact_id, pending.confirm_by = contact.id, "new"
     add_rows(session, [event_row(EventKind.CONSULTATION_REQUESTED, now, contact.id, ip=pending.ip_address)])
+    # The thank-you page promises that someone from the clinic will be in touch: a task says so.
+    open_task(session, TaskKind.PHONE_CALL if data.preferred_channel == "phone" else TaskKind.NEW_REQUEST, now,
+              contact_id=contact.id)
     wording = load_wording(rt.settings.policy_dir)
     if asked.get("consent_email"):
         grant_consent(session, wording, contact, ConsentGrant(

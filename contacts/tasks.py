@@ -1,10 +1,19 @@
 """Staff tasks: work the system hands to the front desk, as one rule every entry point calls.
 
-The system opens a task when something needs a person (`open_task`): a scheduler says someone missed
-their consultation (`no_show`: call them), or told us of a booking by someone we could not match
-(`unmatched_booking`: find them on the bookings page). Staff take a task on (`take_task`, so two
-people do not call the same patient) and finish it (`finish_task`); a finished task keeps who
-finished it and when. Each change is audited.
+The system opens a task when something needs a person (`open_task`):
+
+- `new_request` / `phone_call` — a new person asked for a consultation on the form (and asked to be
+  called): contact them. Closed by the system when they book;
+- `no_show` — a scheduler says someone missed their consultation: call them;
+- `unmatched_booking` — a scheduler told us of a booking by someone we could not match: find them;
+- `review` — a send nobody can tell the fate of after a crash: decide on the review page. Closed by
+  the system when staff settle it there (`close_tasks`);
+- `failed_send` — a message failed for good (a bad number or address): check the contact.
+
+Staff take a task on (`take_task`, so two people do not call the same patient) and finish it
+(`finish_task`); a finished task keeps who finished it and when. What staff do with a task is audited. Replies
+waiting (questions, crisis flags) are not copied into tasks: the To do page shows them from the
+inbox itself, where they are handled.
 
 A task holds no patient data of its own: it points at the contact (or the booking row, which
 erasure empties), so `drip forget` needs nothing here.
@@ -21,12 +30,18 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.records import add_rows, audit_row
-from patient_drip.models import Booking, Contact, StaffTask, TaskKind, User
+from patient_drip.models import Booking, Contact, InboundMessage, StaffTask, TaskKind, User
 
 TASK_LABELS: dict[str, str] = {
+    TaskKind.NEW_REQUEST: "New consultation request: contact them",
+    TaskKind.PHONE_CALL: "New request, asked for a phone call: call them",
     TaskKind.NO_SHOW: "Missed the consultation: call them",
     TaskKind.UNMATCHED_BOOKING: "Booked, but not matched to a contact: find them",
+    TaskKind.REVIEW: "A message may or may not have arrived: decide",
+    TaskKind.FAILED_SEND: "A message could not be delivered: check the number or address",
 }
+# A request to contact someone is over when they book.
+CLOSED_BY_BOOKING = (TaskKind.NEW_REQUEST, TaskKind.PHONE_CALL)
 
 
 class TaskError(ValueError):
@@ -48,12 +63,18 @@ class TaskRow:
 
 
 def open_task(session: Session, kind: TaskKind, now: datetime, *, contact_id: int | None = None,
-              booking_id: int | None = None, actor: str = "system") -> StaffTask:
-    """A new open task (flushed, so it has an id). The caller commits."""
-    task = StaffTask(kind=str(kind), contact_id=contact_id, booking_id=booking_id, created_at=now)
+              booking_id: int | None = None, message_id: int | None = None) -> StaffTask:
+    """A new open task (flushed, so it has an id); for a message, the one already open for it if any
+    (a send reviewed, sent again and in doubt again is one thing to do). The caller commits."""
+    if message_id is not None:
+        existing = session.scalar(select(StaffTask).where(StaffTask.message_id == message_id,
+                                                          StaffTask.kind == str(kind), StaffTask.done_at.is_(None)))
+        if existing is not None:
+            return existing
+    task = StaffTask(kind=str(kind), contact_id=contact_id, booking_id=booking_id, message_id=message_id,
+                     created_at=now)
     session.add(task)
-    session.flush()
-    add_rows(session, [audit_row(actor, "task_opened", now, contact_id, task=task.id, kind=str(kind))])
+    session.flush()  # not audited: the system opens tasks, and the row itself says when; what staff do is
     return task
 
 
@@ -102,6 +123,22 @@ def take_task(session: Session, task_id: int, user_id: int, actor: str, now: dat
     return task
 
 
+def close_tasks(session: Session, kinds: tuple[TaskKind, ...], now: datetime, actor: str, *,
+                contact_id: int | None = None, message_id: int | None = None) -> int:
+    """The system closes the open tasks of `kinds` for a contact or a message, because what they asked
+    for happened elsewhere (the person booked; staff settled the send on the review page). `actor` is
+    who made it happen. Returns how many."""
+    if contact_id is None and message_id is None:
+        return 0
+    query = select(StaffTask).where(StaffTask.kind.in_([str(k) for k in kinds]), StaffTask.done_at.is_(None))
+    query = query.where(StaffTask.contact_id == contact_id) if contact_id is not None else \
+        query.where(StaffTask.message_id == message_id)
+    tasks = list(session.scalars(query))
+    for task in tasks:  # not audited again: the act that closes them (a booking, a settled send) is
+        task.done_at, task.done_by = now, actor
+    return len(tasks)
+
+
 def finish_task(session: Session, task_id: int, actor: str, now: datetime) -> StaffTask:
     """Mark the task done by `actor`, now; a task already done is refused (`TaskError`), so two people
     finishing it at once leave one record of who did."""
@@ -109,3 +146,12 @@ def finish_task(session: Session, task_id: int, actor: str, now: datetime) -> St
     task.done_at, task.done_by = now, actor
     add_rows(session, [audit_row(actor, "task_done", now, task.contact_id, task=task.id, kind=task.kind)])
     return task
+
+
+def waiting_replies(session: Session, limit: int = 50) -> list[tuple[InboundMessage, Contact | None]]:
+    """Replies nobody has dealt with yet, crisis flags first, then oldest first: shown on the To do
+    page from the inbox itself (they are handled there, which keeps who and when)."""
+    query = (select(InboundMessage, Contact).outerjoin(Contact, Contact.id == InboundMessage.contact_id)
+             .where(InboundMessage.handled_at.is_(None))
+             .order_by(InboundMessage.crisis.desc(), InboundMessage.received_at, InboundMessage.id).limit(limit))
+    return [(reply, contact) for reply, contact in session.execute(query)]

@@ -295,8 +295,8 @@ def _number_issues(file: str, text: str, policy: ContentPolicy) -> list[GuardIss
                 file,
                 _line(text, mention.start),
                 APPROVED_CLAIM,
-                f"{mention.text!r} is not an approved number{hint}: use a figure from the seed page "
-                "as listed in policy/approved_claims.yaml, or ask the clinician to approve it there",
+                f"{mention.text!r} is not a number a clinician approved{hint}: use a figure from the "
+                "claims library (the Claims page), written as it is there, or ask a clinician to add it",
             )
         )
     return issues
@@ -304,8 +304,9 @@ def _number_issues(file: str, text: str, policy: ContentPolicy) -> list[GuardIss
 
 def _offer_issues(file: str, text: str) -> list[GuardIssue]:
     # Anywhere outside comments, markup and Jinja strings included: an alt text shows too.
-    return [GuardIssue(file, _line(text, m.start()), OFFER_TERMS, f'says "{m[0]}": offer terms are clinic '
-                       "settings - write {{ consultation }} (it says free when DRIP_CONSULTATION_FREE=true)")
+    return [GuardIssue(file, _line(text, m.start()), OFFER_TERMS, f'says "{m[0]}": whether the consultation is '
+                       "free is the clinic's setting, not the message's - write {{ consultation }}, which says "
+                       '"free" only when the clinic offers it free (the setting DRIP_CONSULTATION_FREE)')
             for m in _FREE.finditer(_unescape_entities(text))]
 
 

@@ -118,6 +118,10 @@ def schedule_step(campaign: Campaign, step_index: int, enrolled_at: datetime, zo
         return None
     step = campaign.steps[step_index]
     planned = enrolled_at + step.delay
+    if step.channel == Channel.SMS and not phone:
+        # No number: the step will be skipped when it is due, so it must not wait for a texting window
+        # (and hold every step after it until the morning).
+        return Scheduled(planned)
     window = window_for(campaign, step.channel, phone)
     if window is None:
         return Scheduled(planned)
@@ -132,6 +136,34 @@ def step_due_at(campaign: Campaign, step_index: int, enrolled_at: datetime, zone
     """`schedule_step`'s time alone."""
     scheduled = schedule_step(campaign, step_index, enrolled_at, zone, key, phone=phone)
     return scheduled.due if scheduled is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class FirstOpening:
+    """When the first message of a new request may go out (it cannot now), and the hours that apply."""
+
+    at: datetime  # UTC
+    window: SendWindow
+
+
+def first_opening(campaign: Campaign, channels: set[str], zone: str, phone: str | None,
+                  now: datetime) -> FirstOpening | None:
+    """When the first step of `campaign` on one of `channels` may go out for a request made at
+    `now` by someone in `zone` with the number `phone` (a text follows the law for that number), if
+    that is not at its planned time; None when it goes as planned (or no step uses those channels).
+
+    A pure function of what was submitted and the campaign, never of who the person is: the public
+    form answers the same whether or not it names someone we know (issue 11). No per-person spread
+    either (it depends on an enrollment id): the window's opening is the earliest it can be."""
+    step = next((s for s in campaign.steps if s.channel in channels), None)
+    if step is None:
+        return None
+    window = window_for(campaign, step.channel, phone)
+    planned = now + step.delay
+    if window is None:
+        return None
+    opening = next_opening(planned, zone, window)
+    return None if opening == planned else FirstOpening(opening, window)
 
 
 def local_label(moment: datetime, zone: str) -> str:

@@ -9,7 +9,9 @@ outcome, advance the step.
 - `counters` — this process's provider-call counters for `/metrics`.
 - `reconcile` — settling sends whose outcome is unknown; `ratelimit` — shared per-channel pacing;
   `funnel` — sent → delivered → clicked → booked per campaign step.
+- `wake` — runs this process's passes when work becomes due now, one at a time, coalescing;
+  `listener` — PostgreSQL `LISTEN` for the `NOTIFY` other processes send (`due_now`).
 
-May import `contacts` (consent and block rules), `content`, `providers`, `models`, `db`, `runtime`;
+May import `contacts` (consent and block rules), `content`, `providers`, `models`, `db`, `due_now`, `runtime`;
 never `web` or `cli`.
 """

@@ -40,10 +40,12 @@ from sqlalchemy.orm import Session
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.windows import local_label, schedule_step
 from patient_drip.contacts.blocks import BlockReason, block_channel
+from patient_drip.contacts.tasks import open_task
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.pauses import pause_channel
 from patient_drip.dispatch.step import Outcome, advance_after_send
-from patient_drip.models import MESSAGE_STATUS_RANK, Channel, EnrollmentStatus, EventKind, Message, MessageStatus, add_event
+from patient_drip.models import (MESSAGE_STATUS_RANK, Channel, EnrollmentStatus, EventKind, Message, MessageStatus,
+                                 TaskKind, add_event)
 from patient_drip.providers.types import (
     AccountSendError,
     AmbiguousSendError,
@@ -185,6 +187,7 @@ def record_failure(session: Session, result: SendResult, now: datetime, real_now
     message.status = MessageStatus.FAILED
     add_event(session, EventKind.MESSAGE_FAILED, now, contact_id=contact.id, message_id=message.id,
               error=exc.reason, code=message.error_code)
+    open_task(session, TaskKind.FAILED_SEND, now, contact_id=contact.id, message_id=message.id)
     if isinstance(exc, PermanentSendError):
         detail = f"{exc.reason} (code {exc.code})" if exc.code else exc.reason
         block_channel(session, contact, Channel(channel), BlockReason.FAILED, detail, now, policy.actor)

@@ -21,8 +21,10 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from patient_drip.contacts.tasks import close_tasks, open_task
 from patient_drip.content.campaign import Campaign
 from patient_drip.dispatch import queue
+from patient_drip.due_now import mark_due
 from patient_drip.models import (
     Channel,
     Enrollment,
@@ -30,6 +32,7 @@ from patient_drip.models import (
     EventKind,
     Message,
     MessageStatus,
+    TaskKind,
     add_event,
     audit,
 )
@@ -107,6 +110,7 @@ def _review(session: Session, message: Message, now: datetime, why: str) -> str:
     _settle(session, message, MessageStatus.NEEDS_REVIEW, f"needs review: {why}", now)
     add_event(session, EventKind.MESSAGE_NEEDS_REVIEW, now, contact_id=message.contact_id, message_id=message.id,
               reason=why)
+    open_task(session, TaskKind.REVIEW, now, contact_id=message.contact_id, message_id=message.id)
     log.warning("message %s needs staff review: %s", message.id, why)
     return "needs_review"
 
@@ -163,6 +167,7 @@ def settle_by_staff(session: Session, campaigns: dict[str, Campaign], message_id
         raise ReviewError(f"This message is no longer waiting for review (it is {message.status}).")
     if action == ReviewAction.SEND_AGAIN:
         _walk_back(enrollment, campaigns, message, now)
+        mark_due(session, now, now)  # staff asked for it now: wake the dispatchers when this commits
         message.status = MessageStatus.RETRYING
         note = f"sent again on staff decision ({actor})"
     else:
@@ -175,6 +180,7 @@ def settle_by_staff(session: Session, campaigns: dict[str, Campaign], message_id
               enrollment_id=message.enrollment_id, message_id=message.id, decision=str(action), by=actor)
     audit(session, actor, EventKind.MESSAGE_SETTLED, now, contact_id=message.contact_id, message_id=message.id,
           decision=str(action), step=message.step_id, channel=message.channel)
+    close_tasks(session, (TaskKind.REVIEW,), now, actor, message_id=message.id)
     log.info("message %s settled by staff: %s", message.id, action)
     return message
 

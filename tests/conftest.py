@@ -53,6 +53,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """A migrated PostgreSQL database with no rows, for what only PostgreSQL has (LISTEN/NOTIFY)."""
+    _require_postgres()
+    with TEMPLATES.migrated("postgresql", tmp_path) as url:
+        yield url
+
+
 @pytest.fixture(params=ENGINES)
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database (no schema): for the tests of migrations and of `drip init`."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from support.browser import MARKS, PASSWORD, SHOTS, chromium
+from support.browser import MARKS, PASSWORD, SHOTS, CodeEditor, chromium
 from support.builders import ROOT
 from support.staff import add_user, next_totp_time, totp_code
 
@@ -127,6 +127,7 @@ def nav(page, name: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def sign_out(page) -> None:  # type: ignore[no-untyped-def]
+    page.locator(".usermenu summary").click()  # the signed-in user's menu
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r"/admin/login"))
 
@@ -182,7 +183,7 @@ def test_marketing_edits_a_template_with_live_preview_and_a_clinician_makes_it_l
     nav(page, "Templates")
     shot(page, "07-templates")
     page.goto("/admin/templates/edit/sms/01-welcome.txt")
-    source = page.get_by_label("Template source")
+    source = CodeEditor(page)
     original = source.input_value()
     changed = original.replace("Thank you for your consultation request.", "Thanks for reaching out to us today.")
     assert changed != original
@@ -240,7 +241,7 @@ def test_a_new_medical_claim_is_reviewed_rejected_and_approved_by_a_clinician(pa
     claim = "Most patients feel calmer after their first infusion."
     sign_in(page, "marketing@example.com")
     page.goto(f"/admin/templates/edit/{name}")
-    source = page.get_by_label("Template source")
+    source = CodeEditor(page)
     original = source.input_value()
     source.fill(original.replace(anchor, f"{anchor} Ketamine cures depression in one session."))
     expect(page.locator("#preview .problems")).to_contain_text("promises a cure")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from support.browser import MARKS, PASSWORD, SHOTS, chromium
+from support.browser import MARKS, PASSWORD, SHOTS, chromium, laptop_page, sign_in_with_password
 from support.builders import ROOT, VirtualClock, add_contact, sandbox_settings
 from support.databases import TEMPLATES
 from support.live import LiveApp, loopback_url
@@ -56,15 +56,8 @@ def test_front_desk_settles_the_review_queue_in_the_browser(browser, sandbox, tm
         assert reconcile_unknown(rt, clock.now) == {"needs_review": 2}
 
         with LiveApp(rt, clock):
-            context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=url)
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.goto("/admin/login")
-            page.get_by_label("Email").fill("frontdesk@example.com")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(re.compile(r"/admin/?$"))
+            context, page, errors = laptop_page(browser, url)
+            sign_in_with_password(page, "frontdesk@example.com")
             expect(page.locator("#in-review")).to_have_text("2")
             page.get_by_role("link", name="messages to review").click()
             page.wait_for_url(re.compile(r"/admin/review$"))

@@ -10,7 +10,7 @@ import re
 import httpx
 import pytest
 
-from support.browser import MARKS, PASSWORD, chromium, screenshot
+from support.browser import MARKS, PASSWORD, chromium, laptop_page, screenshot, sign_in_with_password
 from support.builders import add_contact, make_settings
 from support.databases import TEMPLATES
 from support.live import LiveApp, loopback_url
@@ -42,15 +42,8 @@ def test_front_desk_takes_and_finishes_a_no_show_task_in_the_browser(tmp_path, c
                                   headers=calendly_headers(CALENDLY_KEY, body, clock.now))
                 assert answer.status_code == 200, answer.text
 
-            context = browser.new_context(viewport={"width": 1280, "height": 860}, base_url=url)
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.goto("/admin/login")
-            page.get_by_label("Email").fill("frontdesk@example.com")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(re.compile(r"/admin/?$"))
+            context, page, errors = laptop_page(browser, url)
+            sign_in_with_password(page, "frontdesk@example.com")
             expect(page.locator("#tasks-open")).to_have_text("1")
             page.get_by_role("link", name="tasks to do").click()
             page.wait_for_url(re.compile(r"/admin/tasks$"))

@@ -186,9 +186,9 @@ def test_unapproved_number_message_names_the_number_and_the_approved_form(tmp_pa
         "sms/x.txt", "Only 15 days left! {{ booking_link }}", channel="sms", policy=policy
     )
     assert [str(i) for i in issues] == [
-        "sms/x.txt:1: [approved-claim] '15' is not an approved number (15 is approved only as "
-        "'15 minute', '15 min'): use a figure from the seed page as listed in "
-        "policy/approved_claims.yaml, or ask the clinician to approve it there"
+        "sms/x.txt:1: [approved-claim] '15' is not a number a clinician approved (15 is approved only as "
+        "'15 minute', '15 min'): use a figure from the claims library (the Claims page), written as it is "
+        "there, or ask a clinician to add it"
     ]
 
 

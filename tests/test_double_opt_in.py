@@ -266,6 +266,8 @@ def test_a_known_number_without_email_confirms_a_request_by_replying_yes(clinic,
                         consent_email="yes").status_code == 202
     processed(rt)
     assert (contact(rt, patient).first_name, contact(rt, patient).timezone) == ("Robin", "America/Chicago")
+    # the request is committed before its text is handed to the provider: wait for the text itself
+    wait_until(lambda: any("Reply YES within 48 hours" in t for t in outbound_texts(sandbox, PHONE)))
     asks = [t for t in outbound_texts(sandbox, PHONE) if "Reply YES within 48 hours to confirm" in t]
     assert "name or time zone" in asks[0]  # what a YES may change, by field name only
     assert len(asks) == 1 and "Mallory" not in asks[0]  # the number on file is asked; nothing typed is repeated

@@ -102,7 +102,9 @@ def stored(art: Runtime, cid: int) -> dict[str, Any]:
             "state": (contact.email_consent, contact.sms_consent, contact.email_block_reason, contact.sms_block_reason),
             "events": [(e.kind, {k: v for k, v in e.detail.items() if k not in ("actor", "method", "ip", "detail",
                                                                                  "source")})
-                       for e in session.scalars(select(Event).where(Event.contact_id == cid).order_by(Event.id))],
+                       for e in session.scalars(select(Event).where(Event.contact_id == cid).order_by(Event.id))
+                       # the CLI runs on the real clock: at night it notes when the first message will go out
+                       if e.kind != "message_deferred"],
             "audit": [a.action for a in session.scalars(
                 select(AuditEntry).where(AuditEntry.contact_id == cid).order_by(AuditEntry.id))],
             "enrollments": [(e.campaign_id, e.status, e.exit_reason) for e in session.scalars(

@@ -200,3 +200,18 @@ def test_templates_check_refuses_a_window_with_no_legal_time_for_texts(database_
     fine = make_settings(database_url, campaigns_dir=_campaign(tmp_path / "d", window="09:00-19:00", sms_steps=1,
                                                                gap="1h"))
     assert not any("leaves no time" in p for p in check_all(fine)[0])
+
+
+def test_a_text_step_for_someone_without_a_number_does_not_wait_for_a_texting_window():
+    """It is skipped when due; waiting for the morning would hold every step after it too."""
+    from patient_drip.content.campaign import load_campaigns
+    from patient_drip.content.windows import schedule_step
+
+    root = Path(__file__).resolve().parent.parent
+    campaign = load_campaigns(root / "campaigns", root / "templates")["ketamine-consult"]
+    index = next(i for i, step in enumerate(campaign.steps) if step.channel == "sms")
+    late = datetime(2026, 6, 1, 23, 30, tzinfo=ZoneInfo("America/Chicago")).astimezone(ZoneInfo("UTC"))
+    planned = late + campaign.steps[index].delay
+    assert schedule_step(campaign, index, late, "America/Chicago", 7, phone=None).due == planned
+    waits = schedule_step(campaign, index, late, "America/Chicago", 7, phone=CHICAGO)
+    assert waits.due > planned and waits.moved_because

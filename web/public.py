@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
@@ -39,6 +40,7 @@ from patient_drip.contacts.fields import (
 from patient_drip.content.booking_links import booking_target
 from patient_drip.contacts.intake_limits import IntakeLimits, Refusal, admit_consultation, check_number_for_texts
 from patient_drip.content.tokens import BadToken
+from patient_drip.content.windows import first_opening
 from patient_drip.models import (
     Channel,
     ConsentMethod,
@@ -118,14 +120,14 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
     if str(data.get("website") or "").strip():  # honeypot: people never see this field
         log.info("honeypot field filled; request dropped")
         return _received(request, wants_json)
-    errors, recorded, refusal = await run_in_threadpool(_accept_consultation, rt, request, data, now)
+    errors, recorded, refusal, intake = await run_in_threadpool(_accept_consultation, rt, request, data, now)
     if refusal is not None:
         return _refused(request, rt, data, refusal, wants_json)
     if errors:
         if wants_json:
             return JSONResponse({"errors": _error_list(errors)}, status_code=422)
         return _form_page(request, rt, data, errors, 400)
-    answer = _received(request, wants_json)
+    answer = _received(request, wants_json, _first_message(rt, intake, now))
     # Acted on after the answer has gone, so the answer and its timing are the same whether the
     # request names a new person (contact created, the double opt-in text) or a known one (held,
     # a link to the address on file).
@@ -133,11 +135,32 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
     return answer
 
 
-def _received(request: Request, wants_json: bool) -> Response:
-    """The one answer to an accepted request, whoever it names (a patient, a stranger, a bot)."""
+def _received(request: Request, wants_json: bool, first_message: dict[str, str] | None = None) -> Response:
+    """The one answer to an accepted request, whoever it names (a patient, a stranger, a bot).
+    `first_message` (`_first_message`): when the thank-you page says the first message will come."""
     if wants_json:
         return JSONResponse({"status": RECEIVED}, status_code=202)
-    return page(request, "thanks.html", {})
+    return page(request, "thanks.html", {"first_message": first_message})
+
+
+def _first_message(rt: Runtime, intake: IntakeRequest | None, now: datetime) -> dict[str, str] | None:
+    """Outside the send window: when to expect the first message, in the person's local time.
+
+    Computed from what was submitted only -- the zone (the browser's, or the number's) and the
+    number's texting law -- and the campaign's window, never from what we hold about that person:
+    the page must read the same whether or not the request names someone we know (issue 11)."""
+    if intake is None:
+        return None
+    campaign = rt.campaigns.get(intake.campaign_id)
+    channels = {name for name, asked in ((Channel.EMAIL, intake.consent_email), (Channel.SMS, intake.consent_sms))
+                if asked}
+    zone = intake.contact.timezone
+    opening = first_opening(campaign, channels, zone, intake.contact.phone, now) if campaign else None
+    if opening is None:
+        return None
+    local = opening.at.astimezone(ZoneInfo(zone))
+    return {"when": f"{local:%H:%M} on {local:%A} {local.day} {local:%B}", "zone": zone,
+            "hours": f"{opening.window.start:%H:%M}–{opening.window.end:%H:%M}"}
 
 
 def _error_list(errors: dict[str, str]) -> list[dict[str, str]]:
@@ -327,11 +350,12 @@ def _preferences_context(rt: Runtime, session: Session, contact: Contact, token:
             "sms_confirm_notice": SMS_CONFIRM_NOTICE}
 
 
-def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
-                         now: datetime) -> tuple[dict[str, str], int | None, Refusal | None]:
+def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], now: datetime
+                         ) -> tuple[dict[str, str], int | None, Refusal | None, IntakeRequest | None]:
     """Validate a request, pass the intake limits and record it (`contacts.intake.record_request`).
-    Returns (field errors, the recorded request's id, refusal by a limit). Nothing here depends on
-    who is already a contact: the errors, the work and so the time taken are the same for everyone."""
+    Returns (field errors, the recorded request's id, refusal by a limit, the parsed request). Nothing
+    here depends on who is already a contact: the errors, the work and so the time taken are the
+    same for everyone."""
     errors: dict[str, str] = {}
     raw = {name: (str(data.get(name)) if data.get(name) is not None else "") for name in FORM_FIELDS}
     consent_email, consent_sms = _truthy(data.get("consent_email")), _truthy(data.get("consent_sms"))
@@ -365,7 +389,7 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
     except FieldError as exc:  # what the field checks above do not cover (preferred_channel)
         errors.setdefault(exc.field, exc.message)
     if errors:
-        return errors, None, None
+        return errors, None, None, None
     ip = client_ip(request)
     campaign_id = DEFAULT_CAMPAIGN if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns))
     intake = IntakeRequest(contact_input, consent_email, consent_sms, campaign_id, ip_address=ip,
@@ -377,5 +401,6 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any],
         refusal = admit_consultation(session, limits, ip=ip, text_to=contact_input.phone if consent_sms else None,
                                      now=now)
         if refusal is not None:
-            return {}, None, refusal
-        return {}, record_request(session, rt.settings.policy_dir, rt.settings.confirmation_hours, intake, now).id, None
+            return {}, None, refusal, None
+        recorded = record_request(session, rt.settings.policy_dir, rt.settings.confirmation_hours, intake, now)
+        return {}, recorded.id, None, intake

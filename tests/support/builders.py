@@ -192,3 +192,17 @@ def form_errors(response: object) -> dict[str, str]:
     fields = [error["field"] for error in listed]
     assert len(fields) == len(set(fields)), listed
     return {error["field"]: error["message"] for error in listed}
+
+
+def all_day_campaigns(directory: Path) -> Path:
+    """A campaigns folder holding the real `ketamine-consult` campaign with its send window open all
+    day (00:00-24:00, no spread): for tests on the real clock that must not depend on the hour they
+    run at. Everything else -- steps, templates, cap -- is the real campaign's."""
+    text = (ROOT / "campaigns" / "ketamine-consult.yaml").read_text(encoding="utf-8")
+    for old, new in (('start: "09:00"', 'start: "00:00"'), ('end: "20:00"', 'end: "24:00"'),
+                     ("spread_minutes: 20", "spread_minutes: 0")):
+        assert old in text, f"the campaign file changed: {old!r} not found"
+        text = text.replace(old, new)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ketamine-consult.yaml").write_text(text, encoding="utf-8")
+    return directory

@@ -4,12 +4,16 @@ uvicorn in a thread (so the provider sandbox, a browser or httpx can reach it ov
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -108,3 +112,28 @@ def live_staff_client(app: LiveApp, rt: Runtime, user_id: int, now: datetime) ->
         match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
         assert page.status_code == 200 and match, page.status_code
         yield client, match.group(1)
+
+
+@contextmanager
+def drip_process(args: list[str], env: dict[str, str], log_path: Path, *, ready: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real `drip …` process (e.g. ["serve", "--port", "8611"] or ["worker"]) with `env` as its whole
+    environment, its output in `log_path`; entered once `ready` appears in that output, stopped
+    with SIGTERM (then SIGKILL) when left. The output is in the assertion message if it never starts."""
+    command = [sys.executable, "-c", "import sys; sys.argv[0] = 'drip'; from patient_drip.cli import main; main()", *args]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while ready not in log_path.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"drip {args[0]} did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

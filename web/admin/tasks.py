@@ -1,6 +1,7 @@
-"""The front desk's "To do" page (`/admin/tasks`): what the system asks a person to do — a no-show to
-call, a booking to match — oldest first, with who took each on; and the recently done ones with who
-finished them and when. Taking and finishing go through `contacts.tasks` (audited); this module
+"""The front desk's "To do" page (`/admin/tasks`): what the system asks a person to do — new requests
+to contact, no-shows to call, bookings to match, sends to review or that failed — oldest first, with
+who took each on and a link to act; replies waiting in the inbox (crisis first); and the recently done
+tasks with who finished them and when. Taking and finishing go through `contacts.tasks` (audited); this module
 parses and presents."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from patient_drip.contacts.tasks import TaskError, done_tasks, finish_task, open_tasks, take_task
+from patient_drip.contacts.tasks import TaskError, done_tasks, finish_task, open_tasks, take_task, waiting_replies
 from patient_drip.web.admin.auth import StaffUser
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.web.deps import NowDep, ReadSessionDep, SessionDep
@@ -19,7 +20,8 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 def _page(request: Request, user: StaffUser, session: ReadSessionDep, error: str = "",
           status_code: int = 200) -> HTMLResponse:
     return render(request, "admin/tasks.html", {"open_rows": open_tasks(session), "done_rows": done_tasks(session),
-                                                "error": error}, user=user, status_code=status_code)
+                                                "replies": waiting_replies(session), "error": error},
+                  user=user, status_code=status_code)
 
 
 @router.get("/tasks", response_class=HTMLResponse)

@@ -23,6 +23,7 @@ from patient_drip.web.admin.auth import AnyUser, ApprovingClinician, MarketingUs
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.web.admin.contacts import sandboxed_html
 from patient_drip.web.admin.template_checks import Preview, all_sources, is_layout, preview_template, step_for, template_channel
+from patient_drip.content.rendering import TEMPLATE_VARIABLES
 from patient_drip.models import TemplateStatus, TemplateVersion
 from patient_drip.runtime import Runtime
 from patient_drip.content.template_store import (
@@ -35,6 +36,7 @@ from patient_drip.content.template_store import (
     save_draft,
     versions,
 )
+from patient_drip.web.admin.template_variables import insertable_variables
 from patient_drip.web.admin.text_diff import DiffPiece, word_diff
 from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, templates
 
@@ -121,7 +123,8 @@ def _editor(request: Request, user: CurrentUser, session: Session, name: str, so
         "live": published(session, name), "drafts": [v for v in versions(session, name)
                                                      if v.status == TemplateStatus.DRAFT],
         "first_name": preview_first_name(first_name), "step_id": step_id, "campaign_name": campaign_name,
-        "campaign": campaign, **_preview_context(request, user, preview),
+        "campaign": campaign, "variables": insertable_variables(TEMPLATE_VARIABLES),
+        **_preview_context(request, user, preview),
     }, user=user, status_code=status_code)
 
 

@@ -1,10 +1,34 @@
 /* Staff UI enhancements. Every page works without this file; it adds:
  * - confirmation before destructive actions (forms with data-confirm),
  * - the template editor's live preview (debounced POST, CSRF token in a header),
- * - the CSV import progress bar (polls the job's status).
+ * - the CSV import progress bar (polls the job's status),
+ * - the menu button on a phone and closing the Admin group on a click elsewhere or Escape.
  * Plain JS, no dependencies, loaded from our own origin (CSP: script-src 'self'). */
 (function () {
   "use strict";
+  document.documentElement.classList.add("js");
+
+  // -- the menu on a phone, and the Admin group ---------------------------------------------
+  document.addEventListener("click", function (event) {
+    var toggle = event.target.closest && event.target.closest(".nav-toggle");
+    if (toggle) {
+      var bar = toggle.closest(".topbar");
+      var open = bar.classList.toggle("nav-open");
+      toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      return;
+    }
+    // a click elsewhere closes the Admin group, as a menu does
+    document.querySelectorAll(".nav-group details[open]").forEach(function (group) {
+      if (!group.contains(event.target)) { group.removeAttribute("open"); }
+    });
+  });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") { return; }
+    document.querySelectorAll(".nav-group details[open]").forEach(function (group) {
+      group.removeAttribute("open");
+      group.querySelector("summary").focus();
+    });
+  });
 
   function csrfToken() {
     var meta = document.querySelector('meta[name="csrf-token"]');
@@ -68,6 +92,13 @@
       if (!link) { return; }
       event.preventDefault();
       var line = parseInt(link.getAttribute("data-line"), 10) || 1;
+      var editor = window.dripTemplateEditor;  // the highlighting editor (template_editor.js), if loaded
+      if (editor) {
+        editor.focus();
+        editor.setSelection({line: line - 1, ch: 0}, {line: line - 1, ch: editor.getLine(line - 1) ? editor.getLine(line - 1).length : 0});
+        editor.scrollIntoView({line: line - 1, ch: 0}, 80);
+        return;
+      }
       var lines = source.value.split("\n");
       var start = 0;
       for (var i = 0; i < line - 1 && i < lines.length; i++) { start += lines[i].length + 1; }
