@@ -306,7 +306,7 @@ class Booking(Base):
     kind: Mapped[str] = mapped_column(String(20))
     external_id: Mapped[str | None] = mapped_column(String(300))
     message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"), index=True)
-    attribution: Mapped[str] = mapped_column(String(20), default="")  # tracking, last_click, last_message, none
+    attribution: Mapped[str] = mapped_column(String(20), default="")  # tracking, last_click, last_delivered, last_message, none
     campaign_id: Mapped[str | None] = mapped_column(String(100))
     step_id: Mapped[str | None] = mapped_column(String(100))
     # What the scheduler gave, for staff to match an unknown person by hand (erased with the contact).

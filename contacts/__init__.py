@@ -2,7 +2,8 @@
 entry point (CLI, staff UI, JSON API, public pages, webhooks, importer) calls it:
 
 - `changes`: parse input, find, create or update a contact (suppressed addresses block their channel);
-- `consent`: grant (always with the wording version and its exact text) and withdraw consent;
+- `consent`: grant (always with the wording version and its exact text) and withdraw consent, and staff
+  resubscribing a channel; `contact_state`: which staff actions fit a contact now;
 - `blocks`: block and unblock a channel (`BlockReason`), the suppression list;
 - `enrollment`: the enrollment decision, enroll, pause/resume, unsubscribe, booked, end;
 - `records`: the event / audit / consent rows those rules write (shared with the bulk importer);

@@ -10,7 +10,7 @@ in exactly one of these ways (`BookingResult.status`):
   kept (with what the scheduler told us) for staff to match, never dropped;
 - `booked` — every sequence of the person ends as booked, and the booking is attributed to one
   message (`attribute`): the one whose link carried our tracking token, else the last clicked before
-  the booking, else the last sent;
+  the booking, else the last delivered, else the last sent;
 - `rescheduled` — still booked: recorded, nothing re-opens;
 - `cancelled` — a cancellation without a new booking re-opens the sequences that ended because of
   the booking, at their next unsent step (due now, inside the send window);
@@ -81,7 +81,7 @@ class BookingResult:
 @dataclass(frozen=True, slots=True)
 class Attribution:
     message: Message | None
-    rule: str  # tracking, last_click, last_message, none
+    rule: str  # tracking, last_click, last_delivered, last_message, none
 
 
 def _tracked_message(session: Session, tokens: LinkTokens, tracking: str | None) -> Message | None:
@@ -121,6 +121,13 @@ def attribute(session: Session, contact: Contact, tracked: Message | None, now: 
     if clicked is not None:
         return Attribution(clicked, "last_click")
     # A staff reply from the inbox (no enrollment) is no step of a sequence: never credited.
+    delivered = session.scalar(select(Message).where(
+        Message.contact_id == contact.id, Message.enrollment_id.is_not(None), Message.delivered_at.is_not(None),
+        Message.delivered_at <= now)
+        .order_by(Message.delivered_at.desc(), Message.id.desc()).limit(1))
+    if delivered is not None:
+        return Attribution(delivered, "last_delivered")
+    # No receipt at all (the outbox, a carrier without receipts): the last message sent.
     sent = session.scalar(select(Message).where(
         Message.contact_id == contact.id, Message.enrollment_id.is_not(None), Message.sent_at.is_not(None),
         Message.sent_at <= now)

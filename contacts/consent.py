@@ -216,3 +216,30 @@ def consent_offer(session: Session, contact: Contact, channel: Channel) -> Offer
     if ever_granted(session, contact, channel):
         return Offer.RESTART
     return Offer.START if channel == Channel.EMAIL else Offer.CONFIRM_BY_TEXT
+
+
+class NothingToResubscribe(FieldError):
+    """Staff asked to resubscribe a channel that cannot be restarted by consent (see `resubscribe`)."""
+
+    def __init__(self, channel: Channel, why: str) -> None:
+        super().__init__("channel", f"{'emails' if channel == Channel.EMAIL else 'text messages'} {why}")
+
+
+def resubscribe(session: Session, wording: ConsentWording, contact: Contact, grant: ConsentGrant, now: datetime,
+                actor: str) -> Wording:
+    """Staff record that the person agreed again to `grant.channel` with the wording they were shown
+    (`grant.wording_version`, which must be published; its exact text goes into the ledger). Only a
+    channel `consent_offer` offers may be resubscribed: not one that already reaches them, has no
+    address, or is blocked by more than their own opt-out (a bounce, a complaint, erasure) — fresh
+    consent cannot lift those. Raises `NothingToResubscribe` or `UnknownWording`; returns the wording."""
+    if receives(contact, grant.channel):
+        raise NothingToResubscribe(grant.channel, "already reach this person")
+    address = contact.email if grant.channel == Channel.EMAIL else contact.phone
+    if not address:
+        raise NothingToResubscribe(grant.channel, "need an address on file first (edit the contact)")
+    if not consent_can_lift(contact, grant.channel):
+        raise NothingToResubscribe(grant.channel, f"are blocked ({blocked_reason(contact, grant.channel)}); "
+                                                  "consent cannot lift that block")
+    shown = wording.wording(grant.channel, grant.wording_version)
+    grant_consent(session, wording, contact, grant, now, actor)
+    return shown

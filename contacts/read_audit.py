@@ -29,7 +29,7 @@ class ReadKind(StrEnum):
     CONTACTS_LISTED = "contacts_listed"  # a search/list of contacts (staff page or API)
     CONTACTS_EXPORTED = "contacts_exported"  # the contacts CSV export
     MESSAGE_VIEWED = "message_viewed"  # one sent message with its body (page or its HTML)
-    MESSAGES_LISTED = "messages_listed"  # a contact's messages with their bodies (API)
+    MESSAGES_LISTED = "messages_listed"  # a list of messages: a contact's with their bodies (API), or the staff list
     REPLIES_VIEWED = "replies_viewed"  # the replies inbox (patients' texts)
     CONVERSATION_VIEWED = "conversation_viewed"  # one contact's text thread in the inbox
     CONSENT_EXPORTED = "consent_exported"  # a contact's consent history (`drip consent export`)

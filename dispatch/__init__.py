@@ -8,7 +8,8 @@ outcome, advance the step.
 - `pauses` — pausing and resuming a channel for everyone (the one service every entry point calls).
 - `counters` — this process's provider-call counters for `/metrics`.
 - `reconcile` — settling sends whose outcome is unknown; `ratelimit` — shared per-channel pacing;
-  `funnel` — sent → delivered → clicked → booked per campaign step.
+  `funnel` — sent → delivered → clicked → booked per campaign step; `funnel_report` — the same over a
+  date range with opens, rates and a daily trend, for the staff pages.
 - `wake` — runs this process's passes when work becomes due now, one at a time, coalescing;
   `listener` — PostgreSQL `LISTEN` for the `NOTIFY` other processes send (`due_now`).
 

@@ -2,13 +2,13 @@
 
 Each booking counts under exactly one step: the message it is attributed to when it was recorded
 (`contacts.bookings.attribute`: the message whose booking link carried our tracking value, else the
-last one clicked before booking, else the last one sent)."""
+last one clicked before booking, else the last delivered, else the last one sent)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
@@ -52,7 +52,9 @@ def campaign_summaries(session: Session, campaigns: dict[str, Campaign]) -> list
         select(
             Message.campaign_id, Message.step_id, Message.channel,
             func.sum(case((Message.status.in_(SENT_STATUSES), 1), else_=0)),
-            func.sum(case((Message.delivered_at.is_not(None), 1), else_=0)),
+            # A click proves the message arrived (carriers do not always send receipts): never more
+            # clicked than delivered (the same rule as `funnel_report`).
+            func.sum(case((or_(Message.delivered_at.is_not(None), Message.clicked_at.is_not(None)), 1), else_=0)),
             func.sum(case((Message.clicked_at.is_not(None), 1), else_=0)),
             func.sum(case((Message.status == MessageStatus.SKIPPED, 1), else_=0)),
             func.sum(case((Message.status == MessageStatus.FAILED, 1), else_=0)),

@@ -70,6 +70,8 @@ MATRIX = [
     ("GET", "/admin/account", None, ANY),
     ("GET", "/admin/campaigns", None, ANY),
     ("GET", "/admin/campaigns/ketamine-consult", None, ANY),
+    ("GET", "/admin/funnel", None, ANY),
+    ("GET", "/admin/funnel.csv?by=day", None, ANY),
     ("GET", "/admin/campaigns/ketamine-consult/steps/welcome-email/preview", None, ANY),
     ("GET", "/admin/contacts", None, STAFF),
     ("GET", "/admin/contacts?q=rey", None, STAFF),
@@ -81,6 +83,9 @@ MATRIX = [
     ("POST", "/admin/contacts/999999/booked", {}, STAFF),
     ("POST", "/admin/contacts/999999/pause", {"enrollment_id": "999999", "action": "pause"}, STAFF),
     ("POST", "/admin/contacts/999999/enroll", {"campaign": "ketamine-consult"}, STAFF),
+    ("POST", "/admin/contacts/999999/resubscribe", {"channel": "email", "agreed": "yes"}, STAFF),
+    ("GET", "/admin/messages", None, STAFF),
+    ("GET", "/admin/messages?box=outbox&channel=sms", None, STAFF),
     ("GET", "/admin/messages/999999", None, STAFF),
     ("GET", "/admin/messages/999999/html", None, STAFF),
     ("GET", "/admin/import", None, STAFF),
@@ -164,7 +169,8 @@ def test_dashboard_counts_sends_replies_crisis_and_draws_the_funnel(client, srt,
     assert re.search(r'id="sent-today">2<', page) and re.search(r'id="sent-week">2<', page)
     assert re.search(r'id="replies-waiting">2<', page) and re.search(r'id="crisis-open">1<', page)
     assert '<svg class="funnel-chart"' in page and 'class="bar bar-sent"' in page
-    assert "welcome-email" in page and "conversion to booking" in page
+    # Steps by their place and name in words, not their ids; the attribution rule is on the page.
+    assert "1. Welcome email" in page and "welcome-email" not in page and "Each booking counts once" in page
     assert "style=" not in page  # the CSP forbids inline styles
 
 

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -28,8 +27,10 @@ from patient_drip.web.admin import (
     contacts,
     conversation,
     dashboard,
+    funnel,
     imports,
     login,
+    messages,
     mfa_setup,
     password_reset,
     replies,
@@ -41,6 +42,7 @@ from patient_drip.web.admin import (
 )
 from patient_drip.web.admin.auth import MustEnrol, login_url_for, session_user
 from patient_drip.web.admin.common import render
+from patient_drip.web.admin.funnel_view import FunnelCache
 from patient_drip.web.admin.imports import ImportJobs
 from patient_drip.web.deps import Forbidden, NotAuthenticated
 
@@ -75,7 +77,7 @@ class PreviewCache:
 class AdminState:
     previews: PreviewCache = field(default_factory=PreviewCache)
     imports: ImportJobs = field(default_factory=ImportJobs)
-    funnel_cache: dict[str, Any] = field(default_factory=dict)
+    funnel_cache: FunnelCache = field(default_factory=FunnelCache)
 
 
 def _wants_json(request: Request) -> bool:
@@ -92,9 +94,9 @@ def staff_error_page(request: Request, status: int, title: str, message: str) ->
 def mount(app: FastAPI, rt: Runtime) -> None:
     """Add the staff UI and API routers, their in-process state and their error pages."""
     app.state.admin = AdminState()
-    for module in (login, password_reset, mfa_setup, dashboard, contacts, imports, replies, conversation,
-                   review, templates_editor, claims_pages, campaigns, users_admin, settings_pages, account, bookings,
-                   tasks):
+    for module in (login, password_reset, mfa_setup, dashboard, funnel, messages, contacts, imports, replies,
+                   conversation, review, templates_editor, claims_pages, campaigns, users_admin, settings_pages, account,
+                   bookings, tasks):
         app.include_router(module.router)
     app.include_router(api_v1.router)
     api_v1.customize_openapi(app)

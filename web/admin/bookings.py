@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from patient_drip.models import Booking, BookingKind, Contact
 from patient_drip.web.admin.auth import StaffUser
+import patient_drip.web.admin.labels as labels
 from patient_drip.web.admin.common import render
 from patient_drip.web.deps import ReadSessionDep
 
@@ -20,8 +21,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 PAGE = 100
 FILTERS = {"": "All", "unmatched": "Not matched to a contact", **{str(k): k.replace("_", "-").capitalize()
                                                                     for k in BookingKind}}
-ATTRIBUTION = {"tracking": "the booking link it was booked through", "last_click": "last booking link clicked",
-               "last_message": "last message sent", "none": "no message sent yet", "": ""}
+ATTRIBUTION = labels.ATTRIBUTION
 
 
 @router.get("/bookings", response_class=HTMLResponse)

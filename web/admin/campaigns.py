@@ -1,4 +1,5 @@
-"""Campaigns: the steps on a timeline and exactly what a patient receives when (simulate_campaign)."""
+"""Campaigns: the steps on a timeline, exactly what a patient receives when (simulate_campaign), and each
+campaign's own funnel of the last 30 days."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from sqlalchemy import func, select
 from patient_drip.web.admin.auth import AnyUser
 from patient_drip.web.admin.common import render
 from patient_drip.web.admin.contacts import sandboxed_html
-from patient_drip.web.deps import ReadSessionDep
+from patient_drip.web.admin.funnel import funnel_cache, funnel_context, report_range
+from patient_drip.web.admin.funnel_view import funnel_for
+from patient_drip.web.deps import NowDep, ReadSessionDep
 from patient_drip.models import Enrollment
 from patient_drip.content.rendering import RenderError, sms_info
 from patient_drip.runtime import Runtime
@@ -42,7 +45,8 @@ def campaign_list(request: Request, user: AnyUser, session: ReadSessionDep) -> H
 
 
 @router.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
-def campaign_page(request: Request, campaign_id: str, user: AnyUser) -> HTMLResponse:
+def campaign_page(request: Request, campaign_id: str, user: AnyUser, session: ReadSessionDep,
+                  now: NowDep) -> HTMLResponse:
     rt = _rt(request)
     if campaign_id not in rt.campaigns:
         return render(request, "admin/not_found.html", {"what": "This campaign"}, user=user, status_code=404)
@@ -50,7 +54,10 @@ def campaign_page(request: Request, campaign_id: str, user: AnyUser) -> HTMLResp
     messages, error = _simulate(rt, campaign_id)
     total_days = max([int(step.delay.total_seconds()) // 86400 for step in campaign.steps] + [0])
     sms = {m.step: sms_info(m.text) for m in messages if m.channel == "sms"}
+    # Its own numbers: the funnel of the last 30 days for this campaign alone.
+    report, age = funnel_for(rt, funnel_cache(request), session, report_range(request, now))
     return render(request, "admin/campaign.html", {
+        **funnel_context(report, age, campaign_id),
         "campaign": campaign, "messages": messages, "error": error, "sms": sms, "total_days": total_days,
         "sample_name": SAMPLE_FIRST_NAME, "steps_by_id": {s.id: s for s in campaign.steps},
     }, user=user)

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from patient_drip.accounts.users import Role
 from patient_drip.runtime import Runtime
+import patient_drip.web.admin.labels as labels
 from patient_drip.web.deps import CurrentUser, templates
 
 
@@ -28,6 +29,11 @@ NOTICES = {
     "unsubscribed": "Unsubscribed. Messages on that channel have stopped.",
     "already_unsubscribed": "That channel was already stopped; nothing changed.",
     "booked": "Marked as booked. Their follow-up sequence has stopped.",
+    "already_booked": "A booking already stands for this person; nothing changed.",
+    "resubscribed_email": "Emails can reach this person again; their consent is recorded with the wording shown. "
+                          "Sequences that stopped stay stopped.",
+    "resubscribed_sms": "Text messages can reach this person again; their consent is recorded with the wording "
+                        "shown. Sequences that stopped stay stopped.",
     "contact_updated": "Details saved.",
     "contact_updated_number": "Details saved. Texts stop until the person agrees to texts on the new number.",
     "contact_unchanged": "Nothing was changed.",
@@ -140,3 +146,10 @@ def _percent(part: int, whole: int) -> str:
 templates.env.filters["local"] = _local_filter
 templates.env.filters["offset"] = _offset_filter
 templates.env.globals["percent"] = _percent
+# Every stored code as words (`admin.labels`), for every template.
+templates.env.globals["label"] = labels.label
+templates.env.globals["enrollment_label"] = labels.enrollment_label
+templates.env.globals["block_label"] = labels.block_label
+templates.env.globals["humanise"] = labels.humanise
+templates.env.filters["phone"] = labels.phone_link
+templates.env.filters["national_phone"] = labels.national_phone

@@ -22,8 +22,9 @@ from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_word
 from patient_drip.contacts.bookings import mark_booked
 from patient_drip.contacts.enrollment import enroll, unsubscribe
 from patient_drip.contacts.fields import FieldError, ZoneSource
-from patient_drip.models import Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
+from patient_drip.models import Channel, ConsentMethod, MessageStatus, ConsentRecord, Contact, Enrollment, Event, InboundMessage, Message
 from patient_drip.runtime import Runtime
+import patient_drip.web.admin.labels as labels
 
 UNSUBSCRIBE_CHOICES = {"email": [Channel.EMAIL], "sms": [Channel.SMS], "all": [Channel.EMAIL, Channel.SMS]}
 
@@ -109,41 +110,12 @@ def booked(session: Session, rt: Runtime, contact: Contact, now: datetime, actor
 
 # -- the timeline -------------------------------------------------------------------------------
 
-EVENT_TITLES = {
-    "contact_created": "Contact created",
-    "contact_edited": "Contact details edited",
-    "consultation_requested": "Asked for a consultation (web form)",
-    "enrolled": "Enrolled",
-    "enrollment_ended": "Sequence stopped",
-    "enrollment_completed": "Sequence finished",
-    "booked": "Booked a consultation",
-    "paused": "Paused",
-    "resumed": "Resumed",
-    "clicked": "Clicked the booking link",
-    "message_failed": "Message failed",
-    "message_retry": "Message will be retried",
-    "message_unknown": "Message outcome unknown (being reconciled)",
-    "message_skipped": "Message skipped",
-    "message_deferred": "Message waits (quiet hours or texting law)",
-    "sms_name_dropped": "Text sent without the first name (too long with it)",
-    "message_held": "Message held, not sent (content rule)",
-    "message_reconciled": "Message outcome reconciled",
-    "message_needs_review": "Message needs review",
-    "message_requeued": "Message sent again (its worker stopped before handing it to the provider)",
-    "message_settled": "Message settled by staff",
-    "channel_blocked": "Channel blocked",
-    "channel_unblocked": "Channel unblocked",
-    "crisis_flagged": "Reply flagged as possible crisis",
-    "crisis_resolved": "Crisis reply resolved",
-    "sms_reply": "Text reply classified",
-    "change_requested": "A web-form request named this contact (held until confirmed from the address on file)",
-    "change_confirmed": "Web-form request confirmed by the emailed link",
-    "sms_confirmation_sent": "Asked the number to confirm texts (Reply YES)",
-    "sms_confirmed": "Number confirmed texts (replied YES)",
-    "question_acknowledged": "Question acknowledged automatically",
-}
-# Shown through their own rows (Message, ConsentRecord) instead.
-_DUPLICATE_EVENTS = {"consent_granted", "consent_withdrawn", "message_sent"}
+EVENT_TITLES = labels.EVENT_KINDS
+# Shown through their own rows (Message, ConsentRecord) instead: a skipped step is its message row,
+# which carries why it was skipped, so its event would show the same thing twice.
+_DUPLICATE_EVENTS = {"consent_granted", "consent_withdrawn", "message_sent", "message_skipped"}
+# Detail values that are stored codes, shown in words.
+_CODED_DETAIL = {"method": "method", "source": "source", "channel": "channel", "attributed_by": "attribution"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,31 +131,52 @@ class TimelineEntry:
     order: int = 0
 
 
-def _detail_text(detail: dict[str, Any]) -> str:
+def _detail_value(key: str, value: Any, names: Mapping[str, str]) -> str:
+    if isinstance(value, list):
+        return ", ".join(_detail_value(key, item, names) for item in value)
+    if key == "campaign":
+        return names.get(str(value), str(value))
+    if key in _CODED_DETAIL:
+        return labels.label(_CODED_DETAIL[key], value)
+    if key == "step":
+        return labels.humanise(str(value))
+    if key in ("reason", "detail"):  # a block's kind and its detail are codes; other reasons are sentences
+        text = str(value)
+        for kind in ("block", "exit_reason", "method"):
+            if text in labels.codes(kind):
+                return labels.label(kind, text)
+    return str(value)
+
+
+def _detail_text(detail: dict[str, Any], names: Mapping[str, str]) -> str:
     hidden = {"ip", "inbound_id"}
-    return ", ".join(f"{key.replace('_', ' ')}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+    return ", ".join(f"{key.replace('_', ' ')}: {_detail_value(key, value, names)}"
                      for key, value in detail.items() if key not in hidden and value not in (None, "", [], {}))
 
 
-def timeline(session: Session, contact_id: int, limit: int = 500) -> list[TimelineEntry]:
-    """Events, messages, replies and consent changes of one contact, newest first."""
+def timeline(session: Session, contact_id: int, limit: int = 500,
+             campaign_names: Mapping[str, str] | None = None) -> list[TimelineEntry]:
+    """Events, messages, replies and consent changes of one contact, newest first; campaigns are
+    named by `campaign_names` (id → name) where given."""
+    names = campaign_names or {}
     entries: list[TimelineEntry] = []
     for event in session.scalars(select(Event).where(Event.contact_id == contact_id)
                                  .order_by(Event.id.desc()).limit(limit)):
         if event.kind in _DUPLICATE_EVENTS:
             continue
         title = EVENT_TITLES.get(event.kind) or event.kind.replace("_", " ").capitalize()
-        entries.append(TimelineEntry(event.occurred_at, "event", title, _detail_text(dict(event.detail or {})),
+        entries.append(TimelineEntry(event.occurred_at, "event", title, _detail_text(dict(event.detail or {}), names),
                                      message_id=event.message_id, order=event.id))
     for message in session.scalars(select(Message).where(Message.contact_id == contact_id)
                                    .order_by(Message.id.desc()).limit(limit)):
-        what = "Email" if message.channel == Channel.EMAIL else "Text message"
-        title = f"{what}: {message.subject}" if message.subject else f"{what} ({message.step_id})"
-        detail = f"step {message.step_id} of {message.campaign_id}"
+        what = labels.label("channel", message.channel)
+        step = labels.humanise(message.step_id)
+        title = f"{what}: {message.subject}" if message.subject else f"{what}: {step}"
+        detail = f"step “{step}”"
         if message.enrollment_id is None:  # written by staff in the text inbox, not a sequence step
             title, detail = f"{what} from staff (text inbox)", message.body_text or ""
         if message.last_error:
-            detail += f"; {message.last_error}"
+            detail += f"; {'why: ' if message.status == MessageStatus.SKIPPED else ''}{message.last_error}"
         entries.append(TimelineEntry(message.sent_at or message.attempted_at or message.created_at, "message", title,
                                      detail, message_id=message.id, status=message.status, channel=message.channel,
                                      order=message.id))
@@ -194,10 +187,10 @@ def timeline(session: Session, contact_id: int, limit: int = 500) -> list[Timeli
                                      f"{reply.classification}; {handled}", crisis=reply.crisis, order=reply.id))
     for record in session.scalars(select(ConsentRecord).where(ConsentRecord.contact_id == contact_id)
                                   .order_by(ConsentRecord.id.desc()).limit(limit)):
-        what = "Email" if record.channel == Channel.EMAIL else "Text message"
+        what = labels.label("channel", record.channel)
         verb = ("consent given" if record.action == "granted" else
                 "consent ended (new number)" if record.note == NUMBER_CHANGED_NOTE else "consent withdrawn (opted out)")
-        detail = f"method: {record.method.replace('_', ' ')}"
+        detail = f"how: {labels.label('method', record.method)}"
         if record.actor:
             detail += f"; by {record.actor}"
         if record.wording_version:

@@ -24,6 +24,7 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -107,18 +108,32 @@ def search_condition(query: str) -> ColumnElement[bool] | None:
     return or_(condition, prefix_range(Contact.email, last.lower()))
 
 
-def status_condition(status: str) -> ColumnElement[bool] | None:
-    """Contacts with an enrollment in this state (uses the (contact_id, campaign_id) unique index)."""
-    if status not in STATUS_FILTERS:
-        return None
-    if status == "not_enrolled":
-        return ~exists().where(Enrollment.contact_id == Contact.id)
+def _status_match(status: str) -> ColumnElement[bool]:
     if status in ("booked", "unsubscribed"):
         reason = ExitReason.BOOKED if status == "booked" else ExitReason.UNSUBSCRIBED
-        match = and_(Enrollment.status == EnrollmentStatus.EXITED, Enrollment.exit_reason == reason)
-    else:
-        match = Enrollment.status == status
-    return exists().where(Enrollment.contact_id == Contact.id, match)
+        return and_(Enrollment.status == EnrollmentStatus.EXITED, Enrollment.exit_reason == reason)
+    return Enrollment.status == status
+
+
+def enrollment_condition(*, status: str = "", campaign: str = "", step_index: int | None = None
+                         ) -> ColumnElement[bool] | None:
+    """Contacts with one enrollment that matches all of: the state `status`, the campaign, and
+    `step_index` steps done (the last step sent is the step before that index). "not_enrolled"
+    means no enrollment (in `campaign`, when given). One EXISTS on the (contact_id, campaign_id)
+    unique index; None when nothing is asked."""
+    status = status if status in STATUS_FILTERS else ""
+    if not status and not campaign:
+        return None
+    matches: list[ColumnElement[bool]] = [Enrollment.contact_id == Contact.id]
+    if campaign:
+        matches.append(Enrollment.campaign_id == campaign)
+    if status == "not_enrolled":
+        return ~exists().where(*matches)
+    if status:
+        matches.append(_status_match(status))
+    if campaign and step_index is not None:
+        matches.append(Enrollment.step_index == step_index)
+    return exists().where(*matches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +144,21 @@ class ContactPage:
 
 
 def find_contacts(session: Session, *, query: str = "", status: str = "", before: int | None = None,
-                  after: int | None = None, limit: int = PAGE_SIZE) -> ContactPage:
-    """One page of contacts, newest first, matching the search and status filter."""
+                  after: int | None = None, limit: int = PAGE_SIZE, campaign: str = "",
+                  step_index: int | None = None, added_from: datetime | None = None,
+                  added_until: datetime | None = None) -> ContactPage:
+    """One page of contacts, newest first, matching the search, the enrollment filter (status,
+    campaign, steps done) and the date added (`added_from` inclusive, `added_until` exclusive)."""
     limit = max(1, min(limit, 200))
     conditions: list[ColumnElement[bool]] = [Contact.erased_at.is_(None)]
-    for condition in (search_condition(query), status_condition(status)):
+    for condition in (search_condition(query), enrollment_condition(status=status, campaign=campaign,
+                                                                      step_index=step_index)):
         if condition is not None:
             conditions.append(condition)
+    if added_from is not None:
+        conditions.append(Contact.created_at >= added_from)
+    if added_until is not None:
+        conditions.append(Contact.created_at < added_until)
     statement = select(Contact).where(*conditions)
     if after is not None:
         rows = list(session.scalars(statement.where(Contact.id > after).order_by(Contact.id.asc()).limit(limit + 1)))
@@ -159,11 +182,3 @@ def enrollments_by_contact(session: Session, contact_ids: Sequence[int]) -> dict
                                           .order_by(Enrollment.id)):
             result[enrollment.contact_id].append(enrollment)
     return result
-
-
-def enrollment_label(enrollment: Enrollment) -> str:
-    if enrollment.status == EnrollmentStatus.EXITED:
-        return {"booked": "booked", "unsubscribed": "unsubscribed", "staff": "stopped by staff",
-                "unreachable": "unreachable", "erased": "erased"}.get(enrollment.exit_reason or "", "stopped")
-    return {"active": "in sequence", "paused": "paused", "completed": "finished"}.get(enrollment.status,
-                                                                                     enrollment.status)

@@ -1,4 +1,4 @@
-"""Contacts for front-desk staff: search, one person's timeline and actions, enroll, export, messages."""
+"""Contacts for front-desk staff: search, one person's timeline and actions, enroll, edit, export."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.web.admin.auth import StaffUser
-from patient_drip.web.admin.common import redirect, render
+from patient_drip.web.admin.common import clinic_zone, redirect, render
+from patient_drip.web.admin.date_range import parse_range
 from patient_drip.web.admin.contact_actions import (
     ActionError,
     create_contact,
@@ -23,18 +24,18 @@ from patient_drip.web.admin.contact_actions import (
 from patient_drip.web.admin.contact_actions import booked as mark_contact_booked
 from patient_drip.web.admin.contact_queries import (
     STATUS_FILTERS,
-    enrollment_label,
     enrollments_by_contact,
     find_contacts,
 )
 from patient_drip.contacts.fields import FieldError
 from patient_drip.contacts.changes import ContactNotFound, lookup_contact
-from patient_drip.contacts.consent import consent_wording
+from patient_drip.contacts.consent import ConsentGrant, UnknownWording, consent_wording, load_wording, resubscribe
+from patient_drip.contacts.contact_state import contact_actions
 from patient_drip.contacts.edit import ContactEditErrors, edit_contact
 from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, set_paused, usable_channels
 from patient_drip.contacts.read_audit import ReadKind, audit_read
-from patient_drip.models import ConsentMethod, Contact, Enrollment, EnrollmentStatus, Message
+from patient_drip.models import Channel, ConsentMethod, Contact, Enrollment, EnrollmentStatus
 from patient_drip.runtime import Runtime
 from patient_drip.content.windows import local_label
 from patient_drip.web.deps import CurrentUser, NowDep, ReadSessionDep, SessionDep, client_ip, get_now, record_read
@@ -62,17 +63,34 @@ def _not_found(request: Request, user: CurrentUser, what: str) -> HTMLResponse:
 
 @router.get("/contacts", response_class=HTMLResponse)
 def contact_list(request: Request, user: StaffUser, session: ReadSessionDep, now: NowDep,
-                 q: Annotated[str, Query(max_length=200)] = "", status: str = "",
+                 q: Annotated[str, Query(max_length=200)] = "", status: Annotated[str, Query(max_length=20)] = "",
+                 campaign: Annotated[str, Query(max_length=100)] = "", step: Annotated[str, Query(max_length=100)] = "",
+                 added_from: Annotated[str, Query(alias="from", max_length=20)] = "",
+                 added_to: Annotated[str, Query(alias="to", max_length=20)] = "",
                  before: int | None = None, after: int | None = None) -> HTMLResponse:
-    page = find_contacts(session, query=q, status=status, before=before, after=after)
+    rt = _rt(request)
+    zone = clinic_zone(rt)
+    dates = parse_range(added_from, added_to, zone, today=now.astimezone(zone).date())
+    if step and not campaign:  # a step names its campaign (the step list groups steps by campaign)
+        campaign = next((cid for cid, c in rt.campaigns.items() if any(s.id == step for s in c.steps)), "")
+    chosen = rt.campaigns.get(campaign)
+    step_ids = [s.id for s in chosen.steps] if chosen else []
+    # "Last step sent: X" is the enrollment with X's index + 1 steps done.
+    step_index = step_ids.index(step) + 1 if step in step_ids else None
+    page = find_contacts(session, query=q, status=status, before=before, after=after,
+                         campaign=campaign if chosen else "", step_index=step_index,
+                         added_from=dates.start, added_until=dates.end)
     enrollments = enrollments_by_contact(session, [c.id for c in page.contacts])
+    filters = {"q": q, "status": status if status in STATUS_FILTERS else "", "campaign": campaign if chosen else "",
+               "step": step if step_index is not None else "", **dates.query()}
     # One audit row for the page (with its count), not one per contact listed.
     record_read(request, user, ReadKind.CONTACTS_LISTED, now, count=len(page.contacts),
-                what=" ".join(f"{k}={v}" for k, v in (("q", q), ("status", status), ("before", before),
-                                                       ("after", after)) if v not in (None, "")))
+                what=" ".join(f"{k}={v}" for k, v in {**filters, "before": before, "after": after}.items()
+                              if v not in (None, "")))
     return render(request, "admin/contacts.html", {
-        "page": page, "q": q, "status": status if status in STATUS_FILTERS else "", "statuses": STATUS_FILTERS,
-        "enrollments": enrollments, "label": enrollment_label, "campaigns": _rt(request).campaigns,
+        "page": page, "q": q, "status": filters["status"], "statuses": STATUS_FILTERS, "filters": filters,
+        "enrollments": enrollments, "campaigns": rt.campaigns, "date_error": dates.error,
+        "filtered": any(v for k, v in filters.items()),
     }, user=user)
 
 
@@ -213,10 +231,11 @@ def _contact_page(request: Request, user: CurrentUser, session: Session, contact
     enrolled_in = {e.campaign_id for e in enrollments}
     available = {cid: c for cid, c in rt.campaigns.items() if cid not in enrolled_in}
     return render(request, "admin/contact.html", {
-        "contact": contact, "enrollments": enrollments, "label": enrollment_label, "campaigns": rt.campaigns,
-        "available": available, "timeline": timeline(session, contact.id),
+        "contact": contact, "enrollments": enrollments, "campaigns": rt.campaigns,
+        "available": available, "timeline": timeline(session, contact.id, campaign_names={cid: c.name for cid, c in rt.campaigns.items()}),
         "wording": consent_wording(rt.settings.policy_dir), "error": error[:300],
         "active": any(e.status in (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED) for e in enrollments),
+        "actions": contact_actions(session, contact, enrollments),
         "can_reach": {cid: bool(usable_channels(contact, c)) for cid, c in rt.campaigns.items()},
         **_their_time(request, contact),
     }, user=user, status_code=status_code)
@@ -242,11 +261,40 @@ def contact_unsubscribe(request: Request, contact_id: int, user: StaffUser, sess
     return redirect(f"/admin/contacts/{contact_id}", "unsubscribed" if changed else "already_unsubscribed")
 
 
+@router.post("/contacts/{contact_id}/resubscribe")
+def contact_resubscribe(request: Request, contact_id: int, user: StaffUser, session: SessionDep, now: NowDep,
+                        channel: Annotated[str, Form(max_length=10)] = "",
+                        wording_version: Annotated[str, Form(max_length=40)] = "",
+                        agreed: Annotated[str, Form(max_length=10)] = "") -> Response:
+    """Staff record that the person agreed again, to the wording version the form showed them."""
+    contact = _contact_or_404(session, contact_id)
+    if contact is None:
+        return _not_found(request, user, "This contact")
+    if channel not in (Channel.EMAIL, Channel.SMS):
+        return _contact_error(request, user, session, contact_id, "Choose emails or text messages.")
+    if not agreed:
+        return _contact_error(request, user, session, contact_id,
+                              "Tick the box to confirm the person agreed to the wording shown.")
+    grant = ConsentGrant(Channel(channel), ConsentMethod.STAFF, wording_version=wording_version or None,
+                         ip_address=client_ip(request), user_agent=request.headers.get("user-agent"),
+                         note="resubscribed by staff")
+    try:
+        resubscribe(session, load_wording(_rt(request).settings.policy_dir), contact, grant, now, user.actor)
+    except (FieldError, UnknownWording) as exc:
+        session.rollback()
+        return _contact_error(request, user, session, contact_id, _sentence(exc.message))
+    session.commit()
+    return redirect(f"/admin/contacts/{contact_id}", f"resubscribed_{channel}")
+
+
 @router.post("/contacts/{contact_id}/booked")
 def contact_booked(request: Request, contact_id: int, user: StaffUser, session: SessionDep, now: NowDep) -> Response:
     contact = _contact_or_404(session, contact_id)
     if contact is None:
         return _not_found(request, user, "This contact")
+    enrollments = list(session.scalars(select(Enrollment).where(Enrollment.contact_id == contact.id)))
+    if contact_actions(session, contact, enrollments).booked:  # a second click, or a stale page
+        return redirect(f"/admin/contacts/{contact_id}", "already_booked")
     mark_contact_booked(session, _rt(request), contact, now, user.actor, source="staff")
     session.commit()
     return redirect(f"/admin/contacts/{contact_id}", "booked")
@@ -333,44 +381,6 @@ def contact_edit_submit(request: Request, contact_id: int, user: StaffUser, sess
         return redirect(f"/admin/contacts/{contact_id}", "contact_unchanged")
     number = "phone" in result.changed and any("new number" in note for note in result.notes)
     return redirect(f"/admin/contacts/{contact_id}", "contact_updated_number" if number else "contact_updated")
-
-
-# -- messages -----------------------------------------------------------------------------------
-
-
-@router.get("/messages/{message_id}", response_class=HTMLResponse)
-def message_page(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep,
-                 now: NowDep) -> HTMLResponse:
-    message = session.get(Message, message_id)
-    contact = _contact_or_404(session, message.contact_id) if message else None
-    if message is None or contact is None:
-        return _not_found(request, user, "This message")
-    record_read(request, user, ReadKind.MESSAGE_VIEWED, now, count=1, contact_id=contact.id,
-                what=f"message {message.id}")
-    from patient_drip.models import Event
-
-    events = list(session.scalars(select(Event).where(Event.message_id == message.id).order_by(Event.id)))
-    info = None
-    if message.channel == "sms" and message.body_text:
-        from patient_drip.content.rendering import sms_info
-
-        info = sms_info(message.body_text)
-    return render(request, "admin/message.html", {"message": message, "contact": contact, "events": events,
-                                                   "sms": info}, user=user)
-
-
-@router.get("/messages/{message_id}/html")
-def message_html(request: Request, message_id: int, user: StaffUser, session: ReadSessionDep,
-                 now: NowDep) -> Response:
-    """Exactly the HTML that was sent, for a sandboxed iframe: its own CSP forbids scripts, forms and
-    same-origin access, and allows only the inline styles emails need. Audited like the message page
-    (it can be opened on its own)."""
-    message = session.get(Message, message_id)
-    if message is None or not message.body_html or _contact_or_404(session, message.contact_id) is None:
-        return Response("Not found", status_code=404, media_type="text/plain")
-    record_read(request, user, ReadKind.MESSAGE_VIEWED, now, count=1, contact_id=message.contact_id,
-                what=f"message {message.id} html")
-    return sandboxed_html(message.body_html)
 
 
 def sandboxed_html(html: str) -> Response:
