@@ -164,5 +164,5 @@ def test_the_to_do_page_shows_replies_waiting_crisis_first(client, srt, clock):
     page = client.get("/admin/tasks").text
     waiting = page.split('id="replies-heading"')[1].split("</ul>")[0]
     assert "Replies waiting (2)" in page
-    assert waiting.index("Possible crisis") < waiting.index("other")
+    assert waiting.index("Possible crisis") < waiting.index("· message")
     assert waiting.count(f'href="/admin/replies/contacts/{contact_id}"') == 2

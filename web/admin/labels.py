@@ -137,8 +137,12 @@ EVENT_KINDS = {
     "email_unsubscribe": "Unsubscribed from the email",
 }
 
+# What an inbound text was read as (`contacts.replies.ReplyKind`).
+REPLY_KINDS = {"opt_out": "Stop keyword", "opt_out_text": "Asked to stop", "opt_in": "Start keyword",
+               "help": "Help keyword", "crisis": "Possible crisis", "other": "Message"}
+
 _KINDS: dict[str, Mapping[str, str]] = {
-    "channel": CHANNELS, "message_status": MESSAGE_STATUSES, "outbox_status": OUTBOX_STATUSES,
+    "reply": REPLY_KINDS, "channel": CHANNELS, "message_status": MESSAGE_STATUSES, "outbox_status": OUTBOX_STATUSES,
     "enrollment_status": ENROLLMENT_STATUSES, "exit_reason": EXIT_REASONS, "method": CONSENT_METHODS,
     "source": SOURCES, "block": BLOCK_REASONS, "attribution": ATTRIBUTION, "event": EVENT_KINDS,
 }
