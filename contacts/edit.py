@@ -75,8 +75,10 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
-def parse_edit(raw: Mapping[str, str | None]) -> dict[str, str | None]:
-    """Validate the submitted fields; raises `ContactEditErrors` with every field's problem."""
+def parse_edit(raw: Mapping[str, str | None], *, zone_required: bool = True) -> dict[str, str | None]:
+    """Validate the submitted fields; raises `ContactEditErrors` with every field's problem. Staff's
+    enroll form checks with it too (`zone_required=False`: a new contact's zone may come from their
+    number or the clinic's)."""
     errors: dict[str, str] = {}
     values: dict[str, str | None] = {}
     checks = {
@@ -93,7 +95,7 @@ def parse_edit(raw: Mapping[str, str | None]) -> dict[str, str | None]:
             errors[name] = _sentence(exc.message)
     if "email" not in errors and "phone" not in errors and not values["email"] and not values["phone"]:
         errors["email"] = "Give an email address or a mobile number (or both)."
-    if "timezone" not in errors and not values["timezone"]:
+    if "timezone" not in errors and not values["timezone"] and zone_required:
         errors["timezone"] = "Choose the person's time zone (an IANA name such as America/Chicago)."
     if errors:
         raise ContactEditErrors(errors)

@@ -285,7 +285,7 @@ def test_staff_enroll_a_person_with_consent_recorded_as_staff(client, srt, clock
 @pytest.mark.parametrize(("change", "field", "message"), [
     ({"phone": "555"}, "phone", "not a valid phone number"),
     ({"email": "not-an-email", "phone": ""}, "email", "email"),
-    ({"email": "", "phone": ""}, "email", "Give an email address or a mobile number."),
+    ({"email": "", "phone": ""}, "email", "Give an email address or a mobile number"),
     ({"consent_email": "", "consent_sms": ""}, "consent", "Tick what the person agreed to"),
     ({"phone": "", "consent_email": ""}, "phone", "mobile number"),
 ])
@@ -300,6 +300,17 @@ def test_enroll_form_shows_the_problem_next_to_the_field_and_keeps_the_input(cli
     assert 'value="Dana"' in response.text
     with srt.sessions() as session:
         assert session.scalar(select(func.count(Contact.id))) == 0
+
+
+def test_enroll_form_names_every_fields_problem_at_once(client, srt, clock):
+    csrf = signed_in(client, srt, "staff", clock)
+    data = {**ENROLL, "email": "not-an-email", "phone": "555", "timezone": "Mars/Olympus", "csrf_token": csrf}
+    data.pop("consent_email", None)
+    data.pop("consent_sms", None)
+    response = client.post("/admin/contacts/new", data=data)
+    assert response.status_code == 400
+    marked = re.findall(r'<p class="error" id="e-([a-z_]+)"', response.text)
+    assert set(marked) >= {"email", "phone", "timezone", "consent"}, marked
 
 
 def test_enrolling_someone_already_enrolled_links_to_their_page(client, srt, clock):

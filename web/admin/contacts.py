@@ -31,7 +31,7 @@ from patient_drip.contacts.fields import FieldError
 from patient_drip.contacts.changes import ContactNotFound, lookup_contact
 from patient_drip.contacts.consent import ConsentGrant, UnknownWording, consent_wording, load_wording, resubscribe
 from patient_drip.contacts.contact_state import contact_actions
-from patient_drip.contacts.edit import ContactEditErrors, edit_contact
+from patient_drip.contacts.edit import ContactEditErrors, edit_contact, parse_edit
 from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, set_paused, usable_channels
 from patient_drip.contacts.read_audit import ReadKind, audit_read
@@ -165,8 +165,10 @@ def enroll_submit(request: Request, user: StaffUser, now: NowDep,
     values.update({f"consent_{c}": "yes" for c in consent})
     campaign_id = campaign or None
     errors: dict[str, str] = {}
-    if not email.strip() and not phone.strip():
-        errors["email"] = "Give an email address or a mobile number."
+    try:  # every field's problem at once, by the same rule as the edit page
+        parse_edit(values, zone_required=False)
+    except ContactEditErrors as exc:
+        errors.update(exc.errors)
     if campaign_id and not consent:
         errors["consent"] = "Tick what the person agreed to receive (email, text messages or both)."
     if errors:
