@@ -29,7 +29,7 @@ def main() -> None:
     summary = dispatcher.run_once(utcnow())
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     rt.close()
-    memo = getattr(dispatcher, "_memo", None)
+    memo = dispatcher.render_memo
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "claimed": summary.claimed, "outcomes": dict(summary.outcomes),
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "phases": dict(getattr(dispatcher, "phase_seconds", {})),

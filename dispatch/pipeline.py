@@ -49,6 +49,7 @@ from patient_drip import db
 from patient_drip.logs import error_kind, error_stack
 from patient_drip.content.campaign import Campaign, Step
 from patient_drip.content.context import unsubscribe_url
+from patient_drip.content.render_memo import MemoRenderer
 from patient_drip.content.rendering import RenderError
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.ratelimit import build_limiters
@@ -135,6 +136,11 @@ class Dispatcher:
         self.stop_requested = threading.Event()  # set to finish the sends in flight and return early
 
     # -- public -----------------------------------------------------------------------------
+
+    @property
+    def render_memo(self) -> MemoRenderer:
+        """The memo that renders each step once (hits, misses, bypassed: for the benchmark)."""
+        return self._renderer.memo
 
     def run_once(self, now: datetime, *, max_batches: int | None = None) -> DispatchSummary:
         """Claim and process batches until nothing is due at `now` (or `max_batches` ran).
