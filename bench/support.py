@@ -99,6 +99,7 @@ def provider_env(database_url: str, sandbox: SandboxProcess, **extra: str) -> di
         "DRIP_TWILIO_BASE_URL": sandbox.url, "DRIP_SENDGRID_BASE_URL": sandbox.url,
         "DRIP_SMS_RATE": "1000000", "DRIP_EMAIL_RATE": "1000000", "DRIP_PROVIDER_TIMEOUT": "30",
         "DRIP_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+        "DRIP_WORKER_PROCESSES": "1",  # `workers(n)` starts n processes itself
     })
     env.update(extra)
     return env
