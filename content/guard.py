@@ -176,20 +176,24 @@ class ContentPolicy:
 # itself, its other case and these four (checked over every code point): İ ı ſ K.
 _ASCII_FOLD = str.maketrans({**{c: c.lower() for c in string.ascii_uppercase},
                              "\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
-_PREFILTERS: dict[tuple[str, ...], re.Pattern[str] | None] = {}
+# id of a policy's terms → (those terms, their quick pattern); the terms are kept so the id stays theirs.
+_PREFILTERS: dict[int, tuple[tuple[RestrictedTerm, ...], re.Pattern[str] | None]] = {}
 
 
 def _prefilter(terms: tuple[RestrictedTerm, ...]) -> re.Pattern[str] | None:
     """A case-sensitive pattern that finds, in `_ASCII_FOLD`ed text, every place one of `terms`
     could match (a superset); None when a term is not ASCII (then every text is searched in full)."""
-    key = tuple(term.term for term in terms)
-    if key not in _PREFILTERS:
-        _PREFILTERS[key] = None
-        if all(word.isascii() for word in key):
-            # The terms' own patterns without the look-behind and the word tail (neither can make a
-            # match where the core has none), lower-cased.
-            _PREFILTERS[key] = re.compile("|".join(_term_core(word.lower()) for word in key) or r"(?!)")
-    return _PREFILTERS[key]
+    known = _PREFILTERS.get(id(terms))
+    if known is not None and known[0] is terms:
+        return known[1]
+    words = [term.term for term in terms]
+    pattern = None
+    if all(word.isascii() for word in words):
+        # The terms' own patterns without the look-behind and the word tail (neither can make a
+        # match where the core has none), lower-cased.
+        pattern = re.compile("|".join(_term_core(word.lower()) for word in words) or r"(?!)")
+    _PREFILTERS[id(terms)] = (terms, pattern)
+    return pattern
 
 
 def _term_core(term: str) -> str:
