@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import bindparam, case, func, or_, select, text, update
 from sqlalchemy.orm import Session, defer
 
 from patient_drip import db
@@ -88,6 +88,18 @@ _ADVANCE = (
         step_index=bindparam("b_index"), next_due_at=bindparam("b_due", type_=_ENROLLMENT.c.next_due_at.type),
         claimed_by=None)
 )
+
+
+# PostgreSQL: both at once, one round trip fewer per hand-over. A data-modifying WITH runs on one
+# snapshot, so neither part sees the other's change; the rows are disjoint (answers that came back,
+# sends not handed yet), so the result is that of `_NOTE_SENT` then `_MARK_HANDED`.
+_NOTE_AND_HAND_PG = text(
+    "WITH noted AS (UPDATE message SET status = :b_sent, sent_at = :b_now, updated_at = :b_now"
+    " WHERE id = ANY(:b_noted) AND status IN (:b_sending, :b_unknown))"
+    " UPDATE message SET handed_at = :b_handed_at WHERE id = ANY(:b_hand) AND status = :b_sending"
+    " AND handed_at IS NULL AND worker_id = :b_worker RETURNING id"
+).bindparams(bindparam("b_now", type_=_MESSAGE.c.sent_at.type),
+             bindparam("b_handed_at", type_=_MESSAGE.c.handed_at.type))
 
 
 def _core(session: Session, statement: Any, parameters: Any) -> Any:
@@ -241,6 +253,19 @@ def mark_handed(session: Session, ids: Sequence[int], worker_id: str, now: datet
     if not ids:
         return set()
     return set(_core(session, _MARK_HANDED, {"b_ids": list(ids), "b_worker": worker_id, "b_now": now}).scalars())
+
+
+def note_and_hand(session: Session, noted: Sequence[int], hand: Sequence[int], worker_id: str, now: datetime,
+                  handed_at: datetime) -> set[int]:
+    """`note_sent(noted, now)` and `mark_handed(hand, handed_at)` in the caller's transaction; on
+    PostgreSQL as one statement (`_NOTE_AND_HAND_PG`). Returns the ids of `hand` this worker may send."""
+    if noted and hand and session.get_bind().dialect.name == "postgresql":
+        return set(_core(session, _NOTE_AND_HAND_PG, {
+            "b_noted": list(noted), "b_hand": list(hand), "b_worker": worker_id, "b_now": now,
+            "b_handed_at": handed_at, "b_sent": str(MessageStatus.SENT), "b_sending": str(MessageStatus.SENDING),
+            "b_unknown": str(MessageStatus.UNKNOWN)}).scalars())
+    note_sent(session, noted, now)
+    return mark_handed(session, hand, worker_id, handed_at)
 
 
 def lock_message(session: Session, message: Message) -> None:
