@@ -6,7 +6,7 @@
 #
 #   docker build -t patient-drip .
 #   docker run --env-file prod.env -p 8000:8000 patient-drip                 # web
-#   docker run --env-file prod.env patient-drip drip worker                  # a worker
+#   docker run --env-file prod.env patient-drip drip worker                  # a worker (one process per core)
 #
 # compose.yaml runs PostgreSQL, one web process and two workers (and the sandbox as a profile).
 

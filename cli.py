@@ -114,14 +114,27 @@ def _worker_id(kind: str) -> str:
 
 
 @main.command()
+@click.option("--processes", type=click.IntRange(min=1), envvar="DRIP_WORKER_PROCESSES",
+              help="Dispatcher processes to run under one supervisor (default: one per CPU core; "
+                   "1 on SQLite, which has one writer). 1 runs the dispatcher in this process.")
 @friendly
-def worker() -> None:
+def worker(processes: int | None) -> None:
     """Run the dispatcher and its housekeeping alone (run several against PostgreSQL)."""
     from patient_drip.scheduler import run_blocking
+    from patient_drip.supervisor import Supervisor, watch_parent
 
     settings = load_settings()
     require_ready_to_send(settings)
     configure_logging(settings)
+    count = processes or os.cpu_count() or 1
+    if count > 1 and settings.database_url.startswith("sqlite"):
+        click.echo(f"SQLite has one writer: running 1 dispatcher process, not {count} (use PostgreSQL for more)")
+        count = 1
+    if count > 1:
+        click.echo(f"worker supervisor: {count} dispatcher processes ({settings.delivery}, "
+                   f"{_describe_db(settings.database_url)}); Ctrl-C or SIGTERM stops them all")
+        sys.exit(Supervisor(count).run())
+    watch_parent()  # a child of a supervisor stops when the supervisor is gone
     with runtime(settings) as rt:
         worker_id = _worker_id("worker")
         click.echo(f"worker {worker_id} dispatching every {settings.dispatch_interval_seconds:g}s "

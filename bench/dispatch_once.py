@@ -29,7 +29,7 @@ def main() -> None:
     summary = dispatcher.run_once(utcnow())
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     rt.close()
-    memo = getattr(dispatcher, "_memo", None)
+    memo = getattr(dispatcher, "render_memo", None)  # None: an older implementation (DRIP_BENCH_EXTRA_PATH)
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "claimed": summary.claimed, "outcomes": dict(summary.outcomes),
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "phases": dict(getattr(dispatcher, "phase_seconds", {})),

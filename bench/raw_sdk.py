@@ -14,10 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 from patient_drip.content.campaign import load_campaigns  # noqa: E402
+from patient_drip.content.context import message_context  # noqa: E402
+from patient_drip.content.first_sms import sms_frequency  # noqa: E402
 from patient_drip.content.rendering import Renderer  # noqa: E402
 from patient_drip.providers.sendgrid import SendGridSender  # noqa: E402
 from patient_drip.providers.twilio import TwilioSender  # noqa: E402
+from patient_drip.content.tokens import LinkTokens  # noqa: E402
 from patient_drip.providers.types import Channel, OutgoingMessage  # noqa: E402
+from patient_drip.settings import Settings  # noqa: E402
 from support import ROOT, SENDGRID_KEY, TWILIO_SID, TWILIO_TOKEN, phone_for  # noqa: E402
 
 
@@ -25,14 +29,19 @@ def main() -> None:
     url, count, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     campaign = load_campaigns(ROOT / "campaigns", ROOT / "templates")["ketamine-consult"]
     renderer = Renderer(ROOT / "templates")
-    context = {"first_name": "Maria", "clinic_name": "Riverside Wellness", "clinic_sms_name": "Riverside Wellness",
-               "sms_frequency": "Up to 3 msgs over 2 weeks", "clinic_phone": "+1 555 010 0199",
-               "clinic_address": "100 Main Street, Springfield, IL 62701",
-               "booking_link": "http://127.0.0.1:9/b/WzEsMV0.abcdefghijklmnopqrstuvwxyz0",
-               "unsubscribe_link": "http://127.0.0.1:9/u/WzEsMV0.abcdefghijklmnopqrstuvwxyz0",
-               "campaign_name": campaign.name, "step_id": "x", "channel": "email"}
+    # The context a real send gets (every variable the templates use), from the product's own builder.
+    settings = Settings(_env_file=None, public_url="http://127.0.0.1:9", clinic_name="Riverside Wellness",  # type: ignore[call-arg]
+                        clinic_address="100 Main Street, Springfield, IL 62701", clinic_phone="+1 555 010 0199")
+    tokens = LinkTokens("benchmark-secret-key-for-links")
+
+    def context_for(channel: str) -> dict[str, object]:
+        return dict(message_context(settings, tokens, first_name="Maria", contact_id=1, message_id=1,
+                                    campaign_name=campaign.name, step_id="x", channel=channel,
+                                    sms_frequency=sms_frequency(campaign)))
+
+    context = context_for("email")
     email = renderer.render_email(campaign.steps[0].template, context)
-    sms_text = renderer.render_sms(campaign.steps[1].template, context | {"channel": "sms"})
+    sms_text = renderer.render_sms(campaign.steps[1].template, context_for("sms"))
     twilio = TwilioSender(TWILIO_SID, TWILIO_TOKEN, from_number="+15005550006",
                           status_callback_base="http://127.0.0.1:9/webhooks/twilio/status", base_url=url, timeout=30)
     sendgrid = SendGridSender(SENDGRID_KEY, "care@clinic.example", "Riverside Wellness", base_url=url, timeout=30)
@@ -42,7 +51,7 @@ def main() -> None:
 
     def mail(i: int) -> str:
         return sendgrid.send(OutgoingMessage(i, Channel.EMAIL, f"p{i}@bench.example", email.text, subject=email.subject,
-                                             html=email.html, unsubscribe_url=context["unsubscribe_link"],
+                                             html=email.html, unsubscribe_url=str(context["unsubscribe_link"]),
                                              categories=(campaign.id, "e")))
 
     timings = {}

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from names import first_name  # noqa: E402  (bench/ is on sys.path: run.py and the helpers run from it)
 from patient_drip import db  # noqa: E402
 from patient_drip.models import Contact, Enrollment  # noqa: E402
 
@@ -32,9 +33,6 @@ TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "sandbox-twilio-auth-token"
 SENDGRID_KEY = "SG.sandbox-api-key"
 CAMPAIGN = "ketamine-consult"
-FIRST_NAMES = ("James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David", "Elizabeth",
-               "Maria", "Jose", "Wei", "Priya", "Fatima", "Ahmed", "Olga", "Kenji", "Aisha", "Carlos", "Ana-Maria",
-               "Zoë", "Sean", "Mohammed", "Grace", "Luis", "Emma", "Noah", "Olivia", "Liam")
 
 
 def utcnow() -> datetime:
@@ -101,6 +99,7 @@ def provider_env(database_url: str, sandbox: SandboxProcess, **extra: str) -> di
         "DRIP_TWILIO_BASE_URL": sandbox.url, "DRIP_SENDGRID_BASE_URL": sandbox.url,
         "DRIP_SMS_RATE": "1000000", "DRIP_EMAIL_RATE": "1000000", "DRIP_PROVIDER_TIMEOUT": "30",
         "DRIP_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+        "DRIP_WORKER_PROCESSES": "1",  # `workers(n)` starts n processes itself
     })
     env.update(extra)
     return env
@@ -187,7 +186,7 @@ def seed_enrolled(url: str, count: int, now: datetime, zone: str, *, due: Any = 
                 db.bulk_insert(connection, Contact.__table__, (
                     "id", "first_name", "last_name", "email", "phone", "timezone", "source", "email_consent",
                     "sms_consent", "preferred_channel", "created_at", "updated_at"), [
-                    (i + 1, rng.choice(FIRST_NAMES), f"Bench{i}", f"p{i}@bench.example", phone_for(i), zone, "bench",
+                    (i + 1, first_name(i), f"Bench{i}", f"p{i}@bench.example", phone_for(i), zone, "bench",
                      True, True, "", now, now) for i in range(first, last)])
                 db.bulk_insert(connection, Enrollment.__table__, (
                     "id", "contact_id", "campaign_id", "status", "step_index", "enrolled_at", "next_due_at",
@@ -210,7 +209,7 @@ def write_people_csv(path: Path, count: int, start: int) -> None:
     with path.open("w", encoding="utf-8") as handle:
         handle.write("first_name,last_name,email,phone,timezone,consent_email,consent_sms,source\n")
         for i in range(start, start + count):
-            handle.write(f"{rng.choice(FIRST_NAMES)},Import{i},person{i}@example{i % 97}.com,{phone_for(i)},,yes,"
+            handle.write(f"{first_name(i)},Import{i},person{i}@example{i % 97}.com,{phone_for(i)},,yes,"
                          f"{'no' if i % 3 == 0 else 'yes'},bench\n")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from patient_drip.content.names import message_first_name
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, ContextValue, Renderer, sms_info
@@ -65,7 +66,13 @@ class FittedSms:
     segments_with_name: int = 0  # when dropped: how many segments the named rendering needed
 
 
-def render_sms_fitted(renderer: Renderer, template: str, context: Mapping[str, ContextValue]) -> FittedSms:
+class SmsRenderer(Protocol):
+    """What renders a text: a `Renderer`, or the dispatcher's memo in front of one."""
+
+    def render_sms(self, name: str, context: Mapping[str, ContextValue]) -> str: ...
+
+
+def render_sms_fitted(renderer: SmsRenderer | Renderer, template: str, context: Mapping[str, ContextValue]) -> FittedSms:
     """Render an SMS; when it would exceed `SMS_MAX_SEGMENTS` with the contact's name, render it
     again nameless (`first_name` ""), which is what `templates check` proved fits. The dispatcher
     records a dropped name on the contact's timeline; `drip simulate` applies the same rule.

@@ -38,6 +38,7 @@ every template is clean.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -143,6 +144,10 @@ class ContentPolicy:
 
     def restricted_in(self, text: str) -> list[tuple[int, str, RestrictedTerm]]:
         """(offset, word as written, term) for every restricted word in `text`, in text order."""
+        # A quick search that can only rule terms out comes first (`_prefilter`): most texts have none.
+        prefilter = _prefilter(self.restricted_terms)
+        if prefilter is not None and not prefilter.search(text.translate(_ASCII_FOLD)):
+            return []
         matches = sorted(
             (
                 (m.start(), m.end(), m.group(), term)
@@ -163,13 +168,44 @@ class ContentPolicy:
         return next((a for a in self.approved_numbers if a.approves(mention)), None)
 
 
+# `restricted_in` is asked of every message the dispatcher sends, and a case-insensitive search of
+# every term costs about 0.3 ms a text (Unicode case folding at each position). Almost no text
+# has a term, so a cheaper search that can only say "none" when there is none comes first: the
+# text with its letters mapped to lower-case ASCII the way `re.IGNORECASE` matches them, searched
+# case-sensitively for the lower-cased terms. Under `re.IGNORECASE` an ASCII letter matches only
+# itself, its other case and these four (checked over every code point): İ ı ſ K.
+_ASCII_FOLD = str.maketrans({**{c: c.lower() for c in string.ascii_uppercase},
+                             "\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+# id of a policy's terms → (those terms, their quick pattern); the terms are kept so the id stays theirs.
+_PREFILTERS: dict[int, tuple[tuple[RestrictedTerm, ...], re.Pattern[str] | None]] = {}
+
+
+def _prefilter(terms: tuple[RestrictedTerm, ...]) -> re.Pattern[str] | None:
+    """A case-sensitive pattern that finds, in `_ASCII_FOLD`ed text, every place one of `terms`
+    could match (a superset); None when a term is not ASCII (then every text is searched in full)."""
+    known = _PREFILTERS.get(id(terms))
+    if known is not None and known[0] is terms:
+        return known[1]
+    words = [term.term for term in terms]
+    pattern = None
+    if all(word.isascii() for word in words):
+        # The terms' own patterns without the look-behind and the word tail (neither can make a
+        # match where the core has none), lower-cased.
+        pattern = re.compile("|".join(_term_core(word.lower()) for word in words) or r"(?!)")
+    _PREFILTERS[id(terms)] = (terms, pattern)
+    return pattern
+
+
+def _term_core(term: str) -> str:
+    """The words of `term`, escaped; a hyphen in an entry also matches a space or nothing
+    ("self-harm", "self harm", "selfharm")."""
+    words = [re.escape(w) for w in re.split(rf"[\s{_HYPHENS}]+", term.strip()) if w]
+    glue = rf"[\s{_HYPHENS}]*" if re.search(rf"[{_HYPHENS}]", term) else rf"[\s{_HYPHENS}]+"
+    return glue.join(words)
 
 
 def _term_regex(term: str) -> re.Pattern[str]:
-    words = [re.escape(w) for w in re.split(rf"[\s{_HYPHENS}]+", term.strip()) if w]
-    # A hyphen in an entry also matches a space or nothing ("self-harm", "self harm", "selfharm").
-    glue = rf"[\s{_HYPHENS}]*" if re.search(rf"[{_HYPHENS}]", term) else rf"[\s{_HYPHENS}]+"
-    return re.compile(rf"(?<![^\W_]){glue.join(words)}[^\W_]*", re.IGNORECASE)
+    return re.compile(rf"(?<![^\W_]){_term_core(term)}[^\W_]*", re.IGNORECASE)
 
 
 def _load_yaml(path: Path) -> Any:

@@ -16,7 +16,7 @@ Two uses, one rule (`name_problem`):
   text to UCS-2 and double its segments. A name that transliterates to nothing usable (emoji) is
   dropped.
 
-This module imports nothing of ours but the base, so `contacts` may use it and `content` owns it.
+This module imports nothing of ours but `content.gsm` (which imports nothing of ours), so `contacts` may use it and `content` owns it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
 from anyascii import anyascii
+
+from patient_drip.content.gsm import gsm_septets
 
 MAX_FIRST_NAME = 40
 MAX_NAME_WORDS = 5  # "Juan Carlos de la Cruz"; a sentence ("your card is blocked verify now") is not a name
@@ -74,11 +75,7 @@ def clean_first_name(raw: str) -> str:
 
 
 def _gsm_encodable(text: str) -> bool:
-    try:
-        text.encode("gsm03.38")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return gsm_septets(text) is not None
 
 
 def sms_first_name(raw: str) -> str:

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
-import gsm0338  # noqa: F401  (registers the "gsm03.38" codec used by sms_info)
 import html2text
 from jinja2 import (
     BaseLoader,
@@ -54,6 +53,8 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.environment import Template
 from jinja2.sandbox import SandboxedEnvironment, SecurityError, safe_range
 from markupsafe import Markup
+
+from patient_drip.content.gsm import gsm_septets
 
 MAX_OUTPUT_CHARS = 500_000  # far above any real email; stops `{% for %}` bombs
 # A template variable's value: text, or the offer's number of minutes and whether it is free.
@@ -119,10 +120,10 @@ class SmsInfo:
 def sms_info(body: str) -> SmsInfo:
     """Encoding and segment count. One non-GSM character (a curly quote, an emoji, a non-breaking
     space) switches the whole message to UCS-2, which cuts a segment from 160 to 70 characters."""
-    try:
-        units = len(body.encode("gsm03.38"))
-        encoding, single, multi = "GSM-7", 160, 153
-    except UnicodeEncodeError:
+    septets = gsm_septets(body)
+    if septets is not None:
+        units, encoding, single, multi = septets, "GSM-7", 160, 153
+    else:
         units = len(body.encode("utf-16-le")) // 2
         encoding, single, multi = "UCS-2", 70, 67
     segments = 1 if units <= single else -(-units // multi)

@@ -10,12 +10,30 @@ whether it was used (the row decides, by the caller's `now`, not the signer's wa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, Signer, URLSafeSerializer
+from itsdangerous.encoding import want_bytes
 
 
 class BadToken(Exception):
     """The token was altered, truncated or made with another key."""
+
+
+class _KeptKeySigner(Signer):
+    """itsdangerous' `Signer`, with each derived key computed once per process: itsdangerous derives
+    it again (a hash of salt and secret) for every token, and the dispatcher makes two a message.
+    Same keys, same signatures."""
+
+    _derived: ClassVar[dict[tuple[bytes, bytes, str, Any], bytes]] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        raw = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        key = (raw, self.salt, self.key_derivation, self.digest_method)
+        derived = self._derived.get(key)
+        if derived is None:
+            derived = self._derived[key] = super().derive_key(secret_key)
+        return derived
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +50,7 @@ class LinkTokens:
         if serializer is None:
             serializer = self._serializers[purpose] = URLSafeSerializer(
                 # itsdangerous signs with the last key and verifies with every one.
-                [*self.fallback_keys, self.secret_key], salt=f"drip-{purpose}")
+                [*self.fallback_keys, self.secret_key], salt=f"drip-{purpose}", signer=_KeptKeySigner)
         return serializer
 
     def booking(self, message_id: int) -> str:

@@ -49,6 +49,7 @@ from patient_drip import db
 from patient_drip.logs import error_kind, error_stack
 from patient_drip.content.campaign import Campaign, Step
 from patient_drip.content.context import unsubscribe_url
+from patient_drip.content.render_memo import MemoRenderer
 from patient_drip.content.rendering import RenderError
 from patient_drip.dispatch import queue
 from patient_drip.dispatch.ratelimit import build_limiters
@@ -135,6 +136,11 @@ class Dispatcher:
         self.stop_requested = threading.Event()  # set to finish the sends in flight and return early
 
     # -- public -----------------------------------------------------------------------------
+
+    @property
+    def render_memo(self) -> MemoRenderer:
+        """The memo that renders each step once (hits, misses, bypassed: for the benchmark)."""
+        return self._renderer.memo
 
     def run_once(self, now: datetime, *, max_batches: int | None = None) -> DispatchSummary:
         """Claim and process batches until nothing is due at `now` (or `max_batches` ran).
@@ -475,9 +481,9 @@ class Dispatcher:
 
     def _note_and_hand(self, results: list[SendResult], hand: list[Work], answered: list[SendResult],
                        now: datetime, summary: DispatchSummary) -> list[Work]:
-        """In one short transaction: note the accepted `results` as `sent` (`queue.note_sent`;
-        they join `answered`, whose enrollments `_record_all` moves on later, in batches), record
-        the failed ones in full, and mark `hand` handed over (`queue.mark_handed`). Returns the
+        """In one short transaction: note the accepted `results` as `sent` and mark `hand` handed
+        over (`queue.note_and_hand`; the accepted join `answered`, whose enrollments `_record_all`
+        moves on later, in batches), and record the failed ones in full. Returns the
         works this worker may now send; a send another worker took over after our lease ran out is
         left out (`LOST_CLAIM`).
 
@@ -494,9 +500,9 @@ class Dispatcher:
         started = time.perf_counter()
         try:
             with db.write_transaction(self.rt.sessions) as session:
-                queue.note_sent(session, [r.work.message_id for r in accepted], now)
+                handed: set[int] | None = queue.note_and_hand(
+                    session, [r.work.message_id for r in accepted], ids, self.worker_id, now, self._clock(now))
                 outcomes = self._record_in(session, failed, now) if failed else []
-                handed: set[int] | None = queue.mark_handed(session, ids, self.worker_id, self._clock(now))
             answered.extend(accepted)
         except Exception as exc:
             log.warning("noting %s answers and handing over %s sends failed (%s); doing each alone",

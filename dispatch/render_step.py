@@ -1,6 +1,6 @@
 """Render one step for one contact, as it will be sent, and say whether it may be sent.
 
-The dispatcher's one render call: the message context, the email memo (`content.render_memo`),
+The dispatcher's one render call: the message context, the memo that renders each step once (`content.render_memo`),
 the SMS fitted to two segments (`content.context.render_sms_fitted`: a name that makes a text too
 long is left out) and the send-time content rules (`content.send_rules`: a message that fails one
 is held, not sent). Pure of database work but `record_name_dropped`, which writes the timeline row.
@@ -8,6 +8,7 @@ is held, not sent). Pure of database work but `record_name_dropped`, which write
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +19,7 @@ from patient_drip.content.context import message_context, render_sms_fitted
 from patient_drip.content.first_sms import sms_frequency
 from patient_drip.content.guard import load_policy
 from patient_drip.content.render_memo import MemoRenderer
-from patient_drip.content.rendering import ContextValue, RenderedEmail
+from patient_drip.content.rendering import ContextValue, RenderedEmail, Renderer
 from patient_drip.content.send_rules import hold_reasons, reason_text
 from patient_drip.models import Channel, Contact, Enrollment, EventKind, add_event
 from patient_drip.runtime import Runtime
@@ -43,6 +44,13 @@ class StepRenderer:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._memo = MemoRenderer()
+        # Read once: `load_policy` resolves its folder on every call (a filesystem walk per message).
+        self._policy = load_policy(rt.settings.policy_dir)
+
+    @property
+    def memo(self) -> MemoRenderer:
+        """The memo in front of the renderer (its counters are read by the benchmark)."""
+        return self._memo
 
     def render(self, message_id: int, contact: Contact, campaign: Campaign, step: Step) -> RenderedStep:
         """This step for this contact, with the links of message `message_id`. Raises RenderError."""
@@ -54,15 +62,25 @@ class StepRenderer:
             email = self._memo.render_email(self.rt.renderer, step.template, context)
             return RenderedStep(email.subject, email.html, email.text, unsubscribe,
                                 hold_reason=self._check(email, campaign, step, context))
-        fitted = render_sms_fitted(self.rt.renderer, step.template, context)
+        fitted = render_sms_fitted(_MemoSms(self._memo, self.rt.renderer), step.template, context)
         return RenderedStep(None, None, fitted.body, unsubscribe, fitted.segments_with_name,
                             self._check(fitted.body, campaign, step, context))
 
     def _check(self, rendered: RenderedEmail | str, campaign: Campaign, step: Step,
                context: dict[str, ContextValue]) -> str | None:
         reasons = hold_reasons(rendered, campaign=campaign, step=step, values=context, settings=self.rt.settings,
-                               policy=load_policy(self.rt.settings.policy_dir))
+                               policy=self._policy)
         return reason_text(reasons) if reasons else None
+
+
+class _MemoSms:
+    """A text rendered through the memo (`render_sms_fitted` renders once, or twice without the name)."""
+
+    def __init__(self, memo: MemoRenderer, renderer: Renderer) -> None:
+        self._memo, self._renderer = memo, renderer
+
+    def render_sms(self, name: str, context: Mapping[str, ContextValue]) -> str:
+        return self._memo.render_sms(self._renderer, name, context)
 
 
 def record_name_dropped(session: Session | None, message_id: int, enrollment: Enrollment, step: Step,

@@ -241,3 +241,23 @@ def test_a_process_with_other_keys_than_the_database_was_used_with_refuses_to_st
     with pytest.raises(SettingsError, match="DRIP_SECRET_KEY: these are not the keys"):
         build_runtime(make_settings(url, secret_key="another-secret-entirely"))
     build_runtime(make_settings(url)).close()  # the same key: fine
+
+
+@pytest.mark.parametrize("ids", [(1, 2), (7, 10**12), (11111111, 11111111), (2**40, 3)])
+def test_link_tokens_are_itsdangerous_own_tokens_and_old_keys_still_read(ids):
+    """The signer that keeps its derived key signs exactly as itsdangerous does (links in emails
+    already sent keep working), and a token signed with an old key still reads."""
+    from itsdangerous import URLSafeSerializer
+
+    from patient_drip.content.tokens import LinkTokens
+
+    contact_id, message_id = ids
+    tokens = LinkTokens("the-current-key", fallback_keys=("an-old-key",))
+    plain = URLSafeSerializer(["an-old-key", "the-current-key"], salt="drip-book")
+    assert tokens.booking(message_id) == plain.dumps(message_id)
+    assert tokens.unsubscribe(contact_id, message_id) == URLSafeSerializer(
+        ["the-current-key"], salt="drip-unsub").dumps([contact_id, message_id])
+    old = URLSafeSerializer("an-old-key", salt="drip-book").dumps(message_id)
+    assert tokens.read_booking(old) == message_id
+    other = LinkTokens("another-installation")
+    assert other.booking(message_id) != tokens.booking(message_id)

@@ -510,3 +510,25 @@ def test_real_templates_rendered_pass_every_rule(policy) -> None:
         else:
             issues += check_rendered_sms(name, renderer.render_sms(name, variables), variables=variables, policy=policy)
     assert [str(i) for i in issues] == []
+
+
+def _restricted_in_slowly(text: str) -> list[tuple[int, str]]:
+    """Every term's own case-insensitive pattern over the whole text (what the quick search skips)."""
+    policy = load_policy()
+    matches = sorted(((m.start(), m.end(), m.group(), term) for term in policy.restricted_terms
+                      for m in term.regex.finditer(text)), key=lambda f: (f[0], -f[1]))
+    found, covered = [], -1
+    for start, end, word, _term in matches:
+        if end > covered and word.casefold() not in policy.allowed_words:
+            found.append((start, word))
+            covered = end
+    return found
+
+
+# Letters that match ASCII ones only under Unicode case folding: İ ı ſ K (the quick search must see them).
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("ketamindrsuicphoMDDKETAMINEİıſK -‐\n.é王Zoë")), max_size=40)
+       | st.sampled_from(["KETAMİNE", "ſuicide", "mood  stabilizer", "self harm", "Anti‐depressants", "manicure",
+                          "Bipolar", "bıpolar", "\u212aetamine", "IV   therapy", "PTSD", "zoë"]))
+def test_the_quick_search_for_restricted_terms_finds_what_the_full_search_finds(text: str):
+    assert [(offset, word) for offset, word, _term in load_policy().restricted_in(text)] == _restricted_in_slowly(text)

@@ -114,3 +114,76 @@ def test_publishing_templates_starts_a_fresh_memo(renderer):
     memo.render_email(renderer, EMAIL_TEMPLATES[0], context("Ann", 1, 2))
     memo.render_email(Renderer(ROOT / "templates"), EMAIL_TEMPLATES[0], context("Ann", 1, 3))
     assert memo.misses == 2
+
+
+# Names as a clinic has them: every one different, in many scripts, right-to-left ones, and the
+# characters HTML and Markdown treat specially (those must make the memo render in full).
+MANY_NAMES = ["Zoë", "Nguyễn", "王", "王小明", "Thị Mai", "محمد", "נועה", "Ольга", "Ελένη", "Søren", "Ana-Maria",
+              "D'Andre", "O’Brien", "Jean-Luc", "Jr.", "<b>&\"'", "Ann & Bo", "a<b", "x\"y", "&amp;", "*Ann*", "_x_",
+              "# Bo", "1. Ann", "- Bo", "Ａｎｎ", "İlker", "ſam", "\u202eevil", "Mary  Kate", "", "Ann\nBo", "Al\u00a0Bo"]
+SMS_TEMPLATES = sorted(
+    step.template for step in load_campaigns(ROOT / "campaigns", ROOT / "templates")["ketamine-consult"].steps
+    if step.channel == "sms"
+)
+
+
+@pytest.mark.parametrize("template", EMAIL_TEMPLATES)
+def test_each_person_gets_the_full_renderings_bytes_whatever_their_name(renderer, template):
+    memo = MemoRenderer(verify_every=0)
+    for index, name in enumerate(MANY_NAMES * 2):  # first seen, then memoized
+        ctx = context(name, 100 + index, 5000 + index)
+        assert memo.render_email(renderer, template, ctx) == renderer.render_email(template, ctx), name
+    assert memo.mismatches == 0
+    assert memo.hits > len(MANY_NAMES) // 2  # most names are substituted, not rendered
+
+
+@pytest.mark.parametrize("template", SMS_TEMPLATES)
+def test_each_person_gets_the_full_rendering_of_a_text_whatever_their_name(renderer, template):
+    memo = MemoRenderer(verify_every=0)
+    for index, name in enumerate(MANY_NAMES * 2):
+        ctx = context(name, 100 + index, 5000 + index) | {"channel": "sms"}
+        assert memo.render_sms(renderer, template, ctx) == renderer.render_sms(template, ctx), name
+    assert memo.mismatches == 0 and memo.hits > len(MANY_NAMES) // 2
+
+
+def test_distinct_names_reuse_one_rendering_per_step_without_rendering_the_template(renderer):
+    memo = MemoRenderer(verify_every=0)
+    names = ["Zoë", "Nguyễn", "王", "محمد", "Ольга", "Søren", "Ana-Maria", "Thị Mai", "Ελένη", "Liam"]
+    for index, name in enumerate(names):
+        ctx = context(name, index, 1000 + index)
+        assert memo.render_email(renderer, EMAIL_TEMPLATES[0], ctx) == renderer.render_email(EMAIL_TEMPLATES[0], ctx)
+    assert (memo.misses, memo.hits) == (1, len(names) - 1)
+
+
+@pytest.mark.parametrize("body", [
+    "{% filter upper %}Hi {{ first_name }}{% endfilter %}",
+    "{% set greeting %}Hi {{ first_name }}{% endset %}{{ greeting|lower }}",
+    "{% macro hi(n) %}Hi {{ n }}{% endmacro %}{{ hi(first_name)|upper }}",
+    "{% if first_name|length > 3 %}long{% endif %} {{ first_name }}",
+    "{{ first_name ~ '!' }}",
+    "{% if not first_name %}nobody{% endif %}{{ first_name }}",
+    "{{ ['a', 'b']|random }} {{ first_name }}",
+])
+def test_a_template_that_does_more_than_print_the_name_is_never_substituted_blindly(tmp_path: Path, body: str):
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "templates", templates)
+    (templates / "email" / "97-odd.html").write_text(
+        '{% extends "email/_layout.html" %}{% block subject %}Hello{% endblock %}'
+        f'{{% block body %}}<p>{body}</p>{{% endblock %}}', encoding="utf-8")
+    renderer = Renderer(templates)
+    memo = MemoRenderer(verify_every=0)
+    from patient_drip.content.template_shape import prints_only
+
+    assert not prints_only(renderer.env, "email/97-odd.html", ("first_name",))
+    for index, name in enumerate(["Bo", "Annabel", "Bo", "Zoë"]):
+        ctx = context(name, index, 10 + index)
+        if "random" in body:  # the random part differs between any two renders: compare the rest
+            continue
+        assert memo.render_email(renderer, "email/97-odd.html", ctx) == renderer.render_email("email/97-odd.html", ctx)
+
+
+def test_the_shipped_templates_only_print_the_per_person_values(renderer):
+    from patient_drip.content.template_shape import prints_only
+
+    for template in EMAIL_TEMPLATES + SMS_TEMPLATES:
+        assert prints_only(renderer.env, template, ("first_name", "booking_link", "unsubscribe_link")), template

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 
+import gsm0338  # noqa: F401  (registers the "gsm03.38" codec the test compares with)
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from support.builders import ROOT
 from patient_drip.content.rendering import RenderError, Renderer, html_to_text, sms_info
@@ -83,3 +86,15 @@ def test_text_part_keeps_links_readable_and_drops_the_preheader():
     html = '<span class="preheader">hidden preview</span><p>Hello</p><p><a href="https://x.test/b/1">Book now</a></p>'
     text = html_to_text(html)
     assert "hidden preview" not in text and "Book now: https://x.test/b/1" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=60) | st.text(alphabet="€[]{}|~^\\ \nabcÄéñ@£$¥èùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ`’", max_size=60))
+def test_gsm_septets_are_the_codecs_own_count(text: str):
+    from patient_drip.content.gsm import gsm_septets
+
+    try:
+        expected: int | None = len(text.encode("gsm03.38"))
+    except UnicodeEncodeError:
+        expected = None
+    assert gsm_septets(text) == expected

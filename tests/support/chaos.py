@@ -206,6 +206,8 @@ def provider_env(database_url: str, public_url: str, sandbox_url: str, public_ke
         "DRIP_PROVIDER_TIMEOUT": "2",
         "DRIP_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        # One dispatcher per process: these tests start, kill and count worker processes themselves.
+        "DRIP_WORKER_PROCESSES": "1",
         **extra,
     }
 
