@@ -169,6 +169,24 @@ def build_database(path: Path, contacts: int, seed: int) -> dict[str, object]:
     connection.executemany(
         "INSERT INTO booking (contact_id, provider, kind, external_id, message_id, attribution, campaign_id, step_id,"
         " name, received_at) VALUES (?,?,?,?,?,?,?,?,'',?)", booking_rows)
+    # Texts from patients (one contact in twenty, 2 % of those unanswered, a few possible crises), their
+    # threads, and staff tasks (500 open, 5,000 done): what the inbox and the To do page read.
+    texters = range(1, contacts + 1, 20)
+    at = naive(datetime.now(timezone.utc) - timedelta(days=3))
+    connection.executemany(
+        "INSERT INTO inbound_message (contact_id, from_number, body, classification, crisis, received_at, handled_at,"
+        " handled_by) VALUES (?,?,?,?,?,?,?,?)",
+        [(cid, f"+1312{cid:07d}"[:12], "is it covered by insurance?", "crisis" if cid % 997 == 1 else "other",
+          cid % 997 == 1, at, None if cid % 50 == 1 else at, None if cid % 50 == 1 else "staff1@clinic.example")
+         for cid in texters])
+    connection.executemany(
+        "INSERT INTO conversation (contact_id, state, state_at, state_by, last_inbound_at, created_at, updated_at)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [(cid, "open" if cid % 50 == 1 else "done", at, "", at, at, at) for cid in texters])
+    connection.executemany(
+        "INSERT INTO staff_task (kind, contact_id, created_at, done_at, done_by) VALUES (?,?,?,?,?)",
+        [("new_request" if i % 3 else "no_show", 1 + (i * 37) % contacts, at, None if i < 500 else at,
+          None if i < 500 else "staff1@clinic.example") for i in range(5500)])
     connection.commit()
     connection.execute("ANALYZE")
     connection.commit()
@@ -308,6 +326,22 @@ def main() -> None:
                                                f"&since={(now - timedelta(days=12)).date()}"
                                                f"&until={(now - timedelta(days=10)).date()}", None),
                 ("audit: a rare action (no match)", "/admin/audit?kind=user_disabled", None),
+                ("To do (500 open tasks, replies waiting)", "/admin/tasks", None),
+                ("text inbox (open threads)", "/admin/replies", None),
+                ("text inbox: done", "/admin/replies?show=done", None),
+                ("one conversation", f"/admin/replies/contacts/{1 + 20 * 7}", None),
+                ("contact edit page", f"/admin/contacts/{sample_contact}/edit", None),
+                ("enroll form", "/admin/contacts/new", None),
+                ("review queue", "/admin/review", None),
+                ("bookings", "/admin/bookings", None),
+                ("import form", "/admin/import", None),
+                ("templates", "/admin/templates", None),
+                ("template editor", "/admin/templates/edit/email/02-stress-brain.html", None),
+                ("claims library", "/admin/claims", None),
+                ("campaigns", "/admin/campaigns", None),
+                ("users", "/admin/users", None),
+                ("settings", "/admin/settings", None),
+                ("account", "/admin/account", None),
             ]
             results = []
             for label, url, extra in pages:
