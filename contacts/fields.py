@@ -286,4 +286,13 @@ def address_hash(secret: str, channel: str, value: str) -> str:
     """Keyed hash of a normalised address, for suppression that outlives erasure.
 
     Keyed (HMAC) because phone numbers are few enough to brute-force a plain hash."""
-    return hmac.new(secret.encode(), f"{channel}:{value}".encode(), hashlib.sha256).hexdigest()
+    mac = _keyed(secret).copy()
+    mac.update(f"{channel}:{value}".encode())
+    return mac.hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _keyed(secret: str) -> hmac.HMAC:
+    """An HMAC-SHA256 with the key already absorbed: a copy of it hashes one more address in less
+    than half the time of a fresh `hmac.new` (an import hashes every address of every row)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
