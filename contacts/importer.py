@@ -26,8 +26,7 @@ from datetime import datetime
 from operator import attrgetter
 from typing import IO, Any
 
-from sqlalchemy import BigInteger, String, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ARRAY, BigInteger, String, any_, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
