@@ -290,12 +290,13 @@ class _BulkChunk:
             ):
                 self.enrolled[key_of[contact_id]] = PastEnrollment(status, reason)
         # Suppression hashes of every address a contact of this chunk can end up with.
-        addresses = {(str(Channel.EMAIL), e) for e in emails} | {(str(Channel.SMS), p) for p in phones}
+        email, sms = str(Channel.EMAIL), str(Channel.SMS)
+        addresses = {(email, e) for e in emails} | {(sms, p) for p in phones}
         for state in found.values():
             if state.email:
-                addresses.add((str(Channel.EMAIL), state.email))
+                addresses.add((email, state.email))
             if state.phone:
-                addresses.add((str(Channel.SMS), state.phone))
+                addresses.add((sms, state.phone))
         by_hash = {address_hash(self.suppression_key, channel, value): (channel, value)
                    for channel, value in addresses}
         for part in _parts(sorted(by_hash), session):

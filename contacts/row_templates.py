@@ -25,6 +25,7 @@ from patient_drip.contacts.records import AuditRow, ConsentRow, EventRow, Row
 _PROBES = ((-(2**62) - 11, -(2**62) - 13), (-(2**62) - 17, -(2**62) - 19))  # (contact, enrollment) twice
 
 Build = Callable[[int | None, int | None], Sequence[Row]]
+_Details = dict[tuple[tuple[str, type, Any], ...], dict[str, Any]]
 
 
 @dataclass
@@ -88,7 +89,7 @@ def _table(row: Row) -> int:
     return 0 if isinstance(row, EventRow) else 1 if isinstance(row, AuditRow) else 2
 
 
-def _template(build: Build) -> list[_Stamp] | None:
+def _template(build: Build, details: _Details) -> list[_Stamp] | None:
     """The stamps of `build`'s rows, or None when its rows depend on the ids beyond the id fields."""
     (contact_a, enrollment_a), (contact_b, enrollment_b) = _PROBES
     first, second = build(contact_a, enrollment_a), build(contact_b, enrollment_b)
@@ -107,8 +108,23 @@ def _template(build: Build) -> list[_Stamp] | None:
                 enrollment_at = index
             elif value_a != value_b or type(value_a) is not type(value_b):
                 return None
-        stamps.append(_Stamp.of(_table(row_a), tuple(row_a), contact_at, enrollment_at))
+        values = tuple(_shared(value, details) for value in row_a)
+        stamps.append(_Stamp.of(_table(row_a), values, contact_at, enrollment_at))
     return stamps
+
+
+def _shared(value: Any, details: _Details) -> Any:
+    """One dict object per distinct detail, across templates: the bulk insert serialises each
+    distinct object once (a thousand templates that differ by a second of their due time share
+    the twenty details that differ by the minute shown). Keyed by the items in order (the stored
+    JSON keeps it) and their types."""
+    if not isinstance(value, dict):
+        return value
+    key = tuple((name, type(item), item) for name, item in value.items())  # 1 == True, yet "1" != "true"
+    try:
+        return details.setdefault(key, value)
+    except TypeError:  # a value that is not hashable: nothing to share
+        return value
 
 
 class RowTemplates:
@@ -117,6 +133,7 @@ class RowTemplates:
 
     def __init__(self) -> None:
         self._templates: dict[Hashable, list[_Stamp] | None] = {}
+        self._details: _Details = {}
 
     def add(self, batch: RowBatch, key: Hashable, build: Build, contact_id: int, enrollment_id: int | None) -> None:
         """Append to `batch` exactly the rows `build(contact_id, enrollment_id)` returns; `key` must
@@ -124,7 +141,7 @@ class RowTemplates:
         try:
             stamps = self._templates[key]
         except KeyError:
-            stamps = self._templates[key] = _template(build)
+            stamps = self._templates[key] = _template(build, self._details)
         if stamps is None:
             batch.add(build(contact_id, enrollment_id))
             return
