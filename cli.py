@@ -216,7 +216,7 @@ def import_(file: Path, campaign_id: str, errors_csv: Path | None) -> None:
 
     settings = load_settings()
     configure_logging(settings, quiet=True)
-    with runtime(settings) as rt:
+    with runtime(settings, sends=False) as rt:
         campaign = rt.campaign(campaign_id)
         total = count_data_lines(file)
         with open_csv(file) as stream, click.progressbar(length=total, label=f"importing {file.name}",

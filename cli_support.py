@@ -57,9 +57,11 @@ def friendly(func: F) -> F:
 
 
 @contextmanager
-def runtime(settings: Settings | None = None) -> Iterator[Runtime]:
+def runtime(settings: Settings | None = None, *, sends: bool = True) -> Iterator[Runtime]:
+    """The command's runtime, closed after. `sends=False` for a command that never sends a message:
+    no provider sender is built (nor its SDK loaded)."""
     settings = settings or load_settings()
-    rt = build_runtime(settings)
+    rt = build_runtime(settings) if sends else build_runtime(settings, senders={})
     try:
         yield rt
     finally:

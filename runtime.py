@@ -17,8 +17,6 @@ from patient_drip.keys import load_keys
 from patient_drip.content.campaign import Campaign, get_campaign, load_campaigns
 from patient_drip.content.rendering import Renderer
 from patient_drip.providers.outbox import OutboxSender
-from patient_drip.providers.sendgrid import SendGridSender
-from patient_drip.providers.twilio import TwilioSender
 from patient_drip.providers.types import Channel, Sender
 from patient_drip.content.discretion import brand_problems
 from patient_drip.content.guard import load_policy
@@ -88,6 +86,11 @@ def build_senders(settings: Settings) -> dict[Channel, Sender]:
     """One sender per channel: the outbox, or Twilio and SendGrid as configured (`DRIP_DELIVERY`)."""
     if settings.delivery == "outbox":
         return {Channel.EMAIL: OutboxSender(Channel.EMAIL), Channel.SMS: OutboxSender(Channel.SMS)}
+    # Imported here: the SDKs (twilio, sendgrid, requests) cost a fifth of a second at start-up,
+    # which a command that sends nothing (`drip import`, `build_runtime(senders={})`) never pays.
+    from patient_drip.providers.sendgrid import SendGridSender
+    from patient_drip.providers.twilio import TwilioSender
+
     from_email = parseaddr(settings.from_email)[1]
     return {
         Channel.SMS: TwilioSender(

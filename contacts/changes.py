@@ -23,6 +23,7 @@ from patient_drip.contacts.fields import (
     normalize_email,
     normalize_name,
     normalize_phone,
+    parse_phone,
     resolve_timezone,
 )
 from patient_drip.contacts.records import Row, add_rows, event_row
@@ -65,13 +66,13 @@ def parse_contact_input(
     if not email_raw and not phone_raw:
         raise FieldError("email", "an email address or a phone number is required")
     email = normalize_email(email_raw) if email_raw else None
-    phone = normalize_phone(phone_raw) if phone_raw else None
+    phone = parse_phone(phone_raw) if phone_raw else None
     preferred = (raw.get("preferred_channel") or "").strip().lower()
     if preferred and preferred not in ("email", "sms", "phone"):
         raise FieldError("preferred_channel", "must be email, sms or phone")
     return ContactInput(
         email=email,
-        phone=phone,
+        phone=phone.e164 if phone else None,
         first_name=normalize_name(raw.get("first_name"), "first_name"),
         last_name=normalize_name(raw.get("last_name"), "last_name"),
         timezone=resolve_timezone(raw.get("timezone"), zone_source, phone, clinic_timezone),

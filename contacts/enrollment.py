@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign, get_campaign
-from patient_drip.content.windows import Scheduled, local_label, schedule_step, step_due_at
+from patient_drip.content.windows import (Scheduled, local_label, schedule_step, spread_period, step_due_at,
+                                          window_for)
 from patient_drip.contacts.blocks import is_blocked
 from patient_drip.contacts.consent import Consentable, withdraw_consent
 from patient_drip.contacts.records import Row, add_rows, audit_row, event_row
@@ -99,6 +100,16 @@ def first_step(campaign: Campaign, timezone: str, now: datetime, enrollment_id: 
     (the law's for a text to `phone`; spread by the enrollment id so a crowd does not all go at the
     opening minute) — with why, when it had to wait."""
     return schedule_step(campaign, 0, now, timezone, enrollment_id, phone=phone)
+
+
+def first_step_period(campaign: Campaign, *, phone: str | None) -> int:
+    """`first_step` depends on the enrollment id only modulo this (the spread of the first step's
+    window; 1 when it has none): ids equal modulo it get the same time, so a bulk import computes
+    each time once."""
+    if not campaign.steps:
+        return 1
+    window = window_for(campaign, campaign.steps[0].channel, phone)
+    return 1 if window is None else spread_period(window)
 
 
 def deferred_rows(contact_id: int | None, enrollment_id: int, campaign: Campaign, scheduled: Scheduled | None,

@@ -20,13 +20,16 @@ Memory stays flat: the file is streamed, at most a few chunks are in flight.
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from operator import attrgetter
 from typing import IO, Any
 
-from sqlalchemy import BigInteger, String, any_, bindparam, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import ARRAY, BigInteger, String, any_, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -60,6 +63,7 @@ from patient_drip.contacts.enrollment import (
     enrollment_decision,
     deferred_rows,
     first_step,
+    first_step_period,
     open_crisis_reply_ids,
     pause_rows,
 )
@@ -75,6 +79,7 @@ from patient_drip.contacts.import_rows import (
     validated_chunks,
 )
 from patient_drip.contacts.records import AuditRow, ConsentRow, EventRow, Row
+from patient_drip.contacts.row_templates import RowBatch, RowTemplates
 from patient_drip.due_now import mark_due
 from patient_drip.models import (
     AuditEntry,
@@ -134,20 +139,45 @@ def import_csv(
     if unknown:
         report.warnings.append(f"ignored columns: {', '.join(unknown)}")
     workers = default_workers() if workers is None else workers
-    for raw, validated in validated_chunks(chunks(rows, CHUNK), rt.settings.clinic_timezone, workers):
-        report.merge(_import_chunk(rt, raw, validated, campaign, now, actor))
-        if progress:
-            progress(len(raw))
+    shared = _Shared(campaign, now)
+    with _collector_tuned():
+        for raw, validated in validated_chunks(chunks(rows, CHUNK), rt.settings.clinic_timezone, workers):
+            report.merge(_import_chunk(rt, raw, validated, campaign, now, actor, shared))
+            if progress:
+                progress(len(raw))
     return report
 
 
+@contextmanager
+def _collector_tuned() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector from taking a quarter of an import's CPU.
+
+    A chunk allocates about ten tuples a row that live until the chunk is written; with the default
+    thresholds the collector ran every 700 allocations and traversed them, and every long-lived
+    object of the process, again and again. During the import the objects that existed before it
+    are frozen (never traversed; forked validation processes inherit that) and the youngest
+    generation is collected every 50,000 allocations. Only from a process's main thread (`drip
+    import`): the staff UI imports in a thread of a server whose collector is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def _import_chunk(rt: Runtime, raw: list[tuple[int, dict[str, str]]], validated: list[ValidRow | RowError],
-                  campaign: Campaign, now: datetime, actor: str) -> ImportReport:
+                  campaign: Campaign, now: datetime, actor: str, shared: _Shared) -> ImportReport:
     try:
         # BEGIN IMMEDIATE on SQLite: what we look up cannot change before we write.
         with db.write_transaction(rt.sessions) as session:
             return _BulkChunk(session, rt.suppression_key, load_wording(rt.settings.policy_dir), campaign, now,
-                              actor).run(validated)
+                              actor, shared).run(validated)
     except IntegrityError:
         # Another process created one of these contacts or enrollments after we looked: redo the
         # chunk row by row, where each row sees the other's work and reports it like any other.
@@ -155,6 +185,32 @@ def _import_chunk(rt: Runtime, raw: list[tuple[int, dict[str, str]]], validated:
 
 
 # -- the bulk path ----------------------------------------------------------------------------------
+
+
+class _Shared:
+    """What every chunk of one import can reuse: the row templates (`contacts.row_templates`) and
+    the first step's time per zone, texting rule and spread key (`first_step_period`)."""
+
+    def __init__(self, campaign: Campaign, now: datetime) -> None:
+        self.campaign, self.now = campaign, now
+        self.templates = RowTemplates()
+        self.rules = texting_rules()
+        self._periods: dict[str, int] = {}
+        self._first: dict[tuple[str, str, int], Scheduled | None] = {}
+
+    def first_due(self, zone: str, phone: str | None, enrollment_id: int) -> Scheduled | None:
+        """`first_step(campaign, zone, now, enrollment_id, phone=phone)`, computed once per zone,
+        texting rule (which narrows a text's window by the number) and id modulo the spread period."""
+        rule = self.rules.for_number(phone).id
+        period = self._periods.get(rule)
+        if period is None:
+            period = self._periods[rule] = first_step_period(self.campaign, phone=phone)
+        key = (zone, rule, enrollment_id % period)
+        try:
+            return self._first[key]
+        except KeyError:
+            found = self._first[key] = first_step(self.campaign, zone, self.now, enrollment_id, phone=phone)
+            return found
 
 
 @dataclass(slots=True)
@@ -187,6 +243,7 @@ _STATE_COLUMNS = ("id", "email", "phone", "first_name", "last_name", "timezone",
                   "email_consent", "sms_consent", "email_block_reason", "email_blocked", "sms_block_reason",
                   "sms_blocked")
 _CONTACT_COLUMNS = tuple(getattr(Contact, name) for name in _STATE_COLUMNS)
+_state_values = attrgetter(*_STATE_COLUMNS)  # a _ContactState's values in _STATE_COLUMNS order
 
 
 @dataclass(slots=True)
@@ -205,9 +262,9 @@ class _BulkChunk:
     write it set-based."""
 
     def __init__(self, session: Session, suppression_key: str, wording: ConsentWording, campaign: Campaign,
-                 now: datetime, actor: str) -> None:
-        self.session, self.suppression_key, self.campaign, self.now, self.actor = (
-            session, suppression_key, campaign, now, actor)
+                 now: datetime, actor: str, shared: _Shared) -> None:
+        self.session, self.suppression_key, self.campaign, self.now, self.actor, self.shared = (
+            session, suppression_key, campaign, now, actor, shared)
         self.shown = {channel: wording.wording(channel) for channel in (Channel.EMAIL, Channel.SMS)}
         self.by_email: dict[str, _ContactState] = {}
         self.by_phone: dict[str, _ContactState] = {}
@@ -261,12 +318,13 @@ class _BulkChunk:
             ):
                 self.enrolled[key_of[contact_id]] = PastEnrollment(status, reason)
         # Suppression hashes of every address a contact of this chunk can end up with.
-        addresses = {(str(Channel.EMAIL), e) for e in emails} | {(str(Channel.SMS), p) for p in phones}
+        email, sms = str(Channel.EMAIL), str(Channel.SMS)
+        addresses = {(email, e) for e in emails} | {(sms, p) for p in phones}
         for state in found.values():
             if state.email:
-                addresses.add((str(Channel.EMAIL), state.email))
+                addresses.add((email, state.email))
             if state.phone:
-                addresses.add((str(Channel.SMS), state.phone))
+                addresses.add((sms, state.phone))
         by_hash = {address_hash(self.suppression_key, channel, value): (channel, value)
                    for channel, value in addresses}
         for part in _parts(sorted(by_hash), session):
@@ -328,14 +386,15 @@ class _BulkChunk:
     def _write(self, accepted: list[_Accepted]) -> None:
         if not accepted:
             return
-        session, now, actor, campaign = self.session, self.now, self.actor, self.campaign
+        session, now, actor, campaign, shared = self.session, self.now, self.actor, self.campaign, self.shared
         connection = session.connection()
         new = [a for a in accepted if a.created]
         if new:
             for item, contact_id in zip(new, db.allocate_ids(connection, Contact.__table__, len(new)), strict=True):
                 item.contact.id = contact_id
-            db.bulk_insert(connection, Contact.__table__, _CONTACT_INSERT, [
-                tuple(getattr(a.contact, name) for name in _STATE_COLUMNS) + (now, now) for a in new])
+            times = (now, now)
+            db.bulk_insert(connection, Contact.__table__, _CONTACT_INSERT,
+                           [_state_values(a.contact) + times for a in new])
         changed = [a for a in accepted if not a.created]
         if changed:
             table = Contact.__table__
@@ -348,61 +407,60 @@ class _BulkChunk:
                  | {"b_id": a.contact.id, "b_updated_at": now} for a in changed],
             )
         enrollment_ids = db.allocate_ids(connection, Enrollment.__table__, len(accepted))
-        active = str(EnrollmentStatus.ACTIVE)
+        active, paused = str(EnrollmentStatus.ACTIVE), str(EnrollmentStatus.PAUSED)
         # As in `enroll`: a person whose crisis reply staff have not looked at yet gets the sequence
         # paused, not sent (only existing contacts can have a reply on file).
         in_crisis = open_crisis_reply_ids(session, [a.contact.id for a in changed])
-        # The first step's time depends on the enrollment id only when it falls outside the send
-        # window (the id spreads the crowd waiting for the window to open): once per zone and texting
-        # rule otherwise (numbers under the same rule share a window).
-        by_zone: dict[tuple[str, str], Scheduled | None | object] = {}
-        rules = texting_rules()
-
-        def first_due(zone: str, phone: str | None, enrollment_id: int) -> Scheduled | None:
-            key = (zone, rules.for_number(phone).id)
-            if key not in by_zone:
-                first = first_step(campaign, zone, now, 0, phone=phone)
-                by_zone[key] = first if first == first_step(campaign, zone, now, 1, phone=phone) else _PER_ID
-            shared = by_zone[key]
-            if shared is _PER_ID:
-                return first_step(campaign, zone, now, enrollment_id, phone=phone)
-            return shared  # type: ignore[return-value]
-
-        schedule = {enrollment_id: first_due(item.contact.timezone, item.contact.phone, enrollment_id)
-                    for item, enrollment_id in zip(accepted, enrollment_ids, strict=True)
-                    if item.contact.id not in in_crisis}
-
-        paused = str(EnrollmentStatus.PAUSED)
-        db.bulk_insert(connection, Enrollment.__table__, _ENROLLMENT_INSERT, [
-            (enrollment_id, item.contact.id, campaign.id, paused, 0, now, None, (item.row.source or "import")[:64])
-            if item.contact.id in in_crisis else
-            (enrollment_id, item.contact.id, campaign.id, active, 0, now, _due(schedule[enrollment_id]),
-             (item.row.source or "import")[:64])
-            for item, enrollment_id in zip(accepted, enrollment_ids, strict=True)])
-        # Speed to lead: rows due now wake the dispatchers when the chunk commits.
-        mark_due(session, min((due for due in map(_due, schedule.values()) if due is not None), default=None), now)
-        records: list[Row] = []
+        enrollments = []
+        batch = RowBatch()
+        templates = shared.templates
         for item, enrollment_id in zip(accepted, enrollment_ids, strict=True):
-            contact_id = item.contact.id
-            if item.created:
-                records += created_rows(contact_id, item.row.source, now, actor)
-            for channel, reason in item.suppressed:
-                records += block_rows(contact_id, channel, BlockReason.SUPPRESSED, reason, now, actor)
-            for grant, shown, lifted in item.grants:
-                records += grant_rows(contact_id, grant, shown, lifted, now, actor)
-            records += enrolled_rows(contact_id, enrollment_id, campaign.id, now, actor)
-            if enrollment_id in schedule:
-                records += deferred_rows(contact_id, enrollment_id, campaign, schedule[enrollment_id],
-                                         item.contact.timezone, now)
-            if contact_id in in_crisis:
-                records += pause_rows(True, contact_id, enrollment_id, campaign.id, now, "system:crisis",
-                                      reason=CRISIS_PAUSE_REASON, inbound_id=in_crisis[contact_id])
-        db.bulk_insert(connection, ConsentRecord.__table__, ConsentRow._fields,
-                       [r for r in records if isinstance(r, ConsentRow)])
-        db.bulk_insert(connection, Event.__table__, EventRow._fields,
-                       [r._replace(detail=_detail(r.detail)) for r in records if isinstance(r, EventRow)])
-        db.bulk_insert(connection, AuditEntry.__table__, AuditRow._fields,
-                       [r._replace(detail=_detail(r.detail)) for r in records if isinstance(r, AuditRow)])
+            contact = item.contact
+            contact_id = contact.id
+            assert contact_id is not None
+            source = (item.row.source or "import")[:64]
+            crisis_reply = in_crisis.get(contact_id)
+            scheduled = shared.first_due(contact.timezone, contact.phone, enrollment_id)
+            if crisis_reply is not None:
+                enrollments.append((enrollment_id, contact_id, campaign.id, paused, 0, now, None, source))
+            else:
+                enrollments.append((enrollment_id, contact_id, campaign.id, active, 0, now, _due(scheduled), source))
+            if crisis_reply is None:
+                # Everything `_rows` reads besides the ids: rows alike but for the ids share a template.
+                key = (item.created and item.row.source, tuple(item.suppressed), tuple(item.grants), scheduled,
+                       contact.timezone)
+                templates.add(batch, key, lambda c, e: self._rows(item, c, e, scheduled, None), contact_id,
+                              enrollment_id)
+            else:
+                batch.add(self._rows(item, contact_id, enrollment_id, scheduled, crisis_reply))
+        db.bulk_insert(connection, Enrollment.__table__, _ENROLLMENT_INSERT, enrollments)
+        # Speed to lead: rows due now wake the dispatchers when the chunk commits.
+        mark_due(session, min((row[6] for row in enrollments if row[6] is not None), default=None), now)
+        db.bulk_insert(connection, ConsentRecord.__table__, ConsentRow._fields, batch.consents)
+        db.bulk_insert(connection, Event.__table__, EventRow._fields, batch.events)
+        db.bulk_insert(connection, AuditEntry.__table__, AuditRow._fields, batch.audits)
+
+
+    def _rows(self, item: _Accepted, contact_id: int | None, enrollment_id: int | None, scheduled: Scheduled | None,
+              crisis_reply: int | None) -> list[Row]:
+        """The rows each rule writes for `item`, in the order the row-by-row path writes them."""
+        now, actor, campaign = self.now, self.actor, self.campaign
+        assert enrollment_id is not None
+        rows: list[Row] = []
+        if item.created:
+            rows += created_rows(contact_id, item.row.source, now, actor)
+        for channel, reason in item.suppressed:
+            rows += block_rows(contact_id, channel, BlockReason.SUPPRESSED, reason, now, actor)
+        for grant, shown, lifted in item.grants:
+            rows += grant_rows(contact_id, grant, shown, lifted, now, actor)
+        rows += enrolled_rows(contact_id, enrollment_id, campaign.id, now, actor)
+        rows += deferred_rows(contact_id, enrollment_id, campaign, scheduled, item.contact.timezone, now)
+        if crisis_reply is not None:
+            # As `enroll` does: scheduled (and said so) first, then paused at once.
+            assert contact_id is not None
+            rows += pause_rows(True, contact_id, enrollment_id, campaign.id, now, "system:crisis",
+                               reason=CRISIS_PAUSE_REASON, inbound_id=crisis_reply)
+        return rows
 
 
 def _due(scheduled: Scheduled | None) -> datetime | None:
@@ -419,27 +477,8 @@ def _consent_note(source: str) -> str:
     return f"consent stated in the imported file (source: {source or 'import'})"
 
 
-_PER_ID: Any = object()
 _CONTACT_INSERT = (*_STATE_COLUMNS, "created_at", "updated_at")
 _ENROLLMENT_INSERT = ("id", "contact_id", "campaign_id", "status", "step_index", "enrolled_at", "next_due_at", "source")
-
-
-_DETAILS: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
-
-
-def _detail(detail: dict[str, Any]) -> dict[str, Any]:
-    """One shared dict per distinct detail: most rows of an import carry the same few, and the bulk
-    insert serialises each distinct object once."""
-    key = tuple(detail.items())
-    try:
-        found = _DETAILS.get(key)
-    except TypeError:  # an unhashable value: nothing to share
-        return detail
-    if found is None:
-        if len(_DETAILS) > 10_000:
-            _DETAILS.clear()
-        found = _DETAILS[key] = detail
-    return found
 
 
 def _parts(values: list[Any], session: Session) -> Iterator[list[Any]]:

@@ -59,6 +59,11 @@ def spread_offset(key: int, window: SendWindow) -> timedelta:
     return timedelta(seconds=(key * 7919) % seconds)
 
 
+def spread_period(window: SendWindow) -> int:
+    """`spread_offset` repeats with this period: `spread_offset(key) == spread_offset(key % period)`."""
+    return max(1, window.spread_minutes * 60)
+
+
 def schedule_into_window(due: datetime, zone: str, window: SendWindow, key: int) -> datetime:
     """Where a message due at `due` may actually go: unchanged inside the window, else at the next
     opening plus a per-contact spread (kept inside the window)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,8 @@ from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_word
 from patient_drip.contacts.enrollment import end_enrollments, enroll
 from patient_drip.contacts.fields import ZoneSource
 from patient_drip.contacts.importer import import_csv, import_csv_rowwise
-from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, ExitReason)
+from patient_drip.models import (AuditEntry, Channel, ConsentMethod, ConsentRecord, Contact, Enrollment, Event, ExitReason,
+                                 InboundMessage)
 from patient_drip.runtime import Runtime, build_runtime
 
 HEADER = "first_name,last_name,email,phone,timezone,consent_email,consent_sms,source,favourite_colour\n"
@@ -206,3 +208,66 @@ def test_a_conflicting_insert_falls_back_to_the_row_by_row_path(rt, clock, monke
     assert (report.enrolled, report.created, report.updated, report.failed) == (3, 2, 1, 0)
     with rt.sessions() as session:
         assert session.query(Contact).count() == 3
+
+
+def _mixed_rows(count: int, seed: int) -> list[str]:
+    """A file as clinics send them, shuffled: new people in several zones and texting-law states,
+    the existing contacts of `_existing` (enrolled, ended, suppressed, opted out, phone-only...),
+    people listed twice (by email, by phone, by both), invalid addresses and flags, given zones."""
+    rng = random.Random(seed)
+    area_codes = ["312", "305", "206", "410", "405", "212", "808", "907", "208"]  # IL, FL, WA, MD, OK, NY, HI, AK, ID
+    existing = ["old@example.com", "exited@example.com", "suppressed@example.com", "suppressed2@example.com",
+                "optout@example.com", "nophone@example.com", "emailonly@example.com", "holder@example.com"]
+    rows: list[str] = []
+    for index in range(count):
+        kind = rng.random()
+        phone = f"+1{rng.choice(area_codes)}555{index:04d}" if rng.random() < 0.8 else ""
+        email = f"mix{index}@example{index % 7}.com" if rng.random() < 0.85 or not phone else ""
+        consent_email, consent_sms = rng.choice(["yes", "no", "y", ""]), rng.choice(["yes", "no", "no", "1"])
+        zone = rng.choice(["", "", "", "America/Denver", "Europe/London", "Pacific/Honolulu"])
+        source = rng.choice(["fair", "web", "", "referral"])
+        if kind < 0.08 and rows:  # the same person again, as written before (already enrolled or refused)
+            rows.append(rng.choice(rows))
+            continue
+        if kind < 0.16:
+            email = rng.choice(existing)
+        elif kind < 0.2:
+            email = f"not-an-email-{index}@"
+        elif kind < 0.23:
+            phone = f"+1555{index:07d}"  # no such area code
+        elif kind < 0.26:
+            consent_sms = "perhaps"
+        elif kind < 0.28:
+            zone = "Mars/Olympus"
+        rows.append(f"First{index},Last{index % 13},{email},{phone},{zone},{consent_email},{consent_sms},{source},")
+    return rows
+
+
+@pytest.mark.parametrize("now", [START, datetime(2026, 3, 2, 4, 0, tzinfo=timezone.utc),
+                                 datetime(2026, 3, 2, 23, 30, tzinfo=timezone.utc)],
+                         ids=["inside-window", "night", "evening-texting-laws"])
+def test_bulk_import_matches_the_row_by_row_import_on_a_mixed_file(database_url, second_url, now, monkeypatch):
+    """Row templates, the first step's time per spread key, the multi-row inserts: the same rows
+    as the one-row-at-a-time services, over many chunks (templates reused across chunks), with a
+    crisis reply on file for one existing contact."""
+    monkeypatch.setattr(importer, "CHUNK", 37)
+    text = HEADER + "\n".join(_mixed_rows(400, seed=15)) + "\n"
+    bulk_rt, row_rt = _runtime(database_url), _runtime(second_url)
+    try:
+        reports = []
+        for rt, run in ((bulk_rt, import_csv), (row_rt, import_csv_rowwise)):
+            _existing(rt, now)
+            with rt.sessions() as session, session.begin():
+                holder = session.scalar(select(Contact).where(Contact.email == "nophone@example.com"))
+                assert holder is not None
+                session.add(InboundMessage(contact_id=holder.id, from_number="+13125550199", body="help me",
+                                           classification="crisis",
+                                           crisis=True, received_at=now))
+            reports.append(run(rt, io.StringIO(text), rt.campaign("ketamine-consult"), now, "cli:test"))
+        bulk, rowwise = reports
+        assert bulk == rowwise
+        assert bulk.enrolled > 150 and bulk.failed > 100 and bulk.updated > 0
+        assert _snapshot(bulk_rt) == _snapshot(row_rt)
+    finally:
+        bulk_rt.close()
+        row_rt.close()
