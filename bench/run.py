@@ -220,7 +220,9 @@ def phase_million(table: Table, sandbox: SandboxProcess, dbs: Databases, sizes: 
                           else now + timedelta(seconds=(i * 7919) % (14 * 86400)))
             seeded = time.monotonic() - started
             # one claim of a batch of 200, as a worker does it
-            settings = Settings(database_url=url, _env_file=None)  # type: ignore[call-arg]
+            # the key `drip init` was given (provider_env): the runtime refuses a database with other keys
+            settings = Settings(database_url=url, secret_key=provider_env(url, sandbox)["DRIP_SECRET_KEY"],
+                                _env_file=None)  # type: ignore[call-arg]
             rt = build_runtime(settings)
             timings = []
             for attempt in range(25):
