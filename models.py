@@ -165,12 +165,17 @@ class Enrollment(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(80))
     ended_at: Mapped[datetime | None]
     source: Mapped[str] = mapped_column(String(64), default="")
+    # The campaign's timing version in force when it enrolled (`content.campaign_versions`); NULL is
+    # version 1, the campaign file. Its steps are scheduled with that version's delays to the end.
+    campaign_version: Mapped[int | None] = mapped_column(Integer)
 
     contact: Mapped[Contact] = relationship(back_populates="enrollments")
 
     __table_args__ = (
         UniqueConstraint("contact_id", "campaign_id", name="uq_enrollment_contact_campaign"),
-        Index("ix_enrollment_campaign_status", "campaign_id", "status"),
+        # Also covers the campaign page's journey counts (waiting per step, exits per reason): they
+        # are answered from this index alone, without reading the table (`web.admin.journey`).
+        Index("ix_enrollment_campaign_status_step", "campaign_id", "status", "step_index", "exit_reason"),
     )
 
 
@@ -381,6 +386,24 @@ class SmsConfirmation(Base):
     send_error: Mapped[str | None] = mapped_column(String(200))
     confirmed_at: Mapped[datetime | None]
     confirmed_inbound_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class CampaignVersion(Base):
+    """A saved change of a campaign's timing (`content.campaign_versions`): every step's delay and
+    whether it is on, as a whole, numbered from 2 (version 1 is the campaign file). Append-only."""
+
+    __tablename__ = "campaign_version"
+    __table_args__ = (UniqueConstraint("campaign_id", "number", name="uq_campaign_version_number"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    number: Mapped[int] = mapped_column(Integer)
+    # {step id: {"delay_seconds": int, "enabled": bool}} for every step of the file
+    timing: Mapped[dict[str, Any]] = mapped_column(JSON)
+    changes: Mapped[list[str]] = mapped_column(JSON)  # what differs from the version before, in words
+    note: Mapped[str] = mapped_column(String(500))
+    author: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime]
 
 
 class AuditEntry(Base):

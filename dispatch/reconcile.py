@@ -211,7 +211,7 @@ def _walk_back(enrollment: Enrollment | None, campaigns: dict[str, Campaign], me
         raise ReviewError(f"This sequence has ended{reason}: nothing more is sent to this person.")
     if enrollment.claimed_by is not None and enrollment.next_due_at is not None and enrollment.next_due_at > now:
         raise ReviewError("A worker is sending this sequence's next message right now: try again in a minute.")
-    campaign = campaigns.get(enrollment.campaign_id)
+    campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version)
     index = next((i for i, step in enumerate(campaign.steps if campaign else ())
                   if step.id == message.step_id and str(step.channel) == message.channel), None)
     if index is None:
