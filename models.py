@@ -220,7 +220,8 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id", "channel", name="uq_message_enrollment_step_channel"),
         Index("ix_message_status_attempted", "status", "attempted_at"),
-        Index("ix_message_campaign_step", "campaign_id", "step_id"),
+        # With the status: the campaign page counts each step's sends from this index alone.
+        Index("ix_message_campaign_step_status", "campaign_id", "step_id", "status"),
     )
 
 

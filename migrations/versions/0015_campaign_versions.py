@@ -6,7 +6,8 @@ Create Date: 2026-12-03 04:25:00.000000
 
 Every existing enrollment keeps NULL (version 1, the campaign file). The enrollment index on
 (campaign_id, status) grows to (campaign_id, status, step_index, exit_reason) so the campaign page's
-journey counts read the index alone; the old index is a prefix of the new one and goes.
+journey counts read the index alone, and the message index on (campaign_id, step_id) gains the status
+for the same reason; each old index is a prefix of its new one and goes.
 """
 
 from __future__ import annotations
@@ -42,9 +43,15 @@ def upgrade() -> None:
         batch_op.create_index('ix_enrollment_campaign_status_step',
                               ['campaign_id', 'status', 'step_index', 'exit_reason'], unique=False)
         batch_op.drop_index('ix_enrollment_campaign_status')
+    with op.batch_alter_table('message', schema=None) as batch_op:
+        batch_op.create_index('ix_message_campaign_step_status', ['campaign_id', 'step_id', 'status'], unique=False)
+        batch_op.drop_index('ix_message_campaign_step')
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('message', schema=None) as batch_op:
+        batch_op.create_index('ix_message_campaign_step', ['campaign_id', 'step_id'], unique=False)
+        batch_op.drop_index('ix_message_campaign_step_status')
     with op.batch_alter_table('enrollment', schema=None) as batch_op:
         batch_op.create_index('ix_enrollment_campaign_status', ['campaign_id', 'status'], unique=False)
         batch_op.drop_index('ix_enrollment_campaign_status_step')
