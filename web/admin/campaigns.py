@@ -118,7 +118,7 @@ async def campaign_timing_submit(request: Request, campaign_id: str, user: Marke
                 return _campaign_page(request, rt, reading, user, campaign_id, now, values=values,
                                       errors=problems, status_code=400)
         rt.refresh_campaigns()  # this process follows the new version at once; others at their next refresh
-        return redirect(f"/admin/campaigns/{campaign_id}?version={saved.version}#timing", "timing_saved")
+        return redirect(f"/admin/campaigns/{campaign_id}?version={saved.version}", "timing_saved")
 
     return await run_in_threadpool(save)
 
