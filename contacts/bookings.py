@@ -144,7 +144,7 @@ def reopen_after_cancel(session: Session, contact: Contact, campaigns: Mapping[s
     for enrollment in session.scalars(select(Enrollment).where(
             Enrollment.contact_id == contact.id, Enrollment.status == EnrollmentStatus.EXITED,
             Enrollment.exit_reason == ExitReason.BOOKED)):
-        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version)
+        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
         if campaign is None or enrollment.step_index >= len(campaign.steps):
             continue
         due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone, enrollment.id,

@@ -177,7 +177,7 @@ def _reschedule(session: Session, contact: Contact, campaigns: Mapping[str, Camp
     for enrollment in session.scalars(select(Enrollment).where(
             Enrollment.contact_id == contact.id, Enrollment.status == EnrollmentStatus.ACTIVE,
             Enrollment.claimed_by.is_(None), Enrollment.next_due_at.is_not(None))):
-        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version)
+        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
         if campaign is None:
             continue
         due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone, enrollment.id,

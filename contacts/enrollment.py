@@ -215,7 +215,7 @@ def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: 
         enrollment.next_due_at = None
         enrollment.claimed_by = None
     elif not paused and enrollment.status == EnrollmentStatus.PAUSED:
-        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version)
+        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
         if campaign is None:
             raise UnknownCampaign(f"{enrollment.campaign_id} (version {enrollment.campaign_version or 1})",
                                   list(campaigns))

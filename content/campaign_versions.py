@@ -240,12 +240,26 @@ def load_book(session: Session, files: Mapping[str, Campaign]) -> CampaignBook:
     return CampaignBook(files, versions)
 
 
-def campaign_for(campaigns: Mapping[str, Campaign], campaign_id: str, version: int | None) -> Campaign | None:
-    """The campaign, as version `version` (NULL: 1), that schedules an enrollment's steps; None when
-    it is not loaded (the file went away, or a version saved after this process last loaded them:
-    the caller holds the enrollment, and the next refresh loads it). Every place that schedules a
-    step for an enrollment asks this, so in-flight enrollments keep their version's timing."""
+def campaign_for(campaigns: Mapping[str, Campaign], campaign_id: str, version: int | None,
+                 session: Session | None = None) -> Campaign | None:
+    """The campaign, as version `version` (NULL: 1), that schedules an enrollment's steps. Every
+    place that schedules a step for an enrollment asks this, so in-flight enrollments keep their
+    version's timing. A version saved after this process last loaded them is read with `session`
+    when one is given (a web process that has not refreshed yet); without one (the dispatcher's hot
+    path, which refreshes every pass) it is None, like a campaign whose file went away: the caller
+    holds the enrollment and never guesses."""
     if isinstance(campaigns, CampaignBook):
-        return campaigns.version(campaign_id, version)
-    found = campaigns.get(campaign_id)  # a plain mapping (a test, `enroll`'s own) holds one version each
-    return found if found is not None and found.version == (version or 1) else None
+        found = campaigns.version(campaign_id, version)
+    else:  # a plain mapping (a test, `enroll`'s own) holds one version each
+        found = campaigns.get(campaign_id)
+        found = found if found is not None and found.version == (version or 1) else None
+    if found is not None or session is None:
+        return found
+    base = campaigns.files.get(campaign_id) if isinstance(campaigns, CampaignBook) else campaigns.get(campaign_id)
+    if base is None:
+        return None
+    if not version or version == 1:
+        return base if base.version == 1 else None  # a plain mapping holding a later version: not the file
+    row = session.scalars(select(CampaignVersion).where(CampaignVersion.campaign_id == campaign_id,
+                                                        CampaignVersion.number == version)).first()
+    return None if row is None else apply_timing(base, row.number, _loaded(row.timing))

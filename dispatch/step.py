@@ -360,7 +360,7 @@ def advance_after_send(session: Session, enrollment: Enrollment, campaigns: dict
     enrollment was booked or stopped meanwhile (it leaves the queue) or its campaign file went
     away (it is only released)."""
     contact = queue.load_contact(session, enrollment.contact_id)
-    campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version)
+    campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
     if campaign is None:
         enrollment.claimed_by = None
         return

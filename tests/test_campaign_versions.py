@@ -132,3 +132,13 @@ def test_the_runtime_and_simulate_follow_the_version_in_force(rt, clock):
     offsets = {m.step: m.offset_seconds for m in simulate_campaign(rt.settings, campaign, renderer=rt.renderer)}
     assert offsets["stress-brain-email"] == 3 * 86400
     assert "reminder-sms" not in offsets
+
+
+def test_a_process_that_has_not_refreshed_reads_a_new_version_when_it_has_a_session(rt, clock):
+    delays, enabled = _form(rt, consult_email="14d")
+    _save(rt, clock, delays, enabled)  # this runtime has not refreshed: its book knows version 1 only
+    assert campaign_for(rt.campaigns, CAMPAIGN, 2) is None  # the dispatcher's path: held until its refresh
+    with rt.sessions() as session:
+        found = campaign_for(rt.campaigns, CAMPAIGN, 2, session)
+    assert found is not None and found.version == 2
+    assert timing_of(found)["consult-email"].delay == timedelta(days=14)
