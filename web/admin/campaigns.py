@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from patient_drip.web.admin.auth import AnyUser, CurrentUser, MarketingUser
@@ -111,6 +112,10 @@ async def campaign_timing_submit(request: Request, campaign_id: str, user: Marke
             except TimingInvalid as exc:
                 session.rollback()
                 problems = exc.problems
+            except IntegrityError:  # PostgreSQL: another save took the same number at the same moment
+                session.rollback()
+                problems = {"version": "someone saved a version at the same moment; reload this page and make "
+                                       "your change again"}
             else:
                 problems = {}
         if problems:  # the page again, read outside the write transaction
