@@ -17,7 +17,8 @@ ways (an `Outcome`, or a `Ready` send):
   we looked at it: looked at again after `RECONCILE_WAIT`); or the next step is
   not due yet; or the send window is closed in the contact's time zone (moved to its opening).
 - `SKIPPED` — the step's channel cannot be used for this contact (no consent, blocked, no
-  address): the skip is recorded and the enrollment moves on; if the next step is due now the walk
+  address), or the step is off in the enrollment's timing version (`content.campaign_versions`):
+  the skip is recorded with why and the enrollment moves on; if the next step is due now the walk
   continues with it.
 - `PAUSED` — the step's channel is paused for everyone: looked at again every `PAUSE_RECHECK`.
 - `Ready` — a send is due now: a new one (no send record yet) or a retry of its record.
