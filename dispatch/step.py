@@ -399,11 +399,9 @@ def skip(session: Session, enrollment: Enrollment, contact: Contact, step: Step,
          now: datetime, *, reason: str | None = None) -> None:
     """Record the step as skipped (with `reason`, else why the channel cannot be used), creating its
     send record if it has none; the caller moves the enrollment on."""
-    if reason is not None:
-        pass  # the step is off in the enrollment's timing version
-    elif step.channel == Channel.EMAIL:
+    if reason is None and step.channel == Channel.EMAIL:
         reason = blocked_text(contact, step.channel) or ("no email address" if not contact.email else "no email consent")
-    else:
+    elif reason is None:
         reason = blocked_text(contact, step.channel) or ("no phone number" if not contact.phone else "no SMS consent")
     if message is None:
         message = Message(enrollment_id=enrollment.id, contact_id=contact.id, campaign_id=enrollment.campaign_id,
