@@ -29,7 +29,7 @@ from patient_drip.models import Channel, ConsentMethod
 from patient_drip.runtime import require_ready_to_send, utcnow
 from patient_drip.settings import load_settings
 from patient_drip.content.template_store import sync_from_files
-from patient_drip.cli_support import CLI_ACTOR, UserError, friendly, runtime
+from patient_drip.cli_support import CLI_ACTOR, UserError, friendly, in_force_or_file, runtime
 from patient_drip.cli_users import users
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -406,7 +406,8 @@ def simulate(campaign_id: str, fmt: str, first_name: str | None) -> None:
 
     settings = load_settings()
     require_ready_to_send(settings)
-    campaign = get_campaign(load_campaigns(settings.campaigns_dir, settings.templates_dir), campaign_id)
+    campaign = in_force_or_file(settings, get_campaign(load_campaigns(settings.campaigns_dir,
+                                                                      settings.templates_dir), campaign_id))
     messages = (simulate_campaign(settings, campaign) if first_name is None
                 else simulate_campaign(settings, campaign, first_name=first_name))
     click.echo(as_json(messages) if fmt == "json" else as_text(campaign, messages))

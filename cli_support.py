@@ -12,13 +12,16 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from patient_drip import db
 from patient_drip.accounts.users import AccountError
 from patient_drip.contacts.changes import ContactNotFound
 from patient_drip.contacts.enrollment import EnrollmentError
 from patient_drip.contacts.fields import FieldError
-from patient_drip.content.campaign import CampaignError, UnknownCampaign
+from patient_drip.content.campaign import Campaign, CampaignError, UnknownCampaign
+from patient_drip.content.campaign_versions import version_in_force
 from patient_drip.content.rendering import RenderError
 from patient_drip.runtime import Runtime, build_runtime
 from patient_drip.settings import Settings, SettingsError, load_settings
@@ -68,3 +71,20 @@ def runtime(settings: Settings | None = None, *, sends: bool = True) -> Iterator
         rt.close()
 
 
+
+
+def in_force_or_file(settings: Settings, campaign: Campaign) -> Campaign:
+    """`campaign` as a new enrollment would follow it now (its timing version in force), read from
+    the database; the file itself when there is no database yet (`drip simulate` works before
+    `drip init`: it shows the file)."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and (not url.database or not os.path.exists(url.database)):
+        return campaign  # no database file yet: do not create one just to look
+    engine = db.make_engine(settings.database_url)
+    try:
+        with db.make_session_factory(engine)() as session:
+            return version_in_force(session, campaign)
+    except (OperationalError, ProgrammingError):
+        return campaign
+    finally:
+        engine.dispose()

@@ -165,12 +165,15 @@ class Enrollment(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(80))
     ended_at: Mapped[datetime | None]
     source: Mapped[str] = mapped_column(String(64), default="")
+    # The timing version it follows to the end (`content.campaign_versions`); NULL: 1, the file.
+    campaign_version: Mapped[int | None] = mapped_column(Integer)
 
     contact: Mapped[Contact] = relationship(back_populates="enrollments")
 
     __table_args__ = (
         UniqueConstraint("contact_id", "campaign_id", name="uq_enrollment_contact_campaign"),
-        Index("ix_enrollment_campaign_status", "campaign_id", "status"),
+        # Also answers the campaign page's journey counts alone (`dispatch.journey_counts`).
+        Index("ix_enrollment_campaign_status_step", "campaign_id", "status", "step_index", "exit_reason"),
     )
 
 
@@ -215,7 +218,8 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id", "channel", name="uq_message_enrollment_step_channel"),
         Index("ix_message_status_attempted", "status", "attempted_at"),
-        Index("ix_message_campaign_step", "campaign_id", "step_id"),
+        # With the status, the journey's sends per step are counted from the index alone.
+        Index("ix_message_campaign_step_status", "campaign_id", "step_id", "status"),
     )
 
 
@@ -381,6 +385,21 @@ class SmsConfirmation(Base):
     send_error: Mapped[str | None] = mapped_column(String(200))
     confirmed_at: Mapped[datetime | None]
     confirmed_inbound_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class CampaignVersion(Base):
+    """A campaign's timing as saved (`content.campaign_versions`), numbered from 2 (1 is the file)."""
+
+    __tablename__ = "campaign_version"
+    __table_args__ = (UniqueConstraint("campaign_id", "number", name="uq_campaign_version_number"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(100))
+    number: Mapped[int] = mapped_column(Integer)
+    timing: Mapped[dict[str, Any]] = mapped_column(JSON)  # step id → {"delay_seconds", "enabled"}
+    changes: Mapped[list[str]] = mapped_column(JSON)  # what differs from the version before, in words
+    note: Mapped[str] = mapped_column(String(500))
+    author: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime]
 
 
 class AuditEntry(Base):
@@ -569,16 +588,8 @@ def add_event(
     **detail: Any,
 ) -> None:
     """Append one entry to the contact timeline (`contact_id` None: a system-wide event)."""
-    session.add(
-        Event(
-            kind=kind,
-            contact_id=contact_id,
-            enrollment_id=enrollment_id,
-            message_id=message_id,
-            detail=detail,
-            occurred_at=now,
-        )
-    )
+    session.add(Event(kind=kind, contact_id=contact_id, enrollment_id=enrollment_id, message_id=message_id,
+                      detail=detail, occurred_at=now))
 
 
 def audit(session: Session, actor: str, action: str, now: datetime, *, contact_id: int | None = None, **detail: Any) -> None:

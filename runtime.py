@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from patient_drip import db
 from patient_drip.keys import load_keys
 from patient_drip.content.campaign import Campaign, get_campaign, load_campaigns
+from patient_drip.content.campaign_versions import CampaignBook, load_book, versions_stamp
 from patient_drip.content.rendering import Renderer
 from patient_drip.providers.outbox import OutboxSender
 from patient_drip.providers.types import Channel, Sender
@@ -44,9 +45,27 @@ class Runtime:
     session_secret: str
     senders: dict[Channel, Sender] = field(default_factory=dict)
     _template_stamp: str = ""
+    _versions_stamp: int = -1
 
     def campaign(self, campaign_id: str) -> Campaign:
+        """The campaign as a new enrollment would follow it now (its timing version in force)."""
         return get_campaign(self.campaigns, campaign_id)
+
+    def refresh_campaigns(self) -> None:
+        """Load the campaigns' timing versions (`content.campaign_versions`); reloads only when one
+        was saved since, so the dispatcher's pass pays one small query."""
+        with self.sessions() as session:
+            stamp = versions_stamp(session)
+            if stamp != self._versions_stamp:
+                files = self.campaigns.files if isinstance(self.campaigns, CampaignBook) else self.campaigns
+                self.campaigns = load_book(session, files)
+                self._versions_stamp = stamp
+
+    def refresh(self) -> None:
+        """`refresh_templates` and `refresh_campaigns`: what a dispatch pass or a page that shows
+        the live sequence calls first."""
+        self.refresh_templates()
+        self.refresh_campaigns()
 
     def refresh_templates(self) -> None:
         """Render with the published template versions; reloads only when a publication changed."""
@@ -137,5 +156,5 @@ def build_runtime(
         session_secret=keys.session,
         senders=senders if senders is not None else build_senders(settings),
     )
-    runtime.refresh_templates()
+    runtime.refresh()
     return runtime

@@ -39,6 +39,7 @@ from patient_drip.contacts.records import add_rows, audit_row, event_row
 from patient_drip.contacts.tasks import CLOSED_BY_BOOKING, close_tasks, open_task
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.tokens import BadToken, LinkTokens
+from patient_drip.content.campaign_versions import campaign_for
 from patient_drip.content.windows import step_due_at
 from patient_drip.due_now import mark_due
 from patient_drip.models import (
@@ -143,7 +144,7 @@ def reopen_after_cancel(session: Session, contact: Contact, campaigns: Mapping[s
     for enrollment in session.scalars(select(Enrollment).where(
             Enrollment.contact_id == contact.id, Enrollment.status == EnrollmentStatus.EXITED,
             Enrollment.exit_reason == ExitReason.BOOKED)):
-        campaign = campaigns.get(enrollment.campaign_id)
+        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
         if campaign is None or enrollment.step_index >= len(campaign.steps):
             continue
         due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone, enrollment.id,

@@ -37,6 +37,7 @@ from patient_drip.contacts.blocks import (
 from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
 from patient_drip.contacts.records import ConsentRow, Row, add_rows, audit_row, event_row
 from patient_drip.content.campaign import Campaign
+from patient_drip.content.campaign_versions import campaign_for
 from patient_drip.content.windows import step_due_at
 from patient_drip.models import (
     Channel,
@@ -176,7 +177,7 @@ def _reschedule(session: Session, contact: Contact, campaigns: Mapping[str, Camp
     for enrollment in session.scalars(select(Enrollment).where(
             Enrollment.contact_id == contact.id, Enrollment.status == EnrollmentStatus.ACTIVE,
             Enrollment.claimed_by.is_(None), Enrollment.next_due_at.is_not(None))):
-        campaign = campaigns.get(enrollment.campaign_id)
+        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
         if campaign is None:
             continue
         due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone, enrollment.id,

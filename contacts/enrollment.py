@@ -19,7 +19,8 @@ from typing import Protocol
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from patient_drip.content.campaign import Campaign, get_campaign
+from patient_drip.content.campaign import Campaign, UnknownCampaign
+from patient_drip.content.campaign_versions import campaign_for, stored_version, version_in_force
 from patient_drip.content.windows import (Scheduled, local_label, schedule_step, spread_period, step_due_at,
                                           window_for)
 from patient_drip.contacts.blocks import is_blocked
@@ -138,9 +139,10 @@ def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime
     )
     enrollment_decision(contact, campaign, None if existing is None else PastEnrollment(existing.status,
                                                                                          existing.exit_reason))
+    campaign = version_in_force(session, campaign)  # the timing it keeps to the end
     enrollment = Enrollment(
         contact_id=contact.id, campaign_id=campaign.id, status=EnrollmentStatus.ACTIVE, step_index=0,
-        enrolled_at=now, source=source[:64],
+        enrolled_at=now, source=source[:64], campaign_version=stored_version(campaign),
     )
     session.add(enrollment)
     session.flush()
@@ -213,7 +215,10 @@ def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: 
         enrollment.next_due_at = None
         enrollment.claimed_by = None
     elif not paused and enrollment.status == EnrollmentStatus.PAUSED:
-        campaign = get_campaign(dict(campaigns), enrollment.campaign_id)
+        campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
+        if campaign is None:
+            raise UnknownCampaign(f"{enrollment.campaign_id} (version {enrollment.campaign_version or 1})",
+                                  list(campaigns))
         enrollment.status = EnrollmentStatus.ACTIVE
         due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, enrollment.contact.timezone,
                           enrollment.id, phone=enrollment.contact.phone)

@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from patient_drip import db
 from patient_drip.content.campaign import Campaign
+from patient_drip.content.campaign_versions import stored_version, version_in_force
 from patient_drip.content.texting_rules import texting_rules
 from patient_drip.content.windows import Scheduled
 from patient_drip.contacts.blocks import BlockReason, block_rows
@@ -139,6 +140,8 @@ def import_csv(
     if unknown:
         report.warnings.append(f"ignored columns: {', '.join(unknown)}")
     workers = default_workers() if workers is None else workers
+    with rt.sessions() as session:
+        campaign = version_in_force(session, campaign)  # every row enrolls on the timing in force now
     shared = _Shared(campaign, now)
     with _collector_tuned():
         for raw, validated in validated_chunks(chunks(rows, CHUNK), rt.settings.clinic_timezone, workers):
@@ -387,6 +390,7 @@ class _BulkChunk:
         if not accepted:
             return
         session, now, actor, campaign, shared = self.session, self.now, self.actor, self.campaign, self.shared
+        version = stored_version(campaign)
         connection = session.connection()
         new = [a for a in accepted if a.created]
         if new:
@@ -422,9 +426,10 @@ class _BulkChunk:
             crisis_reply = in_crisis.get(contact_id)
             scheduled = shared.first_due(contact.timezone, contact.phone, enrollment_id)
             if crisis_reply is not None:
-                enrollments.append((enrollment_id, contact_id, campaign.id, paused, 0, now, None, source))
+                enrollments.append((enrollment_id, contact_id, campaign.id, paused, 0, now, None, source, version))
             else:
-                enrollments.append((enrollment_id, contact_id, campaign.id, active, 0, now, _due(scheduled), source))
+                enrollments.append((enrollment_id, contact_id, campaign.id, active, 0, now, _due(scheduled), source,
+                                    version))
             if crisis_reply is None:
                 # Everything `_rows` reads besides the ids: rows alike but for the ids share a template.
                 key = (item.created and item.row.source, tuple(item.suppressed), tuple(item.grants), scheduled,
@@ -478,7 +483,8 @@ def _consent_note(source: str) -> str:
 
 
 _CONTACT_INSERT = (*_STATE_COLUMNS, "created_at", "updated_at")
-_ENROLLMENT_INSERT = ("id", "contact_id", "campaign_id", "status", "step_index", "enrolled_at", "next_due_at", "source")
+_ENROLLMENT_INSERT = ("id", "contact_id", "campaign_id", "status", "step_index", "enrolled_at", "next_due_at", "source",
+                      "campaign_version")
 
 
 def _parts(values: list[Any], session: Session) -> Iterator[list[Any]]:

@@ -47,6 +47,8 @@ class Step:
     delay: timedelta
     channel: Channel
     template: str  # path relative to the templates folder
+    # Off in a timing version (`content.campaign_versions`): skipped, never sent. A file's steps are on.
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,8 @@ class Campaign:
     email_requires_consent: bool = True
     exit_on: tuple[str, ...] = EXIT_CONDITIONS
     source_file: str = ""
+    # The timing version these steps' delays and on/off come from; 1 is the file as written.
+    version: int = 1
 
     def step_index(self, step_id: str) -> int:
         for index, step in enumerate(self.steps):

@@ -39,6 +39,8 @@ def simulate_campaign(settings: Settings, campaign: Campaign, renderer: Renderer
     tokens = LinkTokens(PREVIEW_KEY)
     result = []
     for index, step in enumerate(campaign.steps, start=1):
+        if not step.enabled:
+            continue  # off in this timing version: skipped, never sent
         context = message_context(settings, tokens, first_name=first_name, contact_id=1, message_id=index,
                                   campaign_name=campaign.name, step_id=step.id, channel=step.channel,
                                   sms_frequency=sms_frequency(campaign))
@@ -69,7 +71,8 @@ def as_json(messages: list[SimulatedMessage]) -> str:
 def as_text(campaign: Campaign, messages: list[SimulatedMessage]) -> str:
     window = campaign.send_window
     lines = [
-        f"Campaign {campaign.id}: {campaign.name}",
+        f"Campaign {campaign.id}: {campaign.name}"
+        f"{f' (timing version {campaign.version})' if campaign.version != 1 else ''}",
         f"{len(messages)} messages; send window {window.start:%H:%M}-{window.end:%H:%M} in the contact's time zone"
         f" (SMS always{', email too' if window.email else ''}); at most {campaign.frequency_cap_per_day} a day.",
         "",

@@ -123,9 +123,9 @@ def schedule_step(campaign: Campaign, step_index: int, enrolled_at: datetime, zo
         return None
     step = campaign.steps[step_index]
     planned = enrolled_at + step.delay
-    if step.channel == Channel.SMS and not phone:
-        # No number: the step will be skipped when it is due, so it must not wait for a texting window
-        # (and hold every step after it until the morning).
+    if not step.enabled or (step.channel == Channel.SMS and not phone):
+        # Off in this timing version, or no number: the step will be skipped when it is due, so it
+        # must not wait for a texting window (and hold every step after it until the morning).
         return Scheduled(planned)
     window = window_for(campaign, step.channel, phone)
     if window is None:

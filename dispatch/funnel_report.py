@@ -130,7 +130,7 @@ def count_messages(session: Session, start: datetime, end: datetime) -> MessageC
                func.sum(case((Message.status == MessageStatus.SKIPPED, 1), else_=0)),
                func.sum(case((Message.status == MessageStatus.FAILED, 1), else_=0)))
         # The hour first: SQLite then reads the table once in order instead of walking
-        # ix_message_campaign_step with a table lookup per row (1.3 s instead of 2.1 s at 370k messages).
+        # ix_message_campaign_step(_status) with a table lookup per row (1.3 s instead of 2.1 s at 370k messages).
         .where(in_range).group_by(hour, Message.campaign_id, Message.step_id, Message.channel)).all()
     hourly = {(str(r[0]), str(r[1]), str(r[2]), str(r[3])): tuple(int(v or 0) for v in r[4:]) for r in rows}
     # Opens: the provider's events, each message once however often it was opened. An open comes

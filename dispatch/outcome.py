@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
+from patient_drip.content.campaign_versions import campaign_for
 from patient_drip.content.windows import local_label, schedule_step
 from patient_drip.contacts.blocks import BlockReason, block_channel
 from patient_drip.contacts.tasks import open_task
@@ -72,6 +73,7 @@ class Work:
     enrollment_id: int
     contact_id: int
     campaign_id: str
+    campaign_version: int | None  # the enrollment's timing version (`content.campaign_versions`)
     step_index: int
     step_id: str
     enrolled_at: datetime
@@ -211,7 +213,7 @@ def record_sent(session: Session, sent: Sequence[SendResult], now: datetime, cam
     released: dict[bool, list[int]] = {True: [], False: []}  # clear the due time? → enrollment ids
     for result in sent:
         work = result.work
-        campaign = campaigns.get(work.campaign_id)
+        campaign = campaign_for(campaigns, work.campaign_id, work.campaign_version)
         if campaign is None or status_of.get(work.enrollment_id) != EnrollmentStatus.ACTIVE:
             # Booked or stopped while we were sending (or the campaign file went away): hold.
             released[campaign is not None].append(work.enrollment_id)

@@ -148,7 +148,7 @@ class Dispatcher:
         Returns early, after recording every send in flight, once `stop_requested` is set."""
         summary = DispatchSummary()
         self._pass_started = time.monotonic()
-        self.rt.refresh_templates()
+        self.rt.refresh()
         self._local_pause.clear()
         COUNTERS.count_pass()
         if self.rt.settings.worker_concurrency == 1:
@@ -422,6 +422,7 @@ class Dispatcher:
             enrollment_id=enrollment.id,
             contact_id=contact.id,
             campaign_id=campaign.id,
+            campaign_version=enrollment.campaign_version,
             step_index=enrollment.step_index,
             step_id=step.id,
             enrolled_at=enrollment.enrolled_at,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from patient_drip.contacts.tasks import close_tasks, open_task
 from patient_drip.content.campaign import Campaign
+from patient_drip.content.campaign_versions import campaign_for
 from patient_drip.dispatch import queue
 from patient_drip.due_now import mark_due
 from patient_drip.models import (
@@ -180,7 +181,7 @@ def settle_by_staff(session: Session, campaigns: dict[str, Campaign], message_id
     if message.status != MessageStatus.NEEDS_REVIEW:
         raise ReviewError(f"This message is no longer waiting for review (it is {message.status}).")
     if action == ReviewAction.SEND_AGAIN:
-        _walk_back(enrollment, campaigns, message, now)
+        _walk_back(session, enrollment, campaigns, message, now)
         mark_due(session, now, now)  # staff asked for it now: wake the dispatchers when this commits
         message.status = MessageStatus.RETRYING
         note = f"sent again on staff decision ({actor})"
@@ -199,7 +200,7 @@ def settle_by_staff(session: Session, campaigns: dict[str, Campaign], message_id
     return message
 
 
-def _walk_back(enrollment: Enrollment | None, campaigns: dict[str, Campaign], message: Message,
+def _walk_back(session: Session, enrollment: Enrollment | None, campaigns: dict[str, Campaign], message: Message,
                now: datetime) -> None:
     """Put the enrollment back on `message`'s step, due now, or refuse (`ReviewError`)."""
     if enrollment is None:
@@ -211,7 +212,7 @@ def _walk_back(enrollment: Enrollment | None, campaigns: dict[str, Campaign], me
         raise ReviewError(f"This sequence has ended{reason}: nothing more is sent to this person.")
     if enrollment.claimed_by is not None and enrollment.next_due_at is not None and enrollment.next_due_at > now:
         raise ReviewError("A worker is sending this sequence's next message right now: try again in a minute.")
-    campaign = campaigns.get(enrollment.campaign_id)
+    campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
     index = next((i for i, step in enumerate(campaign.steps if campaign else ())
                   if step.id == message.step_id and str(step.channel) == message.channel), None)
     if index is None:

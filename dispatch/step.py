@@ -17,7 +17,8 @@ ways (an `Outcome`, or a `Ready` send):
   we looked at it: looked at again after `RECONCILE_WAIT`); or the next step is
   not due yet; or the send window is closed in the contact's time zone (moved to its opening).
 - `SKIPPED` — the step's channel cannot be used for this contact (no consent, blocked, no
-  address): the skip is recorded and the enrollment moves on; if the next step is due now the walk
+  address), or the step is off in the enrollment's timing version (`content.campaign_versions`):
+  the skip is recorded with why and the enrollment moves on; if the next step is due now the walk
   continues with it.
 - `PAUSED` — the step's channel is paused for everyone: looked at again every `PAUSE_RECHECK`.
 - `Ready` — a send is due now: a new one (no send record yet) or a retry of its record.
@@ -50,6 +51,7 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.blocks import blocked_text
 from patient_drip.contacts.enrollment import usable_channels
 from patient_drip.content.campaign import Campaign, Step
+from patient_drip.content.campaign_versions import campaign_for
 from patient_drip.content.texting_rules import texting_rules
 from patient_drip.content.windows import (
     held_reason,
@@ -113,7 +115,7 @@ class BatchState:
         self.rows = queue.load_enrollments(session, ids)
         step_ids: set[str] = set()
         for enrollment, _contact in self.rows:
-            campaign = campaigns.get(enrollment.campaign_id)
+            campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version)
             if campaign is not None and enrollment.step_index < len(campaign.steps):
                 step_ids.add(campaign.steps[enrollment.step_index].id)
         self.loaded_steps = step_ids
@@ -174,9 +176,10 @@ def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, n
         enrollment.next_due_at = None
         enrollment.claimed_by = None
         return Outcome.EXITED
-    campaign = campaigns.get(enrollment.campaign_id)
+    campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version)
     if contact is None or campaign is None:
-        # Campaign file removed while people were enrolled: hold them, do not guess.
+        # Campaign file removed while people were enrolled (or its timing version saved since this
+        # process loaded them: the next pass's refresh loads it): hold them, do not guess.
         log.error("enrollment %s: campaign %s not loaded; holding", enrollment.id, enrollment.campaign_id)
         defer(enrollment, now + queue.RENDER_RETRY)
         return Outcome.ERROR
@@ -212,8 +215,9 @@ def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, n
                 return Outcome.DEFERRED
             else:
                 return _stalled_send(session, enrollment, contact, step, message, now)
-        if step.channel not in usable_channels(contact, campaign):
-            skip(session, enrollment, contact, step, message, now)
+        if not step.enabled or step.channel not in usable_channels(contact, campaign):
+            skip(session, enrollment, contact, step, message, now,
+                 reason=None if step.enabled else f"step turned off in version {campaign.version}")
             advance(session, enrollment, campaign, contact, now)
             if enrollment.status != EnrollmentStatus.ACTIVE or (
                     enrollment.next_due_at is not None and enrollment.next_due_at > now):
@@ -357,7 +361,7 @@ def advance_after_send(session: Session, enrollment: Enrollment, campaigns: dict
     enrollment was booked or stopped meanwhile (it leaves the queue) or its campaign file went
     away (it is only released)."""
     contact = queue.load_contact(session, enrollment.contact_id)
-    campaign = campaigns.get(enrollment.campaign_id)
+    campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
     if campaign is None:
         enrollment.claimed_by = None
         return
@@ -392,12 +396,12 @@ def exit_unreachable(session: Session, enrollment: Enrollment, contact: Contact,
 
 
 def skip(session: Session, enrollment: Enrollment, contact: Contact, step: Step, message: Message | None,
-         now: datetime) -> None:
-    """Record the step as skipped (with why the channel cannot be used), creating its send record
-    if it has none; the caller moves the enrollment on."""
-    if step.channel == Channel.EMAIL:
+         now: datetime, *, reason: str | None = None) -> None:
+    """Record the step as skipped (with `reason`, else why the channel cannot be used), creating its
+    send record if it has none; the caller moves the enrollment on."""
+    if reason is None and step.channel == Channel.EMAIL:
         reason = blocked_text(contact, step.channel) or ("no email address" if not contact.email else "no email consent")
-    else:
+    elif reason is None:
         reason = blocked_text(contact, step.channel) or ("no phone number" if not contact.phone else "no SMS consent")
     if message is None:
         message = Message(enrollment_id=enrollment.id, contact_id=contact.id, campaign_id=enrollment.campaign_id,

@@ -73,6 +73,8 @@ MATRIX = [
     ("GET", "/admin/funnel", None, ANY),
     ("GET", "/admin/funnel.csv?by=day", None, ANY),
     ("GET", "/admin/campaigns/ketamine-consult/steps/welcome-email/preview", None, ANY),
+    # Timing versions (issue 13): marketing and admins change timing; the front desk and clinicians may not.
+    ("POST", "/admin/campaigns/ketamine-consult/timing", {"note": ""}, MARKETING),
     ("GET", "/admin/contacts", None, STAFF),
     ("GET", "/admin/contacts?q=rey", None, STAFF),
     ("GET", "/admin/contacts/export.csv", None, STAFF),

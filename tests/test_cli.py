@@ -375,3 +375,27 @@ def test_require_mfa_for_a_role_and_reset_a_lost_device(env):
                                        .order_by(AuditEntry.id)))
     rt.close()
     assert actions == ["mfa_requirement_changed", "mfa_reset", "mfa_requirement_changed"]
+
+
+def test_simulate_shows_the_timing_version_in_force(env):
+    from datetime import datetime, timezone
+
+    from patient_drip.content.campaign_versions import format_delay, save_version
+    from patient_drip.runtime import build_runtime
+    from patient_drip.settings import load_settings
+
+    assert json.loads(run("simulate", "ketamine-consult", "--format", "json").output)[2]["offset_seconds"] == 2 * 86400
+    run("init")
+    rt = build_runtime(load_settings(), senders={})
+    try:
+        campaign = rt.campaign("ketamine-consult")
+        delays = {step.id: format_delay(step.delay) for step in campaign.steps} | {"stress-brain-email": "3d"}
+        with rt.sessions() as session, session.begin():
+            save_version(session, campaign, delays, {s.id for s in campaign.steps} - {"reminder-sms"}, "cli test",
+                         "test", datetime.now(timezone.utc))
+    finally:
+        rt.close()
+    messages = json.loads(run("simulate", "ketamine-consult", "--format", "json").output)
+    assert {m["step"]: m["offset_seconds"] for m in messages}["stress-brain-email"] == 3 * 86400
+    assert "reminder-sms" not in {m["step"] for m in messages}
+    assert "(timing version 2)" in run("simulate", "ketamine-consult").output

@@ -1,18 +1,31 @@
-"""Campaigns: the steps on a timeline, exactly what a patient receives when (simulate_campaign), and each
-campaign's own funnel of the last 30 days."""
+"""Campaigns: the journey diagram with live counts (`web.admin.journey`), the timing form and its
+version history (`content.campaign_versions`: marketing and admins change delays and turn steps off),
+exactly what a patient receives when (simulate_campaign), and each campaign's own funnel of the last
+30 days."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from typing import Any
+
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from patient_drip.web.admin.auth import AnyUser
-from patient_drip.web.admin.common import render
+from patient_drip.web.admin.auth import AnyUser, CurrentUser, MarketingUser
+from patient_drip.web.admin.common import redirect, render
+from patient_drip.web.admin.journey import journey_layout
 from patient_drip.web.admin.contacts import sandboxed_html
 from patient_drip.web.admin.funnel import funnel_cache, funnel_context, report_range
 from patient_drip.web.admin.funnel_view import funnel_for
-from patient_drip.web.deps import NowDep, ReadSessionDep
+from patient_drip.web.deps import NowDep, ReadSessionDep, read_session
+from patient_drip.content.campaign_versions import (TimingInvalid, delay_field, format_delay, history,
+                                                    save_version)
+from patient_drip.dispatch.journey_counts import journey_counts
 from patient_drip.models import Enrollment
 from patient_drip.content.rendering import RenderError, sms_info
 from patient_drip.runtime import Runtime
@@ -29,7 +42,7 @@ def _rt(request: Request) -> Runtime:
 
 
 def _simulate(rt: Runtime, campaign_id: str) -> tuple[list[SimulatedMessage], str]:
-    rt.refresh_templates()  # show the versions that are live now
+    rt.refresh()  # show the template and timing versions that are live now
     try:
         return simulate_campaign(rt.settings, rt.campaign(campaign_id), renderer=rt.renderer), ""
     except RenderError as exc:
@@ -50,17 +63,69 @@ def campaign_page(request: Request, campaign_id: str, user: AnyUser, session: Re
     rt = _rt(request)
     if campaign_id not in rt.campaigns:
         return render(request, "admin/not_found.html", {"what": "This campaign"}, user=user, status_code=404)
-    campaign = rt.campaign(campaign_id)
+    return _campaign_page(request, rt, session, user, campaign_id, now)
+
+
+def _campaign_page(request: Request, rt: Runtime, session: Session, user: CurrentUser, campaign_id: str,
+                   now: datetime, *, values: dict[str, Any] | None = None, errors: dict[str, str] | None = None,
+                   status_code: int = 200) -> HTMLResponse:
+    """The page; with `values` and `errors`, the timing form as it was sent and what is wrong with it."""
     messages, error = _simulate(rt, campaign_id)
+    campaign = rt.campaign(campaign_id)  # after _simulate's refresh: the version in force
     total_days = max([int(step.delay.total_seconds()) // 86400 for step in campaign.steps] + [0])
     sms = {m.step: sms_info(m.text) for m in messages if m.channel == "sms"}
     # Its own numbers: the funnel of the last 30 days for this campaign alone.
     report, age = funnel_for(rt, funnel_cache(request), session, report_range(request, now))
+    if values is None:
+        values = {"delays": {step.id: format_delay(step.delay) for step in campaign.steps},
+                  "enabled": {step.id for step in campaign.steps if step.enabled}, "note": ""}
     return render(request, "admin/campaign.html", {
         **funnel_context(report, age, campaign_id),
         "campaign": campaign, "messages": messages, "error": error, "sms": sms, "total_days": total_days,
         "sample_name": SAMPLE_FIRST_NAME, "steps_by_id": {s.id: s for s in campaign.steps},
-    }, user=user)
+        "journey": journey_layout(campaign, journey_counts(session, campaign_id)),
+        "versions": history(session, campaign_id), "timing": values, "timing_errors": errors or {},
+        "delay_field": delay_field,
+    }, user=user, status_code=status_code)
+
+
+@router.post("/campaigns/{campaign_id}/timing", response_model=None)
+async def campaign_timing_submit(request: Request, campaign_id: str, user: MarketingUser, now: NowDep) -> Response:
+    """Save the timing form as a new version (`save_version`), or show it again with every problem."""
+    rt = _rt(request)
+    if campaign_id not in rt.campaigns:
+        return render(request, "admin/not_found.html", {"what": "This campaign"}, user=user, status_code=404)
+    form = await request.form()
+    steps = rt.campaign(campaign_id).steps
+    delays = {step.id: str(form.get(delay_field(step.id), ""))[:100] for step in steps}
+    enabled = {str(value) for value in form.getlist("enabled")} & {step.id for step in steps}
+    note = str(form.get("note", ""))[:2000]
+    based_on = str(form.get("based_on", ""))
+    values = {"delays": delays, "enabled": enabled, "note": note}
+
+    def save() -> Response:
+        with rt.sessions() as session:
+            try:
+                saved = save_version(session, rt.campaign(campaign_id), delays, enabled, note, user.actor, now,
+                                     based_on=int(based_on) if based_on.isdigit() else None)
+                session.commit()
+            except TimingInvalid as exc:
+                session.rollback()
+                problems = exc.problems
+            except IntegrityError:  # PostgreSQL: another save took the same number at the same moment
+                session.rollback()
+                problems = {"version": "someone saved a version at the same moment; reload this page and make "
+                                       "your change again"}
+            else:
+                problems = {}
+        if problems:  # the page again, read outside the write transaction
+            with read_session(rt) as reading:
+                return _campaign_page(request, rt, reading, user, campaign_id, now, values=values,
+                                      errors=problems, status_code=400)
+        rt.refresh_campaigns()  # this process follows the new version at once; others at their next refresh
+        return redirect(f"/admin/campaigns/{campaign_id}?version={saved.version}", "timing_saved")
+
+    return await run_in_threadpool(save)
 
 
 @router.get("/campaigns/{campaign_id}/steps/{step_id}/preview")

@@ -37,6 +37,8 @@ NOTICES = {
     "contact_updated": "Details saved.",
     "contact_updated_number": "Details saved. Texts stop until the person agrees to texts on the new number.",
     "contact_unchanged": "Nothing was changed.",
+    "timing_saved": "Timing saved as a new version. New enrollments follow it; people already in the sequence "
+                    "keep the timing they started with.",
     "paused": "Paused. Nothing more is sent until you resume.",
     "resumed": "Resumed. The sequence continues from the next unsent step.",
     "handled": "Reply marked as handled.",

@@ -2,7 +2,7 @@
 status, campaign step, send date and the person (the contacts search), newest first, paged by id
 like the contacts list (never OFFSET).
 
-Indexes: the id order is the primary key; a campaign step uses `ix_message_campaign_step`, a send
+Indexes: the id order is the primary key; a campaign step uses `ix_message_campaign_step_status`, a send
 date `ix_message_sent_at`, a person `ix_message_contact_id` (through the contacts search ranges).
 """
 

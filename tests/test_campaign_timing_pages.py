@@ -1,0 +1,94 @@
+"""The campaign page's journey diagram and timing form over HTTP: live counts on each node, a saved
+version in the history and the diagram, every problem shown at once, and who may change timing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from patient_drip.content.campaign_versions import format_delay
+from patient_drip.dispatch.pipeline import Dispatcher
+from patient_drip.models import AuditEntry, CampaignVersion
+from support.builders import add_contact
+from support.staff import add_user, sign_in_as
+
+PAGE = "/admin/campaigns/ketamine-consult"
+
+
+def _signed_in(client, srt, role, clock) -> str:  # type: ignore[no-untyped-def]
+    return sign_in_as(client, srt, add_user(srt, role), clock.now)
+
+
+def _form(srt, csrf: str, note: str = "later is kinder", **changed: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    campaign = srt.campaign("ketamine-consult")
+    data: dict[str, object] = {f"delay-{s.id}": format_delay(s.delay) for s in campaign.steps}
+    data.update({f"delay-{key.replace('_', '-')}": value for key, value in changed.items()})
+    data.update({"enabled": [s.id for s in campaign.steps], "note": note, "csrf_token": csrf,
+                 "based_on": str(campaign.version)})
+    return data
+
+
+def _node(html: str, step: str) -> dict[str, str]:
+    match = re.search(rf'<g class="journey-node[^"]*" id="node-{step}" data-step="{step}" '
+                      r'data-waiting="(\d+)" data-sent="(\d+)"', html)
+    assert match is not None, step
+    return {"waiting": match[1], "sent": match[2]}
+
+
+def test_the_diagram_counts_who_waits_at_each_step_and_what_each_step_sent(client, srt, clock):
+    add_contact(srt, clock.now, email="a@example.com", phone="+13125550142")
+    add_contact(srt, clock.now, email="b@example.com", phone="+13125550143")
+    _signed_in(client, srt, "marketing", clock)
+    before = client.get(PAGE).text
+    assert _node(before, "welcome-email") == {"waiting": "2", "sent": "0"}
+    Dispatcher(srt, "w").run_once(clock.now)  # both welcomes go; both wait for day 2's email
+    after = client.get(PAGE).text
+    assert _node(after, "welcome-email") == {"waiting": "0", "sent": "2"}
+    assert _node(after, "welcome-sms")["sent"] == "2"
+    assert _node(after, "stress-brain-email") == {"waiting": "2", "sent": "0"}
+    assert "wait 2d" in after and '<svg class="journey-svg"' in after and "<title>" in after
+    assert 'id="exit-booked" data-exit="booked" data-count="0"' in after
+    assert "<script" not in after.split('<figure class="journey"')[1].split("</figure>")[0]
+
+
+def test_marketing_saves_a_new_version_and_sees_it_in_the_history_and_the_diagram(client, srt, clock):
+    csrf = _signed_in(client, srt, "marketing", clock)
+    response = client.post(f"{PAGE}/timing", data=_form(srt, csrf, stress_brain_email="3d"), follow_redirects=False)
+    assert response.status_code == 303 and "timing_saved" in response.headers["location"]
+    page = client.get(PAGE).text
+    assert 'id="version-in-force">2<' in page
+    history = page.split('class="data version-history"')[1]
+    assert "later is kinder" in history and "stress-brain-email: 2d → 3d" in history
+    assert "wait 3d" in page  # welcome-sms (day 0) → stress-brain-email (day 3)
+    with srt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(AuditEntry)
+                              .where(AuditEntry.action == "campaign_timing_changed")) == 1
+
+
+def test_the_form_shows_every_problem_at_once_and_keeps_what_was_typed(client, srt, clock):
+    csrf = _signed_in(client, srt, "admin", clock)
+    data = _form(srt, csrf, note="", welcome_email="tomorrowish", results_email="1d")
+    data["enabled"] = []
+    response = client.post(f"{PAGE}/timing", data=data)
+    assert response.status_code == 400
+    summary = response.text.split('id="error-summary"')[1].split("</div>")[0]
+    assert summary.count("<li>") == 4
+    assert "tomorrowish" in summary and "at least one step must stay on" in summary
+    assert "say why the timing changes" in summary and "results-email" in summary
+    assert 'value="tomorrowish"' in response.text
+    with srt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(CampaignVersion)) == 0
+
+
+@pytest.mark.parametrize("role", ["staff", "clinician"])
+def test_the_front_desk_and_clinicians_may_not_change_timing(client, srt, clock, role):
+    csrf = _signed_in(client, srt, role, clock)
+    page = client.get(PAGE)
+    assert page.status_code == 200 and "journey-svg" in page.text  # they see the journey…
+    assert f'action="{PAGE}/timing"' not in page.text  # …but no form
+    response = client.post(f"{PAGE}/timing", data=_form(srt, csrf, stress_brain_email="3d"))
+    assert response.status_code == 403
+    with srt.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(CampaignVersion)) == 0
