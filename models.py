@@ -96,6 +96,12 @@ class Contact(Base):
     sms_block_reason: Mapped[str | None] = mapped_column(String(20))
     sms_blocked: Mapped[str | None] = mapped_column(String(200))
     preferred_channel: Mapped[str] = mapped_column(String(10), default="")
+    # The language messages and pages are in (`content.languages`: "en" or "es"), from the form's
+    # choice (its default from the browser's Accept-Language) or set by staff.
+    language: Mapped[str] = mapped_column(String(5), default="en", server_default="en")
+    # What the person said they want to learn about on the form: "depression", "bipolar", "unsure"
+    # or "" (not asked). Journeys branch on it (`content.journey`).
+    interest: Mapped[str] = mapped_column(String(20), default="", server_default="")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     erased_at: Mapped[datetime | None]
@@ -167,6 +173,16 @@ class Enrollment(Base):
     source: Mapped[str] = mapped_column(String(64), default="")
     # The timing version it follows to the end (`content.campaign_versions`); NULL: 1, the file.
     campaign_version: Mapped[int | None] = mapped_column(Integer)
+    # Which time through the journey this is (re-entry starts the row again with entry + 1); a
+    # message is unique per (enrollment, entry, step, channel), so a re-entry may send a step again
+    # and nothing else can.
+    entry: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # When the enrollment reached its current step: a wait's timeout and the events it waits for
+    # count from here. NULL on rows from before journeys: `enrolled_at` stands in.
+    step_entered_at: Mapped[datetime | None]
+    # In the holdout (`content.journey.in_holdout`, fixed at enrollment): receives only the
+    # campaign's holdout steps, so booking lift can be measured against everyone else.
+    holdout: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     contact: Mapped[Contact] = relationship(back_populates="enrollments")
 
@@ -214,9 +230,15 @@ class Message(Base):
     delivered_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    # The enrollment's entry this send belongs to (see `Enrollment.entry`); 1 for staff texts.
+    entry: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The A/B variant of the step this was (`content.journey.assign_variant`), NULL for a step
+    # without variants; and the language it was written in.
+    variant: Mapped[str | None] = mapped_column(String(40))
+    language: Mapped[str | None] = mapped_column(String(5))
 
     __table_args__ = (
-        UniqueConstraint("enrollment_id", "step_id", "channel", name="uq_message_enrollment_step_channel"),
+        UniqueConstraint("enrollment_id", "entry", "step_id", "channel", name="uq_message_enrollment_entry_step_channel"),
         Index("ix_message_status_attempted", "status", "attempted_at"),
         # With the status, the journey's sends per step are counted from the index alone.
         Index("ix_message_campaign_step_status", "campaign_id", "step_id", "status"),
@@ -537,6 +559,9 @@ class ClaimRecord(Base):
     approved_at: Mapped[datetime]
     retired_by: Mapped[str | None] = mapped_column(String(320))
     retired_at: Mapped[datetime | None]
+    # The language the claim is worded in: a Spanish message is checked against Spanish claims
+    # only, each approved by a clinician as a faithful translation of its English claim.
+    language: Mapped[str] = mapped_column(String(5), default="en", server_default="en")
 
     __table_args__ = (
         UniqueConstraint("claim_key", "version", name="uq_claim_key_version"),

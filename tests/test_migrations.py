@@ -20,9 +20,11 @@ def test_upgrade_from_empty_matches_models_and_is_idempotent(empty_database_url)
     assert diff == []
 
 
-def test_send_record_is_unique_per_enrollment_step_channel(empty_database_url):
+def test_send_record_is_unique_per_enrollment_entry_step_channel(empty_database_url):
     db.upgrade(empty_database_url)
     engine = create_engine(empty_database_url)
     uniques = inspect(engine).get_unique_constraints("message")
     engine.dispose()
-    assert any(sorted(u["column_names"]) == ["channel", "enrollment_id", "step_id"] for u in uniques)
+    # One send per step per time through the journey: a re-entry may send it again, nothing else.
+    assert any(sorted(u["column_names"]) == ["channel", "enrollment_id", "entry", "step_id"] for u in uniques)
+    assert not any(sorted(u["column_names"]) == ["channel", "enrollment_id", "step_id"] for u in uniques)
