@@ -127,6 +127,8 @@ class EventKind(StrEnum):
     MESSAGE_REQUEUED = "message_requeued"  # its worker stopped before handing it over: sent again
     MESSAGE_SETTLED = "message_settled"  # staff settled a send in review: marked sent, or sent again
     ENROLLMENT_COMPLETED = "enrollment_completed"
+    JOURNEY_PATH = "journey_path"  # a branch chose a way, a wait ended, or the enrollment went into the holdout (why, in words)
+    REPLY_PAUSED = "reply_paused"  # a question by text paused the journey (pause on reply): staff answer, then resume or end it
     ENROLLMENT_ENDED = "enrollment_ended"
     CHANNEL_PAUSED = "channel_paused"  # for everyone
     CHANNEL_RESUMED = "channel_resumed"

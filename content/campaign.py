@@ -13,20 +13,35 @@ from typing import Any
 
 import yaml
 
+from patient_drip.content.campaign_fields import (
+    ID_PATTERN as _ID,
+    MAX_DELAY,
+    CampaignError,
+    CampaignErrors,
+    expect as _expect,
+    line_of as _line_of,
+    line_of_step,
+    parse_delay,
+    shown as _shown,
+    step_ref,
+    text_field as _text,
+)
+from patient_drip.content.journey_parse import (
+    parse_holdout,
+    parse_languages,
+    parse_personas,
+    parse_reentry,
+    parse_step,
+)
+from patient_drip.content.journey_types import Holdout, Persona, Reentry, Rule, StepKind, Variant
 from patient_drip.models import Channel
 
-_DELAY_PART = re.compile(r"(\d+)\s*(d|h|m|s)\b")
-_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
-EXIT_CONDITIONS = ("booked", "unsubscribed")
-
-
-class CampaignError(Exception):
-    """A campaign file is wrong. `str()` is `file: field: problem`."""
-
-    def __init__(self, file: str, field_path: str, problem: str, line: int | None = None) -> None:
-        self.file, self.field_path, self.problem, self.line = file, field_path, problem, line
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {field_path}: {problem}" if field_path else f"{where}: {problem}")
+# booked / unsubscribed end a journey as before; staff_stop (staff end it) always does and may be
+# listed to say so; crisis ends it instead of pausing it (`contacts.enrollment.pause_for_crisis`).
+EXIT_CONDITIONS = ("booked", "unsubscribed", "staff_stop", "crisis")
+DEFAULT_EXITS = ("booked", "unsubscribed")
+__all__ = ["Campaign", "CampaignError", "CampaignErrors", "SendWindow", "Step", "MAX_DELAY", "parse_delay",
+           "parse_campaign", "load_campaigns", "get_campaign", "UnknownCampaign"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +58,29 @@ class SendWindow:
 
 @dataclass(frozen=True, slots=True)
 class Step:
+    """One step of a journey. A message step has a channel and a template; a branch its rules, a
+    wait what it waits for and its timeout, an exit its reason (`content.journey_types`)."""
+
     id: str
-    delay: timedelta
-    channel: Channel
-    template: str  # path relative to the templates folder
+    delay: timedelta  # the earliest time after enrolling it happens (0: as soon as it is reached)
+    channel: Channel | None  # None for a branch, wait or exit
+    template: str  # path relative to the templates folder ("" but for a message)
     # Off in a timing version (`content.campaign_versions`): skipped, never sent. A file's steps are on.
     enabled: bool = True
+    kind: StepKind = StepKind.MESSAGE
+    next: str | None = None  # where a message step leads (None: the next step in the file)
+    variants: tuple[Variant, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    otherwise: str | None = None  # a branch when no rule holds (None: the next step in the file)
+    wait_for: str | None = None  # clicked, opened, replied, booked; None: a plain pause
+    timeout: timedelta = timedelta(0)
+    on_event: str | None = None
+    on_timeout: str | None = None
+    exit_reason: str = ""
+
+    @property
+    def is_message(self) -> bool:
+        return self.kind == StepKind.MESSAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +96,13 @@ class Campaign:
     source_file: str = ""
     # The timing version these steps' delays and on/off come from; 1 is the file as written.
     version: int = 1
+    # The journey (issue 13); the defaults are a linear campaign's behaviour before journeys.
+    languages: tuple[str, ...] = ("en",)
+    holdout: Holdout = field(default_factory=Holdout)
+    reentry: Reentry = field(default_factory=Reentry)
+    on_cancel: str | None = None  # where a cancelled booking re-enters the journey (the rebook path)
+    pause_on_reply: bool = False  # a question by text pauses the journey for staff to answer
+    personas: dict[str, Persona] = field(default_factory=dict)
 
     def step_index(self, step_id: str) -> int:
         for index, step in enumerate(self.steps):
@@ -71,46 +110,15 @@ class Campaign:
                 return index
         raise KeyError(step_id)
 
+    @property
+    def message_steps(self) -> tuple[Step, ...]:
+        """The steps that send something, in file order (what reports and previews list)."""
+        return tuple(step for step in self.steps if step.is_message)
 
-MAX_DELAY = timedelta(days=366)  # a follow-up sequence is weeks long; a year is already generous
-MAX_TEMPLATE_PATH = 200
-_TEMPLATE_PATH = re.compile(r"(?:email|sms)/[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*")
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """`repr(value)` cut short: error messages quote what was written, not a megabyte of it."""
-    if not isinstance(value, (str, int, float, bool, type(None))):
-        return f"a {type(value).__name__}"
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def parse_delay(value: Any) -> timedelta:
-    """`0`, `30m`, `2h`, `3d`, `1d 12h` → timedelta (at most `MAX_DELAY`). Raises ValueError with
-    the accepted forms."""
-    problem = ValueError(f"{_shown(value)} is not a delay; write e.g. 0m, 30m, 2h, 3d or 1d 12h")
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        if value > MAX_DELAY.total_seconds():
-            raise ValueError(f"{value} seconds is longer than {MAX_DELAY.days} days")
-        return timedelta(seconds=value)
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or len(str(value)) > 100:
-        raise problem
-    text = str(value).strip().lower()
-    if text in ("0", "now", "immediately"):
-        return timedelta(0)
-    parts = _DELAY_PART.findall(text)
-    if not parts or _DELAY_PART.sub("", text).strip():
-        raise problem
-    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
-    total = timedelta()
-    try:
-        for amount, unit in parts:
-            total += timedelta(**{units[unit]: int(amount)})
-    except OverflowError:
-        total = MAX_DELAY + timedelta(days=1)
-    if total > MAX_DELAY:
-        raise ValueError(f"{_shown(value)} is longer than {MAX_DELAY.days} days")
-    return total
+    @property
+    def is_linear(self) -> bool:
+        """Only messages, each leading to the next in the file: a campaign as before journeys."""
+        return all(step.is_message and step.next is None for step in self.steps)
 
 
 def _parse_time(value: Any, file: str, path: str) -> time:
@@ -126,29 +134,6 @@ def _parse_time(value: Any, file: str, path: str) -> time:
     return time(hour, minute)
 
 
-def _expect(data: Any, kind: type | tuple[type, ...], file: str, path: str, what: str) -> Any:
-    if not isinstance(data, kind):
-        raise CampaignError(file, path, f"must be {what}, got {type(data).__name__}")
-    return data
-
-
-def _text(data: Any, file: str, path: str, default: str = "") -> str:
-    """A scalar field as text. Lists and mappings are refused before `str()` sees them: YAML
-    aliases can make a small file stand for a gigantic nested list ("billion laughs")."""
-    if data is None:
-        return default
-    if isinstance(data, (list, dict)):
-        raise CampaignError(file, path, f"must be text, got a {type(data).__name__}")
-    return str(data)
-
-
-def _line_of(text: str, key: str) -> int | None:
-    for number, line in enumerate(text.splitlines(), start=1):
-        if re.match(rf"\s*-?\s*{re.escape(key)}\s*:", line):
-            return number
-    return None
-
-
 def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> Campaign:
     """Parse and validate one campaign file's text; `templates_dir` checks that templates exist."""
     try:
@@ -162,7 +147,8 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
     data = _expect(data, dict, file, "(top level)", "a mapping of fields")
     known = {
         "id", "name", "description", "steps", "send_window", "frequency_cap_per_day",
-        "email_requires_consent", "exit_on",
+        "email_requires_consent", "exit_on", "languages", "holdout", "reentry", "on_cancel",
+        "pause_on_reply", "personas",
     }
     for key in data:
         if key not in known:
@@ -198,11 +184,13 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
         raise CampaignError(file, "frequency_cap_per_day", "must be a whole number of at least 1",
                             _line_of(text, "frequency_cap_per_day"))
-    exit_on = data.get("exit_on", list(EXIT_CONDITIONS))
+    exit_on = data.get("exit_on", list(DEFAULT_EXITS))
     _expect(exit_on, list, file, "exit_on", "a list")
     for condition in exit_on:
         if not isinstance(condition, str) or condition not in EXIT_CONDITIONS:
             raise CampaignError(file, "exit_on", f"{_shown(condition)} unknown; choose from {', '.join(EXIT_CONDITIONS)}")
+    if "unsubscribed" not in exit_on:
+        raise CampaignError(file, "exit_on", "must include unsubscribed: nobody is messaged after opting out")
 
     raw_steps = _expect(data.get("steps"), list, file, "steps", "a list of steps")
     if not raw_steps:
@@ -216,35 +204,22 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
         if not _ID.match(step_id):
             raise CampaignError(file, f"{path}.id", "required: lowercase letters, digits and dashes")
         if step_id in seen:
-            raise CampaignError(file, f"{path}.id", f"duplicate step id {step_id!r}", _line_of(text, "id"))
+            raise CampaignError(file, f"{path}.id", f"duplicate step id {step_id!r}", line_of_step(text, step_id))
         seen.add(step_id)
         path = f"steps[{index}] ({step_id})"
-        extra = set(raw_step) - {"id", "delay", "channel", "template"}
-        if extra:
-            raise CampaignError(file, f"{path}.{sorted(map(str, extra))[0]}", "unknown field; a step has id, delay, channel, template")
         try:
-            delay = parse_delay(raw_step.get("delay", "0m"))
-        except ValueError as exc:
-            raise CampaignError(file, f"{path}.delay", str(exc)) from None
-        channel_name = _text(raw_step.get("channel"), file, f"{path}.channel").strip().lower()
-        if channel_name not in (Channel.EMAIL, Channel.SMS):
-            raise CampaignError(file, f"{path}.channel", f"{_shown(raw_step.get('channel'))} is not a channel; use email or sms")
-        channel = Channel(channel_name)
-        template = _text(raw_step.get("template"), file, f"{path}.template").strip()
-        expected_prefix = "email/" if channel == Channel.EMAIL else "sms/"
-        if not template.startswith(expected_prefix):
-            raise CampaignError(file, f"{path}.template", f"an {channel} step's template must be under {expected_prefix}")
-        if len(template) > MAX_TEMPLATE_PATH or not _TEMPLATE_PATH.fullmatch(template) or \
-                ".." in template.split("/"):
-            raise CampaignError(file, f"{path}.template",
-                                f"{_shown(template)} is not a template name such as {expected_prefix}01-welcome.html")
-        if templates_dir is not None and not (templates_dir / template).is_file():
-            raise CampaignError(file, f"{path}.template", f"{template} does not exist in {templates_dir}")
-        if steps and delay < steps[-1].delay:
-            raise CampaignError(file, f"{path}.delay", "steps must be in order of delay")
-        steps.append(Step(id=step_id, delay=delay, channel=channel, template=template))
+            parts = parse_step(raw_step, file, path)
+        except CampaignError as exc:
+            raise CampaignError(exc.file, exc.field_path, exc.problem, exc.line or line_of_step(text, step_id)) from None
+        steps.append(Step(id=step_id, delay=parts.delay, channel=parts.channel, template=parts.template,
+                          kind=parts.kind, next=parts.next, variants=parts.variants, rules=parts.rules,
+                          otherwise=parts.otherwise, wait_for=parts.wait_for, timeout=parts.timeout,
+                          on_event=parts.on_event, on_timeout=parts.on_timeout, exit_reason=parts.exit_reason))
 
-    return Campaign(
+    pause_on_reply = data.get("pause_on_reply", False)
+    if not isinstance(pause_on_reply, bool):
+        raise CampaignError(file, "pause_on_reply", "must be true or false", _line_of(text, "pause_on_reply"))
+    campaign = Campaign(
         id=campaign_id,
         name=name,
         description=description,
@@ -254,7 +229,20 @@ def parse_campaign(text: str, file: str, templates_dir: Path | None = None) -> C
         email_requires_consent=bool(data.get("email_requires_consent", True)),
         exit_on=tuple(exit_on),
         source_file=file,
+        languages=parse_languages(data["languages"], file) if "languages" in data else ("en",),
+        holdout=parse_holdout(data["holdout"], file) if "holdout" in data else Holdout(),
+        reentry=parse_reentry(data["reentry"], file) if "reentry" in data else Reentry(),
+        on_cancel=step_ref(data["on_cancel"], file, "on_cancel") if data.get("on_cancel") is not None else None,
+        pause_on_reply=pause_on_reply,
+        personas=parse_personas(data["personas"], file) if "personas" in data else {},
     )
+    # Imported here: the checks read `Campaign`, which this module defines.
+    from patient_drip.content.journey_check import journey_problems  # noqa: PLC0415
+
+    problems = journey_problems(campaign, templates_dir, text)
+    if problems:
+        raise problems[0] if len(problems) == 1 else CampaignErrors(problems)
+    return campaign
 
 
 def load_campaigns(campaigns_dir: Path, templates_dir: Path | None = None) -> dict[str, Campaign]:

@@ -11,6 +11,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from patient_drip.content.campaign import Campaign, SendWindow
+from patient_drip.content.journey import assign_variant, step_delay
 from patient_drip.content.texting_rules import narrowing_rule, text_window, texting_rules
 from patient_drip.models import Channel
 
@@ -115,14 +116,20 @@ def held_reason(campaign: Campaign, channel: str, phone: str | None, zone: str, 
 
 
 def schedule_step(campaign: Campaign, step_index: int, enrolled_at: datetime, zone: str, key: int, *,
-                  phone: str | None) -> Scheduled | None:
-    """When step `step_index` of `campaign` goes out for an enrollment whose contact lives in `zone`
-    and has the number `phone` (texts follow the law for that number), and why it was moved if it
-    was; None after the last step."""
+                  phone: str | None, now: datetime | None = None) -> Scheduled | None:
+    """When step `step_index` of `campaign` goes out for enrollment `key` whose contact lives in
+    `zone` and has the number `phone` (texts follow the law for that number), and why it was moved
+    if it was; None after the last step.
+
+    A step is planned at its delay after enrolling (an A/B timing variant's delay for this
+    enrollment, `content.journey.assign_variant`). A branch, wait or exit is not sent: it is due at
+    its delay, or `now` when that is past (it is looked at as soon as it is reached)."""
     if step_index >= len(campaign.steps):
         return None
     step = campaign.steps[step_index]
-    planned = enrolled_at + step.delay
+    planned = enrolled_at + step_delay(step, assign_variant(key, step))
+    if not step.is_message:
+        return Scheduled(planned if now is None else max(planned, now))
     if not step.enabled or (step.channel == Channel.SMS and not phone):
         # Off in this timing version, or no number: the step will be skipped when it is due, so it
         # must not wait for a texting window (and hold every step after it until the morning).
@@ -160,7 +167,7 @@ def first_opening(campaign: Campaign, channels: set[str], zone: str, phone: str 
     A pure function of what was submitted and the campaign, never of who the person is: the public
     form answers the same whether or not it names someone we know (issue 11). No per-person spread
     either (it depends on an enrollment id): the window's opening is the earliest it can be."""
-    step = next((s for s in campaign.steps if s.channel in channels), None)
+    step = next((s for s in campaign.message_steps if s.channel in channels), None)
     if step is None:
         return None
     window = window_for(campaign, step.channel, phone)

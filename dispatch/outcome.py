@@ -38,6 +38,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
+from patient_drip.content.journey import next_index
 from patient_drip.content.campaign_versions import campaign_for
 from patient_drip.content.windows import local_label, schedule_step
 from patient_drip.contacts.blocks import BlockReason, block_channel
@@ -218,9 +219,10 @@ def record_sent(session: Session, sent: Sequence[SendResult], now: datetime, cam
             # Booked or stopped while we were sending (or the campaign file went away): hold.
             released[campaign is not None].append(work.enrollment_id)
             continue
-        index = work.step_index + 1
+        following = next_index(campaign, work.step_index) if work.step_index < len(campaign.steps) else None
+        index = len(campaign.steps) if following is None else following
         scheduled = schedule_step(campaign, index, work.enrolled_at, work.timezone, work.enrollment_id,
-                                  phone=work.phone)
+                                  phone=work.phone, now=now)
         if scheduled is None:
             completed.append((work.enrollment_id, index))
             events.append((str(EventKind.ENROLLMENT_COMPLETED), work.contact_id, work.enrollment_id, None, now, {}))
@@ -231,7 +233,7 @@ def record_sent(session: Session, sent: Sequence[SendResult], now: datetime, cam
             events.append((str(EventKind.MESSAGE_DEFERRED), work.contact_id, work.enrollment_id, None, now,
                            {"step": step.id, "channel": str(step.channel),
                             "until": local_label(scheduled.due, work.timezone), "reason": scheduled.moved_because}))
-    queue.advance_enrollments(session, advanced)
+    queue.advance_enrollments(session, advanced, now)
     queue.complete_enrollments(session, completed, now)
     for clear_due, ids in released.items():
         queue.release_enrollments(session, ids, clear_due=clear_due)

@@ -373,7 +373,7 @@ class Dispatcher:
             rows.append((message_id, enrollment.id, contact.id, campaign.id, step.id, str(step.channel),
                          str(MessageStatus.SENDING), to, rendered.subject, rendered.text, rendered.html,
                          step.template, "", self._provider_name(step.channel), 1, now, self._clock(now), now,
-                         self.worker_id))
+                         self.worker_id, enrollment.entry, item.variant, item.language))
             works.append(self._work(message_id, enrollment, contact, campaign, step, 1, to, rendered.text,
                                     rendered.subject, rendered.html, rendered.unsubscribe, now))
             if rendered.segments_with_name:

@@ -36,7 +36,7 @@ RECONCILE_WAIT = timedelta(minutes=2)  # how often an enrollment waiting on an u
 
 MESSAGE_COLUMNS = ("id", "enrollment_id", "contact_id", "campaign_id", "step_id", "channel", "status", "to_address",
                    "subject", "body_text", "body_html", "template_name", "template_version", "provider", "attempts",
-                   "created_at", "attempted_at", "updated_at", "worker_id")
+                   "created_at", "attempted_at", "updated_at", "worker_id", "entry", "variant", "language")
 EVENT_COLUMNS = ("kind", "contact_id", "enrollment_id", "message_id", "occurred_at", "detail")
 # A message still in one of these when its provider call returns becomes `sent`; any other status
 # means the provider's receipt beat us to it (it only moves forward).
@@ -86,7 +86,7 @@ _MARK_SENT = (
 _ADVANCE = (
     _ENROLLMENT.update().where(_ENROLLMENT.c.id == bindparam("b_id")).values(
         step_index=bindparam("b_index"), next_due_at=bindparam("b_due", type_=_ENROLLMENT.c.next_due_at.type),
-        claimed_by=None)
+        step_entered_at=bindparam("b_now", type_=_ENROLLMENT.c.step_entered_at.type), claimed_by=None)
 )
 
 
@@ -156,8 +156,8 @@ def load_enrollments(session: Session, ids: Sequence[int]) -> list[tuple[Enrollm
 
 
 def step_messages(session: Session, enrollment_ids: Sequence[int], step_ids: Iterable[str]) -> list[Message]:
-    """The send records of these enrollments for these steps (`uq_message_enrollment_step_channel`,
-    whose leading column is the enrollment). Bodies are deferred: only a retry needs them."""
+    """The send records of these enrollments for these steps (`uq_message_enrollment_entry_step_channel`,
+    whose leading column is the enrollment; every entry's: the caller keeps the current one's). Bodies are deferred: only a retry needs them."""
     return list(session.scalars(
         select(Message)
         .options(defer(Message.body_html), defer(Message.body_text), defer(Message.subject))
@@ -165,11 +165,12 @@ def step_messages(session: Session, enrollment_ids: Sequence[int], step_ids: Ite
     ))
 
 
-def find_message(session: Session, enrollment_id: int, step_id: str, channel: str) -> Message | None:
-    """One step's send record (`uq_message_enrollment_step_channel`, all three columns)."""
+def find_message(session: Session, enrollment_id: int, step_id: str, channel: str, entry: int = 1) -> Message | None:
+    """One step's send record in one entry (`uq_message_enrollment_entry_step_channel`, all four columns)."""
     return session.scalar(
         select(Message).where(
-            Message.enrollment_id == enrollment_id, Message.step_id == step_id, Message.channel == channel
+            Message.enrollment_id == enrollment_id, Message.entry == entry, Message.step_id == step_id,
+            Message.channel == channel,
         )
     )
 
@@ -326,11 +327,11 @@ def lock_enrollment_statuses(session: Session, ids: Iterable[int]) -> dict[int, 
     ).all())
 
 
-def advance_enrollments(session: Session, moves: Sequence[tuple[int, int, datetime]]) -> None:
-    """(enrollment id, new step index, due at): on to the next step, released (primary key)."""
+def advance_enrollments(session: Session, moves: Sequence[tuple[int, int, datetime]], now: datetime) -> None:
+    """(enrollment id, new step index, due at): on to the next step (reached `now`), released (primary key)."""
     if not moves:
         return
-    _core(session, _ADVANCE, [{"b_id": id_, "b_index": index, "b_due": due} for id_, index, due in moves])
+    _core(session, _ADVANCE, [{"b_id": id_, "b_index": index, "b_due": due, "b_now": now} for id_, index, due in moves])
 
 
 def complete_enrollments(session: Session, done: Sequence[tuple[int, int]], now: datetime) -> None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -52,6 +52,17 @@ from patient_drip.contacts.blocks import blocked_text
 from patient_drip.contacts.enrollment import usable_channels
 from patient_drip.content.campaign import Campaign, Step
 from patient_drip.content.campaign_versions import campaign_for
+from patient_drip.content.journey import (
+    assign_variant,
+    choose,
+    holdout_receives,
+    in_holdout,
+    message_language,
+    next_index,
+    template_for,
+    wait_state,
+)
+from patient_drip.content.journey_types import StepKind
 from patient_drip.content.texting_rules import texting_rules
 from patient_drip.content.windows import (
     held_reason,
@@ -63,6 +74,7 @@ from patient_drip.content.windows import (
     window_for,
 )
 from patient_drip.dispatch import queue
+from patient_drip.dispatch.journey_facts import load_facts
 from patient_drip.dispatch.pauses import paused_channels
 from patient_drip.models import (
     Channel,
@@ -103,8 +115,10 @@ class Ready:
     enrollment: Enrollment
     contact: Contact
     campaign: Campaign
-    step: Step
+    step: Step  # with the template of this enrollment's variant and language (`content.journey.template_for`)
     message: Message | None
+    variant: str | None = None
+    language: str = "en"
 
 
 class BatchState:
@@ -121,9 +135,11 @@ class BatchState:
         self.loaded_steps = step_ids
         self.messages: dict[tuple[int, str, str], Message] = {}
         if step_ids and self.rows:
-            # Only the current step's send record matters.
-            for message in queue.step_messages(session, [e.id for e, _ in self.rows], step_ids):
-                self.messages[(message.enrollment_id, message.step_id, message.channel)] = message
+            # Only the current step's send record matters, in the enrollment's current entry.
+            entries = {enrollment.id: enrollment.entry for enrollment, _ in self.rows}
+            for message in queue.step_messages(session, list(entries), step_ids):
+                if message.entry == entries.get(message.enrollment_id):
+                    self.messages[(message.enrollment_id, message.step_id, message.channel)] = message
         self.paused = paused_channels(session)
         self._sent_times: dict[int, list[tuple[str, datetime]]] | None = None
         self.prepared_for: Counter[int] = Counter()  # new sends per contact in this batch
@@ -137,7 +153,7 @@ class BatchState:
         if step.id in self.loaded_steps:
             return None
         # The enrollment moved past its current step (skip, or already sent): look it up alone.
-        found = queue.find_message(self.session, enrollment.id, step.id, step.channel)
+        found = queue.find_message(self.session, enrollment.id, step.id, str(step.channel), enrollment.entry)
         if found is not None:
             self.messages[key] = found
         return found
@@ -183,7 +199,9 @@ def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, n
         log.error("enrollment %s: campaign %s not loaded; holding", enrollment.id, enrollment.campaign_id)
         defer(enrollment, now + queue.RENDER_RETRY)
         return Outcome.ERROR
-    while True:
+    if enrollment.step_entered_at is None:
+        begin_entry(session, enrollment, campaign, now)
+    for _ in range(MAX_WALK):
         if enrollment.step_index >= len(campaign.steps):
             complete(session, enrollment, now)
             return Outcome.COMPLETED
@@ -191,6 +209,14 @@ def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, n
             exit_unreachable(session, enrollment, contact, now)
             return Outcome.EXITED
         step = campaign.steps[enrollment.step_index]
+        if not step.is_message:
+            walked = walk_control(session, enrollment, contact, campaign, step, now)
+            if walked is not None:
+                return walked
+            continue
+        if enrollment.holdout and step.id not in holdout_receives(campaign):
+            complete(session, enrollment, now, holdout=True)
+            return Outcome.COMPLETED
         message = state.message(enrollment, step)
         if message is not None and message.status == MessageStatus.UNKNOWN:
             # Fate unknown: wait for the status callback / reconciliation to decide.
@@ -224,6 +250,11 @@ def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, n
                 return Outcome.SKIPPED  # completed, or the next step waits for its own time
             continue
         break
+    else:  # `journey_check` refuses loops without a wait; this guards a journey loaded without it
+        log.error("enrollment %s: journey of %s did not settle in %d steps; holding", enrollment.id,
+                  campaign.id, MAX_WALK)
+        defer(enrollment, now + queue.RENDER_RETRY)
+        return Outcome.ERROR
     if state.paused.get(step.channel):
         defer(enrollment, now + queue.PAUSE_RECHECK)
         return Outcome.PAUSED
@@ -233,7 +264,10 @@ def decide(state: BatchState, enrollment: Enrollment, contact: Contact | None, n
         defer_with_reason(session, enrollment, contact, step, until, now,
                           held_reason(campaign, step.channel, contact.phone, contact.timezone, now))
         return Outcome.DEFERRED
-    return Ready(enrollment, contact, campaign, step, message)
+    variant = assign_variant(enrollment.id, step)
+    language = message_language(campaign, contact.language)
+    sent_as = replace(step, template=template_for(step, variant, language))
+    return Ready(enrollment, contact, campaign, sent_as, message, variant.id if variant else None, language)
 
 
 def defer_over_cap(state: BatchState, ready: list[Ready], now: datetime) -> tuple[list[Ready], list[Outcome]]:
@@ -338,21 +372,81 @@ def defer_with_reason(session: Session, enrollment: Enrollment, contact: Contact
 
 
 def advance(session: Session, enrollment: Enrollment, campaign: Campaign, contact: Contact, now: datetime) -> None:
-    """On to the next step (due at its own time, with a `message_deferred` event when quiet hours or
-    the texting law moved it), or complete the enrollment after the last."""
-    enrollment.step_index += 1
+    """On from a message step to where it leads (due at its own time, with a `message_deferred` event
+    when quiet hours or the texting law moved it), or complete the enrollment after the last."""
+    move_to(session, enrollment, campaign, contact, next_index(campaign, enrollment.step_index), now)
+
+
+def move_to(session: Session, enrollment: Enrollment, campaign: Campaign, contact: Contact, index: int | None,
+            now: datetime) -> None:
+    """The enrollment reaches step `index` now (None: the journey is over) and is released."""
+    if index is None:
+        complete(session, enrollment, now)
+        return
+    enrollment.step_index = index
+    enrollment.step_entered_at = now
     enrollment.claimed_by = None
-    scheduled = schedule_step(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone,
-                              enrollment.id, phone=contact.phone)
+    scheduled = schedule_step(campaign, index, enrollment.enrolled_at, contact.timezone, enrollment.id,
+                              phone=contact.phone, now=now)
     if scheduled is None:
         complete(session, enrollment, now)
         return
     enrollment.next_due_at = scheduled.due
     if scheduled.moved_because is not None and scheduled.due > now:
-        step = campaign.steps[enrollment.step_index]
+        step = campaign.steps[index]
         add_event(session, EventKind.MESSAGE_DEFERRED, now, contact_id=contact.id, enrollment_id=enrollment.id,
                   step=step.id, channel=step.channel, until=local_label(scheduled.due, contact.timezone),
                   reason=scheduled.moved_because)
+
+
+# -- the journey's own steps ------------------------------------------------------------------------
+
+MAX_WALK = 200  # steps one enrollment may pass in one turn (a journey is a few dozen at most)
+
+
+def begin_entry(session: Session, enrollment: Enrollment, campaign: Campaign, now: datetime) -> None:
+    """First look at an entry into the journey: it is reached now, and the holdout is drawn (fixed
+    for the entry). A row from before journeys that is already under way is never put in the holdout."""
+    enrollment.step_entered_at = enrollment.enrolled_at if enrollment.enrolled_at <= now else now
+    fresh = enrollment.step_index == 0
+    enrollment.holdout = fresh and in_holdout(enrollment.id, campaign)
+    if enrollment.holdout:
+        add_event(session, EventKind.JOURNEY_PATH, now, contact_id=enrollment.contact_id,
+                  enrollment_id=enrollment.id, step="", path="holdout: receives only "
+                  + ", ".join(sorted(holdout_receives(campaign))))
+
+
+def walk_control(session: Session, enrollment: Enrollment, contact: Contact, campaign: Campaign, step: Step,
+                 now: datetime) -> Outcome | None:
+    """A branch, wait or exit reached by the walk: None when it moved the enrollment on (the walk
+    goes on), else how this turn ends (DEFERRED: not its time yet, or still waiting; COMPLETED)."""
+    not_before = enrollment.enrolled_at + step.delay
+    if not_before > now:
+        defer(enrollment, not_before)
+        return Outcome.DEFERRED
+    index = enrollment.step_index
+    if step.kind == StepKind.EXIT:
+        complete(session, enrollment, now, reason=step.exit_reason, step_id=step.id)
+        return Outcome.COMPLETED
+    facts = load_facts(session, enrollment, contact)
+    if step.kind == StepKind.BRANCH:
+        choice = choose(campaign, index, facts, now)
+        target, label = choice.target, choice.label
+    else:
+        entered = enrollment.step_entered_at or enrollment.enrolled_at
+        waited = wait_state(campaign, index, facts, entered, now)
+        if not waited.over:
+            defer(enrollment, waited.until or now + queue.RENDER_RETRY)
+            return Outcome.DEFERRED
+        target, label = waited.target, waited.label
+    add_event(session, EventKind.JOURNEY_PATH, now, contact_id=contact.id, enrollment_id=enrollment.id,
+              step=step.id, path=label)
+    move_to(session, enrollment, campaign, contact, target, now)
+    if enrollment.status != EnrollmentStatus.ACTIVE:
+        return Outcome.COMPLETED
+    if enrollment.next_due_at is not None and enrollment.next_due_at > now:
+        return Outcome.DEFERRED
+    return None
 
 
 def advance_after_send(session: Session, enrollment: Enrollment, campaigns: dict[str, Campaign],
@@ -372,14 +466,21 @@ def advance_after_send(session: Session, enrollment: Enrollment, campaigns: dict
     advance(session, enrollment, campaign, contact, now)
 
 
-def complete(session: Session, enrollment: Enrollment, now: datetime) -> None:
-    """The sequence is finished: out of the queue, with an `enrollment_completed` event."""
+def complete(session: Session, enrollment: Enrollment, now: datetime, *, reason: str = "",
+             step_id: str = "", holdout: bool = False) -> None:
+    """The journey is finished (its last step, an exit step saying `reason`, or the end of a holdout
+    enrollment's share): out of the queue, with an `enrollment_completed` event."""
     enrollment.status = EnrollmentStatus.COMPLETED
     enrollment.next_due_at = None
     enrollment.claimed_by = None
     enrollment.ended_at = now
+    detail: dict[str, object] = {}
+    if reason:
+        detail.update(reason=reason, step=step_id)
+    if holdout:
+        detail.update(holdout=True)
     add_event(session, EventKind.ENROLLMENT_COMPLETED, now, contact_id=enrollment.contact_id,
-              enrollment_id=enrollment.id)
+              enrollment_id=enrollment.id, **detail)
 
 
 def exit_unreachable(session: Session, enrollment: Enrollment, contact: Contact, now: datetime) -> None:
@@ -406,7 +507,7 @@ def skip(session: Session, enrollment: Enrollment, contact: Contact, step: Step,
     if message is None:
         message = Message(enrollment_id=enrollment.id, contact_id=contact.id, campaign_id=enrollment.campaign_id,
                           step_id=step.id, channel=step.channel, template_name=step.template,
-                          created_at=now, updated_at=now)
+                          entry=enrollment.entry, created_at=now, updated_at=now)
         session.add(message)
     message.status = MessageStatus.SKIPPED
     message.last_error = reason[:500]
@@ -428,6 +529,7 @@ def hold(session: Session, ready: Ready, message_id: int, rendered: tuple[str | 
     session.add(Message(id=message_id, enrollment_id=enrollment.id, contact_id=contact.id,
                         campaign_id=enrollment.campaign_id, step_id=step.id, channel=step.channel,
                         template_name=step.template, status=MessageStatus.HELD, last_error=reason,
+                        entry=enrollment.entry, variant=ready.variant, language=ready.language,
                         subject=subject, body_html=html, body_text=text, attempts=0,
                         created_at=now, updated_at=now))
     session.flush()
