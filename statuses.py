@@ -173,6 +173,7 @@ class TaskKind(StrEnum):
     UNMATCHED_BOOKING = "unmatched_booking"  # a scheduler told us of someone we could not match: find them
     REVIEW = "review"  # a send nobody can tell the fate of (`dispatch.reconcile`): decide
     FAILED_SEND = "failed_send"  # a message failed for good (a bad number or address): check the contact
+    REPLY_PAUSED = "reply_paused"  # a question by text paused the journey: answer, then resume or end it
 
 
 class ConversationState(StrEnum):

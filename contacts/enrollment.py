@@ -26,6 +26,7 @@ from patient_drip.content.windows import (Scheduled, local_label, schedule_step,
 from patient_drip.contacts.blocks import is_blocked
 from patient_drip.contacts.consent import Consentable, withdraw_consent
 from patient_drip.contacts.records import Row, add_rows, audit_row, event_row
+from patient_drip.contacts.tasks import close_reply_tasks
 from patient_drip.due_now import mark_due
 from patient_drip.models import (
     Channel,
@@ -182,6 +183,8 @@ def end_enrollments(
             audit_row(actor, "enrollment_ended", now, contact_id, campaign=enrollment.campaign_id, reason=str(reason)),
         ])
         count += 1
+    if count and reason == ExitReason.STAFF:
+        close_reply_tasks(session, contact_id, actor, now, "ended")
     return count
 
 
@@ -224,6 +227,8 @@ def set_paused(session: Session, campaigns: Mapping[str, Campaign], enrollment: 
                           enrollment.id, phone=enrollment.contact.phone)
         enrollment.next_due_at = max(due, now) if due else now
         mark_due(session, enrollment.next_due_at, now)
+        if not actor.startswith("system:"):
+            close_reply_tasks(session, enrollment.contact_id, actor, now, "resumed")
     else:
         return False
     add_rows(session, pause_rows(paused, enrollment.contact_id, enrollment.id, enrollment.campaign_id, now, actor,

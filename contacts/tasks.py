@@ -8,7 +8,10 @@ The system opens a task when something needs a person (`open_task`):
 - `unmatched_booking` — a scheduler told us of a booking by someone we could not match: find them;
 - `review` — a send nobody can tell the fate of after a crash: decide on the review page. Closed by
   the system when staff settle it there (`close_tasks`);
-- `failed_send` — a message failed for good (a bad number or address): check the contact.
+- `failed_send` — a message failed for good (a bad number or address): check the contact;
+- `reply_paused` — a question by text paused the person's journey (`pause_on_reply`): answer it in
+  the inbox, then resume or end the sequence on the contact page. Closed by the system when staff do
+  either (`contacts.journey_events.close_reply_tasks`).
 
 Staff take a task on (`take_task`, so two people do not call the same patient) and finish it
 (`finish_task`); a finished task keeps who finished it and when. What staff do with a task is audited. Replies
@@ -39,6 +42,7 @@ TASK_LABELS: dict[str, str] = {
     TaskKind.UNMATCHED_BOOKING: "Booked, but not matched to a contact: find them",
     TaskKind.REVIEW: "A message may or may not have arrived: decide",
     TaskKind.FAILED_SEND: "A message could not be delivered: check the number or address",
+    TaskKind.REPLY_PAUSED: "Asked a question, sequence paused: answer, then resume or end it",
 }
 # A request to contact someone is over when they book.
 CLOSED_BY_BOOKING = (TaskKind.NEW_REQUEST, TaskKind.PHONE_CALL)
@@ -146,6 +150,24 @@ def finish_task(session: Session, task_id: int, actor: str, now: datetime) -> St
     task.done_at, task.done_by = now, actor
     add_rows(session, [audit_row(actor, "task_done", now, task.contact_id, task=task.id, kind=task.kind)])
     return task
+
+
+def open_reply_task(session: Session, contact_id: int) -> StaffTask | None:
+    """The contact's open `reply_paused` task, if any."""
+    return session.scalar(select(StaffTask).where(StaffTask.contact_id == contact_id,
+                                                  StaffTask.kind == str(TaskKind.REPLY_PAUSED),
+                                                  StaffTask.done_at.is_(None)).limit(1))
+
+
+def close_reply_tasks(session: Session, contact_id: int, actor: str, now: datetime, how: str) -> int:
+    """Staff resumed or ended the contact's journey: its open reply task is done (`how` says which)."""
+    closed = 0
+    while (task := open_reply_task(session, contact_id)) is not None:
+        task.done_at, task.done_by = now, actor
+        add_rows(session, [audit_row(actor, "task_done", now, contact_id, task=task.id, kind=task.kind, how=how)])
+        session.flush()
+        closed += 1
+    return closed
 
 
 def waiting_replies(session: Session, limit: int = 50) -> list[tuple[InboundMessage, Contact | None]]:
