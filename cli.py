@@ -418,13 +418,17 @@ def simulate(campaign_id: str, fmt: str, first_name: str | None) -> None:
               help="text table or JSON.")
 @friendly
 def stats(fmt: str) -> None:
-    """The funnel per campaign and step: sent, delivered, clicked, booked."""
+    """The funnel per campaign and step: sent, delivered, clicked, booked; with each A/B step's and the
+    holdout's booking rates and verdict."""
+    from patient_drip.dispatch.experiment_results import experiment_results
     from patient_drip.dispatch.funnel import campaign_summaries, format_table, summaries_as_dicts
 
     settings = load_settings()
     with runtime(settings) as rt, rt.sessions() as session:
         summaries = campaign_summaries(session, rt.campaigns)
-    click.echo(json.dumps(summaries_as_dicts(summaries), indent=2) if fmt == "json" else format_table(summaries))
+        results = experiment_results(session, step_order={cid: [s.id for s in c.steps] for cid, c in rt.campaigns.items()})
+    click.echo(json.dumps(summaries_as_dicts(summaries, results), indent=2) if fmt == "json"
+               else format_table(summaries, results))
 
 
 # -- providers -----------------------------------------------------------------------------------

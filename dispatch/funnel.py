@@ -6,12 +6,14 @@ last one clicked before booking, else the last delivered, else the last one sent
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
+from patient_drip.dispatch.experiment_results import CampaignResults, format_results, results_as_dict
 from patient_drip.models import Booking, BookingKind, Enrollment, ExitReason, Message, MessageStatus
 
 SENT_STATUSES = (MessageStatus.SENT, MessageStatus.DELIVERED, MessageStatus.BOUNCED, MessageStatus.UNKNOWN,
@@ -103,11 +105,21 @@ def campaign_summaries(session: Session, campaigns: dict[str, Campaign]) -> list
     return summaries
 
 
-def summaries_as_dicts(summaries: list[CampaignSummary]) -> list[dict[str, object]]:
-    return [{**asdict(summary), "booking_rate": round(summary.booking_rate, 4)} for summary in summaries]
+def summaries_as_dicts(summaries: list[CampaignSummary],
+                       results: Mapping[str, CampaignResults] | None = None) -> list[dict[str, object]]:
+    """The JSON of `drip stats`. With `results` (`dispatch.experiment_results`), every campaign also
+    has "experiments" (a list, empty without A/B steps) and "holdout" (null without one): new keys
+    only, so tools reading the old ones are unaffected."""
+    dicts = []
+    for summary in summaries:
+        shaped: dict[str, object] = {**asdict(summary), "booking_rate": round(summary.booking_rate, 4)}
+        if results is not None:
+            shaped.update(results_as_dict(results.get(summary.campaign) or CampaignResults(summary.campaign)))
+        dicts.append(shaped)
+    return dicts
 
 
-def format_table(summaries: list[CampaignSummary]) -> str:
+def format_table(summaries: list[CampaignSummary], results: Mapping[str, CampaignResults] | None = None) -> str:
     lines = []
     for summary in summaries:
         lines.append(f"{summary.campaign}: {summary.enrolled} enrolled, {summary.active} active, {summary.completed} "
@@ -118,5 +130,7 @@ def format_table(summaries: list[CampaignSummary]) -> str:
         for step in summary.steps:
             lines.append(f"  {step.step:<22} {step.channel:<7} {step.sent:>7} {step.delivered:>7} {step.clicked:>7} "
                          f"{step.booked:>7} {step.skipped:>7} {step.failed:>7}")
+        if results is not None and summary.campaign in results:
+            lines.extend(format_results(results[summary.campaign]))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -12,6 +12,7 @@ from patient_drip.content.campaign_versions import format_delay
 from patient_drip.dispatch.pipeline import Dispatcher
 from patient_drip.models import AuditEntry, CampaignVersion
 from support.builders import add_contact
+from support.experiments import add_people
 from support.staff import add_user, sign_in_as
 
 PAGE = "/admin/campaigns/ketamine-consult"
@@ -92,3 +93,30 @@ def test_the_front_desk_and_clinicians_may_not_change_timing(client, srt, clock,
     assert response.status_code == 403
     with srt.sessions() as session:
         assert session.scalar(select(func.count()).select_from(CampaignVersion)) == 0
+
+
+def test_the_results_section_shows_each_ab_step_and_the_holdout_with_the_verdict_in_words(client, srt, clock):
+    _signed_in(client, srt, "staff", clock)
+    assert 'id="results"' not in client.get(PAGE).text  # no variants, nobody in a holdout: no section
+    with srt.sessions() as session, session.begin():
+        ab = {"campaign": "ketamine-consult", "step": "welcome-email"}
+        add_people(session, clock.now, 30, variant="A", **ab)
+        add_people(session, clock.now, 25, variant="B", **ab)
+        add_people(session, clock.now, 5, variant="B", booked="after", clicked=True, **ab)
+        add_people(session, clock.now, 30, campaign="ketamine-consult", holdout=True)
+    page = client.get(PAGE).text
+    section = page.split('<section id="results"')[1].split("</section>")[0]
+    ab_table = section.split('data-step="welcome-email"')[1].split("</table>")[0]
+    # 0/30 against 5/30: p = 0.0195 (worked in tests/test_cli.py).
+    assert "<caption>A/B test on welcome-email: <strong data-verdict>B books more, 95% confidence</strong></caption>" in ab_table
+    assert re.search(r'<th scope="row">A <span class="small">\(control\)</span></th><td class="num">30</td>'
+                     r'<td class="num">0</td><td class="num">0</td><td class="num">0.0%</td>', ab_table)
+    assert '<th scope="row">B</th><td class="num">30</td><td class="num">5</td><td class="num">5</td><td class="num">16.7%</td>' in ab_table
+    # Holdout 0/30 against messaged 5/60: unpooled se = sqrt(0 + (1/12)(11/12)/60) = 0.035681;
+    # 0.08333 ± 1.96 * 0.035681 = [+1.3, +15.3] points. Pooled p = 5/90; se = sqrt(5/90 * 85/90 * (1/30 + 1/60))
+    # = 0.051220; z = 1.6270; p = 0.104: no clear difference yet.
+    holdout = section.split("data-holdout")[1].split("</table>")[0]
+    assert "<strong data-verdict>no clear difference yet (p = 0.10)</strong>" in holdout
+    assert '<th scope="row">Messaged</th><td class="num">60</td><td class="num">5</td><td class="num">8.3%</td>' in holdout
+    assert "Lift: +8.3 percentage points (95% confidence interval +1.3 to +15.3)." in section
+    assert "compared with the first" not in section  # only two variants

@@ -9,6 +9,9 @@ from dataclasses import asdict
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from patient_drip.cli import main
 from patient_drip.content.campaign import load_campaigns
@@ -18,7 +21,8 @@ from patient_drip.content.guard import load_policy
 from patient_drip.content.rendering import sms_info
 from patient_drip.content.simulate import simulate_campaign
 from patient_drip.settings import load_settings
-from support.builders import ROOT
+from support.builders import ROOT, START
+from support.experiments import add_people
 
 CONTENT_RULE_TERMS = ("depress", "bipolar", "mdd", "mania", "manic", "ketamine", "antidepress", "infusion", "suicid")
 
@@ -71,6 +75,34 @@ def test_enroll_send_due_stats_and_unsubscribe(env):
     run("unsubscribe", "--email", "pat@example.com")
     again = run("enroll", "--campaign", "ketamine-consult", "--email", "pat@example.com", expect=1)
     assert "already enrolled" in again.output
+
+
+def test_stats_shows_each_ab_step_and_the_holdout_and_keeps_the_old_keys(env):
+    run("init")
+    engine = create_engine(env["DRIP_DATABASE_URL"], poolclass=NullPool)
+    with Session(engine) as session, session.begin():
+        ab = {"campaign": "ketamine-consult", "step": "welcome-email"}
+        add_people(session, START, 30, variant="A", **ab)
+        add_people(session, START, 25, variant="B", **ab)
+        add_people(session, START, 5, variant="B", booked="after", clicked=True, **ab)
+        add_people(session, START, 3, campaign="ketamine-consult", holdout=True)
+    engine.dispose()
+    campaign = json.loads(run("stats", "--format", "json").output)[0]
+    assert {"campaign", "enrolled", "active", "completed", "booked", "unsubscribed", "other_exits", "steps",
+            "booking_rate"} <= set(campaign)
+    # 0/30 against 5/30: pooled p = 5/60; se = sqrt(5/60 * 55/60 * (2/30)) = 0.071362; z = 0.16667 / 0.071362
+    # = 2.3355; p = 0.0195: 30 a side and 5 bookings, just enough for a verdict.
+    assert campaign["experiments"] == [{
+        "step": "welcome-email",
+        "variants": [{"variant": "A", "sent": 30, "clicked": 0, "booked": 0, "booking_rate": 0.0},
+                     {"variant": "B", "sent": 30, "clicked": 5, "booked": 5, "booking_rate": 0.1667}],
+        "p_value": 0.0195, "verdict": "B books more, 95% confidence"}]
+    holdout = campaign["holdout"]
+    assert holdout["holdout"] == {"enrolled": 3, "booked": 0, "booking_rate": 0.0}
+    assert holdout["messaged"]["enrolled"] == 60 and holdout["verdict"] == "not enough data yet"
+    assert set(holdout) == {"holdout", "messaged", "lift", "lift_ci_95", "relative_lift", "p_value", "verdict"}
+    text = run("stats").output
+    assert "A/B welcome-email: B books more, 95% confidence" in text and "holdout: not enough data yet" in text
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -1,7 +1,7 @@
 """Campaigns: the journey diagram with live counts (`web.admin.journey`), the timing form and its
 version history (`content.campaign_versions`: marketing and admins change delays and turn steps off),
-exactly what a patient receives when (simulate_campaign), and each campaign's own funnel of the last
-30 days."""
+exactly what a patient receives when (simulate_campaign), each campaign's own funnel of the last
+30 days, and its A/B steps' and holdout's results (`dispatch.experiment_results`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from patient_drip.web.admin.funnel_view import funnel_for
 from patient_drip.web.deps import NowDep, ReadSessionDep, read_session
 from patient_drip.content.campaign_versions import (TimingInvalid, delay_field, format_delay, history,
                                                     save_version)
+from patient_drip.dispatch.experiment_results import experiment_results
+from patient_drip.dispatch.experiment_stats import MIN_BOOKINGS_TOTAL, MIN_SENT_PER_ARM
 from patient_drip.dispatch.journey_counts import journey_counts
 from patient_drip.models import Enrollment
 from patient_drip.content.rendering import RenderError, sms_info
@@ -86,6 +88,10 @@ def _campaign_page(request: Request, rt: Runtime, session: Session, user: Curren
         "journey": journey_layout(campaign, journey_counts(session, campaign_id)),
         "versions": history(session, campaign_id), "timing": values, "timing_errors": errors or {},
         "delay_field": delay_field,
+        # All time, not the funnel's 30 days: a test's verdict is about everyone who took part.
+        "results": experiment_results(session, campaign_ids=[campaign_id],
+                                      step_order={campaign_id: [s.id for s in campaign.steps]}).get(campaign_id),
+        "min_sent": MIN_SENT_PER_ARM, "min_bookings": MIN_BOOKINGS_TOTAL,
     }, user=user, status_code=status_code)
 
 
