@@ -21,6 +21,7 @@ class ExitReason(StrEnum):
     STAFF = "staff"
     UNREACHABLE = "unreachable"
     ERASED = "erased"
+    CRISIS = "crisis"  # a possible-crisis reply ended it (a campaign with `crisis` in exit_on; others pause)
 
 
 class MessageStatus(StrEnum):

@@ -29,11 +29,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from patient_drip.contacts.enrollment import end_enrollments
+from patient_drip.contacts.journey_events import wake_waiting
 from patient_drip.contacts.fields import FieldError, normalize_email, normalize_phone
 from patient_drip.contacts.records import add_rows, audit_row, event_row
 from patient_drip.contacts.tasks import CLOSED_BY_BOOKING, close_tasks, open_task
@@ -138,15 +139,26 @@ def attribute(session: Session, contact: Contact, tracked: Message | None, now: 
 
 def reopen_after_cancel(session: Session, contact: Contact, campaigns: Mapping[str, Campaign], now: datetime,
                         actor: str) -> int:
-    """Re-open the sequences the booking ended, at their next unsent step (due now or when the send
-    window opens). A sequence that had no step left stays finished. Returns how many re-opened."""
+    """Re-open the journeys the booking ended. A campaign with a rebook path (`on_cancel`) starts it
+    now — also for a journey that had finished before the booking; any other continues at its next
+    unsent step (due now or when the send window opens), and one with no step left stays finished.
+    Returns how many re-opened."""
     reopened = 0
     for enrollment in session.scalars(select(Enrollment).where(
-            Enrollment.contact_id == contact.id, Enrollment.status == EnrollmentStatus.EXITED,
-            Enrollment.exit_reason == ExitReason.BOOKED)):
+            Enrollment.contact_id == contact.id,
+            or_(and_(Enrollment.status == EnrollmentStatus.EXITED, Enrollment.exit_reason == ExitReason.BOOKED),
+                Enrollment.status == EnrollmentStatus.COMPLETED))):
         campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version, session)
-        if campaign is None or enrollment.step_index >= len(campaign.steps):
+        if campaign is None:
             continue
+        if campaign.on_cancel is not None:
+            enrollment.step_index = campaign.step_index(campaign.on_cancel)
+            enrollment.step_entered_at = now
+            reason = "booking cancelled: the rebook path starts"
+        elif enrollment.status == EnrollmentStatus.COMPLETED or enrollment.step_index >= len(campaign.steps):
+            continue
+        else:
+            reason = "booking cancelled: the sequence continues"
         due = step_due_at(campaign, enrollment.step_index, enrollment.enrolled_at, contact.timezone, enrollment.id,
                           phone=contact.phone)
         enrollment.status = EnrollmentStatus.ACTIVE
@@ -155,8 +167,7 @@ def reopen_after_cancel(session: Session, contact: Contact, campaigns: Mapping[s
         enrollment.claimed_by = None
         enrollment.next_due_at = max(due, now) if due is not None else now
         mark_due(session, enrollment.next_due_at, now)
-        add_rows(session, [event_row(EventKind.RESUMED, now, contact.id, enrollment.id,
-                                     reason="booking cancelled: the sequence continues", actor=actor)])
+        add_rows(session, [event_row(EventKind.RESUMED, now, contact.id, enrollment.id, reason=reason, actor=actor)])
         reopened += 1
     return reopened
 
@@ -201,7 +212,12 @@ def record_booking(session: Session, tokens: LinkTokens, campaigns: Mapping[str,
             if credit.message is not None:
                 row.message_id, row.campaign_id, row.step_id = (credit.message.id, credit.message.campaign_id,
                                                                 credit.message.step_id)
-            changed = end_enrollments(session, contact.id, ExitReason.BOOKED, now, actor)
+            # A journey ends on booking unless its campaign says otherwise (`exit_on`); one that does
+            # not may wait for the booking instead.
+            keeps = [cid for cid, campaign in campaigns.items() if "booked" not in campaign.exit_on]
+            changed = end_enrollments(session, contact.id, ExitReason.BOOKED, now, actor, except_campaigns=keeps)
+            if keeps:
+                wake_waiting(session, campaigns, contact.id, "booked", now)
             close_tasks(session, CLOSED_BY_BOOKING, now, f"{actor} (booked)", contact_id=contact.id)
         elif notice.kind == BookingKind.CANCELLED:
             changed = reopen_after_cancel(session, contact, campaigns, now, actor)

@@ -125,10 +125,34 @@ def deferred_rows(contact_id: int | None, enrollment_id: int, campaign: Campaign
                       reason=scheduled.moved_because)]
 
 
-def enrolled_rows(contact_id: int | None, enrollment_id: int, campaign_id: str, now: datetime, actor: str) -> list[Row]:
-    """The timeline and audit rows of a new enrollment."""
-    return [event_row(EventKind.ENROLLED, now, contact_id, enrollment_id, campaign=campaign_id),
-            audit_row(actor, "enrolled", now, contact_id, campaign=campaign_id)]
+def enrolled_rows(contact_id: int | None, enrollment_id: int, campaign_id: str, now: datetime, actor: str,
+                  entry: int = 1) -> list[Row]:
+    """The timeline and audit rows of a new enrollment (or of entry `entry` > 1: a re-entry)."""
+    again = {"entry": entry} if entry > 1 else {}
+    return [event_row(EventKind.ENROLLED, now, contact_id, enrollment_id, campaign=campaign_id, **again),
+            audit_row(actor, "enrolled", now, contact_id, campaign=campaign_id, **again)]
+
+
+# An entry that ended like this cannot be started again by re-entry: the person said stop, or their
+# data is gone, or a crisis reply ended it (staff decide, and may enroll them anew by hand).
+NO_REENTRY = (ExitReason.UNSUBSCRIBED, ExitReason.ERASED, ExitReason.CRISIS)
+
+
+def reentry_refusal(campaign: Campaign, existing: Enrollment, now: datetime) -> str | None:
+    """Why the contact's `existing` enrollment in `campaign` may not start again now (None: it may,
+    as a new entry). The campaign's `reentry` rule decides: allowed at all, and how long after the
+    previous entry ended."""
+    if not campaign.reentry.allowed:
+        return f"already in {campaign.id} ({existing.status}); this campaign runs once per person"
+    if existing.status not in (EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED):
+        return f"already in {campaign.id} and still {existing.status}"
+    if existing.exit_reason in NO_REENTRY:
+        return f"their last time in {campaign.id} ended as {existing.exit_reason}; it cannot restart by itself"
+    ended = existing.ended_at or existing.enrolled_at
+    if ended + campaign.reentry.after > now:
+        return (f"their last time in {campaign.id} ended {ended:%Y-%m-%d}; they may enter again from "
+                f"{ended + campaign.reentry.after:%Y-%m-%d}")
+    return None
 
 
 def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime, actor: str,
@@ -138,18 +162,31 @@ def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime
     existing = session.scalar(
         select(Enrollment).where(Enrollment.contact_id == contact.id, Enrollment.campaign_id == campaign.id)
     )
-    enrollment_decision(contact, campaign, None if existing is None else PastEnrollment(existing.status,
-                                                                                         existing.exit_reason))
+    reentering = existing is not None and reentry_refusal(campaign, existing, now) is None
+    if existing is not None and not reentering and campaign.reentry.allowed:
+        raise AlreadyEnrolled(f"{contact.display_name}: {reentry_refusal(campaign, existing, now)}")
+    enrollment_decision(contact, campaign, None if existing is None or reentering else
+                        PastEnrollment(existing.status, existing.exit_reason))
     campaign = version_in_force(session, campaign)  # the timing it keeps to the end
-    enrollment = Enrollment(
-        contact_id=contact.id, campaign_id=campaign.id, status=EnrollmentStatus.ACTIVE, step_index=0,
-        enrolled_at=now, source=source[:64], campaign_version=stored_version(campaign),
-    )
-    session.add(enrollment)
+    if existing is not None and reentering:
+        # The same row starts again as its next entry: its sends are keyed by entry, so the journey's
+        # steps may go once more, and the earlier entry's record stays as it was.
+        enrollment = existing
+        enrollment.entry = (enrollment.entry or 1) + 1
+        enrollment.status, enrollment.exit_reason, enrollment.ended_at = EnrollmentStatus.ACTIVE, None, None
+        enrollment.step_index, enrollment.step_entered_at, enrollment.holdout = 0, None, False
+        enrollment.enrolled_at, enrollment.source = now, source[:64]
+        enrollment.campaign_version, enrollment.claimed_by = stored_version(campaign), None
+    else:
+        enrollment = Enrollment(
+            contact_id=contact.id, campaign_id=campaign.id, status=EnrollmentStatus.ACTIVE, step_index=0,
+            enrolled_at=now, source=source[:64], campaign_version=stored_version(campaign),
+        )
+        session.add(enrollment)
     session.flush()
     scheduled = first_step(campaign, contact.timezone, now, enrollment.id, phone=contact.phone)
     enrollment.next_due_at = scheduled.due if scheduled is not None else None
-    add_rows(session, enrolled_rows(contact.id, enrollment.id, campaign.id, now, actor)
+    add_rows(session, enrolled_rows(contact.id, enrollment.id, campaign.id, now, actor, entry=enrollment.entry)
              + deferred_rows(contact.id, enrollment.id, campaign, scheduled, contact.timezone, now))
     crisis_reply = _open_crisis_reply(session, contact.id)
     if crisis_reply is not None:
@@ -164,12 +201,16 @@ def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime
 
 def end_enrollments(
     session: Session, contact_id: int, reason: ExitReason, now: datetime, actor: str,
-    campaign_ids: Iterable[str] | None = None,
+    campaign_ids: Iterable[str] | None = None, *, except_campaigns: Iterable[str] = (),
 ) -> int:
-    """Stop every active or paused enrollment of the contact; nothing more is sent. Returns how many."""
+    """Stop every active or paused enrollment of the contact (of `campaign_ids` only, when given; never
+    of `except_campaigns`); nothing more is sent. Returns how many."""
     query = select(Enrollment).where(Enrollment.contact_id == contact_id, Enrollment.status.in_(RUNNING))
     if campaign_ids is not None:
         query = query.where(Enrollment.campaign_id.in_(list(campaign_ids)))
+    kept = list(except_campaigns)
+    if kept:
+        query = query.where(Enrollment.campaign_id.not_in(kept))
     count = 0
     for enrollment in session.scalars(query):
         enrollment.status = EnrollmentStatus.EXITED
@@ -258,10 +299,14 @@ def pause_for_crisis(session: Session, campaigns: Mapping[str, Campaign], contac
     """Pause every active enrollment of the contact because reply `inbound_id` may be a crisis: no
     automated message goes to a person who may be in danger until staff have looked. Returns how
     many were paused (ones already paused or ended are left as they are)."""
-    active = session.scalars(select(Enrollment).where(Enrollment.contact_id == contact_id,
-                                                      Enrollment.status == EnrollmentStatus.ACTIVE))
+    active = list(session.scalars(select(Enrollment).where(Enrollment.contact_id == contact_id,
+                                                           Enrollment.status == EnrollmentStatus.ACTIVE)))
+    # A campaign may say a crisis ends it (`exit_on: [crisis]`) rather than pausing it.
+    ending = [e.campaign_id for e in active if "crisis" in getattr(campaigns.get(e.campaign_id), "exit_on", ())]
+    if ending:
+        end_enrollments(session, contact_id, ExitReason.CRISIS, now, actor, ending)
     return sum(set_paused(session, campaigns, enrollment, True, now, actor, reason=CRISIS_PAUSE_REASON,
-                          inbound_id=inbound_id) for enrollment in list(active))
+                          inbound_id=inbound_id) for enrollment in active if enrollment.campaign_id not in ending) + len(ending)
 
 
 def crisis_paused(session: Session, contact_id: int) -> list[Enrollment]:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from patient_drip.contacts.journey_events import wake_waiting
 from patient_drip.contacts.changes import parse_contact_input
 from patient_drip.contacts.consent import ConsentGrant, Offer, consent_offer, consent_wording, grant_consent, load_wording, receives
 from patient_drip.contacts.enrollment import unsubscribe
@@ -303,6 +304,7 @@ def booking_link(token: str, request: Request, session: SessionDep, now: NowDep)
         message.clicked_at = now
     add_event(session, EventKind.CLICKED, now, contact_id=message.contact_id, message_id=message.id, step=message.step_id,
               channel=message.channel)
+    wake_waiting(session, rt.campaigns, message.contact_id, "clicked", now)  # a journey waiting for this click
     session.commit()
     contact = session.get(Contact, message.contact_id)
     known = contact is not None and contact.erased_at is None

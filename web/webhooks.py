@@ -30,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
+from patient_drip.contacts.journey_events import pause_on_reply, wake_waiting
 from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, suppress
 from patient_drip.contacts.changes import find_contact
 from patient_drip.contacts.acknowledge import acknowledge_question, acknowledgement_text
@@ -242,6 +243,7 @@ async def twilio_inbound(request: Request) -> Response:
             session.flush()
             if contact is not None:
                 add_event(session, EventKind.SMS_REPLY, now, contact_id=contact.id, inbound_id=inbound.id, reply_kind=kind)
+                wake_waiting(session, rt.campaigns, contact.id, "replied", now)  # a journey waiting for a reply
             if kind in (ReplyKind.OPT_OUT, ReplyKind.OPT_OUT_TEXT):
                 changed = False
                 if contact is not None:
@@ -281,6 +283,8 @@ async def twilio_inbound(request: Request) -> Response:
                 stopped = _act_on_crisis(session, rt, contact, inbound, classification.opt_out, now)
                 reply = _crisis_reply(settings.sms_brand, settings.clinic_phone, stopped)
             elif kind == ReplyKind.OTHER and contact is not None:
+                # A question pauses the journeys that pause on reply, with a task for staff.
+                pause_on_reply(session, rt.campaigns, contact.id, inbound.id, now)
                 # Stays open in the staff inbox; the person hears that it did not go unseen.
                 if acknowledge_question(session, contact, inbound.id, now):
                     reply = acknowledgement_text(settings.sms_brand, settings.clinic_hours, settings.clinic_phone)
@@ -412,6 +416,8 @@ def _apply_sendgrid_event(session: Session, rt: Runtime, event: dict[str, Any], 
     contact = session.get(Contact, message.contact_id)
     detail = {k: str(event[k])[:200] for k in ("type", "reason", "status", "response") if k in event}
     add_event(session, f"email_{kind}", now, contact_id=message.contact_id, message_id=message.id, **detail)
+    if kind == "open":
+        wake_waiting(session, rt.campaigns, message.contact_id, "opened", now)  # a journey waiting for an open
     if kind == "processed":
         move_status_forward(message, MessageStatus.SENT, now)
         message.sent_at = message.sent_at or now
