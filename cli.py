@@ -15,6 +15,8 @@ import click
 
 from patient_drip import db
 from patient_drip.content.campaign import load_campaigns
+from patient_drip.content.journey_types import INTERESTS
+from patient_drip.content.languages import LANGUAGES
 from patient_drip.contacts.changes import ContactNotFound, lookup_contact, parse_contact_input, upsert_contact
 from patient_drip.contacts.consent import ConsentGrant, grant_consent, load_wording
 from patient_drip.contacts.csv_safe import csv_writer
@@ -398,19 +400,35 @@ def templates_sync() -> None:
               help="text for people, json for tools.")
 @click.option("--first-name", default=None,
               help="The sample contact's first name (default Alex); cleaned as a real contact's would be.")
+@click.option("--persona", default=None,
+              help="A persona defined in the campaign file (`personas:`); the options below change it.")
+@click.option("--events", default=None, help='What the person does and when, e.g. "clicked@1d,replied@3d" '
+              "(clicked, opened, replied, booked, cancelled, resumed).")
+@click.option("--interest", type=click.Choice(list(INTERESTS)), default=None, help="What they asked about on the form.")
+@click.option("--language", type=click.Choice(list(LANGUAGES)), default=None, help="The language of the form.")
+@click.option("--no-sms", is_flag=True, help="The person did not agree to texts.")
+@click.option("--holdout", is_flag=True, help="The person is in the holdout share.")
 @friendly
-def simulate(campaign_id: str, fmt: str, first_name: str | None) -> None:
-    """Every message CAMPAIGN sends a sample contact, in order, with its offset and full content."""
+def simulate(campaign_id: str, fmt: str, first_name: str | None, persona: str | None, events: str | None,
+             interest: str | None, language: str | None, no_sms: bool, holdout: bool) -> None:
+    """Every message CAMPAIGN sends a sample person, in order, with its offset, the journey's path to
+    it, its A/B variant and full content. A persona (or --events/--interest/--language) walks the
+    journey's branches and waits as that person would."""
     from patient_drip.content.campaign import get_campaign
-    from patient_drip.content.simulate import as_json, as_text, simulate_campaign
+    from patient_drip.content.simulate import UnknownPersona, as_json, as_text, persona_for, simulate_journey
 
     settings = load_settings()
     require_ready_to_send(settings)
     campaign = in_force_or_file(settings, get_campaign(load_campaigns(settings.campaigns_dir,
                                                                       settings.templates_dir), campaign_id))
-    messages = (simulate_campaign(settings, campaign) if first_name is None
-                else simulate_campaign(settings, campaign, first_name=first_name))
-    click.echo(as_json(messages) if fmt == "json" else as_text(campaign, messages))
+    try:
+        who = persona_for(campaign, persona, events=events, interest=interest, language=language, no_sms=no_sms,
+                          holdout=holdout)
+    except UnknownPersona as exc:
+        raise UserError(f"--persona/--events: {exc}") from None
+    result = (simulate_journey(settings, campaign, who) if first_name is None
+              else simulate_journey(settings, campaign, who, first_name=first_name))
+    click.echo(as_json(result.messages) if fmt == "json" else as_text(campaign, result.messages, result.notes, who))
 
 
 @main.command()

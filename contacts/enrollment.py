@@ -11,6 +11,8 @@ May import `content`, `models`, and the other `contacts` rule modules.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign, UnknownCampaign
+from patient_drip.content.journey import edges
+from patient_drip.content.journey_types import StepKind
 from patient_drip.content.campaign_versions import campaign_for, stored_version, version_in_force
 from patient_drip.content.windows import (Scheduled, local_label, schedule_step, spread_period, step_due_at,
                                           window_for)
@@ -74,7 +78,7 @@ def usable_channels(contact: Reachable, campaign: Campaign) -> set[Channel]:
         usable.add(Channel.EMAIL)
     if contact.phone and not is_blocked(contact, Channel.SMS) and contact.sms_consent:
         usable.add(Channel.SMS)
-    return usable & {step.channel for step in campaign.steps}
+    return usable & {step.channel for step in campaign.message_steps}
 
 
 def enrollment_decision(contact: Reachable, campaign: Campaign, existing: PastEnrollment | None) -> set[Channel]:
@@ -96,22 +100,40 @@ def enrollment_decision(contact: Reachable, campaign: Campaign, existing: PastEn
     return channels
 
 
+def _opening_targets(campaign: Campaign) -> list[int]:
+    """The steps a new enrollment's first message can be: step 0 itself, or — for a journey that
+    opens with a branch — each message step the branch leads to (the branch is decided when the
+    first of them is due, so a request at night wakes nobody until the morning)."""
+    if not campaign.steps or campaign.steps[0].is_message or campaign.steps[0].kind != StepKind.BRANCH:
+        return [0]
+    targets = [edge.target for edge in edges(campaign, 0)]
+    if any(target is None or not campaign.steps[target].is_message for target in targets):
+        return [0]
+    return sorted({target for target in targets if target is not None})
+
+
 def first_step(campaign: Campaign, timezone: str, now: datetime, enrollment_id: int, *,
                phone: str | None) -> Scheduled | None:
     """When the first step of a new enrollment is due: now, or when the contact's send window opens
     (the law's for a text to `phone`; spread by the enrollment id so a crowd does not all go at the
     opening minute) — with why, when it had to wait."""
-    return schedule_step(campaign, 0, now, timezone, enrollment_id, phone=phone)
+    options = [schedule_step(campaign, index, now, timezone, enrollment_id, phone=phone)
+               for index in _opening_targets(campaign)]
+    found = [option for option in options if option is not None]
+    return min(found, key=lambda option: option.due) if found else None
 
 
 def first_step_period(campaign: Campaign, *, phone: str | None) -> int:
     """`first_step` depends on the enrollment id only modulo this (the spread of the first step's
     window; 1 when it has none): ids equal modulo it get the same time, so a bulk import computes
     each time once."""
-    if not campaign.steps:
-        return 1
-    window = window_for(campaign, campaign.steps[0].channel, phone)
-    return 1 if window is None else spread_period(window)
+    period = 1
+    for index in _opening_targets(campaign):
+        step = campaign.steps[index]
+        window = window_for(campaign, step.channel, phone) if step.is_message else None
+        if window is not None:
+            period = math.lcm(period, spread_period(window))
+    return period
 
 
 def deferred_rows(contact_id: int | None, enrollment_id: int, campaign: Campaign, scheduled: Scheduled | None,
@@ -119,7 +141,7 @@ def deferred_rows(contact_id: int | None, enrollment_id: int, campaign: Campaign
     """The timeline row saying the first step waits (until when, in the contact's time, and why), if it does."""
     if scheduled is None or scheduled.moved_because is None:
         return []
-    step = campaign.steps[0]
+    step = campaign.steps[_opening_targets(campaign)[0]]
     return [event_row(EventKind.MESSAGE_DEFERRED, now, contact_id, enrollment_id, step=step.id,
                       channel=str(step.channel), until=local_label(scheduled.due, timezone),
                       reason=scheduled.moved_because)]
@@ -147,24 +169,28 @@ def reentry_refusal(campaign: Campaign, existing: Enrollment, now: datetime) -> 
     if existing.status not in (EnrollmentStatus.COMPLETED, EnrollmentStatus.EXITED):
         return f"already in {campaign.id} and still {existing.status}"
     if existing.exit_reason in NO_REENTRY:
-        return f"their last time in {campaign.id} ended as {existing.exit_reason}; it cannot restart by itself"
+        return f"an entry that ended as {existing.exit_reason} does not start again by itself"
     ended = existing.ended_at or existing.enrolled_at
     if ended + campaign.reentry.after > now:
-        return (f"their last time in {campaign.id} ended {ended:%Y-%m-%d}; they may enter again from "
-                f"{ended + campaign.reentry.after:%Y-%m-%d}")
+        return f"it ended {ended:%Y-%m-%d}; they may enter again from {ended + campaign.reentry.after:%Y-%m-%d}"
     return None
 
 
 def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime, actor: str,
-           source: str = "") -> Enrollment:
-    """Start `campaign` for `contact`; the first step is due at once (inside the send window).
+           source: str = "", *, reenter: bool = True) -> Enrollment:
+    """Start `campaign` for `contact`; the first step is due at once (inside the send window). A
+    contact whose earlier time through it ended starts it again as a new entry when the campaign's
+    re-entry rule allows (`reentry_refusal`; `reenter=False`: never — an import does not).
     Raises `AlreadyEnrolled` / `EnrollmentError` (see `enrollment_decision`)."""
     existing = session.scalar(
         select(Enrollment).where(Enrollment.contact_id == contact.id, Enrollment.campaign_id == campaign.id)
     )
-    reentering = existing is not None and reentry_refusal(campaign, existing, now) is None
-    if existing is not None and not reentering and campaign.reentry.allowed:
-        raise AlreadyEnrolled(f"{contact.display_name}: {reentry_refusal(campaign, existing, now)}")
+    may_reenter = reenter and existing is not None and campaign.reentry.allowed
+    reentering = may_reenter and existing is not None and reentry_refusal(campaign, existing, now) is None
+    if may_reenter and existing is not None and not reentering:
+        raise AlreadyEnrolled(
+            f"{contact.display_name} is already enrolled in {campaign.id} (status {existing.status}"
+            + (f", {existing.exit_reason}" if existing.exit_reason else "") + f"): {reentry_refusal(campaign, existing, now)}")
     enrollment_decision(contact, campaign, None if existing is None or reentering else
                         PastEnrollment(existing.status, existing.exit_reason))
     campaign = version_in_force(session, campaign)  # the timing it keeps to the end

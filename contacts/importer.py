@@ -524,7 +524,8 @@ def _import_chunk_rowwise(rt: Runtime, chunk: list[tuple[int, dict[str, str]]], 
                     for channel in _stated_consent(checked):
                         grant_consent(session, wording, contact, ConsentGrant(
                             channel, ConsentMethod.IMPORT, note=_consent_note(data.source)), now, actor)
-                    enroll(session, contact, campaign, now, actor, source=data.source or "import")
+                    # An import never re-enters anyone (like the bulk path): a row is a new request.
+                    enroll(session, contact, campaign, now, actor, source=data.source or "import", reenter=False)
                 report.enrolled += 1
                 report.created += int(created)
                 report.updated += int(not created)

@@ -79,7 +79,7 @@ def format_delay(delay: timedelta) -> str:
 
 def timing_of(campaign: Campaign) -> dict[str, StepTiming]:
     """Each step's delay and on/off in `campaign`, by step id."""
-    return {step.id: StepTiming(step.delay, step.enabled) for step in campaign.steps}
+    return {step.id: StepTiming(step.delay, step.enabled) for step in campaign.message_steps}
 
 
 def apply_timing(campaign: Campaign, number: int, timing: Mapping[str, StepTiming]) -> Campaign:
@@ -113,7 +113,7 @@ def check_timing(campaign: Campaign, delays: Mapping[str, str], enabled: set[str
     change, or a version saved by someone else since the form was opened (`based_on`)."""
     problems: dict[str, str] = {}
     timing: dict[str, StepTiming] = {}
-    for step in campaign.steps:
+    for step in campaign.message_steps:
         field = delay_field(step.id)
         text = (delays.get(step.id) or "").strip()
         if text.startswith("-"):
@@ -126,7 +126,9 @@ def check_timing(campaign: Campaign, delays: Mapping[str, str], enabled: set[str
             continue
         timing[step.id] = StepTiming(delay, step.id in enabled)
     previous: tuple[str, timedelta] | None = None
-    for step in campaign.steps:
+    # A journey's order is its arrows, not its file (a help text reached on day 5 may be written
+    # after the day-13 email with no delay): only a linear campaign's delays must rise.
+    for step in campaign.message_steps if campaign.is_linear else ():
         if step.id not in timing:
             continue
         if previous is not None and timing[step.id].delay < previous[1]:
@@ -134,7 +136,7 @@ def check_timing(campaign: Campaign, delays: Mapping[str, str], enabled: set[str
                                 f"{step.id}: {format_delay(timing[step.id].delay)} is before {previous[0]}'s "
                                 f"{format_delay(previous[1])}; {ORDER_RULE}")
         previous = (step.id, timing[step.id].delay)
-    if not any(step.id in enabled for step in campaign.steps):
+    if not any(step.id in enabled for step in campaign.message_steps):
         problems["enabled"] = "at least one step must stay on"
     if not note.strip():
         problems[NOTE_FIELD] = "say why the timing changes (the note is kept in the history)"
@@ -153,7 +155,7 @@ def check_timing(campaign: Campaign, delays: Mapping[str, str], enabled: set[str
 def describe_changes(before: Campaign, after: Mapping[str, StepTiming]) -> list[str]:
     """What differs, in words: `checkin-sms: 4d → 5d`, `reminder-sms: turned off`."""
     changes = []
-    for step in before.steps:
+    for step in before.message_steps:
         new = after.get(step.id)
         if new is None:
             continue

@@ -15,6 +15,8 @@ from typing import Any
 
 from patient_drip.content.campaign import Campaign, CampaignError, load_campaigns
 from patient_drip.content.context import ContextValue, message_context
+from patient_drip.content.journey import templates_of
+from patient_drip.content.languages import template_in_language
 from patient_drip.content.first_sms import first_sms_problems, first_sms_step, sms_frequency
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, RenderError, Renderer, sms_info
 from patient_drip.content.texting_rules import rules_without_overlap
@@ -77,8 +79,10 @@ def check_all(settings: Settings) -> tuple[list[str], str]:
                 problems.append(f"{campaign.source_file or campaign.id}:1: send_window "
                                 f"{campaign.send_window.start:%H:%M}-{campaign.send_window.end:%H:%M} leaves no time "
                                 f"for texts under {rule.describe()}")
-        for step in campaign.steps:
-            used.setdefault(step.template, (step.id, str(step.channel), campaign))
+        for step in campaign.message_steps:
+            for template in templates_of(step):  # its own and its A/B variants', in every language
+                for language in campaign.languages:
+                    used.setdefault(template_in_language(template, language), (step.id, str(step.channel), campaign))
             if first_sms is not None and step is first_sms:
                 body = _render_sms(renderer, settings, step.template, step.id, campaign, templates_dir, problems)
                 if body is not None:

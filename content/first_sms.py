@@ -18,6 +18,7 @@ import math
 from datetime import timedelta
 
 from patient_drip.content.campaign import Campaign, Step
+from patient_drip.content.journey import text_plan
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, sms_info
 from patient_drip.providers.types import Channel
 
@@ -26,19 +27,20 @@ RATES_NOTICE = "Msg & data rates may apply"
 
 def first_sms_step(campaign: Campaign) -> Step | None:
     """The campaign's first SMS step (the first text a patient gets from this sequence), if any."""
-    return next((step for step in campaign.steps if step.channel == Channel.SMS), None)
+    return next((step for step in campaign.message_steps if step.channel == Channel.SMS), None)
 
 
 def sms_frequency(campaign: Campaign) -> str:
-    """"Up to N msgs over W weeks": N counts the campaign's SMS steps; W covers the time from the
-    first SMS step to one day after the last, rounded up to whole weeks (send windows and the
-    daily cap only ever move a text later, never add one). "" for a campaign without texts."""
-    sms = [step for step in campaign.steps if step.channel == Channel.SMS]
-    if not sms:
+    """"Up to N msgs over W weeks": N is the most texts one person can get (for a journey, on any one
+    path through it plus the rebook path: `content.journey.text_plan`); W covers the time from the
+    first of them to one day after the last, rounded up to whole weeks (send windows and the daily
+    cap only ever move a text later, never add one). "" for a campaign without texts."""
+    plan = text_plan(campaign)
+    if not plan.most:
         return ""
-    days = (sms[-1].delay - sms[0].delay + timedelta(days=1)) / timedelta(days=1)
+    days = (plan.last_at - plan.first_at + timedelta(days=1)) / timedelta(days=1)
     weeks = max(1, math.ceil(days / 7))
-    return (f"Up to {len(sms)} msg{'s' if len(sms) != 1 else ''} over {weeks} week{'s' if weeks != 1 else ''}")
+    return (f"Up to {plan.most} msg{'s' if plan.most != 1 else ''} over {weeks} week{'s' if weeks != 1 else ''}")
 
 
 def first_sms_problems(text: str, campaign: Campaign, brand: str, *, check_length: bool = True) -> list[str]:

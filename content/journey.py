@@ -220,3 +220,63 @@ def templates_of(step: Step) -> Iterable[str]:
     for variant in step.variants:
         if variant.template:
             yield variant.template
+
+
+# -- how many texts a journey can send ----------------------------------------------------------------
+
+MAX_PATHS = 20000  # a journey of a few dozen steps has far fewer; a bound keeps a pathological file cheap
+
+
+@dataclass(frozen=True, slots=True)
+class TextPlan:
+    """The most texts one person can get from a journey (any path from its start, plus the rebook
+    path), and the span from the first to the last of them (offsets from enrolling)."""
+
+    most: int
+    first_at: timedelta
+    last_at: timedelta
+
+
+def text_plan(campaign: Campaign) -> TextPlan:
+    """Walk every path (each step sends at most once per entry; a branch rule that needs a step not
+    received, or one received, is only followed when the path allows it) and keep the most texts."""
+    best = [0, timedelta.max, timedelta(0)]
+    paths = 0
+
+    def walk(index: int | None, at: timedelta, texts: frozenset[str], seen: frozenset[int]) -> int:
+        nonlocal paths
+        if index is None or index in seen or paths > MAX_PATHS:
+            paths += 1
+            return len(texts)
+        step = campaign.steps[index]
+        at = max(at, step.delay)
+        seen = seen | {index}
+        if step.is_message and step.enabled and step.channel == "sms":
+            texts = texts | {step.id}
+            best[1] = min(best[1], at)
+            best[2] = max(best[2], at)
+        if step.kind == StepKind.WAIT:
+            return max(walk(edge.target, at + (step.timeout if "not " in edge.label or step.wait_for is None
+                                               else timedelta(0)), texts, seen)
+                       for edge in edges(campaign, index))
+        if step.kind == StepKind.BRANCH:
+            results = [walk(campaign.step_index(rule.goto), at, texts, seen) for rule in step.rules
+                       if _possible(rule.conditions, texts)]
+            results.append(walk(_index(campaign, step.otherwise, following(campaign, index)), at, texts, seen))
+            return max(results)
+        outs = edges(campaign, index)
+        return max((walk(edge.target, at, texts, seen) for edge in outs), default=len(texts))
+
+    main = walk(0, timedelta(0), frozenset(), frozenset())
+    rebook = (walk(campaign.step_index(campaign.on_cancel), timedelta(0), frozenset(), frozenset())
+              if campaign.on_cancel else 0)
+    best[0] = main + rebook
+    first = best[1] if best[1] != timedelta.max else timedelta(0)
+    return TextPlan(best[0], first, best[2])
+
+
+def _possible(conditions: tuple[Condition, ...], texts: frozenset[str]) -> bool:
+    for condition in conditions:
+        if condition.name == "not_received" and any(value in texts for value in condition.values):
+            return False
+    return True

@@ -484,16 +484,19 @@ class Renderer:
 
     def _render_email(self, name: str, context: Mapping[str, ContextValue]) -> RenderedEmail:
         template = self._template(name)
-        if "subject" not in template.blocks:
+        # Rendering the whole email first fills the context's blocks with those the template inherits
+        # (a variant that extends another email keeps its subject unless it overrides it).
+        page = template.new_context(dict(context))
+        html = self._run(name, lambda: template.root_render_func(page))
+        blocks = page.blocks
+        if "subject" not in blocks:
             raise RenderError(name, "an email template needs {% block subject %}")
-        ctx = template.new_context(dict(context))
-        subject = _plain(self._run(name, lambda: template.blocks["subject"](ctx)))
+        subject = _plain(self._run(name, lambda: blocks["subject"][0](template.new_context(dict(context)))))
         if not subject:
             raise RenderError(name, "the subject block is empty")
         preheader = ""
-        if "preheader" in template.blocks:
-            preheader = _plain(self._run(name, lambda: template.blocks["preheader"](template.new_context(dict(context)))))
-        html = self._run(name, lambda: template.generate(dict(context)))
+        if "preheader" in blocks:
+            preheader = _plain(self._run(name, lambda: blocks["preheader"][0](template.new_context(dict(context)))))
         text = html_to_text(html, preheader)
         try:
             inlined = css_inline.inline(html)

@@ -86,7 +86,7 @@ def campaign_summaries(session: Session, campaigns: dict[str, Campaign]) -> list
     for campaign_id in ids:
         bucket = counts.get(campaign_id, {})
         campaign = campaigns.get(campaign_id)
-        channels = {step.id: str(step.channel) for step in campaign.steps} if campaign else {}
+        channels = {step.id: str(step.channel) for step in campaign.message_steps} if campaign else {}
         order = list(channels) + sorted({step for (cid, step) in by_step if cid == campaign_id} - set(channels))
         steps = [by_step.get((campaign_id, step_id))
                  or StepFunnel(campaign_id, step_id, channels.get(step_id, ""), 0, 0, 0, 0, 0, 0)

@@ -189,8 +189,8 @@ def build_report(campaigns: Mapping[str, Campaign], counts: MessageCounts,
     report = FunnelReport(first, last, zone.key, delivery_known, opens_known=delivery_known, uncredited=uncredited)
     for campaign_id in list(campaigns) + sorted(known - set(campaigns)):
         campaign = campaigns.get(campaign_id)
-        order = [s.id for s in campaign.steps] if campaign else []
-        defined = {s.id: str(s.channel) for s in campaign.steps} if campaign else {}
+        order = [s.id for s in campaign.message_steps] if campaign else []
+        defined = {s.id: str(s.channel) for s in campaign.message_steps} if campaign else {}
         extra = sorted({s for c, s in list(steps) + list(booked) if c == campaign_id} - set(order))
         rows = []
         for step_id in order + extra:

@@ -155,7 +155,8 @@ def test_import_reports_bad_rows_by_line_and_imports_the_rest(env, tmp_path):
 def test_simulate_json_follows_the_content_rules(env):
     messages = json.loads(run("simulate", "ketamine-consult", "--format", "json").output)
     assert [m["channel"] for m in messages].count("email") == 5 and [m["channel"] for m in messages].count("sms") == 3
-    assert set(messages[0]) == {"step", "channel", "offset_seconds", "subject", "text", "html"}
+    # The journey adds the path taken to each message and its A/B variant (null when none).
+    assert set(messages[0]) == {"step", "channel", "offset_seconds", "subject", "text", "html", "branch", "variant"}
     assert messages[-1]["offset_seconds"] <= 14 * 86400
     first_sms = next(m for m in messages if m["channel"] == "sms")
     assert "STOP" in first_sms["text"] and "HELP" in first_sms["text"]

@@ -427,7 +427,7 @@ def messages_api(request: Request, contact_id: int, session: ReadSessionDep, use
 def campaigns_api(request: Request, user: CampaignsRead) -> list[CampaignOut]:
     return [CampaignOut(id=c.id, name=c.name, description=c.description, steps=[
         StepOut(id=s.id, channel=s.channel.value, delay_seconds=int(s.delay.total_seconds()),  # type: ignore[arg-type]
-                template=s.template) for s in c.steps]) for c in _rt(request).campaigns.values()]
+                template=s.template) for s in c.message_steps]) for c in _rt(request).campaigns.values()]
 
 
 @router.get("/stats", response_model=list[CampaignFunnelOut], summary="The funnel per campaign and step")

@@ -74,23 +74,23 @@ def _campaign_page(request: Request, rt: Runtime, session: Session, user: Curren
     """The page; with `values` and `errors`, the timing form as it was sent and what is wrong with it."""
     messages, error = _simulate(rt, campaign_id)
     campaign = rt.campaign(campaign_id)  # after _simulate's refresh: the version in force
-    total_days = max([int(step.delay.total_seconds()) // 86400 for step in campaign.steps] + [0])
+    total_days = max([int(step.delay.total_seconds()) // 86400 for step in campaign.message_steps] + [0])
     sms = {m.step: sms_info(m.text) for m in messages if m.channel == "sms"}
     # Its own numbers: the funnel of the last 30 days for this campaign alone.
     report, age = funnel_for(rt, funnel_cache(request), session, report_range(request, now))
     if values is None:
-        values = {"delays": {step.id: format_delay(step.delay) for step in campaign.steps},
-                  "enabled": {step.id for step in campaign.steps if step.enabled}, "note": ""}
+        values = {"delays": {step.id: format_delay(step.delay) for step in campaign.message_steps},
+                  "enabled": {step.id for step in campaign.message_steps if step.enabled}, "note": ""}
     return render(request, "admin/campaign.html", {
         **funnel_context(report, age, campaign_id),
         "campaign": campaign, "messages": messages, "error": error, "sms": sms, "total_days": total_days,
-        "sample_name": SAMPLE_FIRST_NAME, "steps_by_id": {s.id: s for s in campaign.steps},
+        "sample_name": SAMPLE_FIRST_NAME, "steps_by_id": {s.id: s for s in campaign.message_steps},
         "journey": journey_layout(campaign, journey_counts(session, campaign_id)),
         "versions": history(session, campaign_id), "timing": values, "timing_errors": errors or {},
         "delay_field": delay_field,
         # All time, not the funnel's 30 days: a test's verdict is about everyone who took part.
         "results": experiment_results(session, campaign_ids=[campaign_id],
-                                      step_order={campaign_id: [s.id for s in campaign.steps]}).get(campaign_id),
+                                      step_order={campaign_id: [s.id for s in campaign.message_steps]}).get(campaign_id),
         "min_sent": MIN_SENT_PER_ARM, "min_bookings": MIN_BOOKINGS_TOTAL,
     }, user=user, status_code=status_code)
 
@@ -102,7 +102,7 @@ async def campaign_timing_submit(request: Request, campaign_id: str, user: Marke
     if campaign_id not in rt.campaigns:
         return render(request, "admin/not_found.html", {"what": "This campaign"}, user=user, status_code=404)
     form = await request.form()
-    steps = rt.campaign(campaign_id).steps
+    steps = rt.campaign(campaign_id).message_steps
     delays = {step.id: str(form.get(delay_field(step.id), ""))[:100] for step in steps}
     enabled = {str(value) for value in form.getlist("enabled")} & {step.id for step in steps}
     note = str(form.get("note", ""))[:2000]

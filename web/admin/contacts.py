@@ -72,9 +72,9 @@ def contact_list(request: Request, user: StaffUser, session: ReadSessionDep, now
     zone = clinic_zone(rt)
     dates = parse_range(added_from, added_to, zone, today=now.astimezone(zone).date())
     if step and not campaign:  # a step names its campaign (the step list groups steps by campaign)
-        campaign = next((cid for cid, c in rt.campaigns.items() if any(s.id == step for s in c.steps)), "")
+        campaign = next((cid for cid, c in rt.campaigns.items() if any(s.id == step for s in c.message_steps)), "")
     chosen = rt.campaigns.get(campaign)
-    step_ids = [s.id for s in chosen.steps] if chosen else []
+    step_ids = [s.id for s in chosen.message_steps] if chosen else []
     # "Last step sent: X" is the enrollment with X's index + 1 steps done.
     step_index = step_ids.index(step) + 1 if step in step_ids else None
     page = find_contacts(session, query=q, status=status, before=before, after=after,

@@ -44,7 +44,7 @@ def message_list(request: Request, user: StaffUser, session: ReadSessionDep, now
     rt = _rt(request)
     zone = clinic_zone(rt)
     dates = parse_range(sent_from, sent_to, zone, today=now.astimezone(zone).date())
-    campaign = next((cid for cid, c in rt.campaigns.items() if any(s.id == step for s in c.steps)), "")
+    campaign = next((cid for cid, c in rt.campaigns.items() if any(s.id == step for s in c.message_steps)), "")
     wanted = MessageFilter(channel=channel if channel in ("email", "sms") else "",
                            status=status if status in STATUSES else "", campaign=campaign,
                            step=step if campaign else "", sent_from=dates.start, sent_until=dates.end,

@@ -88,7 +88,7 @@ def all_sources(rt: Runtime, session: Session) -> dict[str, str]:
 def step_for(campaigns: dict[str, Campaign], name: str) -> tuple[str, str, Campaign | None]:
     """(step id, campaign name, campaign) of the first step that sends this template."""
     for campaign in campaigns.values():
-        for step in campaign.steps:
+        for step in campaign.message_steps:
             if step.template == name:
                 return step.id, campaign.name, campaign
     return "sample-step", "Sample campaign", None
@@ -104,7 +104,7 @@ def _render_target(rt: Runtime, name: str, sources: dict[str, str]) -> str | Non
     if not is_layout(name):
         return name
     for campaign in rt.campaigns.values():
-        for step in campaign.steps:
+        for step in campaign.message_steps:
             if step.channel == Channel.EMAIL and name in sources.get(step.template, ""):
                 return step.template
     return next((n for n in sorted(sources) if n.startswith("email/") and not is_layout(n)

@@ -77,7 +77,7 @@ def template_list(request: Request, user: TemplateViewer, session: ReadSessionDe
         rows_by_name.setdefault(version.name, []).append(version)
     used: dict[str, list[str]] = {}
     for campaign in rt.campaigns.values():
-        for step in campaign.steps:
+        for step in campaign.message_steps:
             used.setdefault(step.template, []).append(f"{campaign.id} / {step.id}")
     rows = []
     for name in names:
