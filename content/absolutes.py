@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from patient_drip.content.languages import DEFAULT_LANGUAGE, policy_file_name
+
 __all__ = ["ABSOLUTE_CLAIM", "AbsoluteMatch", "AbsoluteRule", "find_absolutes", "load_absolute_rules"]
 
 ABSOLUTE_CLAIM = "absolute-claim"
@@ -79,13 +81,29 @@ def _load(path: Path) -> AbsoluteRules:
     return AbsoluteRules(tuple(rules), negations)
 
 
-def load_absolute_rules(policy_dir: Path | None = None) -> AbsoluteRules:
+def _policy_path(policy_dir: Path | None, language: str) -> Path:
+    default = DEFAULT_FILE.with_name(policy_file_name(DEFAULT_FILE.name, language))
+    path = (policy_dir / default.name) if policy_dir else default
+    return (path if path.is_file() else default).resolve()
+
+
+def load_absolute_rules(policy_dir: Path | None = None, language: str = DEFAULT_LANGUAGE) -> AbsoluteRules:
     """The rules from ``absolute_language.yaml`` in `policy_dir`; the shipped rules when
     `policy_dir` is None or has no such file. Cached per file. Raises ValueError naming the file
-    and the rule."""
-    path = (policy_dir / "absolute_language.yaml") if policy_dir else DEFAULT_FILE
-    path = path if path.is_file() else DEFAULT_FILE
-    return _load(path.resolve())
+    and the rule.
+
+    Another `language` ("es"): that language's rules (``absolute_language.es.yaml``, the shipped
+    one when `policy_dir` has none) followed by the English ones, whose negations count too: an
+    English promise left in a Spanish message is refused as well."""
+    english = _load(_policy_path(policy_dir, DEFAULT_LANGUAGE))
+    if language == DEFAULT_LANGUAGE:
+        return english
+    return _merged(_load(_policy_path(policy_dir, language)), english)
+
+
+@lru_cache(maxsize=8)
+def _merged(first: AbsoluteRules, then: AbsoluteRules) -> AbsoluteRules:
+    return AbsoluteRules(first.rules + then.rules, first.negations | then.negations)
 
 
 def _negated(text: str, start: int, negations: frozenset[str]) -> bool:

@@ -6,6 +6,11 @@ subject; each SMS fits in two segments even with long sample values and uses GSM
 of each campaign says what carriers expect (`content.first_sms`); the discreet names in the
 settings, preheaders and plain-text openings (`content.discretion`); and the content guard's rules
 (`content.guard`).
+
+Every template is checked in its own language (`content.languages`): a template under
+``templates/es/`` with the Spanish rules, claims library and sample values, the Spanish first text
+of a campaign with the Spanish first-text rule; a template under ``templates/es/`` whose English
+original does not exist is an error naming it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ from patient_drip.content.context import ContextValue, message_context
 from patient_drip.content.journey import templates_of
 from patient_drip.content.languages import template_in_language
 from patient_drip.content.first_sms import first_sms_problems, first_sms_step, sms_frequency
+from patient_drip.content.languages import (
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    english_template,
+    language_of_template,
+    orphan_translations,
+    template_in_language,
+)
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, RenderError, Renderer, sms_info
 from patient_drip.content.texting_rules import rules_without_overlap
 from patient_drip.settings import Settings
@@ -30,25 +43,30 @@ from patient_drip.content.template_store import live_part, live_files
 SAMPLE_LONG_FIRST_NAME = "Christopher"
 # For a template no campaign sends yet: a two-digit count fits every real campaign's phrase.
 SAMPLE_SMS_FREQUENCY = "Up to 10 msgs over 10 weeks"
+SAMPLE_SMS_FREQUENCIES = {"es": "Hasta 10 mensajes en 10 semanas"}
 # The longest discreet SMS name the settings allow (SMS_NAME_MAX_CHARS): a text that fits with it
 # still fits after the clinic changes its name.
 SAMPLE_LONG_SMS_NAME = "Riverside Wellness Center West"
 
 
 def sample_context(settings: Settings, step_id: str, channel: str, campaign_name: str, *,
-                   longest_offer: bool = False, campaign: Campaign | None = None) -> dict[str, ContextValue]:
+                   longest_offer: bool = False, campaign: Campaign | None = None,
+                   language: str = DEFAULT_LANGUAGE) -> dict[str, ContextValue]:
     """The message context for checking a template: a long name and large ids (long links). With
     `longest_offer`, the longest offer the settings allow (free, 3-digit minutes) instead of the
     clinic's own, so a text that fits now still fits after the clinic changes its offer, and the
-    longest discreet SMS name. The message frequency is `campaign`'s (a sample one without it)."""
+    longest discreet SMS name. The message frequency is `campaign`'s (a sample one without it).
+    `language`: the template's (`languages.language_of_template`); the offer, the booking button
+    and the frequency are worded in it."""
     if longest_offer:
         settings = settings.model_copy(update={"consultation_free": True, "consultation_minutes": 120,
                                                "clinic_sms_name": max(settings.sms_brand, SAMPLE_LONG_SMS_NAME,
                                                                       key=len)})
-    frequency = sms_frequency(campaign) if campaign is not None else SAMPLE_SMS_FREQUENCY
+    frequency = (sms_frequency(campaign, language) if campaign is not None
+                 else SAMPLE_SMS_FREQUENCIES.get(language, SAMPLE_SMS_FREQUENCY))
     return message_context(settings, LinkTokens("template-check"), first_name=SAMPLE_LONG_FIRST_NAME,
                            contact_id=9_999_999, message_id=99_999_999, campaign_name=campaign_name,
-                           step_id=step_id, channel=channel, sms_frequency=frequency)
+                           step_id=step_id, channel=channel, sms_frequency=frequency, language=language)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -84,31 +102,41 @@ def check_all(settings: Settings) -> tuple[list[str], str]:
                 for language in campaign.languages:
                     used.setdefault(template_in_language(template, language), (step.id, str(step.channel), campaign))
             if first_sms is not None and step is first_sms:
-                body = _render_sms(renderer, settings, step.template, step.id, campaign, templates_dir, problems)
-                if body is not None:
-                    brand = str(sample_context(settings, step.id, "sms", campaign.name, longest_offer=True,
-                                               campaign=campaign)["clinic_sms_name"])
-                    problems += [f"{_relative(templates_dir / step.template, templates_dir)}:1: [first-sms] {p}"
-                                 for p in first_sms_problems(body, campaign, brand)]
+                for language in LANGUAGES:  # the first text in each language it is written in
+                    name = template_in_language(step.template, language)
+                    if language != DEFAULT_LANGUAGE and not (templates_dir / name).is_file():
+                        continue
+                    body = _render_sms(renderer, settings, name, step.id, campaign, templates_dir, problems)
+                    if body is not None:
+                        brand = str(sample_context(settings, step.id, "sms", campaign.name, longest_offer=True,
+                                                   campaign=campaign)["clinic_sms_name"])
+                        problems += [f"{_relative(templates_dir / name, templates_dir)}:1: [first-sms] {p}"
+                                     for p in first_sms_problems(body, campaign, brand, language=language)]
+    for name in orphan_translations(templates_dir):
+        problems.append(f"{_relative(templates_dir / name, templates_dir)}:1: [translation] a translation of "
+                        f"{english_template(name)}, which does not exist: rename it after its English original or "
+                        f"remove it")
     for path in sorted(templates_dir.rglob("*")):
         if not path.is_file() or path.name.startswith((".", "_")):
             continue
         name = str(path.relative_to(templates_dir))
-        step_id, channel, campaign = used.get(name, ("sample-step", "email" if name.startswith("email/") else "sms",
+        # A translation is checked as the step that sends its English original (es/sms/… as sms/…).
+        base, language = english_template(name), language_of_template(name)
+        step_id, channel, campaign = used.get(base, ("sample-step", "email" if base.startswith("email/") else "sms",
                                                      None))
         campaign_name = campaign.name if campaign is not None else "Sample"
         checked += 1
         display = _relative(path, templates_dir)
-        if name.startswith("email/"):
+        if base.startswith("email/"):
             try:
                 email = renderer.render_email(name, sample_context(settings, step_id, "email", campaign_name,
-                                                                   campaign=campaign))
+                                                                   campaign=campaign, language=language))
             except RenderError as exc:
                 problems.append(_located(display, exc))
                 continue
             if guard is not None:
                 problems.extend(guard(path, name, "email", email, campaign))
-        elif name.startswith("sms/"):
+        elif base.startswith("sms/"):
             body = _render_sms(renderer, settings, name, step_id, campaign, templates_dir, problems)
             if body is None:
                 continue
@@ -138,7 +166,8 @@ def _render_sms(renderer: Renderer, settings: Settings, name: str, step_id: str,
                 templates_dir: Path, problems: list[str]) -> str | None:
     try:
         return renderer.render_sms(name, sample_context(settings, step_id, "sms", campaign.name if campaign else "Sample",
-                                                        longest_offer=True, campaign=campaign))
+                                                        longest_offer=True, campaign=campaign,
+                                                        language=language_of_template(name)))
     except RenderError as exc:
         problems.append(_located(_relative(templates_dir / name, templates_dir), exc))
         return None
@@ -159,13 +188,17 @@ def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-unt
     for issue in content_guard.check_templates_dir(settings.templates_dir, policy):
         problems.append(str(issue).replace(str(settings.templates_dir.parent) + "/", ""))
 
-    library = library_from_file(settings.policy_dir)
+    libraries = {language: library_from_file(settings.policy_dir, language) for language in LANGUAGES}
+    english_policy = policy
 
     def run(path: Path, name: str, channel: str, rendered: object, campaign: Campaign | None) -> list[str]:
         display = _relative(path, settings.templates_dir)
+        language = language_of_template(name)
+        # Each language's rules, and its claims only: a Spanish sentence matches a Spanish claim.
+        policy, library = english_policy.in_language(language), libraries[language]
         # The values the output was rendered with (texts: the longest offer, see _render_sms).
         variables = sample_context(settings, "sample-step", channel, "Sample", longest_offer=channel == "sms",
-                                   campaign=campaign)
+                                   campaign=campaign, language=language)
         if channel == "email":
             issues = content_guard.check_rendered_email(display, rendered, variables=variables, policy=policy)
             email: RenderedEmail = rendered  # type: ignore[assignment]
@@ -173,9 +206,11 @@ def _load_guard(settings: Settings, problems: list[str]):  # type: ignore[no-unt
                                               policy=policy)
         else:
             issues = content_guard.check_rendered_sms(display, str(rendered), variables=variables, policy=policy)
-        return [str(issue) for issue in issues] + _claim_lines(path, display, channel, rendered, variables)
+        return [str(issue) for issue in issues] + _claim_lines(path, display, channel, rendered, variables, policy,
+                                                               library)
 
-    def _claim_lines(path: Path, display: str, channel: str, rendered: Any, variables: dict[str, Any]) -> list[str]:
+    def _claim_lines(path: Path, display: str, channel: str, rendered: Any, variables: dict[str, Any],
+                     policy: Any, library: Any) -> list[str]:
         """New claims (against the shipped library) and refused wording, at the line of the file
         where the sentence starts (absolute wording in the file itself is reported by the guard)."""
         if channel == "email":

@@ -39,6 +39,8 @@ from functools import lru_cache
 from html.parser import HTMLParser
 from pathlib import Path
 
+from patient_drip.content.languages import DEFAULT_LANGUAGE, accent_insensitive, policy_file_name
+
 __all__ = [
     "NEW_CLAIM",
     "NEW_CLAIM_MESSAGE",
@@ -55,8 +57,11 @@ NEW_CLAIM = "new-claim"
 NEW_CLAIM_MESSAGE = "new claim — needs clinical review"
 
 # Words after which a full stop does not end a sentence (lower case, without the dot).
-_ABBREVIATIONS = frozenset({"dr", "mr", "mrs", "ms", "st", "vs", "e.g", "i.e", "etc", "u.s", "approx", "no", "inc"})
-_BOUNDARY = re.compile(r"(?<=[.!?])(?P<close>[\"'”’)]*)\s+(?=[\"'“‘(]?[A-Z0-9])")
+# Spanish ones too ("Dra.", "Sr.", "p. ej."), for the Spanish templates (templates/es/).
+_ABBREVIATIONS = frozenset({"dr", "mr", "mrs", "ms", "st", "vs", "e.g", "i.e", "etc", "u.s", "approx", "no", "inc",
+                            "dra", "sr", "sra", "srta", "ud", "uds", "ej", "p.ej", "aprox", "ee.uu"})
+# A sentence may open with Spanish inverted marks ("¿Qué…?", "¡Gracias!") and an accented capital.
+_BOUNDARY = re.compile(r"(?<=[.!?])(?P<close>[\"'”’)]*)\s+(?=[\"'“‘(¿¡]*[A-Z0-9ÁÉÍÓÚÜÑ])")
 _BLOCK_TAGS = frozenset({
     "p", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "div", "td", "th", "tr", "table", "br",
     "blockquote", "section", "article", "header", "footer", "hr", "title", "dt", "dd",
@@ -153,7 +158,7 @@ DEFAULT_TERMS_FILE = Path(__file__).resolve().parent.parent / "policy" / "medica
 
 
 @lru_cache(maxsize=8)
-def _load_terms(path: Path) -> re.Pattern[str]:
+def _load_terms(path: Path, language: str = DEFAULT_LANGUAGE) -> re.Pattern[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -163,18 +168,24 @@ def _load_terms(path: Path) -> re.Pattern[str]:
     if not stems:
         raise ValueError(f"{path}: lists no medical words")
     # A stem matches at the start of a word; a space or hyphen in a stem matches either.
-    alternatives = sorted((r"[\s\-]+".join(map(re.escape, re.split(r"[\s\-]+", s))) for s in stems),
+    # Another language's stems match with or without their accents ("depresi" = "depresión").
+    escape = re.escape if language == DEFAULT_LANGUAGE else (lambda word: accent_insensitive(re.escape(word)))
+    alternatives = sorted((r"[\s\-]+".join(map(escape, re.split(r"[\s\-]+", s))) for s in stems),
                           key=len, reverse=True)
     return re.compile(r"(?<![^\W_])(?:" + "|".join(alternatives) + ")", re.IGNORECASE)
 
 
-def load_medical_terms(policy_dir: Path | None = None) -> re.Pattern[str]:
+def load_medical_terms(policy_dir: Path | None = None, language: str = DEFAULT_LANGUAGE) -> re.Pattern[str]:
     """The medical-topic matcher from ``medical_terms.txt`` in `policy_dir`; the shipped list when
     `policy_dir` is None or has no such file (a clinic's own policy folder from before the list).
-    Raises ValueError naming the file when it is empty."""
-    path = (policy_dir / "medical_terms.txt") if policy_dir else DEFAULT_TERMS_FILE
-    path = path if path.is_file() else DEFAULT_TERMS_FILE
-    return _load_terms(path.resolve())
+    Raises ValueError naming the file when it is empty.
+
+    Another `language` ("es") reads that language's list alone (``medical_terms.es.txt``; the
+    shipped one when `policy_dir` has none), matched with or without accents."""
+    default = DEFAULT_TERMS_FILE.with_name(policy_file_name(DEFAULT_TERMS_FILE.name, language))
+    path = (policy_dir / default.name) if policy_dir else default
+    path = path if path.is_file() else default
+    return _load_terms(path.resolve(), language)
 
 
 def is_medical(sentence: str, terms: re.Pattern[str]) -> bool:
@@ -217,7 +228,7 @@ def claim_key(text: str, variables: Mapping[str, object] | None = None) -> str:
     ignored: "Al" would eat "Also"). A claim written with ``{{ name }}`` gets the same ``{name}``."""
     text = with_placeholders(_TEMPLATE_VARIABLE.sub(lambda m: "{" + m[1] + "}", text), variables)
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
-    text = re.sub(r"\bper\s*cent\b|\bpercent\b", "%", text)
+    text = re.sub(r"\bper\s*cent\b|\bpercent\b|\bpor\s*ciento\b", "%", text)
     text = _RANGE.sub(r"\1~\2", text)  # a range keeps its separator: "2-7" is not "27"
     text = text.replace("'s", "s")  # "ketamine's" = "ketamines" (the apostrophe is punctuation)
     # Letters, digits, %, a range mark and variable braces count; spaces, hyphens and the rest do not.

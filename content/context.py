@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.content.names import message_first_name
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, ContextValue, Renderer, sms_info
 from patient_drip.content.tokens import LinkTokens
@@ -22,22 +23,39 @@ def unsubscribe_url(settings: Settings, tokens: LinkTokens, contact_id: int, mes
     return f"{settings.public_url}/u/{tokens.unsubscribe(contact_id, message_id)}"
 
 
-def consultation_phrase(settings: Settings) -> str:
+def consultation_phrase(settings: Settings, language: str = DEFAULT_LANGUAGE) -> str:
     """The offer as a noun phrase for running text: "a 15-minute consultation", or "a free 15-minute
-    consultation" only when the clinic says so (`DRIP_CONSULTATION_FREE`)."""
+    consultation" only when the clinic says so (`DRIP_CONSULTATION_FREE`). In Spanish ("es"):
+    "una consulta de 15 minutos", "una consulta gratuita de 15 minutos" (plain letters: it goes
+    into texts, which must stay GSM-7)."""
+    if language == "es":
+        free = "gratuita " if settings.consultation_free else ""
+        return f"una consulta {free}de {settings.consultation_minutes} minutos"
     free = "free " if settings.consultation_free else ""
     return f"a {free}{settings.consultation_minutes}-minute consultation"
 
 
+# The booking button in another language. The clinic's own phrase (`DRIP_BOOKING_PHRASE`) is
+# English; until there is a setting per language, the Spanish button says this.
+BOOKING_PHRASES = {"es": "Reserve una consulta"}
+
+
+def booking_phrase(settings: Settings, language: str = DEFAULT_LANGUAGE) -> str:
+    """The words of the booking button in `language`."""
+    return BOOKING_PHRASES.get(language, settings.booking_phrase)
+
+
 def message_context(settings: Settings, tokens: LinkTokens, *, first_name: str, contact_id: int, message_id: int,
-                    campaign_name: str, step_id: str, channel: str, sms_frequency: str) -> dict[str, ContextValue]:
+                    campaign_name: str, step_id: str, channel: str, sms_frequency: str,
+                 language: str = DEFAULT_LANGUAGE) -> dict[str, ContextValue]:
     """Every template variable for message `message_id` of step `step_id` to contact `contact_id`;
     the links are signed with `tokens` (a preview key gives links the live service refuses).
 
     `first_name` is the stored name; what the template gets is `names.message_first_name` of it
     (a name that is not a name becomes "", non-GSM letters in an SMS are transliterated), so no
     caller can put a raw name into a message. `sms_frequency` is the campaign's
-    `content.first_sms.sms_frequency`."""
+    `content.first_sms.sms_frequency` (in `language`). `language` is the message's ("es": the
+    Spanish template of the step): the offer and the booking button are worded in it."""
     return {
         "first_name": message_first_name(first_name, channel),
         "clinic_name": settings.clinic_name,
@@ -47,8 +65,8 @@ def message_context(settings: Settings, tokens: LinkTokens, *, first_name: str, 
         "clinic_address": settings.clinic_address,
         "consultation_free": settings.consultation_free,
         "consultation_minutes": settings.consultation_minutes,
-        "consultation": consultation_phrase(settings),
-        "booking_phrase": settings.booking_phrase,
+        "consultation": consultation_phrase(settings, language),
+        "booking_phrase": booking_phrase(settings, language),
         "booking_link": f"{settings.public_url}/b/{tokens.booking(message_id)}",
         "unsubscribe_link": unsubscribe_url(settings, tokens, contact_id, message_id),
         "campaign_name": campaign_name,

@@ -55,6 +55,13 @@ from patient_drip.content.absolutes import ABSOLUTE_CLAIM, AbsoluteRules, find_a
 from patient_drip.content.claims import NEW_CLAIM, load_medical_terms
 from patient_drip.content.numbers import HYPHENS as _HYPHENS
 from patient_drip.content.numbers import ApprovedNumber, NumberMention, extract_numbers, parse_approved_number
+from patient_drip.content.languages import (
+    DEFAULT_LANGUAGE,
+    accent_insensitive,
+    english_template,
+    language_of_template,
+    policy_file_name,
+)
 from patient_drip.content.required_parts import is_email_layout, missing_parts
 from patient_drip.providers.types import Channel
 
@@ -141,11 +148,21 @@ class ContentPolicy:
     approved_numbers: tuple[ApprovedNumber, ...]
     absolutes: AbsoluteRules  # refused wording (absolute_language.yaml)
     medical_terms: re.Pattern[str]  # what makes a sentence medical (medical_terms.txt)
+    language: str = DEFAULT_LANGUAGE  # the language of the messages it checks ("en", "es")
+    policy_dir: Path | None = None  # where it was read from (resolved), for `in_language`
+
+    def in_language(self, language: str) -> ContentPolicy:
+        """The policy for messages in `language`, read from the same folder (this one when it is
+        already that language's). Cached: cheap to ask for every message."""
+        if language == self.language or self.policy_dir is None:
+            return self
+        return _load_policy(self.policy_dir, language)
 
     def restricted_in(self, text: str) -> list[tuple[int, str, RestrictedTerm]]:
         """(offset, word as written, term) for every restricted word in `text`, in text order."""
         # A quick search that can only rule terms out comes first (`_prefilter`): most texts have none.
-        prefilter = _prefilter(self.restricted_terms)
+        # (Another language's terms match accented letters the ASCII fold keeps: no quick search.)
+        prefilter = _prefilter(self.restricted_terms) if self.language == DEFAULT_LANGUAGE else None
         if prefilter is not None and not prefilter.search(text.translate(_ASCII_FOLD)):
             return []
         matches = sorted(
@@ -204,8 +221,11 @@ def _term_core(term: str) -> str:
     return glue.join(words)
 
 
-def _term_regex(term: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![^\W_]){_term_core(term)}[^\W_]*", re.IGNORECASE)
+def _term_regex(term: str, language: str = DEFAULT_LANGUAGE) -> re.Pattern[str]:
+    core = _term_core(term)
+    if language != DEFAULT_LANGUAGE:  # "depresi" also matches "depresión", "mania" "manía"
+        core = accent_insensitive(core)
+    return re.compile(rf"(?<![^\W_]){core}[^\W_]*", re.IGNORECASE)
 
 
 def _load_yaml(path: Path) -> Any:
@@ -217,9 +237,7 @@ def _load_yaml(path: Path) -> Any:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
 
 
-@lru_cache(maxsize=8)
-def _load_policy(policy_dir: Path) -> ContentPolicy:
-    terms_path = policy_dir / "restricted_terms.yaml"
+def _restricted_terms(terms_path: Path, language: str) -> tuple[list[RestrictedTerm], frozenset[str]]:
     terms_doc = _load_yaml(terms_path) or {}
     if not isinstance(terms_doc, dict) or not isinstance(terms_doc.get("terms"), dict):
         raise ValueError(f"{terms_path}: needs a 'terms' mapping of category -> list of terms")
@@ -227,10 +245,12 @@ def _load_policy(policy_dir: Path) -> ContentPolicy:
     for category, entries in terms_doc["terms"].items():
         if not isinstance(entries, list) or not all(isinstance(e, str) and e.strip() for e in entries):
             raise ValueError(f"{terms_path}: terms.{category} must be a list of words")
-        restricted += [RestrictedTerm(e.strip(), str(category), _term_regex(e)) for e in entries]
+        restricted += [RestrictedTerm(e.strip(), str(category), _term_regex(e, language)) for e in entries]
     allowed = frozenset(str(w).casefold() for w in terms_doc.get("allowed_words") or [])
+    return restricted, allowed
 
-    claims_path = policy_dir / "approved_claims.yaml"
+
+def _claims(claims_path: Path, language: str) -> tuple[list[Claim], list[ApprovedNumber]]:
     claims_doc = _load_yaml(claims_path) or {}
     if not isinstance(claims_doc, dict):
         raise ValueError(f"{claims_path}: needs 'claims' and 'safe_numbers' lists")
@@ -247,21 +267,56 @@ def _load_policy(policy_dir: Path) -> ContentPolicy:
             str(item["id"]), str(item["text"]), tuple(map(str, item["numbers"])), str(item["source"])
         )
         claims.append(claim)
-        approved += [parse_approved_number(n, f"claim {claim.id!r}", claims_path) for n in claim.numbers]
+        approved += [parse_approved_number(n, f"claim {claim.id!r}", claims_path, language) for n in claim.numbers]
+    return claims, approved
+
+
+def _safe_numbers(claims_path: Path) -> tuple[list[SafeNumber], list[ApprovedNumber]]:
+    claims_doc = _load_yaml(claims_path) or {}
     safe: list[SafeNumber] = []
+    approved: list[ApprovedNumber] = []
     for i, item in enumerate(claims_doc.get("safe_numbers") or []):
         if not isinstance(item, dict) or not item.get("number") or not item.get("reason"):
             raise ValueError(f"{claims_path}: safe_numbers[{i}] needs a number and a reason")
         safe.append(SafeNumber(str(item["number"]), str(item["reason"])))
         approved.append(parse_approved_number(item["number"], "safe_numbers", claims_path))
-    return ContentPolicy(tuple(restricted), allowed, tuple(claims), tuple(safe), tuple(approved),
-                         load_absolute_rules(policy_dir), load_medical_terms(policy_dir))
+    return safe, approved
 
 
-def load_policy(policy_dir: Path | None = None) -> ContentPolicy:
+def _language_file(policy_dir: Path, name: str, language: str) -> Path:
+    """`name` in `language` (`policy_file_name`) in `policy_dir`, or the shipped one when the
+    folder has none (a clinic's own policy folder from before the language)."""
+    path = policy_dir / policy_file_name(name, language)
+    return path if language == DEFAULT_LANGUAGE or path.is_file() else DEFAULT_POLICY_DIR / path.name
+
+
+@lru_cache(maxsize=8)
+def _load_policy(policy_dir: Path, language: str = DEFAULT_LANGUAGE) -> ContentPolicy:
+    restricted, allowed = _restricted_terms(policy_dir / "restricted_terms.yaml", language)
+    claims_path = policy_dir / "approved_claims.yaml"
+    claims, approved = _claims(claims_path, DEFAULT_LANGUAGE)
+    safe, safe_approved = _safe_numbers(claims_path)
+    if language != DEFAULT_LANGUAGE:
+        # The language's own terms come on top of the English ones (an English drug name in a
+        # Spanish text is as indiscreet); its numbers are its claims' (as written in it), and the
+        # safe numbers (988, 911) are the same in every language.
+        more, more_allowed = _restricted_terms(_language_file(policy_dir, "restricted_terms.yaml", language), language)
+        restricted, allowed = more + restricted, allowed | more_allowed
+        claims, approved = _claims(_language_file(policy_dir, "approved_claims.yaml", language), language)
+    return ContentPolicy(tuple(restricted), allowed, tuple(claims), tuple(safe), tuple(approved + safe_approved),
+                         load_absolute_rules(policy_dir, language), load_medical_terms(policy_dir, language),
+                         language, policy_dir)
+
+
+def load_policy(policy_dir: Path | None = None, language: str = DEFAULT_LANGUAGE) -> ContentPolicy:
     """Read ``restricted_terms.yaml`` and ``approved_claims.yaml`` from `policy_dir` (default: the
-    repository's policy/). Cached per directory. Raises ValueError naming the file and entry."""
-    return _load_policy((policy_dir or DEFAULT_POLICY_DIR).resolve())
+    repository's policy/). Cached per directory. Raises ValueError naming the file and entry.
+
+    `language` ("es"): the policy for messages in that language (`ContentPolicy.in_language`):
+    its restricted terms on top of the English ones, its medical terms, absolute wording and
+    approved numbers (``*.es.*`` files beside the English ones; the shipped ones when the folder
+    has none)."""
+    return _load_policy((policy_dir or DEFAULT_POLICY_DIR).resolve(), language)
 
 
 # --- source scanning -------------------------------------------------------------------------
@@ -278,6 +333,8 @@ _EXTENDS = re.compile(r"\{%-?\s*extends\s+([\"'])(?P<name>.+?)\1\s*-?%\}")
 _VARIABLE = re.compile(r"\{\{-?\s*(?P<name>\w+)[^}]*\}\}")
 _CRISIS_LINE = re.compile(r"(?<!\d)988(?!\d)")
 _FREE = re.compile(r"\bfree\b", re.I)
+# Another language's word for it too (an English "free" in a Spanish template is refused as well).
+_FREE_IN = {"es": re.compile(r"\b(?:free|gratis|gratuit[oa]s?|sin\s+costo|sin\s+cargo)\b", re.I)}
 
 
 def _blank(text: str, regex: re.Pattern[str]) -> str:
@@ -319,7 +376,7 @@ def _restricted_issues(
 
 def _number_issues(file: str, text: str, policy: ContentPolicy) -> list[GuardIssue]:
     issues = []
-    for mention in extract_numbers(text):
+    for mention in extract_numbers(text, policy.language):
         if policy.approval(mention) is not None:
             continue
         hint = ""
@@ -338,12 +395,12 @@ def _number_issues(file: str, text: str, policy: ContentPolicy) -> list[GuardIss
     return issues
 
 
-def _offer_issues(file: str, text: str) -> list[GuardIssue]:
+def _offer_issues(file: str, text: str, language: str = DEFAULT_LANGUAGE) -> list[GuardIssue]:
     # Anywhere outside comments, markup and Jinja strings included: an alt text shows too.
     return [GuardIssue(file, _line(text, m.start()), OFFER_TERMS, f'says "{m[0]}": whether the consultation is '
                        "free is the clinic's setting, not the message's - write {{ consultation }}, which says "
                        '"free" only when the clinic offers it free (the setting DRIP_CONSULTATION_FREE)')
-            for m in _FREE.finditer(_unescape_entities(text))]
+            for m in _FREE_IN.get(language, _FREE).finditer(_unescape_entities(text))]
 
 
 def _literal_text(source: str, channel: Channel) -> str:
@@ -455,14 +512,14 @@ def check_template_source(
     else:
         issues += _restricted_issues(path, no_comments, DISCREET_SMS, policy)
     issues += _number_issues(path, _literal_text(source, channel), policy)
-    issues += _offer_issues(path, no_comments)
+    issues += _offer_issues(path, no_comments, policy.language)
     issues += absolute_issues(path, _literal_text(source, channel), policy)
     if not is_layout or (channel == "email" and is_email_layout(no_comments)):  # a layout carries the footer
         issues += _required_part_issues(path, source, channel, templates or {}, templates_dir, is_layout)
     return sorted(issues, key=lambda i: (i.line, i.rule))
 
 
-def _without_values(text: str, variables: Mapping[str, object]) -> str:
+def _without_values(text: str, variables: Mapping[str, object], language: str = DEFAULT_LANGUAGE) -> str:
     """`text` with the variables' values blanked (a street number, a phone or the consultation's
     length from the settings is not a claim)."""
     for value in sorted((v for v in variables.values() if isinstance(v, str) and len(v.strip()) >= 3),
@@ -470,7 +527,8 @@ def _without_values(text: str, variables: Mapping[str, object]) -> str:
         # Whitespace may change on the way (html2text joins a multi-line address into one line).
         text = _blank(text, re.compile(r"\s+".join(map(re.escape, value.split()))))
     minutes = variables.get("consultation_minutes")
-    return _blank(text, re.compile(rf"(?<![\d.,]){minutes}(?=[\s-]*minute)")) if isinstance(minutes, int) else text
+    word = "minute" if language == DEFAULT_LANGUAGE else "minut"  # "15 minutos"
+    return _blank(text, re.compile(rf"(?<![\d.,]){minutes}(?=[\s-]*{word})")) if isinstance(minutes, int) else text
 
 
 def check_rendered_email(
@@ -504,8 +562,8 @@ def check_rendered_email(
                 issues.append(GuardIssue(file, 1, EMAIL_FOOTER, f"{what} does not show the 988 Suicide & "
                                          "Crisis Lifeline: every email footer has it"))
         return issues
-    issues += _number_issues(f"{name} (subject)", _without_values(subject, variables), policy)
-    issues += _number_issues(f"{name} (text)", _without_values(text, variables), policy)
+    issues += _number_issues(f"{name} (subject)", _without_values(subject, variables, policy.language), policy)
+    issues += _number_issues(f"{name} (text)", _without_values(text, variables, policy.language), policy)
     for file, output, visible, what in parts:
         issues += _part_issues(file, 1, "email", output, visible, variables, what)
     return issues
@@ -520,7 +578,7 @@ def check_rendered_sms(
     file = f"{name} (sms)"
     issues = _restricted_issues(file, text, DISCREET_SMS, policy)
     if variables is not None:
-        issues += _number_issues(file, _without_values(text, variables), policy)
+        issues += _number_issues(file, _without_values(text, variables, policy.language), policy)
         issues += _part_issues(file, 1, "sms", text, text, variables, "the text message")
     return issues
 
@@ -531,6 +589,8 @@ def check_templates_dir(templates_dir: Path, policy: ContentPolicy | None = None
 
     Files whose name starts with ``_`` (layouts, partials) and files outside ``email/`` and
     ``sms/`` are checked as layouts; the channel follows the suffix (.html email, .txt sms).
+    A template in a language folder (``es/email/…``) is checked with that language's policy
+    (`ContentPolicy.in_language`) and ``es/email``, ``es/sms`` are its ``email``, ``sms``.
     """
     policy = policy or load_policy()
     root = Path(templates_dir)
@@ -544,9 +604,10 @@ def check_templates_dir(templates_dir: Path, policy: ContentPolicy | None = None
             issues.append(GuardIssue(str(path), 1, UNREADABLE, f"cannot be read as UTF-8 text: {exc}"))
     for name, source in sources.items():
         channel = Channel.SMS if name.endswith(".txt") else Channel.EMAIL
-        top = name.split("/", 1)[0]
+        top = english_template(name).split("/", 1)[0]
         is_layout = Path(name).name.startswith("_") or top not in ("email", "sms")
         issues += check_template_source(
-            str(root / name), source, channel=channel, policy=policy, is_layout=is_layout, templates=sources
+            str(root / name), source, channel=channel, policy=policy.in_language(language_of_template(name)),
+            is_layout=is_layout, templates=sources
         )
     return sorted(issues, key=lambda i: (i.file, i.line, i.rule))

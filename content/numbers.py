@@ -40,38 +40,60 @@ class ApprovedNumber:
 
 
 _N = r"\d+(?:[.,]\d+)*"
-_PCT = r"\s?(?:%|percent\b|per\s+cent\b)"
-_NUMBER_RE = re.compile(
-    rf"""
-    (?<![^\W_])                                 # not the tail of a word or number: B12, 2.5
-    (?<![^\W_][{HYPHENS}.,/:])                 # nor of COVID-19, v1.2, 12/25, 9:30
-    (?P<cur>[$€£])?
-    (?P<a>{_N})
-    (?: :(?P<min>\d\d)                          # 9:30
-      | /(?P<per>\d+)                           # 24/7
-      | (?P<apct>{_PCT})?
-        (?: (?:\s*[{HYPHENS}]\s*|\s+to\s+)     # a range: 60-80, 60–80, 60 to 80
-            [$€£]?(?P<b>{_N}) )?
+_PCT = {"en": r"\s?(?:%|percent\b|per\s+cent\b)", "es": r"\s?(?:%|por\s*ciento\b)"}
+_TO = {"en": r"to", "es": r"a"}  # a range in words: "60 to 80", "60 a 80"
+# Scale words, and the English word each stands for (values are compared in English terms, so
+# "20 millones" is the approved "20 million").
+_SCALES = {"en": {"hundred": "hundred", "thousand": "thousand", "million": "million", "billion": "billion"},
+           "es": {"mil millones": "billion", "millones": "million", "millón": "million", "millon": "million",
+                  "mil": "thousand", "cien": "hundred"}}
+
+
+def _number_regex(language: str) -> re.Pattern[str]:
+    scales = "|".join(sorted(_SCALES[language], key=len, reverse=True)).replace(" ", r"\s+")
+    return re.compile(
+        rf"""
+        (?<![^\W_])                                 # not the tail of a word or number: B12, 2.5
+        (?<![^\W_][{HYPHENS}.,/:])                 # nor of COVID-19, v1.2, 12/25, 9:30
+        (?P<cur>[$€£])?
+        (?P<a>{_N})
+        (?: :(?P<min>\d\d)                          # 9:30
+          | /(?P<per>\d+)                           # 24/7
+          | (?P<apct>{_PCT[language]})?
+            (?: (?:\s*[{HYPHENS}]\s*|\s+{_TO[language]}\s+)     # a range: 60-80, 60–80, 60 to 80
+                [$€£]?(?P<b>{_N}) )?
+        )
+        (?P<pct>{_PCT[language]})?
+        (?:\s+(?P<scale>{scales})\b)?
+        """,
+        re.VERBOSE | re.IGNORECASE,
     )
-    (?P<pct>{_PCT})?
-    (?:\s+(?P<scale>hundred|thousand|million|billion)\b)?
-    """,
-    re.VERBOSE | re.IGNORECASE,
-)
 
 
-def _value(m: re.Match[str]) -> str:
-    value = (m["cur"] or "") + m["a"].replace(",", "")
+_NUMBER_RES = {language: _number_regex(language) for language in _SCALES}
+_NUMBER_RE = _NUMBER_RES["en"]
+
+
+def _plain_number(digits: str, language: str) -> str:
+    """Digits as compared: separators of thousands dropped, a decimal point a point ("1,000" and
+    "1.000" in Spanish are 1000; "7,5" in Spanish is "7.5")."""
+    if language == "es":
+        return digits.replace(".", "").replace(",", ".")
+    return digits.replace(",", "")
+
+
+def _value(m: re.Match[str], language: str = "en") -> str:
+    value = (m["cur"] or "") + _plain_number(m["a"], language)
     if m["min"]:
         value += ":" + m["min"]
     elif m["per"]:
         value += "/" + m["per"]
     elif m["b"]:
-        value += "-" + m["b"].replace(",", "")
+        value += "-" + _plain_number(m["b"], language)
     if m["apct"] or m["pct"]:
         value += "%"
     if m["scale"]:
-        value += " " + m["scale"].lower()
+        value += " " + _SCALES[language][" ".join(m["scale"].lower().split())]
     return value
 
 
@@ -79,38 +101,46 @@ def _words_after(text: str, end: int) -> str:
     return " ".join(re.sub(r"[\W_]+", " ", text[end : end + 60].casefold()).split())
 
 
-def extract_numbers(text: str) -> list[NumberMention]:
+def _regex(language: str) -> re.Pattern[str]:
+    return _NUMBER_RES.get(language, _NUMBER_RE)
+
+
+def extract_numbers(text: str, language: str = "en") -> list[NumberMention]:
     """Every number in `text` (ranges, percentages, "20 million", "$400", "24/7"), in order.
 
     Digits only: spelled-out numbers ("two") are not found. Never raises for any string.
+    `language` ("en", "es") says how it is written: "por ciento", "60 a 80", "20 millones" and
+    the decimal comma in Spanish; values are normalised the same way in every language.
     """
     return [
-        NumberMention(m.group(), _value(m), _words_after(text, m.end()), m.start(), m.end())
-        for m in _NUMBER_RE.finditer(text)
+        NumberMention(m.group(), _value(m, language), _words_after(text, m.end()), m.start(), m.end())
+        for m in _regex(language).finditer(text)
     ]
 
 
 
-def parse_approved_number(entry: object, origin: str, path: Path) -> ApprovedNumber:
-    """The approved number an entry of approved_claims.yaml names ("15 minute", "60-80%").
+def parse_approved_number(entry: object, origin: str, path: Path, language: str = "en") -> ApprovedNumber:
+    """The approved number an entry of approved_claims.yaml names ("15 minute", "60-80%"), written
+    in `language` (approved_claims.es.yaml: "20 millones").
 
     Raises ValueError naming `path` and `origin` when the entry does not start with a number."""
     text = str(entry).strip()
-    m = _NUMBER_RE.match(text)
+    m = _regex(language).match(text)
     if not m:
         raise ValueError(f"{path}: {origin}: {text!r} does not start with a number")
     return ApprovedNumber(
-        value=_value(m), words=_words_after(text, m.end()), origin=origin, entry=text
+        value=_value(m, language), words=_words_after(text, m.end()), origin=origin, entry=text
     )
 
 
-def numbers_of_claims(texts: Iterable[str], origin: str = "claims library") -> tuple[ApprovedNumber, ...]:
+def numbers_of_claims(texts: Iterable[str], origin: str = "claims library",
+                      language: str = "en") -> tuple[ApprovedNumber, ...]:
     """The numbers a set of approved claim sentences state, each with the word after it ("6
     infusions" approves "6 infusions", not "6 weeks"): a clinician who approves a sentence approves
     its figures, so the number rule does not refuse what the claims library allows."""
     approved = []
     for text in texts:
-        for mention in extract_numbers(text):
+        for mention in extract_numbers(text, language):
             word = mention.following.split(" ", 1)[0] if mention.following else ""
             approved.append(ApprovedNumber(mention.value, word, origin, f"{mention.text} {word}".strip()))
     return tuple(approved)

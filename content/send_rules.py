@@ -28,6 +28,7 @@ from patient_drip.content import discretion
 from patient_drip.content.campaign import Campaign, Step
 from patient_drip.content.first_sms import first_sms_step, first_sms_problems
 from patient_drip.content.guard import ContentPolicy
+from patient_drip.content.languages import DEFAULT_LANGUAGE, template_in_language
 from patient_drip.content.rendering import RenderedEmail
 from patient_drip.content.required_parts import missing_parts
 from patient_drip.providers.types import Channel
@@ -37,12 +38,15 @@ REASON_MAX_CHARS = 500  # Message.last_error
 
 
 def hold_reasons(rendered: RenderedEmail | str, *, campaign: Campaign, step: Step, values: Mapping[str, object],
-                 settings: Settings, policy: ContentPolicy) -> list[str]:
+                 settings: Settings, policy: ContentPolicy, language: str = DEFAULT_LANGUAGE) -> list[str]:
     """Why this rendered message must not be sent (empty: send it).
 
     `rendered` is the step's email, or its text message body; `values` the context it was
-    rendered with (`content.context.message_context`). Each reason is "[rule] what is wrong"."""
-    name = step.template
+    rendered with (`content.context.message_context`). Each reason is "[rule] what is wrong".
+    `language` is the message's (the step's template in it, `languages.template_in_language`,
+    was rendered): its rules apply (`policy.in_language`), and the first text's in it."""
+    name = template_in_language(step.template, language)
+    policy = policy.in_language(language)
     reasons: list[str] = []
     if isinstance(rendered, RenderedEmail):
         issues = discretion.email_issues(name, subject=rendered.subject, preheader=rendered.preheader,
@@ -58,7 +62,8 @@ def hold_reasons(rendered: RenderedEmail | str, *, campaign: Campaign, step: Ste
                                                                                             values)]
     if step.channel == Channel.SMS and first_sms_step(campaign) == step:
         reasons += [f"[first-sms] {problem}"
-                    for problem in first_sms_problems(rendered, campaign, settings.sms_brand, check_length=False)]
+                    for problem in first_sms_problems(rendered, campaign, settings.sms_brand, check_length=False,
+                                                      language=language)]
     return reasons
 
 

@@ -683,8 +683,8 @@ def test_clinician_can_reject_a_draft(client, srt, clock):
     _edit(client, csrf, _source(srt).replace("Warmly", "Best"))
     clinician_csrf = signed_in(client, srt, "clinician", clock)
     templates_page = client.get("/admin/templates").text
-    # 1 + the two shipped emails whose safety paragraph awaits a clinician (issue 12)
-    assert "Waiting for approval (3)" in templates_page
+    # 1 + the two shipped emails whose safety paragraph awaits a clinician (issue 12), in English and Spanish
+    assert "Waiting for approval (5)" in templates_page
     client.post(f"/admin/templates/reject/{WELCOME}", data={"version": 2, "reason": "keep Warmly, it is our tone",
                                                             "csrf_token": clinician_csrf})
     with srt.sessions() as session:

@@ -58,7 +58,8 @@ def test_init_twice_is_harmless_and_creates_an_admin_once(env):
 def test_init_loads_the_claims_library_once_and_an_admin_can_be_made_a_clinician(env):
     first = run("init")
     assert re.search(r"claims library: \d{3} approved claims loaded", first.output)
-    assert "2 changed file(s) saved as drafts" in first.output  # the safety paragraph, for clinical review
+    # the safety paragraph of two emails, in English and in Spanish, for clinical review
+    assert "4 changed file(s) saved as drafts" in first.output
     assert "claims library: in place" in run("init").output
     assert "now holds the clinician's duties" in run("users", "clinician", "admin@example.com").output
     assert "no longer holds" in run("users", "clinician", "admin@example.com", "--off").output

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from patient_drip.content.claim_library import ClaimError, add_claim, claim_versions, current_claims, edit_claim, retire_claim
+from patient_drip.content.languages import DEFAULT_LANGUAGE, LANGUAGE_NAMES
 from patient_drip.models import ClaimSource
 from patient_drip.web.admin.auth import ApprovingClinician, TemplateViewer
 from patient_drip.web.admin.common import redirect, render
@@ -30,7 +31,7 @@ def _page(request: Request, user: CurrentUser, session: ReadSessionDep | Session
           form: dict[str, str] | None = None, status_code: int = 200) -> HTMLResponse:
     claims = current_claims(session)
     return render(request, "admin/claims.html", {
-        "claims": claims, "error": error, "form": form or {}, "sources": ClaimSource,
+        "claims": claims, "error": error, "form": form or {}, "sources": ClaimSource, "languages": LANGUAGE_NAMES,
         "approved": sum(1 for c in claims if c.status == "approved"),
     }, user=user, status_code=status_code)
 
@@ -48,14 +49,18 @@ def claims_list(request: Request, user: TemplateViewer, session: ReadSessionDep)
 @router.post("/claims", response_class=HTMLResponse)
 def claims_add(request: Request, user: ApprovingClinician, session: SessionDep, now: NowDep, text: Text,
                source_kind: SourceKind = "", source: Source = "", note: Source = "",
-               return_to: Annotated[str, Form(max_length=300)] = "") -> Response:
-    """Add a claim approved by the signed-in clinician; back to `return_to` (a review page) or the list."""
+               return_to: Annotated[str, Form(max_length=300)] = "",
+               language: Annotated[str, Form(max_length=5)] = DEFAULT_LANGUAGE) -> Response:
+    """Add a claim approved by the signed-in clinician, worded in `language`; back to `return_to`
+    (a review page, which sends its template's language) or the list."""
     try:
-        add_claim(session, text, source_kind, source, now, user.actor, clinician=user.clinician, note=note)
+        add_claim(session, text, source_kind, source, now, user.actor, clinician=user.clinician, note=note,
+                  language=language)
     except ClaimError as exc:
         session.rollback()
         return _page(request, user, session, error=_sentence(str(exc)), status_code=422,
-                     form={"text": text, "source_kind": source_kind, "source": source, "note": note})
+                     form={"text": text, "source_kind": source_kind, "source": source, "note": note,
+                           "language": language})
     session.commit()
     return redirect(_back(return_to), "claim_added")
 

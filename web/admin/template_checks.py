@@ -4,6 +4,7 @@ Used by the editor's live preview, by "save draft" (refused while there are prob
 approval page. Problems: syntax errors, undefined variables (StrictUndefined), a missing subject,
 SMS over two segments or outside GSM-7, a first SMS without what carriers expect
 (`content.first_sms`), a preheader or plain-text opening that is not discreet (`content.discretion`),
+— each in the template's own language (`content.languages`: es/… has the Spanish rules and claims) —
 a layout without its footer (`content.required_parts`, through the guard), and the content guard's
 rules (content_guard.py). The guard is optional here: if the module or its policy files cannot be
 loaded, the preview still works and says that content rules were not checked.
@@ -27,6 +28,7 @@ from patient_drip.content.checks import sample_context
 from patient_drip.content.claim_library import load_library
 from patient_drip.content.claims import ClaimLibrary, ClaimReport, SentenceFinding, check_claims, source_line
 from patient_drip.content.first_sms import first_sms_problems, first_sms_step
+from patient_drip.content.languages import english_template, language_of_template, template_in_language
 from patient_drip.content.numbers import numbers_of_claims
 from patient_drip.models import Channel
 from patient_drip.content.rendering import SMS_MAX_SEGMENTS, RenderedEmail, RenderError, Renderer, SmsInfo, sms_info
@@ -71,7 +73,7 @@ class Preview:
 
 
 def template_channel(name: str) -> str:
-    return "sms" if name.startswith("sms/") or name.endswith(".txt") else "email"
+    return "sms" if english_template(name).startswith("sms/") or name.endswith(".txt") else "email"
 
 
 def is_layout(name: str) -> bool:
@@ -86,7 +88,9 @@ def all_sources(rt: Runtime, session: Session) -> dict[str, str]:
 
 
 def step_for(campaigns: dict[str, Campaign], name: str) -> tuple[str, str, Campaign | None]:
-    """(step id, campaign name, campaign) of the first step that sends this template."""
+    """(step id, campaign name, campaign) of the first step that sends this template (or, for a
+    translation such as es/sms/01-welcome.txt, its English original)."""
+    name = english_template(name)
     for campaign in campaigns.values():
         for step in campaign.message_steps:
             if step.template == name:
@@ -95,7 +99,8 @@ def step_for(campaigns: dict[str, Campaign], name: str) -> tuple[str, str, Campa
 
 
 def _first_sms_of(campaigns: dict[str, Campaign], name: str) -> list[Campaign]:
-    """The campaigns whose first text message is template `name`."""
+    """The campaigns whose first text message is template `name` (or its English original)."""
+    name = english_template(name)
     return [c for c in campaigns.values() if (step := first_sms_step(c)) is not None and step.template == name]
 
 
@@ -103,12 +108,14 @@ def _render_target(rt: Runtime, name: str, sources: dict[str, str]) -> str | Non
     """What to render to preview `name`: itself, or for a layout an email that extends it."""
     if not is_layout(name):
         return name
+    language = language_of_template(name)  # a Spanish layout is seen through a Spanish email
     for campaign in rt.campaigns.values():
         for step in campaign.message_steps:
-            if step.channel == Channel.EMAIL and name in sources.get(step.template, ""):
-                return step.template
-    return next((n for n in sorted(sources) if n.startswith("email/") and not is_layout(n)
-                 and name in sources[n]), None)
+            target = template_in_language(step.template, language)
+            if step.channel == Channel.EMAIL and name in sources.get(target, ""):
+                return target
+    return next((n for n in sorted(sources) if english_template(n).startswith("email/") and not is_layout(n)
+                 and language_of_template(n) == language and name in sources[n]), None)
 
 
 def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -141,15 +148,16 @@ def _guard_problems(rt: Runtime, preview: Preview, source: str, sources: dict[st
     except ImportError:
         preview.notes.append("Content rules were not checked (the content guard is not installed).")
         return
+    language = language_of_template(preview.name)  # each language's rules, and its claims only
     try:
-        policy = content_guard.load_policy(rt.settings.policy_dir)
+        policy = content_guard.load_policy(rt.settings.policy_dir, language)
     except Exception as exc:  # a broken policy file must not take the editor down
         preview.notes.append(f"Content rules were not checked: cannot read the content policy ({exc}).")
         return
-    library = load_library(session) if session is not None else None
+    library = load_library(session, language) if session is not None else None
     if library is not None:  # the figures of the clinic's approved claims are approved numbers too
         policy = dataclasses.replace(policy, approved_numbers=policy.approved_numbers + numbers_of_claims(
-            c.text for c in library.claims))
+            (c.text for c in library.claims), language=language))
 
     def add(issues: Any, where: str = "") -> None:
         for issue in issues or []:
@@ -203,7 +211,8 @@ def preview_template(rt: Runtime, session: Session, name: str, source: str, *,
     if target != name:
         preview.rendered_as = target
     step_id, campaign_name, campaign = step_for(rt.campaigns, target)
-    context = sample_context(rt.settings, step_id, preview.channel, campaign_name, campaign=campaign)
+    context = sample_context(rt.settings, step_id, preview.channel, campaign_name, campaign=campaign,
+                             language=language_of_template(name))
     if first_name is not None:
         context["first_name"] = message_first_name(first_name, preview.channel)  # as a real send would show it
     renderer = Renderer(rt.settings.templates_dir, overrides=sources)
@@ -232,6 +241,7 @@ def preview_template(rt: Runtime, session: Session, name: str, source: str, *,
         for first_of in _first_sms_of(rt.campaigns, name):
             preview.problems += [Problem(problem, None, "sms-first", "sms")
                                  for problem in first_sms_problems(preview.text, first_of, str(context["clinic_sms_name"]),
-                                                                   check_length=False)]  # length: just above
+                                                                   check_length=False,  # length: just above
+                                                                   language=language_of_template(name))]
     _guard_problems(rt, preview, source, sources, context, session)
     return preview

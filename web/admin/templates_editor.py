@@ -23,6 +23,7 @@ from patient_drip.web.admin.auth import AnyUser, ApprovingClinician, MarketingUs
 from patient_drip.web.admin.common import redirect, render
 from patient_drip.web.admin.contacts import sandboxed_html
 from patient_drip.web.admin.template_checks import Preview, all_sources, is_layout, preview_template, step_for, template_channel
+from patient_drip.content.languages import language_of_template
 from patient_drip.content.rendering import TEMPLATE_VARIABLES
 from patient_drip.models import TemplateStatus, TemplateVersion
 from patient_drip.runtime import Runtime
@@ -281,6 +282,7 @@ def _review_page(request: Request, user: CurrentUser, session: Session, name: st
     preview = preview_template(_rt(request), session, name, version.source)
     return render(request, "admin/template_review.html", {
         "name": name, "version": version, "live": live, "diff": diff, "error": error,
+        "language": language_of_template(name),  # a claim added from here is in the template's language
         "words": _rendered_diff(request, session, name, live, version, preview),
         "rejected_parent": rejected_parent(session, version), "claims_panel": True,
         "own": version.author == user.actor, **_preview_context(request, user, preview),
