@@ -64,7 +64,7 @@ def crisis_reply(clinic_name: str, clinic_phone: str, stopped: bool, language: s
     """The automatic answer to a possible crisis: 988 first (in Spanish: press 2, or text AYUDA to
     988, the Lifeline's Spanish service), then the clinic; says so when texting was stopped."""
     if language == "es":
-        reply = (f"Si tiene pensamientos suicidas o se encuentra en crisis, llame al 988 y marque 2, o mande "
+        reply = (f"Si piensa en quitarse la vida o se encuentra en crisis, llame al 988 y marque 2, o mande "
                  f"AYUDA por texto al 988 (24/7). En una emergencia llame al 911. {clinic_name}: {clinic_phone}. "
                  f"Nuestro equipo va a ver su mensaje.")
         return reply + (" Ya no le enviaremos textos automatizados." if stopped else "")
