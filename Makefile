@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 TEST_WORKERS ?= 2
 
-.PHONY: run test install install-test sandbox demo bench clean
+.PHONY: run test install install-test sandbox demo bench clean messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test: $(TEST_STAMP)
 
 sandbox: $(STAMP)
 	$(BIN)/drip sandbox
+
+# The public pages' texts into the Spanish catalog (web/i18n.py): new ones arrive with an empty
+# msgstr for a translator; changed ones are marked fuzzy (shown in English until reviewed).
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F web/locale/babel.cfg -o web/locale/messages.pot --no-location --omit-header .
+	$(BIN)/pybabel update -i web/locale/messages.pot -d web/locale -l es --no-fuzzy-matching
+	rm web/locale/messages.pot
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py

@@ -23,8 +23,12 @@ from patient_drip.models import Channel, Contact, Event, EventKind
 ONCE_PER = timedelta(hours=24)
 
 
-def acknowledgement_text(brand: str, hours: str, phone: str) -> str:
-    """The automatic answer to a question (plain GSM text, within 2 segments for the settings' limits)."""
+def acknowledgement_text(brand: str, hours: str, phone: str, language: str = "en") -> str:
+    """The automatic answer to a question (plain GSM text, within 2 segments for the settings' limits),
+    in the contact's language (Spanish without á í ó ú, which are not GSM-7)."""
+    if language == "es":
+        return (f"{brand}: Gracias por su mensaje. Nuestro equipo le contesta dentro de 1 jornada laboral "
+                f"(horario: {hours}). Para hablar antes, llame al {phone}. Responda ALTO para cancelar.")
     return (f"{brand}: Thanks for your message. Our team will reply within one business day "
             f"(hours: {hours}). To talk sooner, call {phone}. Reply STOP to opt out.")
 

@@ -2,7 +2,7 @@
 or update one (matched by email, then phone), blocking any channel whose address is suppressed.
 
 The merge rules (`merge_contact_input`, `apply_suppressions`, `created_rows`) are shared with the
-bulk importer, which applies them to its in-memory copies. May import `models`, `contacts.fields`,
+bulk importer, which applies them to its in-memory copies. May import `models`, `content.languages`, `contacts.fields`,
 `contacts.records`, `contacts.blocks`.
 """
 
@@ -20,6 +20,8 @@ from patient_drip.contacts.blocks import BlockReason, Blockable, block_rows, set
 from patient_drip.contacts.fields import (
     FieldError,
     ZoneSource,
+    check_interest,
+    check_language,
     normalize_email,
     normalize_name,
     normalize_phone,
@@ -27,6 +29,7 @@ from patient_drip.contacts.fields import (
     resolve_timezone,
 )
 from patient_drip.contacts.records import Row, add_rows, event_row
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.models import Channel, Contact, EventKind
 
 
@@ -43,6 +46,8 @@ class ContactInput:
     timezone: str
     source: str = ""
     preferred_channel: str = ""
+    language: str = ""  # "" = not given: a new contact gets DEFAULT_LANGUAGE, a known one keeps theirs
+    interest: str = ""  # "" = not given
 
 
 class ContactFields(Blockable, Protocol):
@@ -54,6 +59,8 @@ class ContactFields(Blockable, Protocol):
     last_name: str
     timezone: str
     preferred_channel: str
+    language: str
+    interest: str
 
 
 def parse_contact_input(
@@ -78,6 +85,8 @@ def parse_contact_input(
         timezone=resolve_timezone(raw.get("timezone"), zone_source, phone, clinic_timezone),
         source=normalize_name(raw.get("source") or source, "source")[:64],
         preferred_channel=preferred,
+        language=check_language(raw.get("language")),
+        interest=check_interest(raw.get("interest")),
     )
 
 
@@ -117,6 +126,8 @@ def merge_contact_input(contact: ContactFields, data: ContactInput) -> None:
     contact.last_name = data.last_name or contact.last_name
     contact.timezone = data.timezone or contact.timezone
     contact.preferred_channel = data.preferred_channel or contact.preferred_channel
+    contact.language = data.language or contact.language
+    contact.interest = data.interest or contact.interest
 
 
 def apply_suppressions(contact: ContactFields, reasons: Mapping[Channel, str | None]) -> list[tuple[Channel, str]]:
@@ -162,7 +173,7 @@ def create_contact(session: Session, suppression_key: str, data: ContactInput, n
     contact = Contact(
         email=data.email, phone=data.phone, first_name=data.first_name, last_name=data.last_name,
         timezone=data.timezone, source=data.source, preferred_channel=data.preferred_channel,
-        created_at=now, updated_at=now,
+        language=data.language or DEFAULT_LANGUAGE, interest=data.interest, created_at=now, updated_at=now,
     )
     session.add(contact)
     session.flush()
@@ -179,7 +190,7 @@ def update_contact(session: Session, suppression_key: str, contact: Contact, dat
     taken = {field for field, column in (("email", Contact.email), ("phone", Contact.phone))
              if getattr(data, field) and getattr(contact, field) != getattr(data, field)
              and session.scalar(select(Contact.id).where(column == getattr(data, field)).limit(1)) is not None}
-    fields = ("email", "phone", "first_name", "last_name", "timezone", "preferred_channel")
+    fields = ("email", "phone", "first_name", "last_name", "timezone", "preferred_channel", "language", "interest")
     before = {field: getattr(contact, field) for field in fields}
     merge_contact_input(contact, replace(data, email=None if "email" in taken else data.email,
                                          phone=None if "phone" in taken else data.phone))

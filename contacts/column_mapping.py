@@ -11,13 +11,15 @@ from __future__ import annotations
 import csv
 import io
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 
-KNOWN_COLUMNS = ("first_name", "last_name", "email", "phone", "timezone", "consent_email", "consent_sms", "source")
+KNOWN_COLUMNS = ("first_name", "last_name", "email", "phone", "timezone", "consent_email", "consent_sms", "source",
+                 "language", "interest")
 FIELD_LABELS = {
     "first_name": "First name", "last_name": "Last name", "email": "Email", "phone": "Phone",
     "timezone": "Time zone", "consent_email": "Agreed to emails (yes/no)", "consent_sms": "Agreed to texts (yes/no)",
-    "source": "Source",
+    "source": "Source", "language": "Language (en/es)", "interest": "Interest (depression/bipolar/unsure)",
 }
 IGNORE = ""  # a column staff chose not to import
 
@@ -38,6 +40,10 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "consent_sms": ("consent_sms", "sms_consent", "sms_opt_in", "opt_in_sms", "sms_optin", "text_consent",
                     "consent_text", "agreed_to_texts", "texts_ok", "sms_ok"),
     "source": ("source", "lead_source", "how_heard", "referral_source", "origin", "channel_source"),
+    "language": ("language", "lang", "preferred_language", "language_preference", "idioma", "idioma_preferido",
+                 "lengua", "locale"),
+    "interest": ("interest", "interests", "interested_in", "area_of_interest", "topic", "condition", "interes",
+                 "tema"),
 }
 _BY_ALIAS = {alias: name for name, aliases in _ALIASES.items() for alias in aliases}
 _SEPARATORS = re.compile(r"[\s\-_./:]+")
@@ -52,7 +58,10 @@ class MappingError(ValueError):
 
 
 def _normalise(name: str) -> str:
-    return _SEPARATORS.sub("_", name.strip().lower().lstrip("\ufeff")).strip("_")
+    # Accents folded ("Interés" = "interes"): Spanish headers are written both ways.
+    folded = "".join(ch for ch in unicodedata.normalize("NFKD", name.strip().lower().lstrip("\ufeff"))
+                     if not unicodedata.combining(ch))
+    return _SEPARATORS.sub("_", folded).strip("_")
 
 
 def field_for(name: str) -> str | None:

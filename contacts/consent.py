@@ -9,12 +9,12 @@ and blocks the channel as opted out.
 
 Every entry point calls `grant_consent` / `withdraw_consent`; the bulk importer applies the same
 `require_address` + `apply_grant` + `grant_rows` to its in-memory state and inserts the rows itself.
-May import `models`, `contacts.fields`, `contacts.records`, `contacts.blocks`.
+May import `models`, `content.languages`, `contacts.fields`, `contacts.records`, `contacts.blocks`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from patient_drip.contacts.blocks import (BlockReason, Blockable, block_channel, blocked_reason, clear_block,
                                           consent_can_lift, is_blocked, unblock_rows)
 from patient_drip.contacts.fields import FieldError
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.contacts.records import ConsentRow, Row, add_rows, audit_row, event_row
 from patient_drip.models import Channel, ConsentAction, ConsentMethod, ConsentRecord, Contact, EventKind
 
@@ -52,22 +53,30 @@ class UnknownWording(FieldError):
 
 @dataclass(frozen=True)
 class ConsentWording:
-    """Every published consent wording per channel, and which one forms show now."""
+    """Every published consent wording per channel, and which one forms show now: `current` in
+    English, `current_in[language]` in each other language (its own version ids, e.g. `sms-es-v1`)."""
 
     current: dict[Channel, str]
     versions: dict[Channel, dict[str, str]]
+    current_in: dict[str, dict[Channel, str]] = field(default_factory=dict)
 
-    def wording(self, channel: Channel, version: str | None = None) -> Wording:
-        """The wording `version` of `channel` (default: the current one). Raises `UnknownWording`."""
-        chosen = version or self.current[channel]
+    def current_version(self, channel: Channel, language: str = DEFAULT_LANGUAGE) -> str:
+        """The version forms in `language` show now (English where the language has none)."""
+        return self.current_in.get(language, {}).get(channel) or self.current[channel]
+
+    def wording(self, channel: Channel, version: str | None = None, language: str = DEFAULT_LANGUAGE) -> Wording:
+        """The wording `version` of `channel` (default: the current one in `language`). Raises
+        `UnknownWording`. Any published version is found, whatever its language."""
+        chosen = version or self.current_version(channel, language)
         text = self.versions[channel].get(chosen)
         if text is None:
             raise UnknownWording(channel, chosen, sorted(self.versions[channel]))
         return Wording(chosen, text)
 
-    def shown(self) -> dict[str, tuple[str, str]]:
-        """The current (version, text) per channel name, as the forms show them."""
-        return {channel.value: (self.current[channel], self.versions[channel][self.current[channel]])
+    def shown(self, language: str = DEFAULT_LANGUAGE) -> dict[str, tuple[str, str]]:
+        """The current (version, text) per channel name in `language`, as the forms show them."""
+        return {channel.value: (self.current_version(channel, language),
+                                self.versions[channel][self.current_version(channel, language)])
                 for channel in (Channel.EMAIL, Channel.SMS)}
 
 
@@ -77,17 +86,21 @@ def load_wording(policy_dir: Path) -> ConsentWording:
     data = yaml.safe_load((policy_dir / WORDING_FILE).read_text(encoding="utf-8"))
     current: dict[Channel, str] = {}
     versions: dict[Channel, dict[str, str]] = {}
+    current_in: dict[str, dict[Channel, str]] = {}
     for channel in (Channel.EMAIL, Channel.SMS):
         versions[channel] = {str(v): " ".join(str(text).split()) for v, text in data[channel]["versions"].items()}
         current[channel] = str(data[channel]["current"])
-        if current[channel] not in versions[channel]:
-            raise UnknownWording(channel, current[channel], sorted(versions[channel]))
-    return ConsentWording(current, versions)
+        for language, version in (data[channel].get("current_in") or {}).items():
+            current_in.setdefault(str(language), {})[channel] = str(version)
+        for version in (current[channel], *(by[channel] for by in current_in.values() if channel in by)):
+            if version not in versions[channel]:
+                raise UnknownWording(channel, version, sorted(versions[channel]))
+    return ConsentWording(current, versions, current_in)
 
 
-def consent_wording(policy_dir: Path) -> dict[str, tuple[str, str]]:
-    """The current (version, text) of the consent wording per channel name (what forms show)."""
-    return load_wording(policy_dir).shown()
+def consent_wording(policy_dir: Path, language: str = DEFAULT_LANGUAGE) -> dict[str, tuple[str, str]]:
+    """The current (version, text) of the consent wording per channel name in `language` (what forms show)."""
+    return load_wording(policy_dir).shown(language)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from patient_drip.content.campaign import Campaign
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.contacts.blocks import (BlockReason, blocked_text, consent_can_lift, suppress, suppression_reason,
                                           unblock_channel)
 from patient_drip.contacts.consent import (WORDING_FILE, ConsentGrant, ConsentWording, Wording, ever_granted,
@@ -66,23 +67,27 @@ class ConfirmationWording:
     confirmed: str
 
 
-@lru_cache(maxsize=4)
-def _confirmation_wording(policy_dir: Path) -> ConfirmationWording:
+@lru_cache(maxsize=8)
+def _confirmation_wording(policy_dir: Path, language: str = DEFAULT_LANGUAGE) -> ConfirmationWording:
+    """The double opt-in texts in `language` (`current_in` / `confirmed_in`; English where the
+    language has none)."""
     data = yaml.safe_load((policy_dir / WORDING_FILE).read_text(encoding="utf-8"))["sms_confirmation"]
-    version = str(data["current"])
+    version = str((data.get("current_in") or {}).get(language) or data["current"])
+    confirmed = (data.get("confirmed_in") or {}).get(language) or data["confirmed"]
     fold = " ".join
-    return ConfirmationWording(version, fold(str(data["versions"][version]).split()), fold(str(data["confirmed"]).split()))
+    return ConfirmationWording(version, fold(str(data["versions"][version]).split()), fold(str(confirmed).split()))
 
 
-def confirmation_text(policy_dir: Path, brand: str) -> Wording:
-    """The double opt-in text as the number would get it now: version and exact text, naming `brand`."""
-    wording = _confirmation_wording(policy_dir)
+def confirmation_text(policy_dir: Path, brand: str, language: str = DEFAULT_LANGUAGE) -> Wording:
+    """The double opt-in text as the number would get it now in the contact's `language`: version
+    and exact text, naming `brand`."""
+    wording = _confirmation_wording(policy_dir, language)
     return Wording(wording.version, wording.template.replace("{brand}", brand))
 
 
-def confirmed_reply(policy_dir: Path, brand: str) -> str:
-    """The answer to a YES that confirmed the number (frequency, rates, HELP, STOP)."""
-    return _confirmation_wording(policy_dir).confirmed.replace("{brand}", brand)
+def confirmed_reply(policy_dir: Path, brand: str, language: str = DEFAULT_LANGUAGE) -> str:
+    """The answer to a YES that confirmed the number (frequency, rates, HELP, STOP), in `language`."""
+    return _confirmation_wording(policy_dir, language).confirmed.replace("{brand}", brand)
 
 
 def _row_for(session: Session, suppression_key: str, phone: str) -> SmsConfirmation | None:

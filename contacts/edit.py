@@ -1,4 +1,4 @@
-"""Staff correct a contact: name, email, mobile number and time zone.
+"""Staff correct a contact: name, email, mobile number, time zone, language and interest.
 
 `edit_contact` is the one rule every entry point calls. It validates every field first and raises
 `ContactEditErrors` with each field's problem at once; nothing is stored unless all are valid. Then:
@@ -10,6 +10,9 @@
   suppressed address) is lifted with the address — an opt-out or an erasure is the person's and
   stays — and the new address's own suppression is applied;
 - a new time zone moves the waiting sequences' next message into the new local send window;
+- language and interest (`contacts.fields.check_language` / `check_interest`) are only changed when
+  the form sends them: the language picks the messages' and automatic replies' language from the next
+  message on, the interest the condition email's variant;
 - one audit row and one timeline event list the fields changed (the zone's old and new value; no
   other personal values, so erasure has nothing to chase in them).
 
@@ -34,10 +37,12 @@ from patient_drip.contacts.blocks import (
     suppression_reason,
     unblock_rows,
 )
-from patient_drip.contacts.fields import FieldError, check_timezone, normalize_email, normalize_name, normalize_phone
+from patient_drip.contacts.fields import (FieldError, check_interest, check_language, check_timezone, normalize_email,
+                                         normalize_name, normalize_phone)
 from patient_drip.contacts.records import ConsentRow, Row, add_rows, audit_row, event_row
 from patient_drip.content.campaign import Campaign
 from patient_drip.content.campaign_versions import campaign_for
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.content.windows import step_due_at
 from patient_drip.models import (
     Channel,
@@ -49,7 +54,9 @@ from patient_drip.models import (
     EventKind,
 )
 
-EDITABLE = ("first_name", "last_name", "email", "phone", "timezone")
+EDITABLE = ("first_name", "last_name", "email", "phone", "timezone", "language", "interest")
+# Only changed when given: a form or API call that does not send them leaves them as they are.
+OPTIONAL = ("language", "interest")
 # Blocks that belong to an address, not to the person: a corrected address starts clean.
 ADDRESS_BLOCKS = frozenset({BlockReason.SUPPRESSED, BlockReason.FAILED, BlockReason.BOUNCED,
                             BlockReason.COMPLAINED, BlockReason.DROPPED})
@@ -88,8 +95,12 @@ def parse_edit(raw: Mapping[str, str | None], *, zone_required: bool = True) -> 
         "email": lambda text: normalize_email(text) if text.strip() else None,
         "phone": lambda text: normalize_phone(text) if text.strip() else None,
         "timezone": lambda text: check_timezone(text) if text.strip() else "",
+        "language": lambda text: check_language(text) or DEFAULT_LANGUAGE,
+        "interest": check_interest,
     }
     for name, check in checks.items():
+        if name in OPTIONAL and raw.get(name) is None:
+            continue
         try:
             values[name] = check(raw.get(name) or "")
         except FieldError as exc:
@@ -117,14 +128,15 @@ def edit_contact(session: Session, contact: Contact, raw: Mapping[str, str | Non
                 taken[name] = f"This {'email address' if name == 'email' else 'number'} belongs to another contact (#{holder})."
     if taken:
         raise ContactEditErrors(taken)
-    changed = tuple(name for name in EDITABLE if values[name] != getattr(contact, name))
+    changed = tuple(name for name in EDITABLE if name in values and values[name] != getattr(contact, name))
     if not changed:
         return ContactEdit(())
     rows: list[Row] = []
     notes: list[str] = []
     old_zone = contact.timezone
-    for name in ("first_name", "last_name", "timezone"):
-        setattr(contact, name, values[name])
+    for name in ("first_name", "last_name", "timezone", "language", "interest"):
+        if name in values:
+            setattr(contact, name, values[name])
     for channel, name in ((Channel.EMAIL, "email"), (Channel.SMS, "phone")):
         if name in changed:
             rows += _new_address(session, contact, channel, values[name], suppression_key, now, actor, notes)
@@ -134,6 +146,8 @@ def edit_contact(session: Session, contact: Contact, raw: Mapping[str, str | Non
     detail: dict[str, object] = {"fields": list(changed)}
     if "timezone" in changed:
         detail |= {"timezone_from": old_zone, "timezone_to": contact.timezone}
+    if "language" in changed:
+        detail |= {"language": contact.language}
     rows += [event_row(EventKind.CONTACT_EDITED, now, contact.id, actor=actor, **detail),
              audit_row(actor, "contact_edited", now, contact.id, **detail)]
     add_rows(session, rows)

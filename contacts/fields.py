@@ -22,6 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from phonenumbers import timezone as phone_timezone
 from phonenumbers.tzdata import TIMEZONE_DATA
 
+from patient_drip.content.languages import LANGUAGE_NAMES, LANGUAGES
 from patient_drip.content.names import name_problem
 
 DEFAULT_REGION = "US"
@@ -157,6 +158,50 @@ def check_preferred_channel(raw: str | None, field: str = "preferred_channel") -
     if value and value not in PREFERRED_CHANNELS:
         raise FieldError(field, "must be email, sms or phone")
     return value
+
+
+# What the person said they would like to learn about (the form's optional question): it picks the
+# variant of the condition email. "" = not said.
+INTERESTS = ("depression", "bipolar", "unsure")
+# Words staff files and people use for each language and interest, folded (lower case, no accents).
+_LANGUAGE_WORDS = {"en": "en", "eng": "en", "english": "en", "ingles": "en", "es": "es", "spa": "es",
+                   "spanish": "es", "espanol": "es", "castellano": "es"}
+_INTEREST_WORDS = {"depression": "depression", "depresion": "depression", "mdd": "depression",
+                   "bipolar": "bipolar", "bipolar disorder": "bipolar", "trastorno bipolar": "bipolar",
+                   "unsure": "unsure", "not sure": "unsure", "no estoy seguro": "unsure",
+                   "no estoy segura": "unsure", "no se": "unsure"}
+
+
+def _folded(raw: str | None) -> str:
+    """Lower case, accents removed, inner spaces single: "Español" → "espanol"."""
+    text = unicodedata.normalize("NFKD", (raw or "").strip().casefold())
+    return " ".join("".join(ch for ch in text if not unicodedata.combining(ch)).replace("_", " ").split())
+
+
+def check_language(raw: str | None, field: str = "language") -> str:
+    """A language code from `content.languages.LANGUAGES` ("en", "es"), read from a code, a tag
+    such as "es-MX", or a name ("Spanish", "Español"); "" when nothing was given; `FieldError` otherwise."""
+    value = _folded(raw)
+    if not value:
+        return ""
+    code = _LANGUAGE_WORDS.get(value) or _LANGUAGE_WORDS.get(value.replace("-", " ").split(" ")[0])
+    if code not in LANGUAGES:
+        names = ", ".join(f"{code} ({LANGUAGE_NAMES[code]})" for code in LANGUAGES)
+        raise FieldError(field, f"{_quoted(raw or '')} is not a language we write in; use {names}")
+    return code
+
+
+def check_interest(raw: str | None, field: str = "interest") -> str:
+    """What the person wants to learn about: one of `INTERESTS` (also read from the form's words in
+    English or Spanish), or "" when nothing was given; `FieldError` otherwise."""
+    value = _folded(raw)
+    if not value:
+        return ""
+    interest = _INTEREST_WORDS.get(value)
+    if interest is None:
+        raise FieldError(field, f"{_quoted(raw or '')} is not an interest we know; use {', '.join(INTERESTS)} "
+                                "(or leave it empty)")
+    return interest
 
 
 _ZONE_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")

@@ -107,11 +107,14 @@ class ValidRow(NamedTuple):
     preferred_channel: str
     consent_email: bool
     consent_sms: bool
+    language: str = ""
+    interest: str = ""
 
     def contact_input(self) -> ContactInput:
         return ContactInput(email=self.email, phone=self.phone, first_name=self.first_name,
                             last_name=self.last_name, timezone=self.timezone, source=self.source,
-                            preferred_channel=self.preferred_channel)
+                            preferred_channel=self.preferred_channel, language=self.language,
+                            interest=self.interest)
 
 
 def validate_row(line: int, row: dict[str, str], clinic_timezone: str) -> ValidRow | RowError:
@@ -130,7 +133,7 @@ def validate_row(line: int, row: dict[str, str], clinic_timezone: str) -> ValidR
     except FieldError as exc:
         return RowError(line, exc.field, exc.message)
     return ValidRow(line, data.email, data.phone, data.first_name, data.last_name, data.timezone, data.source,
-                    data.preferred_channel, consent_email, consent_sms)
+                    data.preferred_channel, consent_email, consent_sms, data.language, data.interest)
 
 
 def validate_rows(rows: list[tuple[int, dict[str, str]]], clinic_timezone: str) -> list[ValidRow | RowError]:

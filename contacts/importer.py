@@ -82,6 +82,7 @@ from patient_drip.contacts.import_rows import (
 from patient_drip.contacts.records import AuditRow, ConsentRow, EventRow, Row
 from patient_drip.contacts.row_templates import RowBatch, RowTemplates
 from patient_drip.due_now import mark_due
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.models import (
     AuditEntry,
     Channel,
@@ -228,6 +229,8 @@ class _ContactState:
     timezone: str
     source: str
     preferred_channel: str
+    language: str
+    interest: str
     email_consent: bool
     sms_consent: bool
     email_block_reason: str | None
@@ -243,6 +246,7 @@ class _ContactState:
 
 
 _STATE_COLUMNS = ("id", "email", "phone", "first_name", "last_name", "timezone", "source", "preferred_channel",
+                  "language", "interest",
                   "email_consent", "sms_consent", "email_block_reason", "email_blocked", "sms_block_reason",
                   "sms_blocked")
 _CONTACT_COLUMNS = tuple(getattr(Contact, name) for name in _STATE_COLUMNS)
@@ -354,6 +358,7 @@ class _BulkChunk:
             contact = _ContactState(
                 id=None, email=row.email, phone=row.phone, first_name=row.first_name, last_name=row.last_name,
                 timezone=row.timezone, source=row.source, preferred_channel=row.preferred_channel,
+                language=row.language or DEFAULT_LANGUAGE, interest=row.interest,
                 email_consent=False, sms_consent=False, email_block_reason=None, email_blocked=None,
                 sms_block_reason=None, sms_blocked=None, key=self._new_key(),
             )

@@ -44,6 +44,7 @@ from patient_drip.contacts.double_opt_in import (Notice, confirmation_text, reco
 from patient_drip.contacts.enrollment import EnrollmentError, enroll, usable_channels
 from patient_drip.contacts.records import add_rows, audit_row, event_row
 from patient_drip.contacts.tasks import open_task
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.content.tokens import BadToken, LinkTokens
 from patient_drip.models import Channel, ConsentMethod, Contact, EventKind, PendingChange, TaskKind
 from patient_drip.providers.types import OutgoingMessage, SendError
@@ -66,6 +67,9 @@ class IntakeRequest:
     campaign_id: str
     ip_address: str | None = None
     user_agent: str | None = None
+    # The language the form was shown in: its consent wording is the one recorded, and a new
+    # person who chose no language gets this one.
+    wording_language: str = DEFAULT_LANGUAGE
 
 
 def record_request(session: Session, policy_dir: Path, hours: int, request: IntakeRequest,
@@ -73,8 +77,10 @@ def record_request(session: Session, policy_dir: Path, hours: int, request: Inta
     """Store the request as received, with the consent wording the form showed: one row, the same
     whoever it names (so the answer costs the same). `process_request` acts on it after the answer."""
     wording = load_wording(policy_dir)
+    shown = request.wording_language
     asked = {**asdict(request.contact), "consent_email": request.consent_email, "consent_sms": request.consent_sms,
-             "email_wording": wording.current[Channel.EMAIL], "sms_wording": wording.current[Channel.SMS],
+             "email_wording": wording.current_version(Channel.EMAIL, shown),
+             "sms_wording": wording.current_version(Channel.SMS, shown), "wording_language": shown,
              "campaign": request.campaign_id}
     pending = PendingChange(request=asked, ip_address=request.ip_address,
                             user_agent=(request.user_agent or "")[:400] or None, created_at=now,
@@ -104,6 +110,8 @@ def process_request(session: Session, rt: Runtime, pending: PendingChange, now: 
         return _hold_for_confirmation(session, rt, known, pending, now)
     # Create, never update: a request that raced another one naming the same person fails here
     # (IntegrityError) and is processed again, when it finds that person known (`process_received`).
+    # No language chosen: the one the form was shown in.
+    data = replace(data, language=data.language or str(asked.get("wording_language") or DEFAULT_LANGUAGE))
     contact = create_contact(session, rt.suppression_key, data, now, ACTOR)
     pending.contact_id, pending.confirm_by = contact.id, "new"
     add_rows(session, [event_row(EventKind.CONSULTATION_REQUESTED, now, contact.id, ip=pending.ip_address)])
@@ -118,7 +126,8 @@ def process_request(session: Session, rt: Runtime, pending: PendingChange, now: 
     notices = []
     if asked.get("consent_sms"):
         notice = request_sms_confirmation(session, rt.suppression_key,
-                                          confirmation_text(rt.settings.policy_dir, rt.settings.sms_brand), contact,
+                                          confirmation_text(rt.settings.policy_dir, rt.settings.sms_brand,
+                                                            contact.language), contact,
                                           str(asked.get("campaign") or ""), asked.get("sms_wording"), now)
         notices += [notice] if notice else []
     campaign = rt.campaigns.get(str(asked.get("campaign") or ""))
@@ -176,7 +185,8 @@ def _hold_for_confirmation(session: Session, rt: Runtime, contact: Contact, pend
                                  ip=pending.ip_address, confirm_by=pending.confirm_by)])
     if pending.confirm_by == "text":
         return [Notice("change_confirmation_text", pending.id, Channel.SMS, contact.phone or "",
-                       change_confirmation_text(rt.settings.sms_brand, rt.settings.confirmation_hours))]
+                       change_confirmation_text(rt.settings.sms_brand, rt.settings.confirmation_hours,
+                                                contact.language))]
     if not contact.email:
         return []
     link = f"{rt.settings.public_url}/confirm/{rt.tokens.confirmation(pending.id)}"
@@ -189,9 +199,14 @@ def _hold_for_confirmation(session: Session, rt: Runtime, contact: Contact, pend
 TEXT_CONFIRMATION_GAP = timedelta(hours=24)
 
 
-def change_confirmation_text(brand: str, hours: int) -> str:
+def change_confirmation_text(brand: str, hours: int, language: str = DEFAULT_LANGUAGE) -> str:
     """The text that asks a known number to confirm a request: what a YES may change (field names
-    only: nothing typed into the form is repeated to the number), discreet, names no treatment."""
+    only: nothing typed into the form is repeated to the number), discreet, names no treatment; in
+    the language on file (Spanish: plain GSM-7, no á í ó ú)."""
+    if language == "es":
+        return (f"{brand}: recibimos una solicitud para cambiar su nombre, zona horaria o idioma, o para "
+                f"reanudar nuestros mensajes. Responda SI en {hours} horas para confirmar. Si no fue usted, "
+                f"ignore esto. ALTO para cancelar.")
     return (f"{brand}: we got a request to update the name or time zone we have for you, or to restart "
             f"our messages. Reply YES within {hours} hours to confirm. Not you? Ignore this. STOP to opt out.")
 
@@ -256,21 +271,57 @@ def change_status(pending: PendingChange | None, contact: Contact | None, now: d
     return None
 
 
-def describe_request(pending: PendingChange) -> list[str]:
-    """What a pending request asks, in words for the person confirming it (a phone number shown by
-    its last digits only: whoever holds the link sees no more of a number than they need)."""
+# What `describe_request` says, per language: the confirming person reads it in the language of the
+# form they sent (else the one on file).
+_ASKED_LINES: dict[str, dict[str, str]] = {
+    "en": {"name": "use the name {name}", "phone": "use the mobile number ending in {digits}",
+           "timezone": "use the time zone {zone}", "language": "write to you in {language}",
+           "interest": "send you information about {interest}",
+           "consent_email": "send you emails about your consultation request",
+           "consent_sms": "send you text messages (your phone confirms them by replying YES)",
+           "nothing": "send you information about a consultation"},
+    "es": {"name": "usar el nombre {name}", "phone": "usar el número de celular que termina en {digits}",
+           "timezone": "usar la zona horaria {zone}", "language": "escribirle en {language}",
+           "interest": "enviarle información sobre {interest}",
+           "consent_email": "enviarle correos electrónicos sobre su solicitud de consulta",
+           "consent_sms": "enviarle mensajes de texto (su teléfono los confirma respondiendo SI)",
+           "nothing": "enviarle información sobre una consulta"},
+}
+_LANGUAGE_IN = {"en": {"en": "English", "es": "Spanish"}, "es": {"en": "inglés", "es": "español"}}
+_INTEREST_IN = {"en": {"depression": "depression", "bipolar": "bipolar disorder", "unsure": "treatment options"},
+                "es": {"depression": "la depresión", "bipolar": "el trastorno bipolar",
+                       "unsure": "las opciones de tratamiento"}}
+
+
+def describe_request(pending: PendingChange, language: str = DEFAULT_LANGUAGE) -> list[str]:
+    """What a pending request asks, in words for the person confirming it, in `language` (a phone
+    number shown by its last digits only: whoever holds the link sees no more of a number than they need)."""
     asked = pending.request
+    words = _ASKED_LINES.get(language, _ASKED_LINES[DEFAULT_LANGUAGE])
+    names = _LANGUAGE_IN.get(language, _LANGUAGE_IN[DEFAULT_LANGUAGE])
+    topics = _INTEREST_IN.get(language, _INTEREST_IN[DEFAULT_LANGUAGE])
     name = " ".join(part for part in (asked.get("first_name"), asked.get("last_name")) if part)
-    lines = [f"use the name {name}"] if name else []
+    lines = [words["name"].format(name=name)] if name else []
     if asked.get("phone"):
-        lines.append(f"use the mobile number ending in {str(asked['phone'])[-4:]}")
+        lines.append(words["phone"].format(digits=str(asked["phone"])[-4:]))
     if asked.get("timezone"):
-        lines.append(f"use the time zone {asked['timezone']}")
+        lines.append(words["timezone"].format(zone=asked["timezone"]))
+    if asked.get("language") in names:
+        lines.append(words["language"].format(language=names[asked["language"]]))
+    if asked.get("interest") in topics:
+        lines.append(words["interest"].format(interest=topics[asked["interest"]]))
     if asked.get("consent_email"):
-        lines.append("send you emails about your consultation request")
+        lines.append(words["consent_email"])
     if asked.get("consent_sms"):
-        lines.append("send you text messages (your phone confirms them by replying YES)")
-    return lines or ["send you information about a consultation"]
+        lines.append(words["consent_sms"])
+    return lines or [words["nothing"]]
+
+
+def request_language(pending: PendingChange, contact: Contact | None) -> str:
+    """The language to speak about a request in: the form's (what the person read), else theirs on file."""
+    asked = pending.request
+    return str(asked.get("wording_language") or asked.get("language") or (contact.language if contact else "")
+               or DEFAULT_LANGUAGE)
 
 
 def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None, now: datetime, *,
@@ -311,7 +362,8 @@ def confirm_change(session: Session, rt: Runtime, pending: PendingChange | None,
             applied.append("emails not started: the wording changed, please ask again")
     if asked.get("consent_sms") and contact.phone and not contact.sms_consent:
         notice = request_sms_confirmation(session, rt.suppression_key,
-                                          confirmation_text(rt.settings.policy_dir, rt.settings.sms_brand), contact,
+                                          confirmation_text(rt.settings.policy_dir, rt.settings.sms_brand,
+                                                            contact.language), contact,
                                           str(asked.get("campaign") or ""), asked.get("sms_wording"), now)
         notices += [notice] if notice else []
         applied.append("texts: we sent a text to your number; reply YES to it" if notice else
@@ -371,5 +423,5 @@ def deliver_notices(rt: Runtime, notices: list[Notice], now: datetime) -> None:
 
 __all__ = ["RECEIVED", "ChangeResult", "ChangeStatus", "IntakeRequest", "change_status", "confirm_change",
            "confirm_change_by_text", "open_text_change",
-           "deliver_notices", "describe_request", "pending_change", "process_leftovers", "process_received",
+           "deliver_notices", "describe_request", "request_language", "pending_change", "process_leftovers", "process_received",
            "process_request", "record_request"]

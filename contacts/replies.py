@@ -2,8 +2,8 @@
 
 Order of precedence (first that applies wins):
 
-1. An exact carrier keyword - the whole message is STOP, START, HELP, ... (see the sets below),
-   ignoring case, surrounding whitespace, punctuation and emoji. Carriers and Twilio act on these
+1. An exact carrier keyword - the whole message is STOP, START, HELP, ... or a Spanish one (ALTO,
+   AYUDA, SI, ... see the sets below), ignoring case, accents, surrounding whitespace, punctuation and emoji. Carriers and Twilio act on these
    keywords themselves, so our answer must agree with theirs.
 2. CRISIS - a phrase from ``policy/crisis_phrases.txt`` not covered by
    ``policy/crisis_exclusions.txt``. It beats everything except an exact keyword: "stop texting me,
@@ -49,11 +49,14 @@ __all__ = [
     "MAX_REPLY_CHARS",
     "OPT_IN_KEYWORDS",
     "OPT_OUT_KEYWORDS",
+    "SPANISH_KEYWORDS",
+    "YES_WORDS",
     "Classification",
     "PhraseLists",
     "PhrasePattern",
     "ReplyKind",
     "classify_reply",
+    "keyword_language",
     "load_phrase_lists",
     "normalise",
 ]
@@ -77,11 +80,29 @@ class ReplyKind(StrEnum):
 OPT_OUT_KEYWORDS = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout"})
 OPT_IN_KEYWORDS = frozenset({"start", "unstop", "yes"})
 HELP_KEYWORDS = frozenset({"help", "info"})
+# Their Spanish counterparts, written without accents (a keyword is matched with accents removed:
+# "SÍ" == "si", "Parár" == "parar"). Like the English ones they count only as the whole message:
+# "fin de semana" or "baja la dosis?" is a message for staff (unless the free-text opt-out lines
+# say otherwise). Twilio does not act on these itself, so we confirm them (`web.webhooks`).
+SPANISH_OPT_OUT_KEYWORDS = frozenset({"alto", "parar", "para", "cancelar", "detener", "baja", "fin"})
+SPANISH_OPT_IN_KEYWORDS = frozenset({"comenzar", "iniciar", "si"})
+SPANISH_HELP_KEYWORDS = frozenset({"ayuda"})
+SPANISH_KEYWORDS = SPANISH_OPT_OUT_KEYWORDS | SPANISH_OPT_IN_KEYWORDS | SPANISH_HELP_KEYWORDS
+# A YES to "confirm your request" (`contacts.intake`), in each language.
+YES_WORDS = frozenset({"yes", "si"})
 _KEYWORDS: dict[str, ReplyKind] = {
-    **dict.fromkeys(OPT_OUT_KEYWORDS, ReplyKind.OPT_OUT),
-    **dict.fromkeys(OPT_IN_KEYWORDS, ReplyKind.OPT_IN),
-    **dict.fromkeys(HELP_KEYWORDS, ReplyKind.HELP),
+    **dict.fromkeys(OPT_OUT_KEYWORDS | SPANISH_OPT_OUT_KEYWORDS, ReplyKind.OPT_OUT),
+    **dict.fromkeys(OPT_IN_KEYWORDS | SPANISH_OPT_IN_KEYWORDS, ReplyKind.OPT_IN),
+    **dict.fromkeys(HELP_KEYWORDS | SPANISH_HELP_KEYWORDS, ReplyKind.HELP),
 }
+
+
+def keyword_language(keyword: str | None) -> str | None:
+    """"es" for a Spanish keyword (as `Classification.matched` holds it), "en" for an English one,
+    None for anything else: the language to answer a number we do not know in."""
+    if keyword in SPANISH_KEYWORDS:
+        return "es"
+    return "en" if keyword in _KEYWORDS else None
 
 
 @dataclass(frozen=True)
@@ -385,6 +406,8 @@ def _keyword(body: str) -> str | None:
     while end > start and not text[end - 1].isalnum():
         end -= 1
     word = text[start:end].casefold()
+    # Accents do not matter ("SÍ", "Párar"): the same folding as the phrase files (`_words`).
+    word = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
     return word if word in _KEYWORDS else None
 
 

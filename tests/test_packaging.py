@@ -72,7 +72,8 @@ def test_the_wheel_adds_only_patient_drip_to_site_packages(installed: Path) -> N
     for expected in ("patient_drip/campaigns/ketamine-consult.yaml", "patient_drip/templates/email/_layout.html",
                      "patient_drip/templates/sms/01-welcome.txt", "patient_drip/policy/consent_wording.yaml",
                      "patient_drip/migrations/env.py", "patient_drip/migrations/versions/0001_initial_schema.py",
-                     "patient_drip/web/templates/consult.html", "patient_drip/web/static/admin.css"):
+                     "patient_drip/web/templates/consult.html", "patient_drip/web/static/admin.css",
+                     "patient_drip/web/locale/es/LC_MESSAGES/messages.po"):
         assert expected in shipped, f"{expected} is not in the wheel"
     assert not [name for name in shipped if name.startswith(("patient_drip/tests/", "patient_drip/bench/"))]
 

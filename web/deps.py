@@ -22,6 +22,7 @@ from fastapi import Depends, Request, Security
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from patient_drip.accounts.api_tokens import TokenRefused, check_api_token
@@ -29,12 +30,14 @@ from patient_drip.accounts.scopes import SCOPE_HELP, Scope, roles_for_scope
 from patient_drip.accounts.users import Role, is_clinician
 from patient_drip.contacts.read_audit import ReadKind, audit_read
 from patient_drip.runtime import Runtime
+from patient_drip.web import i18n
 
 WEB_DIR = Path(__file__).resolve().parent
 
 # One template environment for the public and the staff pages (`web/templates/`, not the message
 # `templates/`); `admin.common` adds the staff pages' filters to it.
 templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+i18n.install(templates.env)  # the public pages in the visitor's language (`web.i18n`)
 
 ALL_ROLES = tuple(role.value for role in Role)
 
@@ -89,8 +92,13 @@ def client_ip(request: Request) -> str:
 def page(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
     """A public page from `web/templates/`, with the clinic's name, phone and address filled in."""
     settings = get_runtime(request).settings
-    base = {"clinic_name": settings.clinic_name, "clinic_phone": settings.clinic_phone,
-            "clinic_address": settings.clinic_address}
+    phone = settings.clinic_phone
+    base = {"clinic_name": settings.clinic_name, "clinic_phone": phone, "clinic_address": settings.clinic_address,
+            # The clinic's number as a link, for translated sentences that name it (`web.i18n`).
+            "clinic_phone_link": Markup('<a href="tel:{}">{}</a>').format(phone.replace(" ", ""), phone),
+            # The page's language (`web.i18n.page_language`); pages about a person pass theirs.
+            "language": i18n.page_language(query=request.query_params.get("lang"),
+                                           accept_language=request.headers.get("accept-language"))}
     return templates.TemplateResponse(request, name, {**base, **context}, status_code=status_code)
 
 

@@ -27,11 +27,13 @@ from patient_drip.contacts.consent import ConsentGrant, Offer, consent_offer, co
 from patient_drip.contacts.enrollment import unsubscribe
 from patient_drip.contacts.intake import (RECEIVED, ChangeStatus, IntakeRequest, change_status, confirm_change,
                                           deliver_notices, describe_request, pending_change, process_received,
-                                          record_request)
+                                          record_request, request_language)
 from patient_drip.contacts.fields import (
     FieldError,
     ZoneSource,
     check_first_name,
+    check_interest,
+    check_language,
     check_preferred_channel,
     check_timezone,
     normalize_email,
@@ -39,6 +41,7 @@ from patient_drip.contacts.fields import (
     normalize_phone,
 )
 from patient_drip.content.booking_links import booking_target
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.contacts.intake_limits import IntakeLimits, Refusal, admit_consultation, check_number_for_texts
 from patient_drip.content.tokens import BadToken
 from patient_drip.content.windows import first_opening
@@ -51,12 +54,13 @@ from patient_drip.models import (
     add_event,
 )
 from patient_drip.runtime import Runtime
+from patient_drip.web import i18n
 from patient_drip.web.deps import NowDep, SessionDep, client_ip, get_runtime, page
 
 log = logging.getLogger("drip.web")
 
 DEFAULT_CAMPAIGN = "ketamine-consult"
-FORM_FIELDS = ("first_name", "last_name", "email", "phone", "preferred_channel", "timezone")
+FORM_FIELDS = ("first_name", "last_name", "email", "phone", "preferred_channel", "timezone", "language", "interest")
 MAX_BODY_BYTES = 64 * 1024
 
 router = APIRouter()
@@ -96,9 +100,22 @@ def healthz(request: Request, session: SessionDep) -> dict[str, str]:
 
 @router.get("/consult", response_class=HTMLResponse, tags=["public"])
 def consult_form(request: Request) -> HTMLResponse:
-    """The public consultation request form."""
+    """The public consultation request form, in the language of `?lang=` or else the browser's
+    (`Accept-Language`; `web.i18n`), with the consent wording of that language."""
     rt = get_runtime(request)
-    return page(request, "consult.html", {"values": {}, "errors": {}, "wording": consent_wording(rt.settings.policy_dir)})
+    language = _request_language(request)
+    return page(request, "consult.html", {"values": {}, "errors": {}, "language": language,
+                                          "languages": i18n.language_choices(),
+                                          "wording": consent_wording(rt.settings.policy_dir, language)})
+
+
+def _request_language(request: Request, data: dict[str, Any] | None = None) -> str:
+    """The language a public page answers in: `?lang=`, the form's (the page it was sent from,
+    else the language chosen), else `Accept-Language`."""
+    data = data or {}
+    return i18n.page_language(query=request.query_params.get("lang"),
+                              form=str(data.get("wording_language") or data.get("language") or ""),
+                              accept_language=request.headers.get("accept-language"))
 
 
 @router.post("/api/consultations", tags=["public"])
@@ -122,13 +139,15 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
         log.info("honeypot field filled; request dropped")
         return _received(request, wants_json)
     errors, recorded, refusal, intake = await run_in_threadpool(_accept_consultation, rt, request, data, now)
+    language = _request_language(request, data)
     if refusal is not None:
         return _refused(request, rt, data, refusal, wants_json)
     if errors:
+        errors = _errors_in(language, errors)
         if wants_json:
             return JSONResponse({"errors": _error_list(errors)}, status_code=422)
         return _form_page(request, rt, data, errors, 400)
-    answer = _received(request, wants_json, _first_message(rt, intake, now))
+    answer = _received(request, wants_json, _first_message(rt, intake, now, language), language)
     # Acted on after the answer has gone, so the answer and its timing are the same whether the
     # request names a new person (contact created, the double opt-in text) or a known one (held,
     # a link to the address on file).
@@ -136,15 +155,19 @@ async def submit_consultation(request: Request, now: NowDep) -> Response:
     return answer
 
 
-def _received(request: Request, wants_json: bool, first_message: dict[str, str] | None = None) -> Response:
+def _received(request: Request, wants_json: bool, first_message: dict[str, str] | None = None,
+              language: str | None = None) -> Response:
     """The one answer to an accepted request, whoever it names (a patient, a stranger, a bot).
-    `first_message` (`_first_message`): when the thank-you page says the first message will come."""
+    `first_message` (`_first_message`): when the thank-you page says the first message will come;
+    `language`: the page's (the form's), never the language on file of anyone it names."""
     if wants_json:
         return JSONResponse({"status": RECEIVED}, status_code=202)
-    return page(request, "thanks.html", {"first_message": first_message})
+    return page(request, "thanks.html", {"first_message": first_message,
+                                         "language": language or _request_language(request)})
 
 
-def _first_message(rt: Runtime, intake: IntakeRequest | None, now: datetime) -> dict[str, str] | None:
+def _first_message(rt: Runtime, intake: IntakeRequest | None, now: datetime,
+                   language: str = DEFAULT_LANGUAGE) -> dict[str, str] | None:
     """Outside the send window: when to expect the first message, in the person's local time.
 
     Computed from what was submitted only -- the zone (the browser's, or the number's) and the
@@ -160,7 +183,7 @@ def _first_message(rt: Runtime, intake: IntakeRequest | None, now: datetime) -> 
     if opening is None:
         return None
     local = opening.at.astimezone(ZoneInfo(zone))
-    return {"when": f"{local:%H:%M} on {local:%A} {local.day} {local:%B}", "zone": zone,
+    return {"when": i18n.local_when(local, language), "zone": zone,
             "hours": f"{opening.window.start:%H:%M}–{opening.window.end:%H:%M}"}
 
 
@@ -173,9 +196,33 @@ def _error_list(errors: dict[str, str]) -> list[dict[str, str]]:
 
 def _form_page(request: Request, rt: Runtime, data: dict[str, Any], errors: dict[str, str],
                status_code: int) -> HTMLResponse:
-    """The form again, with what was typed and every problem (a summary on top, each field's own)."""
+    """The form again, with what was typed and every problem (a summary on top, each field's own),
+    in the language it was sent in."""
+    language = _request_language(request, data)
     return page(request, "consult.html", {"values": data, "errors": errors, "error_list": _error_list(errors),
-                                          "wording": consent_wording(rt.settings.policy_dir)}, status_code)
+                                          "language": language, "languages": i18n.language_choices(),
+                                          "wording": consent_wording(rt.settings.policy_dir, language)}, status_code)
+
+
+# Said in the form's language when the catalog has no translation of a field's own message (those
+# that quote what was typed): the field is still named, in the summary and next to the field.
+_FIELD_PROBLEMS = {
+    "first_name": "Please check your first name.", "last_name": "Please check your last name.",
+    "email": "Please check the email address.", "phone": "Please check the mobile number.",
+    "timezone": "Please check the time zone.", "preferred_channel": "Please choose how we should contact you.",
+    "language": "Please choose English or Spanish.", "interest": "Please choose one of the topics, or none.",
+    "body": "The form could not be read. Please try again.", "form": "Please try again later.",
+}
+
+
+def _errors_in(language: str, errors: dict[str, str]) -> dict[str, str]:
+    """Each field's problem in `language` (`web.i18n`): its own message where the catalog has it,
+    else the field's general one (`_FIELD_PROBLEMS`). English: unchanged."""
+    if language == DEFAULT_LANGUAGE:
+        return errors
+    return {field: i18n.gettext(language, message) if i18n.has_translation(language, message)
+            else i18n.gettext(language, _FIELD_PROBLEMS.get(field, "Please check this field."))
+            for field, message in errors.items()}
 
 
 def _refused(request: Request, rt: Runtime, data: dict[str, Any], refusal: Refusal, wants_json: bool) -> Response:
@@ -185,7 +232,8 @@ def _refused(request: Request, rt: Runtime, data: dict[str, Any], refusal: Refus
     if wants_json:
         return JSONResponse({"errors": [{"field": field, "message": refusal.message, "limit": str(refusal.limit)}]},
                             status_code=429, headers=headers)
-    response = _form_page(request, rt, data, {field: refusal.message}, 429)
+    response = _form_page(request, rt, data, _errors_in(_request_language(request, data), {field: refusal.message}),
+                          429)
     response.headers.update(headers)
     return response
 
@@ -244,7 +292,7 @@ def preferences_post(
         if offer != wanted:
             return answer("That is not possible for this contact method.", 400)
         wording = load_wording(rt.settings.policy_dir)
-        current = wording.wording(channel)
+        current = wording.wording(channel, language=contact.language)  # what the page showed them
         if wording_version != current.version:
             return answer("The consent wording has changed since this page was opened. Please read the wording "
                           "below and choose again; nothing was changed.", 409)
@@ -270,7 +318,9 @@ def confirm_page(token: str, request: Request, session: SessionDep, now: NowDep)
     refused = change_status(pending, contact, now)
     if refused == ChangeStatus.NOT_FOUND or pending is None:
         return page(request, "not_found.html", {"what": "This confirmation link"}, 404)
-    return page(request, "confirm_change.html", {"status": refused, "token": token, "asked": describe_request(pending)},
+    language = request_language(pending, contact)
+    return page(request, "confirm_change.html", {"status": refused, "token": token, "language": language,
+                                                 "asked": describe_request(pending, language)},
                 410 if refused == ChangeStatus.EXPIRED else 200)
 
 
@@ -278,12 +328,16 @@ def confirm_page(token: str, request: Request, session: SessionDep, now: NowDep)
 def confirm_post(token: str, request: Request, session: SessionDep, now: NowDep) -> Response:
     """Apply a confirmed request (`contacts.intake.confirm_change`): once, before it expires."""
     rt = get_runtime(request)
-    result = confirm_change(session, rt, pending_change(session, rt.tokens, token), now,
+    pending = pending_change(session, rt.tokens, token)
+    contact = session.get(Contact, pending.contact_id) if pending is not None and pending.contact_id else None
+    language = request_language(pending, contact) if pending is not None else _request_language(request)
+    result = confirm_change(session, rt, pending, now,
                             ip_address=client_ip(request), user_agent=request.headers.get("user-agent"))
     if result.status == ChangeStatus.NOT_FOUND:
         return page(request, "not_found.html", {"what": "This confirmation link"}, 404)
     session.commit()
-    answer = page(request, "confirm_change.html", {"status": result.status, "applied": result.applied, "token": token},
+    answer = page(request, "confirm_change.html", {"status": result.status, "applied": result.applied, "token": token,
+                                                   "language": language},
                   {ChangeStatus.EXPIRED: 410, ChangeStatus.USED: 409}.get(result.status, 200))
     answer.background = BackgroundTask(deliver_notices, rt, result.notices, now)
     return answer
@@ -343,13 +397,14 @@ def _preferences_context(rt: Runtime, session: Session, contact: Contact, token:
     wording = load_wording(rt.settings.policy_dir)
 
     def state(channel: Channel) -> dict[str, Any]:
-        shown = wording.wording(channel)
+        shown = wording.wording(channel, language=contact.language)
         return {"has_address": bool(contact.email if channel == Channel.EMAIL else contact.phone),
                 "subscribed": receives(contact, channel), "offer": consent_offer(session, contact, channel),
                 "wording_version": shown.version, "wording_text": shown.text}
 
+    # The page is in the language on file: the wording shown, and recorded, is that language's.
     return {"token": token, "email": state(Channel.EMAIL), "sms": state(Channel.SMS), "notice": notice,
-            "sms_confirm_notice": SMS_CONFIRM_NOTICE}
+            "sms_confirm_notice": SMS_CONFIRM_NOTICE, "language": contact.language}
 
 
 def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], now: datetime
@@ -369,7 +424,7 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
     checks: dict[str, Callable[[str], object]] = {
         "email": normalize_email, "phone": check_phone, "first_name": check_first_name,
         "last_name": lambda v: normalize_name(v, "last_name"), "timezone": check_timezone,
-        "preferred_channel": check_preferred_channel,
+        "preferred_channel": check_preferred_channel, "language": check_language, "interest": check_interest,
     }
     for name, check in checks.items():  # every field's problem at once, not just the first
         if raw[name].strip():
@@ -395,7 +450,8 @@ def _accept_consultation(rt: Runtime, request: Request, data: dict[str, Any], no
     ip = client_ip(request)
     campaign_id = DEFAULT_CAMPAIGN if DEFAULT_CAMPAIGN in rt.campaigns else next(iter(rt.campaigns))
     intake = IntakeRequest(contact_input, consent_email, consent_sms, campaign_id, ip_address=ip,
-                           user_agent=request.headers.get("user-agent"))
+                           user_agent=request.headers.get("user-agent"),
+                           wording_language=_request_language(request, data))
     with rt.sessions() as session, session.begin():
         # SMS pumping protection: the limits, before anything is stored (a refusal commits only the
         # staff alert, if any). The form cannot prove control of a number, so a text it may cause

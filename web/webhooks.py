@@ -34,6 +34,8 @@ from patient_drip.contacts.journey_events import pause_on_reply, wake_waiting
 from patient_drip.contacts.blocks import BlockReason, block_channel, block_text, suppress
 from patient_drip.contacts.changes import find_contact
 from patient_drip.contacts.acknowledge import acknowledge_question, acknowledgement_text
+from patient_drip.contacts.auto_replies import (crisis_reply, help_reply, reply_language, request_confirmed_reply,
+                                                restarted_reply, stopped_reply)
 from patient_drip.contacts.consent import load_wording
 from patient_drip.contacts.conversations import inbound_arrived
 from patient_drip.contacts.double_opt_in import (TextConfirmation, confirm_by_text, confirmed_reply,
@@ -51,10 +53,14 @@ from patient_drip.models import (
     Message,
     MessageStatus,
 )
-from patient_drip.contacts.replies import ReplyKind, classify_reply, load_phrase_lists
+from patient_drip.contacts.replies import (SPANISH_KEYWORDS, YES_WORDS, ReplyKind, classify_reply, keyword_language,
+                                           load_phrase_lists)
 from patient_drip.runtime import Runtime
 from patient_drip.providers.twilio import TWILIO_PERMANENT_CODES
 from patient_drip.providers.types import OutgoingMessage, SendError
+
+# The kinds whose `Classification.matched` is a keyword (the whole message), not a phrase line.
+KEYWORD_KINDS = frozenset({ReplyKind.OPT_OUT, ReplyKind.OPT_IN, ReplyKind.HELP})
 
 log = logging.getLogger("drip.webhooks")
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -244,6 +250,10 @@ async def twilio_inbound(request: Request) -> Response:
             if contact is not None:
                 add_event(session, EventKind.SMS_REPLY, now, contact_id=contact.id, inbound_id=inbound.id, reply_kind=kind)
                 wake_waiting(session, rt.campaigns, contact.id, "replied", now)  # a journey waiting for a reply
+            # Answered in the contact's language; a number we do not know, in its keyword's.
+            language = reply_language(contact.language if contact else None,
+                                      keyword_language(classification.matched if kind in KEYWORD_KINDS else None))
+            spanish_keyword = classification.matched in SPANISH_KEYWORDS and kind in KEYWORD_KINDS
             if kind in (ReplyKind.OPT_OUT, ReplyKind.OPT_OUT_TEXT):
                 changed = False
                 if contact is not None:
@@ -254,15 +264,15 @@ async def twilio_inbound(request: Request) -> Response:
                     remember_stranger_stop(session, rt.suppression_key, from_number, now)
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: opt-out"
-                # Twilio answers the exact keywords itself; a free-text opt-out we confirm, once.
-                if kind == ReplyKind.OPT_OUT_TEXT and changed:
-                    reply = (f"{settings.sms_brand}: you will get no more texts from us. "
-                             f"Reply START to opt back in.")
-            elif kind == ReplyKind.OPT_IN and contact is not None and (classification.matched or "").lower() == "yes" and (
+                # Twilio answers the exact English keywords itself; a free-text opt-out we confirm,
+                # once, and a Spanish keyword (ALTO, PARAR…) every time, as Twilio does for STOP.
+                if (kind == ReplyKind.OPT_OUT_TEXT and changed) or spanish_keyword:
+                    reply = stopped_reply(settings.sms_brand, language)
+            elif kind == ReplyKind.OPT_IN and contact is not None and classification.matched in YES_WORDS and (
                     changed_by_text := confirm_change_by_text(session, rt, contact, inbound.id, now)) is not None:
-                # A YES to "confirm your request": the held change applies (its texts, if asked, keep
-                # their own double opt-in).
-                reply = f"{settings.sms_brand}: thank you, your request is confirmed. Reply STOP to opt out."
+                # A YES / SI to "confirm your request": the held change applies (its texts, if asked,
+                # keep their own double opt-in).
+                reply = request_confirmed_reply(settings.sms_brand, language)
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: request confirmed"
             elif kind == ReplyKind.OPT_IN:
@@ -271,23 +281,25 @@ async def twilio_inbound(request: Request) -> Response:
                                                 rt.suppression_key, contact, classification.matched or "", inbound.id,
                                                 now)
                     if confirmed == TextConfirmation.CONFIRMED:
-                        reply = confirmed_reply(settings.policy_dir, settings.sms_brand)
+                        reply = confirmed_reply(settings.policy_dir, settings.sms_brand, language)
+                    elif confirmed == TextConfirmation.RESTARTED and spanish_keyword:
+                        reply = restarted_reply(settings.sms_brand, language)  # Twilio answers START, not COMENZAR
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: opt-in keyword"
             elif kind == ReplyKind.HELP:
-                reply = (f"{settings.sms_brand}: for help call {settings.clinic_phone}. "
-                         f"Reply STOP to opt out. Msg & data rates may apply.")
+                reply = help_reply(settings.sms_brand, settings.clinic_phone, language)
                 inbound.handled_at = now
                 inbound.handled_by = "automatic: help reply"
             elif kind == ReplyKind.CRISIS:
                 stopped = _act_on_crisis(session, rt, contact, inbound, classification.opt_out, now)
-                reply = _crisis_reply(settings.sms_brand, settings.clinic_phone, stopped)
+                reply = crisis_reply(settings.sms_brand, settings.clinic_phone, stopped, language)
             elif kind == ReplyKind.OTHER and contact is not None:
                 # A question pauses the journeys that pause on reply, with a task for staff.
                 pause_on_reply(session, rt.campaigns, contact.id, inbound.id, now)
                 # Stays open in the staff inbox; the person hears that it did not go unseen.
                 if acknowledge_question(session, contact, inbound.id, now):
-                    reply = acknowledgement_text(settings.sms_brand, settings.clinic_hours, settings.clinic_phone)
+                    reply = acknowledgement_text(settings.sms_brand, settings.clinic_hours, settings.clinic_phone,
+                                                 language)
             inbound_arrived(session, inbound, now)  # the person's thread: reopened if the text waits for staff
             inbound_id = inbound.id
         if kind == ReplyKind.CRISIS:
@@ -312,15 +324,6 @@ def _act_on_crisis(session: Session, rt: Runtime, contact: Contact | None, inbou
         unsubscribe(session, rt.campaigns, contact, [Channel.SMS], ConsentMethod.SMS_TEXT, now, "patient:sms"))
     pause_for_crisis(session, rt.campaigns, contact.id, inbound.id, now, "system:crisis")
     return stopped
-
-
-def _crisis_reply(clinic_name: str, clinic_phone: str, stopped: bool) -> str:
-    """The automatic answer to a possible crisis: 988 first, then the clinic; says so when the
-    person's request to stop texting was carried out."""
-    reply = (f"If you are thinking about suicide or are in crisis, call or text 988 now "
-             f"(Suicide & Crisis Lifeline, 24/7). In an emergency call 911. "
-             f"{clinic_name}: {clinic_phone}. Our team will see your message.")
-    return reply + (" We have stopped our automated texts." if stopped else "")
 
 
 def _alert_staff(rt: Runtime, inbound_id: int) -> None:

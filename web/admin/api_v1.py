@@ -103,6 +103,8 @@ class ContactOut(BaseModel):
     phone: str | None = Field(description="E.164, e.g. +13125550142")
     timezone: str
     source: str
+    language: str = Field(description="Language of their messages and automatic replies: `en` or `es`.")
+    interest: str = Field(description="What they want to learn about: `depression`, `bipolar`, `unsure`, or empty.")
     email_consent: bool
     sms_consent: bool
     email_blocked: str | None = Field(description="Why email must not be used (opt-out, bounce...), or null.")
@@ -139,6 +141,11 @@ class ContactCreate(BaseModel):
     phone: str | None = Field(None, max_length=40, description="Any usual format; US numbers without +1 are fine.")
     timezone: str | None = Field(None, max_length=64, description="IANA zone; derived from the phone when omitted.")
     preferred_channel: Literal["", "email", "sms", "phone"] = ""
+    language: Literal["", "en", "es"] = Field("", description=(
+        "Language of their messages, pages and automatic text replies; empty: English for a new contact, "
+        "unchanged for an existing one. Consent in `consent` is recorded with that language's wording."))
+    interest: Literal["", "depression", "bipolar", "unsure"] = Field("", description=(
+        "What they want to learn about (picks the condition email's variant); empty: not said / unchanged."))
     source: str = Field("api", max_length=64)
     consent: list[ChannelName] = Field(default_factory=list, description=(
         "Channels the person agreed to, with the clinic's current consent wording (recorded with method `api`)."))

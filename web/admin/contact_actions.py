@@ -39,12 +39,13 @@ class ActionError(Exception):
 
 def record_consent(session: Session, rt: Runtime, contact: Contact, channels: Iterable[str], method: ConsentMethod,
                    now: datetime, actor: str, *, ip: str | None = None, user_agent: str | None = None) -> list[str]:
-    """Grant consent on `channels` with the current wording as proof; returns the channels granted.
-    Raises `ActionError` naming the missing address."""
+    """Grant consent on `channels` with the current wording in the contact's language as proof (what
+    staff screens show for them); returns the channels granted. Raises `ActionError` naming the missing address."""
     wording = load_wording(rt.settings.policy_dir)
     granted = []
     for name in channels:
-        grant = ConsentGrant(Channel(name), method, ip_address=ip, user_agent=user_agent)
+        grant = ConsentGrant(Channel(name), method, ip_address=ip, user_agent=user_agent,
+                             wording_version=wording.current_version(Channel(name), contact.language))
         try:
             grant_consent(session, wording, contact, grant, now, actor)
         except FieldError as exc:
@@ -77,7 +78,8 @@ def create_contact(session: Session, rt: Runtime, raw: Mapping[str, Any], consen
 
     Raises FieldError (naming the field), ActionError or EnrollmentError; the caller rolls back."""
     values = {key: (str(raw.get(key)) if raw.get(key) is not None else "") for key in
-              ("first_name", "last_name", "email", "phone", "timezone", "preferred_channel", "source")}
+              ("first_name", "last_name", "email", "phone", "timezone", "preferred_channel", "source", "language",
+               "interest")}
     data = parse_contact_input(values, rt.settings.clinic_timezone, zone_source=ZoneSource.STAFF,
                                source=values["source"] or source)
     consent = list(dict.fromkeys(consent))

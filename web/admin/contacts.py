@@ -32,6 +32,7 @@ from patient_drip.contacts.changes import ContactNotFound, lookup_contact
 from patient_drip.contacts.consent import ConsentGrant, UnknownWording, consent_wording, load_wording, resubscribe
 from patient_drip.contacts.contact_state import contact_actions
 from patient_drip.contacts.edit import ContactEditErrors, edit_contact, parse_edit
+from patient_drip.content.languages import LANGUAGE_NAMES
 from patient_drip.contacts.csv_safe import csv_writer
 from patient_drip.contacts.enrollment import AlreadyEnrolled, EnrollmentError, set_paused, usable_channels
 from patient_drip.contacts.read_audit import ReadKind, audit_read
@@ -235,7 +236,9 @@ def _contact_page(request: Request, user: CurrentUser, session: Session, contact
     return render(request, "admin/contact.html", {
         "contact": contact, "enrollments": enrollments, "campaigns": rt.campaigns,
         "available": available, "timeline": timeline(session, contact.id, campaign_names={cid: c.name for cid, c in rt.campaigns.items()}),
-        "wording": consent_wording(rt.settings.policy_dir), "error": error[:300],
+        # The wording in their language: staff read them the text the ledger will record.
+        "wording": consent_wording(rt.settings.policy_dir, contact.language), "error": error[:300],
+        "language_names": LANGUAGE_NAMES,
         "active": any(e.status in (EnrollmentStatus.ACTIVE, EnrollmentStatus.PAUSED) for e in enrollments),
         "actions": contact_actions(session, contact, enrollments),
         "can_reach": {cid: bool(usable_channels(contact, c)) for cid, c in rt.campaigns.items()},
@@ -340,13 +343,17 @@ def contact_enroll(request: Request, contact_id: int, user: StaffUser, session: 
 # -- edit one contact ---------------------------------------------------------------------------
 
 EDIT_LABELS = {"first_name": "First name", "last_name": "Last name", "email": "Email", "phone": "Mobile number",
-               "timezone": "Time zone"}
+               "timezone": "Time zone", "language": "Language", "interest": "Interest"}
+INTEREST_CHOICES = [("", "Not said"), ("depression", "Depression"), ("bipolar", "Bipolar disorder"),
+                    ("unsure", "Not sure")]
 
 
 def _edit_form(request: Request, user: CurrentUser, contact: Contact, values: dict[str, Any],
                errors: dict[str, str], status_code: int = 200) -> HTMLResponse:
     return render(request, "admin/contact_edit.html", {"contact": contact, "values": values, "errors": errors,
-                                                       "labels": EDIT_LABELS}, user=user, status_code=status_code)
+                                                       "labels": EDIT_LABELS, "languages": LANGUAGE_NAMES,
+                                                       "interests": INTEREST_CHOICES},
+                  user=user, status_code=status_code)
 
 
 @router.get("/contacts/{contact_id}/edit", response_class=HTMLResponse)
@@ -366,11 +373,14 @@ def contact_edit_submit(request: Request, contact_id: int, user: StaffUser, sess
                         last_name: Annotated[str, Form(max_length=400)] = "",
                         email: Annotated[str, Form(max_length=400)] = "",
                         phone: Annotated[str, Form(max_length=400)] = "",
-                        timezone: Annotated[str, Form(max_length=400)] = "") -> Response:
+                        timezone: Annotated[str, Form(max_length=400)] = "",
+                        language: Annotated[str | None, Form(max_length=40)] = None,
+                        interest: Annotated[str | None, Form(max_length=40)] = None) -> Response:
     contact = _contact_or_404(session, contact_id)
     if contact is None:
         return _not_found(request, user, "This contact")
-    values = {"first_name": first_name, "last_name": last_name, "email": email, "phone": phone, "timezone": timezone}
+    values: dict[str, Any] = {"first_name": first_name, "last_name": last_name, "email": email, "phone": phone,
+                              "timezone": timezone, "language": language, "interest": interest}
     rt = _rt(request)
     try:
         result = edit_contact(session, contact, values, campaigns=rt.campaigns, suppression_key=rt.suppression_key,
