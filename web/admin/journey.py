@@ -30,7 +30,7 @@ from patient_drip.content.journey_types import StepKind
 from patient_drip.dispatch.journey_counts import EXITS, JourneyCounts
 from patient_drip.web.admin.journey_graph import CHAR_W, Box, Link, layered
 
-NODE_W, NODE_H = 300, 76  # a step
+NODE_W, NODE_H = 260, 76  # a step
 END_H = 56  # an exit step, the finish
 ENTRY_W, ENTRY_H = 230, 44  # where people come in
 EXIT_W, EXIT_H, EXIT_GAP = 270, 56, 30  # the side panel's exits
