@@ -198,7 +198,7 @@ async def campaign_migrate_submit(request: Request, campaign_id: str, user: Mark
             with read_session(rt) as reading:
                 return _migrate_page(request, rt, reading, user, campaign_id, from_version, note=note,
                                      errors=problems, status_code=400)
-        return redirect(f"/admin/campaigns/{campaign_id}#people-on-older-versions", "people_moved")
+        return redirect(f"/admin/campaigns/{campaign_id}", "people_moved")
 
     return await run_in_threadpool(move)
 
