@@ -201,6 +201,13 @@ def save_version(session: Session, campaign: Campaign, delays: Mapping[str, str]
     return apply_timing(current, number, timing)
 
 
+def version_row_timing(session: Session, campaign_id: str, number: int) -> dict[str, StepTiming] | None:
+    """The delays and on/off saved as version `number` (2 and up) of the campaign, or None."""
+    row = session.scalars(select(CampaignVersion).where(CampaignVersion.campaign_id == campaign_id,
+                                                        CampaignVersion.number == number)).first()
+    return None if row is None else _loaded(row.timing)
+
+
 def history(session: Session, campaign_id: str) -> list[VersionRecord]:
     """Every saved version of the campaign, newest first (version 1, the file, is not a row)."""
     rows = session.scalars(select(CampaignVersion).where(CampaignVersion.campaign_id == campaign_id)

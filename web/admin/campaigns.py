@@ -23,8 +23,10 @@ from patient_drip.web.admin.contacts import sandboxed_html
 from patient_drip.web.admin.funnel import funnel_cache, funnel_context, report_range
 from patient_drip.web.admin.funnel_view import funnel_for
 from patient_drip.web.deps import NowDep, ReadSessionDep, read_session
-from patient_drip.content.campaign_versions import (TimingInvalid, delay_field, format_delay, history,
-                                                    save_version)
+from patient_drip.content.campaign_migration import (MigrationInvalid, in_flight_versions, load_version,
+                                                     migrate_in_flight, migration_preview)
+from patient_drip.content.campaign_versions import (TimingInvalid, campaign_for, delay_field, format_delay,
+                                                    history, save_version)
 from patient_drip.dispatch.experiment_results import experiment_results
 from patient_drip.dispatch.experiment_stats import MIN_BOOKINGS_TOTAL, MIN_SENT_PER_ARM
 from patient_drip.dispatch.journey_counts import journey_counts
@@ -92,6 +94,8 @@ def _campaign_page(request: Request, rt: Runtime, session: Session, user: Curren
         "results": experiment_results(session, campaign_ids=[campaign_id],
                                       step_order={campaign_id: [s.id for s in campaign.message_steps]}).get(campaign_id),
         "min_sent": MIN_SENT_PER_ARM, "min_bookings": MIN_BOOKINGS_TOTAL,
+        "older": {number: count for number, count in sorted(in_flight_versions(session, campaign_id).items())
+                  if number < campaign.version},
     }, user=user, status_code=status_code)
 
 
@@ -132,6 +136,77 @@ async def campaign_timing_submit(request: Request, campaign_id: str, user: Marke
         return redirect(f"/admin/campaigns/{campaign_id}?version={saved.version}", "timing_saved")
 
     return await run_in_threadpool(save)
+
+
+def _file_of(rt: Runtime, campaign_id: str):  # type: ignore[no-untyped-def]
+    """The campaign file (version 1), from which every saved version is built."""
+    return campaign_for(rt.campaigns, campaign_id, 1)
+
+
+def _migrate_page(request: Request, rt: Runtime, session: Session, user: CurrentUser, campaign_id: str,
+                  from_version: int, *, note: str = "", errors: dict[str, str] | None = None,
+                  status_code: int = 200) -> HTMLResponse:
+    campaign = rt.campaign(campaign_id)
+    base = _file_of(rt, campaign_id)
+    old = load_version(session, base, from_version) if base is not None and from_version < campaign.version else None
+    if old is None:
+        return render(request, "admin/not_found.html", {"what": "This version"}, user=user, status_code=404)
+    new = load_version(session, base, campaign.version)
+    preview = migration_preview(session, old, new)
+    return render(request, "admin/campaign_migrate.html", {
+        "campaign": campaign, "preview": preview, "note": note, "errors": errors or {},
+    }, user=user, status_code=status_code)
+
+
+@router.get("/campaigns/{campaign_id}/migrate", response_class=HTMLResponse)
+def campaign_migrate_preview(request: Request, campaign_id: str, user: MarketingUser, session: ReadSessionDep,
+                             version: int = 1) -> HTMLResponse:
+    """What moving the people in flight on `version` to the version in force would do, and the
+    button that does it."""
+    rt = _rt(request)
+    if campaign_id not in rt.campaigns:
+        return render(request, "admin/not_found.html", {"what": "This campaign"}, user=user, status_code=404)
+    rt.refresh_campaigns()
+    return _migrate_page(request, rt, session, user, campaign_id, version)
+
+
+@router.post("/campaigns/{campaign_id}/migrate", response_model=None)
+async def campaign_migrate_submit(request: Request, campaign_id: str, user: MarketingUser, now: NowDep) -> Response:
+    """Move them (`migrate_in_flight`), or show the preview again with what is wrong."""
+    rt = _rt(request)
+    if campaign_id not in rt.campaigns:
+        return render(request, "admin/not_found.html", {"what": "This campaign"}, user=user, status_code=404)
+    form = await request.form()
+    from_text, to_text = str(form.get("from_version", "")), str(form.get("to_version", ""))
+    note = str(form.get("note", ""))[:2000]
+    if not from_text.isdigit() or not to_text.isdigit():
+        return render(request, "admin/not_found.html", {"what": "This version"}, user=user, status_code=404)
+    from_version, to_version = int(from_text), int(to_text)
+
+    def move() -> Response:
+        rt.refresh_campaigns()
+        problems: dict[str, str] = {}
+        if not note.strip():
+            problems["note"] = "say why they move (the note is kept in the audit log)"
+        if to_version != rt.campaign(campaign_id).version:
+            problems["to"] = (f"version {rt.campaign(campaign_id).version} was saved since you opened this page; "
+                              "look at the new preview before moving anyone")
+        base = _file_of(rt, campaign_id)
+        if not problems and base is not None:
+            with rt.sessions() as session:
+                try:
+                    migrate_in_flight(session, base, from_version, to_version, user.actor, now, note=note)
+                    session.commit()
+                except MigrationInvalid as exc:
+                    session.rollback()
+                    problems = exc.problems
+        if problems:
+            with read_session(rt) as reading:
+                return _migrate_page(request, rt, reading, user, campaign_id, from_version, note=note,
+                                     errors=problems, status_code=400)
+        return redirect(f"/admin/campaigns/{campaign_id}", "people_moved")
+
+    return await run_in_threadpool(move)
 
 
 @router.get("/campaigns/{campaign_id}/steps/{step_id}/preview")

@@ -39,6 +39,8 @@ NOTICES = {
     "contact_unchanged": "Nothing was changed.",
     "timing_saved": "Timing saved as a new version. New enrollments follow it; people already in the sequence "
                     "keep the timing they started with.",
+    "people_moved": "Moved to the version in force. Each person's next step follows its timing; nobody is sent "
+                    "a step twice.",
     "paused": "Paused. Nothing more is sent until you resume.",
     "resumed": "Resumed. The sequence continues from the next unsent step.",
     "handled": "Reply marked as handled.",
