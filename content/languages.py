@@ -22,10 +22,12 @@ def is_language(value: str) -> bool:
 
 
 def template_in_language(template: str, language: str) -> str:
-    """The path of `template` (an English path such as `email/01-welcome.html`) in `language`."""
+    """The path of `template` (an English path such as `email/01-welcome.html`, or one already in
+    some language) in `language`."""
+    english = english_template(template)
     if language == DEFAULT_LANGUAGE:
-        return template
-    return f"{language}/{template}"
+        return english
+    return f"{language}/{english}"
 
 
 def language_of_template(name: str) -> str:

@@ -240,7 +240,8 @@ class _Walk:
         number = len(self.result.messages) + 1
         context = message_context(self.settings, self.tokens, first_name=self.first_name, contact_id=1,
                                   message_id=number, campaign_name=campaign.name, step_id=step.id,
-                                  channel=step.channel, sms_frequency=sms_frequency(campaign))
+                                  channel=step.channel, sms_frequency=sms_frequency(campaign, self.language),
+                                  language=self.language)
         branch = "; ".join(self.path) or None
         self.path = []
         offset = int(self.at.total_seconds())

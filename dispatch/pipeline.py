@@ -358,7 +358,7 @@ class Dispatcher:
                 continue
             message_id = next(new_ids)
             try:
-                rendered = self._renderer.render(message_id, contact, campaign, step)
+                rendered = self._renderer.render(message_id, contact, campaign, step, item.language)
             except RenderError as exc:
                 log.error("template %s failed for message %s: %s", step.template, message_id, exc)
                 defer(enrollment, now + queue.RENDER_RETRY)
@@ -399,7 +399,7 @@ class Dispatcher:
         if message.body_text is None:  # its first attempt never got as far as rendering
             # A retry goes out as first rendered (and checked); one never rendered is rendered and checked
             # now, and if it breaks a content rule it fails like a broken template: not sent, tried later.
-            rendered = self._renderer.render(message.id, contact, campaign, step)
+            rendered = self._renderer.render(message.id, contact, campaign, step, message.language or "en")
             if rendered.hold_reason is not None:
                 raise RenderError(step.template, rendered.hold_reason)
             message.subject, message.body_html, message.body_text = rendered.subject, rendered.html, rendered.text

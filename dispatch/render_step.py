@@ -18,6 +18,7 @@ from patient_drip.content.campaign import Campaign, Step
 from patient_drip.content.context import message_context, render_sms_fitted
 from patient_drip.content.first_sms import sms_frequency
 from patient_drip.content.guard import load_policy
+from patient_drip.content.languages import DEFAULT_LANGUAGE
 from patient_drip.content.render_memo import MemoRenderer
 from patient_drip.content.rendering import ContextValue, RenderedEmail, Renderer
 from patient_drip.content.send_rules import hold_reasons, reason_text
@@ -52,24 +53,27 @@ class StepRenderer:
         """The memo in front of the renderer (its counters are read by the benchmark)."""
         return self._memo
 
-    def render(self, message_id: int, contact: Contact, campaign: Campaign, step: Step) -> RenderedStep:
-        """This step for this contact, with the links of message `message_id`. Raises RenderError."""
+    def render(self, message_id: int, contact: Contact, campaign: Campaign, step: Step,
+               language: str = DEFAULT_LANGUAGE) -> RenderedStep:
+        """This step (its template already the one of the enrollment's variant in `language`) for this
+        contact, with the links of message `message_id`. Raises RenderError."""
         context = message_context(self.rt.settings, self.rt.tokens, first_name=contact.first_name,
                                   contact_id=contact.id, message_id=message_id, campaign_name=campaign.name,
-                                  step_id=step.id, channel=step.channel, sms_frequency=sms_frequency(campaign))
+                                  step_id=step.id, channel=step.channel,
+                                  sms_frequency=sms_frequency(campaign, language), language=language)
         unsubscribe = str(context["unsubscribe_link"])
         if step.channel == Channel.EMAIL:
             email = self._memo.render_email(self.rt.renderer, step.template, context)
             return RenderedStep(email.subject, email.html, email.text, unsubscribe,
-                                hold_reason=self._check(email, campaign, step, context))
+                                hold_reason=self._check(email, campaign, step, context, language))
         fitted = render_sms_fitted(_MemoSms(self._memo, self.rt.renderer), step.template, context)
         return RenderedStep(None, None, fitted.body, unsubscribe, fitted.segments_with_name,
-                            self._check(fitted.body, campaign, step, context))
+                            self._check(fitted.body, campaign, step, context, language))
 
     def _check(self, rendered: RenderedEmail | str, campaign: Campaign, step: Step,
-               context: dict[str, ContextValue]) -> str | None:
+               context: dict[str, ContextValue], language: str) -> str | None:
         reasons = hold_reasons(rendered, campaign=campaign, step=step, values=context, settings=self.rt.settings,
-                               policy=self._policy)
+                               policy=self._policy, language=language)
         return reason_text(reasons) if reasons else None
 
 
