@@ -1,7 +1,8 @@
 """SQLAlchemy 2.x models: contacts, consent ledger, enrollments, messages, events, replies, audit.
 
 All times are naive-free UTC (`DateTime(timezone=True)`); the send record (`Message`) is unique on
-(enrollment, step, channel), which is what makes a second send of the same step impossible.
+(enrollment, entry, step, channel), which is what makes a second send of the same step in the same
+time through the journey impossible.
 """
 
 from __future__ import annotations
@@ -30,20 +31,8 @@ from sqlalchemy.types import TypeDecorator
 from patient_drip.providers.types import Channel  # noqa: F401
 # The statuses and kinds live in their own module; re-exported so callers keep importing them from here.
 from patient_drip.statuses import (  # noqa: F401
-    EnrollmentStatus,
-    ExitReason,
-    MessageStatus,
-    MESSAGE_STATUS_RANK,
-    SENT_LIKE,
-    ConsentAction,
-    ConsentMethod,
-    EventKind,
-    BookingKind,
-    TaskKind,
-    ConversationState,
-    TemplateStatus,
-    ClaimStatus,
-    ClaimSource,
+    MESSAGE_STATUS_RANK, SENT_LIKE, BookingKind, ClaimSource, ClaimStatus, ConsentAction, ConsentMethod,
+    ConversationState, EnrollmentStatus, EventKind, ExitReason, MessageStatus, TaskKind, TemplateStatus,
 )
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere for a million-contact table.
@@ -96,11 +85,9 @@ class Contact(Base):
     sms_block_reason: Mapped[str | None] = mapped_column(String(20))
     sms_blocked: Mapped[str | None] = mapped_column(String(200))
     preferred_channel: Mapped[str] = mapped_column(String(10), default="")
-    # The language messages and pages are in (`content.languages`: "en" or "es"), from the form's
-    # choice (its default from the browser's Accept-Language) or set by staff.
+    # Messages' and pages' language (`content.languages`), from the form or staff.
     language: Mapped[str] = mapped_column(String(5), default="en", server_default="en")
-    # What the person said they want to learn about on the form: "depression", "bipolar", "unsure"
-    # or "" (not asked). Journeys branch on it (`content.journey`).
+    # What the form said they want to learn about (depression, bipolar, unsure, ""): journeys branch on it.
     interest: Mapped[str] = mapped_column(String(20), default="", server_default="")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -173,15 +160,11 @@ class Enrollment(Base):
     source: Mapped[str] = mapped_column(String(64), default="")
     # The timing version it follows to the end (`content.campaign_versions`); NULL: 1, the file.
     campaign_version: Mapped[int | None] = mapped_column(Integer)
-    # Which time through the journey this is (re-entry starts the row again with entry + 1); a
-    # message is unique per (enrollment, entry, step, channel), so a re-entry may send a step again
-    # and nothing else can.
+    # Which time through the journey (re-entry: + 1); a message is unique per entry and step.
     entry: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    # When the enrollment reached its current step: a wait's timeout and the events it waits for
-    # count from here. NULL on rows from before journeys: `enrolled_at` stands in.
+    # When it reached its current step (a wait counts from here); NULL: not walked yet.
     step_entered_at: Mapped[datetime | None]
-    # In the holdout (`content.journey.in_holdout`, fixed at enrollment): receives only the
-    # campaign's holdout steps, so booking lift can be measured against everyone else.
+    # In the holdout (`content.journey.in_holdout`, per entry): only the campaign's holdout steps.
     holdout: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     contact: Mapped[Contact] = relationship(back_populates="enrollments")
@@ -230,10 +213,8 @@ class Message(Base):
     delivered_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
-    # The enrollment's entry this send belongs to (see `Enrollment.entry`); 1 for staff texts.
-    entry: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    # The A/B variant of the step this was (`content.journey.assign_variant`), NULL for a step
-    # without variants; and the language it was written in.
+    entry: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # `Enrollment.entry`
+    # The A/B variant (`content.journey.assign_variant`; NULL without one) and the language it is in.
     variant: Mapped[str | None] = mapped_column(String(40))
     language: Mapped[str | None] = mapped_column(String(5))
 
@@ -559,8 +540,7 @@ class ClaimRecord(Base):
     approved_at: Mapped[datetime]
     retired_by: Mapped[str | None] = mapped_column(String(320))
     retired_at: Mapped[datetime | None]
-    # The language the claim is worded in: a Spanish message is checked against Spanish claims
-    # only, each approved by a clinician as a faithful translation of its English claim.
+    # A Spanish message is checked against Spanish claims only (each a clinician-approved translation).
     language: Mapped[str] = mapped_column(String(5), default="en", server_default="en")
 
     __table_args__ = (

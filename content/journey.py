@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from patient_drip.content.campaign import Campaign, Step
+from patient_drip.content.campaign_model import Campaign, Step
 from patient_drip.content.journey_types import WAIT_EVENTS, Condition, StepKind, Variant
 from patient_drip.content.languages import DEFAULT_LANGUAGE, template_in_language
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from patient_drip.content.campaign import Campaign
+from patient_drip.content.campaign_model import Campaign
 from patient_drip.content.campaign_fields import CampaignError, line_of, line_of_step
 from patient_drip.content.journey import edges, templates_of
 from patient_drip.content.journey_types import StepKind
@@ -55,7 +55,9 @@ def journey_problems(campaign: Campaign, templates_dir: Path | None, text: str =
         problem(step.id, "id", "cannot be reached: no step leads here (give a `next`, `goto` or path to it, or remove it)")
     for cycle in _cycles_without_wait(campaign):
         names = " → ".join(campaign.steps[index].id for index in [*cycle, cycle[0]])
-        problem(campaign.steps[cycle[0]].id, "next", f"loops without a wait ({names}): it would run forever at once")
+        closing = campaign.steps[cycle[-1]]  # the step whose way out closes the loop
+        field = {StepKind.MESSAGE: "next", StepKind.BRANCH: "branch", StepKind.WAIT: "wait"}.get(closing.kind, "id")
+        problem(closing.id, field, f"loops without a wait ({names}): it would run forever at once")
 
     if campaign.is_linear:
         for before, step in zip(campaign.steps, campaign.steps[1:]):

@@ -3,6 +3,8 @@ sandbox), the template editor over HTTP, and the rule functions themselves."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -51,7 +53,8 @@ def test_a_clinic_name_with_the_drug_is_held_not_sent_and_the_sequence_goes_on(d
         assert [e.status for e in entries if e.kind == "message"] == ["held", "held"]
         assert sum(e.title.startswith("Message held") for e in entries) == 2
         # The sequence goes on: the next step (day 2) is due at its own time, nothing is retried.
-        assert enrollment.step_index == 2 and enrollment.next_due_at is not None
+        assert rt.campaign("ketamine-consult").steps[enrollment.step_index].id == "check-day-2"
+        assert enrollment.next_due_at is not None
         assert (enrollment.next_due_at - clock.now).days >= 1
         assert Dispatcher(rt, "w").run_once(clock.now).outcomes == Counter()
     finally:
@@ -68,7 +71,7 @@ def test_with_a_discreet_sms_name_the_same_clinic_sends_and_texts_use_it(databas
         received = {m["provider"]: m for m in sandbox.messages()}
         text = received["twilio"]["text"]
         assert "Sunrise Wellness" in text and "ketamine" not in text.lower()
-        assert "Up to 3 msgs over 2 weeks" in text and "Msg & data rates may apply" in text
+        assert "Up to 5 msgs over 2 weeks" in text and "Msg & data rates may apply" in text
         assert received["sendgrid"]["from_name"] == "Sunrise Wellness"
         assert "ketamine" not in received["sendgrid"]["subject"].lower()
     finally:
@@ -127,7 +130,7 @@ def test_the_editor_refuses_a_first_text_without_frequency_and_rates(client, srt
                           json={"source": "Hi {{ first_name }}, {{ clinic_sms_name }}: {{ booking_link }} "
                                           "Reply HELP for help, STOP to opt out."}).json()
     messages = [p["message"] for p in preview["problems"] if p["rule"] == "sms-first"]
-    assert not preview["ok"] and any("Up to 3 msgs over 2 weeks" in m for m in messages)
+    assert not preview["ok"] and any("Up to 5 msgs over 2 weeks" in m for m in messages)
     assert any("Msg & data rates may apply" in m for m in messages)
 
 
@@ -175,16 +178,18 @@ def test_brand_problems_name_the_variable(overrides, expected):
 
 
 def test_the_frequency_is_computed_from_the_campaign():
-    assert sms_frequency(CAMPAIGN) == "Up to 3 msgs over 2 weeks"
-    one = CAMPAIGN.__class__(id="x", name="x", description="", steps=CAMPAIGN.steps[:2])
+    assert sms_frequency(CAMPAIGN) == "Up to 5 msgs over 2 weeks"
+    # 3 on the main path, 1 "anything we can help with?" (once, whichever day), 1 on the rebook path.
+    first_two = [replace(CAMPAIGN.steps[CAMPAIGN.step_index(i)], next=None) for i in ("welcome-email", "welcome-sms")]
+    one = CAMPAIGN.__class__(id="x", name="x", description="", steps=tuple(first_two))
     assert sms_frequency(one) == "Up to 1 msg over 1 week"
 
 
 def test_a_first_text_missing_each_part_is_told_what():
-    good = ("Hi Ana, this is Sunrise Wellness. Book: https://c.test/b/x Up to 3 msgs over 2 weeks. "
+    good = ("Hi Ana, this is Sunrise Wellness. Book: https://c.test/b/x Up to 5 msgs over 2 weeks. "
             "Msg & data rates may apply. Reply HELP for help, STOP to opt out.")
     assert first_sms_problems(good, CAMPAIGN, "Sunrise Wellness") == []
-    for part, said in [("Sunrise Wellness", "name the clinic"), ("Up to 3 msgs over 2 weeks", "how often"),
+    for part, said in [("Sunrise Wellness", "name the clinic"), ("Up to 5 msgs over 2 weeks", "how often"),
                        ("Msg & data rates may apply", "Msg & data"), ("HELP", "HELP"), ("STOP", "STOP")]:
         problems = first_sms_problems(good.replace(part, ""), CAMPAIGN, "Sunrise Wellness")
         assert len(problems) == 1 and said in problems[0], (part, problems)

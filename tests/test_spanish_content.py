@@ -5,6 +5,8 @@ clinician approval; the English results are unchanged."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import shutil
 from pathlib import Path
 
@@ -49,7 +51,12 @@ def _spanish(channel: str, **text: str):  # type: ignore[no-untyped-def]
 
 
 def _step(name: str):  # type: ignore[no-untyped-def]
-    return next(step for step in CAMPAIGN.steps if step.template == english_template(name))
+    """The step that sends `name` (an A/B variant's template: the step of the variant), as sent."""
+    english = english_template(name)
+    for step in CAMPAIGN.message_steps:
+        if english == step.template or any(v.template == english for v in step.variants):
+            return replace(step, template=english)
+    raise AssertionError(f"no step sends {name}")
 
 
 # --- the templates ---------------------------------------------------------------------------
@@ -57,7 +64,7 @@ def _step(name: str):  # type: ignore[no-untyped-def]
 
 def test_every_english_template_has_its_spanish_version_and_no_more():
     assert [template_in_language(name, "es") for name in ENGLISH] == SPANISH
-    assert missing_translations(TEMPLATES, [step.template for step in CAMPAIGN.steps]) == []
+    assert missing_translations(TEMPLATES, [step.template for step in CAMPAIGN.message_steps]) == []
     assert orphan_translations(TEMPLATES) == []
 
 
@@ -74,7 +81,9 @@ def test_every_spanish_template_renders_and_passes_every_send_rule(name):
         assert 'lang="es"' in rendered.html and "988" in rendered.text and "Darse de baja" in rendered.html
     else:
         rendered = renderer.render_sms(name, context)
-        assert "ALTO" in rendered and "una consulta" in rendered
+        assert "ALTO" in rendered
+        if "{{ consultation }}" in (TEMPLATES / english_template(name)).read_text(encoding="utf-8"):
+            assert "una consulta" in rendered
     reasons = hold_reasons(rendered, campaign=CAMPAIGN, step=step, values=context, settings=settings, policy=EN,
                            language="es")
     assert reasons == []
@@ -91,7 +100,7 @@ def test_templates_check_passes_both_languages_and_names_a_translation_of_nothin
 def test_a_missing_spanish_template_is_named(tmp_path):
     shutil.copytree(TEMPLATES, tmp_path / "templates")
     (tmp_path / "templates" / "es" / "sms" / "02-checkin.txt").unlink()
-    steps = [step.template for step in CAMPAIGN.steps]
+    steps = [step.template for step in CAMPAIGN.message_steps]
     assert missing_translations(tmp_path / "templates", steps) == ["sms/02-checkin.txt"]
 
 
@@ -217,7 +226,7 @@ def test_the_spanish_first_text_without_alto_or_stop_is_refused():
 
 
 def test_the_spanish_frequency_and_offer_are_worded_in_spanish():
-    assert sms_frequency(CAMPAIGN, "es") == "Hasta 3 mensajes en 2 semanas"
+    assert sms_frequency(CAMPAIGN, "es") == "Hasta 5 mensajes en 2 semanas"  # 3 main, 1 help, 1 rebook
     settings = make_settings("sqlite:///unused.db", consultation_free=True)
     context = sample_context(settings, "s", "email", "c", language="es")
     assert context["consultation"] == "una consulta gratuita de 15 minutos"
@@ -229,7 +238,7 @@ def test_the_spanish_frequency_and_offer_are_worded_in_spanish():
 
 def test_the_english_rules_are_unchanged():
     assert EN.language == "en" and EN.in_language("en") is EN and EN.in_language("es") is ES
-    assert sms_frequency(CAMPAIGN) == "Up to 3 msgs over 2 weeks"
+    assert sms_frequency(CAMPAIGN) == "Up to 5 msgs over 2 weeks"
     source = (TEMPLATES / "sms" / "01-welcome.txt").read_text(encoding="utf-8")
     settings = make_settings("sqlite:///unused.db")
     context = sample_context(settings, "welcome-sms", "sms", CAMPAIGN.name, campaign=CAMPAIGN)
