@@ -189,7 +189,8 @@ def test_campaigns_and_funnel(client, srt, clock):
     Dispatcher(srt, "w").run_once(clock.now)
     headers = token_for(srt, "marketing")
     campaigns = client.get("/api/v1/campaigns", headers=headers).json()
-    assert campaigns[0]["id"] == "ketamine-consult" and campaigns[0]["steps"][2]["delay_seconds"] == 2 * 86400
+    steps = {step["id"]: step for step in campaigns[0]["steps"]}  # the message steps
+    assert campaigns[0]["id"] == "ketamine-consult" and steps["stress-brain-email"]["delay_seconds"] == 2 * 86400
     funnel = client.get("/api/v1/stats", headers=headers).json()
     assert funnel[0]["enrolled"] == 1 and funnel[0]["steps"][0] == {
         "step": "welcome-email", "channel": "email", "sent": 1, "delivered": 0, "clicked": 0, "booked": 0,

@@ -99,14 +99,15 @@ def test_calendly_cancel_reopens_and_reschedule_keeps_it_booked(live, clock):
     assert _post_calendly(web, clock, "invitee.created", email="alex@example.com", name="Alex",
                           uri=invitee + "-2", old_invitee=invitee).json()["status"] == "rescheduled"
     assert _status(rt) == ("exited", "booked")
-    # A real cancellation re-opens the sequence at its next unsent step, due now.
+    # A real cancellation re-opens the journey on its rebook path (`on_cancel`), due now.
     clock.advance(timedelta(hours=1))
     answer = _post_calendly(web, clock, "invitee.canceled", email="alex@example.com", name="Alex", uri=invitee + "-2")
     assert answer.json() == {"status": "cancelled", "matched": True, "enrollments_reopened": 1}
     assert _status(rt) == ("active", None)
     with rt.sessions() as session:
         enrollment = session.scalar(select(Enrollment))
-        assert enrollment.step_index == 2 and enrollment.next_due_at >= clock.now - timedelta(minutes=30)
+        assert rt.campaign("ketamine-consult").steps[enrollment.step_index].id == "rebook-sms"
+        assert enrollment.next_due_at >= clock.now - timedelta(minutes=30)
         kinds = [e.kind for e in session.scalars(select(Event).order_by(Event.id))]
     assert EventKind.BOOKING_RESCHEDULED in kinds and EventKind.BOOKING_CANCELLED in kinds
 

@@ -26,7 +26,7 @@ def test_marketing_changes_a_steps_timing_and_sees_the_diagram(tmp_path, clock):
     try:
         add_contact(rt, clock.now, email="alex@example.com", phone="+13125550142", first_name="Alex")
         add_contact(rt, clock.now, email="sam@example.com", phone="+13125550143", first_name="Sam")
-        Dispatcher(rt, "browser-test").run_once(clock.now)  # both welcomes go; both wait for day 2
+        Dispatcher(rt, "browser-test").run_once(clock.now)  # both welcomes go; both wait for day 2's check
         with LiveApp(rt, clock), chromium(playwright_api) as browser:
             context, page, errors = laptop_page(browser, url)
             outside: list[str] = []
@@ -37,9 +37,10 @@ def test_marketing_changes_a_steps_timing_and_sees_the_diagram(tmp_path, clock):
             diagram = page.locator("svg.journey-svg")
             expect(diagram).to_be_visible()
             expect(diagram.locator("#node-welcome-email")).to_have_attribute("data-sent", "2")
-            expect(diagram.locator("#node-stress-brain-email")).to_have_attribute("data-waiting", "2")
-            expect(diagram.locator("#node-stress-brain-email")).to_contain_text("2 waiting")
-            expect(diagram.locator('.journey-wait[data-step="stress-brain-email"]')).to_contain_text("wait 2d")
+            expect(diagram.locator("#node-check-day-2")).to_have_attribute("data-waiting", "2")
+            expect(diagram.locator("#node-check-day-2")).to_contain_text("2 waiting")
+            expect(diagram.locator("#node-choose-welcome")).to_be_visible()  # the interest branch
+            expect(diagram.locator("#node-stress-brain-email")).to_contain_text("2d after enrolling")
             expect(page.locator("#version-in-force")).to_have_text("1")
             screenshot(page, "campaign-journey.png")
 
@@ -62,10 +63,9 @@ def test_marketing_changes_a_steps_timing_and_sees_the_diagram(tmp_path, clock):
             expect(row).to_contain_text("Day 3 gives people a breather")
             expect(row).to_contain_text("marketing@example.com")
             expect(row).to_contain_text("stress-brain-email: 2d → 3d")
-            expect(diagram.locator('.journey-wait[data-step="stress-brain-email"]')).to_contain_text("wait 3d")
             expect(diagram.locator("#node-stress-brain-email")).to_contain_text("3d after enrolling")
-            # The two already in the sequence still wait there, on their own version's timing.
-            expect(diagram.locator("#node-stress-brain-email")).to_have_attribute("data-waiting", "2")
+            # The two already in the journey still wait where they were, on their own version's timing.
+            expect(diagram.locator("#node-check-day-2")).to_have_attribute("data-waiting", "2")
             screenshot(page, "campaign-timing-saved.png")
             # The refused form answers 400 (the browser logs that); nothing else may fail.
             assert [e for e in errors if "status of 400" not in e] == []

@@ -32,10 +32,11 @@ def _form(srt, csrf: str, note: str = "later is kinder", **changed: str) -> dict
 
 
 def _node(html: str, step: str) -> dict[str, str]:
+    """A message node's counts (waiting there now, sent); a branch or wait node has `passed` instead."""
     match = re.search(rf'<g class="journey-node[^"]*" id="node-{step}" data-step="{step}" '
-                      r'data-waiting="(\d+)" data-sent="(\d+)"', html)
+                      r'data-waiting="(\d+)" data-(sent|passed)="(\d+)"', html)
     assert match is not None, step
-    return {"waiting": match[1], "sent": match[2]}
+    return {"waiting": match[1], match[2]: match[3]}
 
 
 def test_the_diagram_counts_who_waits_at_each_step_and_what_each_step_sent(client, srt, clock):
@@ -43,13 +44,16 @@ def test_the_diagram_counts_who_waits_at_each_step_and_what_each_step_sent(clien
     add_contact(srt, clock.now, email="b@example.com", phone="+13125550143")
     _signed_in(client, srt, "marketing", clock)
     before = client.get(PAGE).text
-    assert _node(before, "welcome-email") == {"waiting": "2", "sent": "0"}
-    Dispatcher(srt, "w").run_once(clock.now)  # both welcomes go; both wait for day 2's email
+    assert _node(before, "choose-welcome")["waiting"] == "2"  # the journey opens with the interest branch
+    assert _node(before, "welcome-email") == {"waiting": "0", "sent": "0"}
+    Dispatcher(srt, "w").run_once(clock.now)  # both welcomes go; both wait for day 2's check
     after = client.get(PAGE).text
     assert _node(after, "welcome-email") == {"waiting": "0", "sent": "2"}
     assert _node(after, "welcome-sms")["sent"] == "2"
-    assert _node(after, "stress-brain-email") == {"waiting": "2", "sent": "0"}
-    assert "wait 2d" in after and '<svg class="journey-svg"' in after and "<title>" in after
+    assert _node(after, "check-day-2")["waiting"] == "2"
+    assert _node(after, "stress-brain-email") == {"waiting": "0", "sent": "0"}
+    assert "interest=depression" in after and "otherwise" in after  # the branch's ways out, labelled
+    assert '<svg class="journey-svg' in after and "<title>" in after
     assert 'id="exit-booked" data-exit="booked" data-count="0"' in after
     assert "<script" not in after.split('<figure class="journey"')[1].split("</figure>")[0]
 
@@ -62,7 +66,7 @@ def test_marketing_saves_a_new_version_and_sees_it_in_the_history_and_the_diagra
     assert 'id="version-in-force">2<' in page
     history = page.split('class="data version-history"')[1]
     assert "later is kinder" in history and "stress-brain-email: 2d → 3d" in history
-    assert "wait 3d" in page  # welcome-sms (day 0) → stress-brain-email (day 3)
+    assert "3d" in page.split('id="node-stress-brain-email"')[1].split("</g>")[0]  # its new delay on its node
     with srt.sessions() as session:
         assert session.scalar(select(func.count()).select_from(AuditEntry)
                               .where(AuditEntry.action == "campaign_timing_changed")) == 1
@@ -70,14 +74,14 @@ def test_marketing_saves_a_new_version_and_sees_it_in_the_history_and_the_diagra
 
 def test_the_form_shows_every_problem_at_once_and_keeps_what_was_typed(client, srt, clock):
     csrf = _signed_in(client, srt, "admin", clock)
-    data = _form(srt, csrf, note="", welcome_email="tomorrowish", results_email="1d")
+    data = _form(srt, csrf, note="", welcome_email="tomorrowish", results_email="-1d")
     data["enabled"] = []
     response = client.post(f"{PAGE}/timing", data=data)
     assert response.status_code == 400
     summary = response.text.split('id="error-summary"')[1].split("</div>")[0]
     assert summary.count("<li>") == 4
     assert "tomorrowish" in summary and "at least one step must stay on" in summary
-    assert "say why the timing changes" in summary and "results-email" in summary
+    assert "say why the timing changes" in summary and "results-email" in summary and "negative" in summary
     assert 'value="tomorrowish"' in response.text
     with srt.sessions() as session:
         assert session.scalar(select(func.count()).select_from(CampaignVersion)) == 0

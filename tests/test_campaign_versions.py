@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from patient_drip.content.campaign_versions import (TimingInvalid, campaign_for, delay_field, format_delay,
+from patient_drip.content.campaign_versions import (
+    TimingInvalid, check_timing, campaign_for, delay_field, format_delay,
                                                     history, save_version, timing_of)
 from patient_drip.content.simulate import simulate_campaign
 from patient_drip.models import AuditEntry, Enrollment, MessageStatus
@@ -87,11 +88,11 @@ def test_bad_timing_is_refused_with_every_problem_at_once(rt, clock):
     with pytest.raises(TimingInvalid) as caught:
         _save(rt, clock, delays, set(), "  ")
     problems = caught.value.problems
-    assert set(problems) == {delay_field("welcome-email"), delay_field("welcome-sms"), delay_field("results-email"),
-                             "enabled", "note"}
+    # The default campaign is a journey: its order is its arrows, so a 1d results email is no order
+    # problem there (`test_a_linear_campaign_keeps_its_delays_in_order` checks a linear one).
+    assert set(problems) == {delay_field("welcome-email"), delay_field("welcome-sms"), "enabled", "note"}
     assert "30m" in problems[delay_field("welcome-email")]  # says which forms are accepted
     assert "negative" in problems[delay_field("welcome-sms")]
-    assert "before how-it-works-email" in problems[delay_field("results-email")]
     with rt.sessions() as session:
         assert history(session, CAMPAIGN) == []
 
@@ -142,3 +143,19 @@ def test_a_process_that_has_not_refreshed_reads_a_new_version_when_it_has_a_sess
         found = campaign_for(rt.campaigns, CAMPAIGN, 2, session)
     assert found is not None and found.version == 2
     assert timing_of(found)["consult-email"].delay == timedelta(days=14)
+
+
+def test_a_linear_campaign_keeps_its_delays_in_order():
+    from patient_drip.content.campaign import parse_campaign
+    from support.builders import ROOT
+
+    linear = parse_campaign("""
+id: plain
+steps:
+  - {id: one, delay: 0m, channel: email, template: email/01-welcome.html}
+  - {id: two, delay: 2d, channel: email, template: email/02-stress-brain.html}
+  - {id: three, delay: 4d, channel: sms, template: sms/02-checkin.txt}
+""", "campaigns/plain.yaml", ROOT / "templates")
+    with pytest.raises(TimingInvalid) as caught:
+        check_timing(linear, {"one": "0m", "two": "5d", "three": "4d"}, {"one", "two", "three"}, "later", None)
+    assert set(caught.value.problems) == {delay_field("three")}

@@ -108,7 +108,8 @@ def test_a_new_zone_moves_the_next_message_into_its_daytime_and_is_audited(rt, c
     contact_id = add_contact(rt, clock.now, phone=None, consent=("email",))
     with rt.sessions() as session, session.begin():
         enrollment = session.scalar(select(Enrollment).where(Enrollment.contact_id == contact_id))
-        enrollment.step_index, enrollment.next_due_at = 2, CHICAGO_MORNING + timedelta(days=2)  # 09:30 Chicago
+        enrollment.step_index = rt.campaign("ketamine-consult").step_index("stress-brain-email")
+        enrollment.next_due_at = CHICAGO_MORNING + timedelta(days=2)  # 09:30 Chicago
     # 09:30 in Chicago is 16:30 in Paris: fine there too. 09:30 Chicago is 07:30 in Los Angeles: too early.
     _edit(rt, contact_id, clock.now, timezone="America/Los_Angeles", first_name="Alexandra")
     with rt.sessions() as session:

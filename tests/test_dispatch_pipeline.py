@@ -126,7 +126,8 @@ def test_a_template_that_fails_to_render_defers_only_its_enrollments(database_ur
         '{% extends "email/_layout.html" %}{% block subject %}Hi{% endblock %}{% block body %}{{ 1 // 0 }}'
         '{% endblock %}', encoding="utf-8")
     text = (ROOT / "campaigns" / "ketamine-consult.yaml").read_text().replace("id: ketamine-consult", "id: broken")
-    (campaigns / "broken.yaml").write_text(text.replace("email/01-welcome.html", "email/99-broken.html"))
+    (campaigns / "broken.yaml").write_text(text.replace("email/01-welcome.html", "email/99-broken.html")
+                                           .replace("languages: [en, es]", "languages: [en]"))
     settings = make_settings(database_url, templates_dir=templates, campaigns_dir=campaigns, worker_concurrency=3)
     db.upgrade(database_url)
     rt = build_runtime(settings)

@@ -118,7 +118,7 @@ def _status_match(status: str) -> ColumnElement[bool]:
 def enrollment_condition(*, status: str = "", campaign: str = "", step_index: int | None = None
                          ) -> ColumnElement[bool] | None:
     """Contacts with one enrollment that matches all of: the state `status`, the campaign, and
-    `step_index` steps done (the last step sent is the step before that index). "not_enrolled"
+    `step_index`: now at that step of the journey. "not_enrolled"
     means no enrollment (in `campaign`, when given). One EXISTS on the (contact_id, campaign_id)
     unique index; None when nothing is asked."""
     status = status if status in STATUS_FILTERS else ""

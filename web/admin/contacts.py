@@ -75,9 +75,10 @@ def contact_list(request: Request, user: StaffUser, session: ReadSessionDep, now
     if step and not campaign:  # a step names its campaign (the step list groups steps by campaign)
         campaign = next((cid for cid, c in rt.campaigns.items() if any(s.id == step for s in c.message_steps)), "")
     chosen = rt.campaigns.get(campaign)
-    step_ids = [s.id for s in chosen.message_steps] if chosen else []
-    # "Last step sent: X" is the enrollment with X's index + 1 steps done.
-    step_index = step_ids.index(step) + 1 if step in step_ids else None
+    step_ids = [s.id for s in chosen.steps] if chosen else []
+    # "Now at step X": the enrollment's current step is X (a message it waits to send, or a branch or
+    # wait of the journey); a journey has no "step before" to speak of.
+    step_index = chosen.step_index(step) if chosen and step in step_ids else None
     page = find_contacts(session, query=q, status=status, before=before, after=after,
                          campaign=campaign if chosen else "", step_index=step_index,
                          added_from=dates.start, added_until=dates.end)

@@ -136,6 +136,8 @@ def _title(prefix: str, step: Step) -> str:
 def _detail(campaign: Campaign, step: Step) -> str:
     if step.kind == StepKind.MESSAGE:
         extra = f" · A/B: {', '.join(f'{v.id} {v.weight}%' for v in step.variants)}" if step.variants else ""
+        if not step.delay and not campaign.is_linear and campaign.steps.index(step) > 0:
+            return f"when reached{extra}"  # a help or rebook message: its time is the path's
         return f"{format_delay(step.delay)} after enrolling{extra}"
     if step.kind == StepKind.BRANCH:
         names = []
@@ -143,7 +145,9 @@ def _detail(campaign: Campaign, step: Step) -> str:
             for condition in rule.conditions:
                 if condition.name not in names:
                     names.append(condition.name)
-        return f"chooses by {', '.join(names).replace('_', ' ')}" if names else "always otherwise"
+        when = f"day {step.delay.days}: " if step.delay else ""
+        shown = ", ".join(names[:2]).replace("_", " ") + (f" +{len(names) - 2}" if len(names) > 2 else "")
+        return f"{when}by {shown}" if names else "always otherwise"
     if step.kind == StepKind.WAIT:
         if step.wait_for is None:
             return f"pauses {describe_duration(step.timeout)}"
