@@ -428,7 +428,7 @@ def walk_control(session: Session, enrollment: Enrollment, contact: Contact, cam
     if step.kind == StepKind.EXIT:
         complete(session, enrollment, now, reason=step.exit_reason, step_id=step.id)
         return Outcome.COMPLETED
-    facts = load_facts(session, enrollment, contact)
+    facts = load_facts(session, enrollment, contact, step)
     if step.kind == StepKind.BRANCH:
         choice = choose(campaign, index, facts, now)
         target, label = choice.target, choice.label
