@@ -3,20 +3,26 @@ Twilio and SendGrid SDKs into the local provider sandbox — then we read what a
 
 Runs everything in one process on loopback with a temporary SQLite database and a virtual clock,
 so two weeks pass in seconds. Usage: `make demo` (or `.venv/bin/python scripts/demo.py`).
+
+`--spanish`: Maya fills in the form in Spanish, asks about bipolar disorder, and taps the booking
+link on day 1 without booking: the journey's Spanish bipolar welcome and its "anything we can help
+with?" text arrive in the sandbox.
 """
 
 from __future__ import annotations
 
+import re
 import socket
+import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import uvicorn
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +61,7 @@ def wait_settled(rt, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-
 
 
 def main() -> None:
+    spanish = "--spanish" in sys.argv[1:]
     start = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)  # Monday 09:00 in Chicago
     clock = Clock(start)
     workdir = Path(tempfile.mkdtemp(prefix="drip-demo-"))
@@ -83,15 +90,29 @@ def main() -> None:
     response = httpx.post(f"{settings.public_url}/api/consultations", data={
         "first_name": "Maya", "last_name": "Okafor", "email": "maya@example.com", "phone": "(312) 555-0147",
         "consent_email": "yes", "consent_sms": "yes", "preferred_channel": "sms",
+        **({"language": "es", "wording_language": "es", "interest": "bipolar"} if spanish else {}),
     })
     print(f"Maya submits the consultation form: HTTP {response.status_code}\n")
+    if spanish:  # she confirms her number ("Responda SI"), so texts may start
+        confirmed = sandbox.send_inbound_sms("+13125550147", "SI")
+        print(f"> SI\n< {confirmed.text}\n")
 
     dispatcher = Dispatcher(rt, "demo")
+    clicked = not spanish
     while True:
         with rt.sessions() as session:
-            due = session.scalar(select(Enrollment.next_due_at).where(Enrollment.next_due_at.is_not(None)))
+            due = session.scalar(select(func.min(Enrollment.next_due_at)))
         if due is None:
             break
+        if not clicked and due > start + timedelta(days=1):
+            clock.now = start + timedelta(days=1)  # day 1: Maya taps the booking link in her text, does not book
+            bodies = [m.get("body") or m.get("text") or "" for m in sandbox.messages()]
+            link = next(found for body in bodies
+                        if (found := re.search(r"http://127\.0\.0\.1:\d+(/b/[\w.-]+[\w-])", body)))
+            answer = httpx.get(f"{settings.public_url}{link.group(1)}", follow_redirects=False)
+            print(f"day 1: Maya taps the booking link in her welcome email: HTTP {answer.status_code}, does not book\n")
+            clicked = True
+            continue
         clock.now = max(clock.now, due)
         dispatcher.run_once(clock.now)
         wait_settled(rt)
@@ -118,7 +139,8 @@ def main() -> None:
     print("\n" + "=" * 78)
     print("Maya texts back")
     print("=" * 78)
-    for body in ("HELP", "what does the consultation cost?", "STOP"):
+    for body in (("AYUDA", "¿cuánto cuesta la consulta?", "ALTO") if spanish else
+                 ("HELP", "what does the consultation cost?", "STOP")):
         reply = sandbox.send_inbound_sms("+13125550147", body)
         print(f"> {body}\n< {reply.text}")
     print()

@@ -278,7 +278,7 @@ def test_staff_enroll_a_person_with_consent_recorded_as_staff(client, srt, clock
         assert contact.phone == "+13125550188" and contact.email_consent and contact.sms_consent
         records = list(session.scalars(select(ConsentRecord).order_by(ConsentRecord.channel)))
         assert [(r.channel, r.method, r.actor, r.wording_version) for r in records] == [
-            ("email", "staff", "staff@clinic.test", "email-v1"), ("sms", "staff", "staff@clinic.test", "sms-v1")]
+            ("email", "staff", "staff@clinic.test", "email-v1"), ("sms", "staff", "staff@clinic.test", "sms-v2")]
         assert session.scalar(select(Enrollment.status)) == EnrollmentStatus.ACTIVE
     page = client.get(response.headers["location"]).text
     assert "Enrolled. The first message goes out" in page and "Dana Reyes" in page

@@ -65,13 +65,13 @@ def test_consent_records_keep_the_wording_version_shown(client, rt):
     client.post("/api/consultations", json={"first_name": "A", "phone": PHONE, "consent_sms": True})
     with rt.sessions() as session:
         assert session.scalar(select(ConsentRecord)) is None  # texts wait for the number's YES
-        assert session.scalar(select(SmsConfirmation.form_wording_version)) == "sms-v1"  # the box ticked
+        assert session.scalar(select(SmsConfirmation.form_wording_version)) == "sms-v2"  # the box ticked
     sms_in(client, "YES")
     with rt.sessions() as session:
         record = session.scalar(select(ConsentRecord))
         sent = session.scalar(select(SmsConfirmation.text))
         # The ledger holds the exact text the person answered YES to, which names STOP.
-        assert record.wording_version == "sms-confirm-v1" and record.wording_text == sent and "STOP" in sent
+        assert record.wording_version == "sms-confirm-v2" and record.wording_text == sent and "STOP" in sent
 
 
 def test_consent_export_lists_the_whole_history(rt, clock, client):

@@ -82,10 +82,10 @@ def test_yes_through_the_signed_webhook_records_the_text_answered_and_starts_the
     with rt.sessions() as session:
         grant = session.scalar(select(ConsentRecord).where(ConsentRecord.channel == "sms"))
         confirmation = session.scalar(select(SmsConfirmation))
-        assert (grant.action, grant.method, grant.wording_version) == ("granted", "sms_confirmation", "sms-confirm-v1")
+        assert (grant.action, grant.method, grant.wording_version) == ("granted", "sms_confirmation", "sms-confirm-v2")
         assert grant.wording_text == _confirmation(rt)  # exactly what the person answered YES to
         assert f"inbound #{confirmation.confirmed_inbound_id}" in grant.note  # the YES is the proof
-        assert confirmation.confirmed_at is not None and confirmation.form_wording_version == "sms-v1"
+        assert confirmation.confirmed_at is not None and confirmation.form_wording_version == "sms-v2"
         assert "sms_confirmed" in session.scalars(select(AuditEntry.action)).all()
     run_until_done(rt, clock)
     assert len(_sequence_texts(sandbox, rt, PHONE)) == 3  # welcome, check-in, reminder
@@ -157,7 +157,7 @@ def test_a_stop_from_an_unknown_number_is_remembered_when_it_signs_up_later(clin
     assert person.sms_consent is True and person.sms_block_reason is None
     with rt.sessions() as session:
         grant = session.scalar(select(ConsentRecord).where(ConsentRecord.channel == "sms"))
-        assert (grant.method, grant.wording_version) == ("sms_confirmation", "sms-v1")  # the box they ticked
+        assert (grant.method, grant.wording_version) == ("sms_confirmation", "sms-v2")  # the box they ticked
         assert session.scalar(select(func.count(Suppression.id))) == 0
 
 

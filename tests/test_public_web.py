@@ -50,7 +50,7 @@ def test_form_submission_creates_contact_records_email_consent_proof_and_asks_th
         assert [r.channel for r in records] == ["email"] and person.sms_consent is False
         assert all(r.method == "web_form" and r.ip_address and r.user_agent == "Mozilla/5.0 test" for r in records)
         asked = session.scalar(select(SmsConfirmation))
-        assert asked.form_wording_version == "sms-v1" and asked.text.startswith("Riverside Wellness: Reply YES")
+        assert asked.form_wording_version == "sms-v2" and asked.text.startswith("Riverside Wellness: Reply YES")
         assert asked.sent_at is not None and asked.confirmed_at is None
         assert session.scalar(select(func.count(Enrollment.id))) == 1
 

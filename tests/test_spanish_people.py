@@ -117,8 +117,8 @@ def test_a_spanish_submission_stores_language_interest_and_the_spanish_wording_i
     spanish_email = wording.wording(Channel.EMAIL, language="es")
     assert (email.wording_version, email.wording_text) == ("email-es-v1", spanish_email.text)
     # The number's one "Reply YES" text is the Spanish one, and it remembers the Spanish SMS wording ticked.
-    assert confirmation.wording_version == "sms-confirm-es-v1" and "Responda SI" in confirmation.text
-    assert confirmation.form_wording_version == "sms-es-v1"
+    assert confirmation.wording_version == "sms-confirm-es-v2" and "Responda SI" in confirmation.text
+    assert confirmation.form_wording_version == "sms-es-v2"
 
 
 def test_the_spanish_yes_confirms_texts_with_the_spanish_text_as_wording_and_answers_in_spanish(client, rt):
@@ -127,7 +127,7 @@ def test_the_spanish_yes_confirms_texts_with_the_spanish_text_as_wording_and_ans
     assert answer.startswith(rt.settings.sms_brand) and "Gracias" in answer and "ALTO" in answer
     with rt.sessions() as session:
         granted = session.scalar(select(ConsentRecord).where(ConsentRecord.channel == "sms"))
-    assert granted.wording_version == "sms-confirm-es-v1"
+    assert granted.wording_version == "sms-confirm-es-v2"
     assert granted.wording_text == confirmation_text(ROOT / "policy", rt.settings.sms_brand, "es").text
 
 
