@@ -26,6 +26,7 @@ from patient_drip.content.languages import LANGUAGE_NAMES, LANGUAGES
 from patient_drip.content.names import name_problem
 
 DEFAULT_REGION = "US"
+E164_MAX_LENGTH = 16  # "+" and at most 15 digits (ITU-T E.164)
 MAX_NAME = 100
 
 
@@ -69,7 +70,12 @@ def parse_phone(raw: str, region: str = DEFAULT_REGION, field: str = "phone") ->
     kind = phonenumbers.number_type(number)
     if kind == phonenumbers.PhoneNumberType.UNKNOWN:
         raise FieldError(field, f"{text!r} is not a valid phone number (include the area code)")
-    return ParsedPhone(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), number, kind)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # phonenumbers accepts some national patterns longer than E.164 allows (a German fixed line of
+    # 14 national digits gives 16): no carrier routes those, and the column holds E.164.
+    if len(e164) > E164_MAX_LENGTH:
+        raise FieldError(field, f"{text!r} has more digits than an international number can have (15)")
+    return ParsedPhone(e164, number, kind)
 
 
 def normalize_phone(raw: str, region: str = DEFAULT_REGION, field: str = "phone") -> str:
