@@ -139,9 +139,9 @@ def worker(processes: int | None) -> None:
     watch_parent()  # a child of a supervisor stops when the supervisor is gone
     with runtime(settings) as rt:
         worker_id = _worker_id("worker")
-        click.echo(f"worker {worker_id} dispatching every {settings.dispatch_interval_seconds:g}s "
-                   f"({settings.delivery}, {_describe_db(settings.database_url)}); Ctrl-C to stop")
-        run_blocking(rt, worker_id)
+        run_blocking(rt, worker_id, announce=lambda: click.echo(
+            f"worker {worker_id} dispatching every {settings.dispatch_interval_seconds:g}s "
+            f"({settings.delivery}, {_describe_db(settings.database_url)}); Ctrl-C to stop"))
 
 
 @main.command("send-due")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from types import FrameType
@@ -138,16 +139,30 @@ def start_background(rt: Runtime, worker_id: str) -> BackgroundScheduler:
     return scheduler
 
 
-def run_blocking(rt: Runtime, worker_id: str) -> None:
-    """For `drip worker`: runs until SIGTERM/SIGINT, finishing the sends in flight first."""
+def run_blocking(rt: Runtime, worker_id: str, announce: Callable[[], None] | None = None) -> None:
+    """For `drip worker`: runs until SIGTERM/SIGINT, finishing the sends in flight first. `announce`
+    (the start-up line) runs once the signals are ours: a supervisor or a test that stops the worker
+    as soon as it has said it runs gets a clean stop, never the default death by SIGTERM."""
     scheduler = BlockingScheduler(timezone="UTC")
     dispatcher = add_jobs(scheduler, rt, worker_id)
+    stopping = threading.Event()
+
+    def shutdown_once_running() -> None:
+        deadline = time.monotonic() + 30
+        while not scheduler.running and time.monotonic() < deadline:
+            time.sleep(0.01)  # a signal between the handlers and `start`: stop right after it starts
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: finishing in-flight sends, then stopping", signum)
+        stopping.set()
         dispatcher.stop_requested.set()  # return after the sends in flight, not after the whole queue
-        threading.Thread(target=scheduler.shutdown, kwargs={"wait": True}, daemon=True).start()
+        threading.Thread(target=shutdown_once_running, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    scheduler.start()
+    if announce is not None:
+        announce()
+    if not stopping.is_set():
+        scheduler.start()
