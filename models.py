@@ -27,9 +27,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-# The one `Channel` (providers never import models); re-exported for the code that imports it from here.
+# Re-exported so callers keep importing them from here: the one `Channel` (providers never import
+# models), and the statuses and kinds (their own module).
 from patient_drip.providers.types import Channel  # noqa: F401
-# The statuses and kinds live in their own module; re-exported so callers keep importing them from here.
 from patient_drip.statuses import (  # noqa: F401
     MESSAGE_STATUS_RANK, SENT_LIKE, BookingKind, ClaimSource, ClaimStatus, ConsentAction, ConsentMethod,
     ConversationState, EnrollmentStatus, EventKind, ExitReason, MessageStatus, TaskKind, TemplateStatus,
@@ -85,8 +85,7 @@ class Contact(Base):
     sms_block_reason: Mapped[str | None] = mapped_column(String(20))
     sms_blocked: Mapped[str | None] = mapped_column(String(200))
     preferred_channel: Mapped[str] = mapped_column(String(10), default="")
-    # Messages' and pages' language (`content.languages`), from the form or staff.
-    language: Mapped[str] = mapped_column(String(5), default="en", server_default="en")
+    language: Mapped[str] = mapped_column(String(5), default="en", server_default="en")  # `content.languages`
     # What the form said they want to learn about (depression, bipolar, unsure, ""): journeys branch on it.
     interest: Mapped[str] = mapped_column(String(20), default="", server_default="")
     created_at: Mapped[datetime]
@@ -164,8 +163,7 @@ class Enrollment(Base):
     entry: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # When it reached its current step (a wait counts from here); NULL: not walked yet.
     step_entered_at: Mapped[datetime | None]
-    # In the holdout (`content.journey.in_holdout`, per entry): only the campaign's holdout steps.
-    holdout: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    holdout: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # only the holdout steps
 
     contact: Mapped[Contact] = relationship(back_populates="enrollments")
 
