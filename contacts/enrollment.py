@@ -123,6 +123,9 @@ def first_step(campaign: Campaign, timezone: str, now: datetime, enrollment_id: 
     return min(found, key=lambda option: option.due) if found else None
 
 
+NO_PERIOD = 1 << 62  # ids below this modulo it are themselves: nothing is shared
+
+
 def first_step_period(campaign: Campaign, *, phone: str | None) -> int:
     """`first_step` depends on the enrollment id only modulo this (the spread of the first step's
     window; 1 when it has none): ids equal modulo it get the same time, so a bulk import computes
@@ -130,6 +133,8 @@ def first_step_period(campaign: Campaign, *, phone: str | None) -> int:
     period = 1
     for index in _opening_targets(campaign):
         step = campaign.steps[index]
+        if any(variant.delay is not None for variant in step.variants):
+            return NO_PERIOD  # an A/B test of the first step's timing: the time depends on the id itself
         window = window_for(campaign, step.channel, phone) if step.is_message else None
         if window is not None:
             period = math.lcm(period, spread_period(window))

@@ -132,3 +132,23 @@ def test_re_entry_is_refused_before_its_time_and_says_when(lab, clock: VirtualCl
     with lab.sessions() as session, session.begin():
         again = enroll(session, session.get(Contact, contact_id), lab.campaign("lab"), clock.now, "test")
         assert again.entry == 2 and again.status == EnrollmentStatus.ACTIVE
+
+
+def test_an_import_computes_the_first_step_per_person_when_its_timing_is_an_ab_test(tmp_path):
+    from patient_drip.contacts.enrollment import NO_PERIOD, first_step, first_step_period
+    from patient_drip.content.campaign import parse_campaign
+    from support.builders import ROOT, START
+
+    text = JOURNEY.replace("  - {id: hello, delay: 0m, channel: email, template: email/01-welcome.html}\n", """\
+  - id: hello
+    channel: email
+    template: email/01-welcome.html
+    variants:
+      - {id: now, weight: 50}
+      - {id: later, weight: 50, delay: 1h}
+""")
+    campaign = parse_campaign(text, "campaigns/lab.yaml", ROOT / "templates")
+    assert first_step_period(campaign, phone=None) == NO_PERIOD
+    dues = {first_step(campaign, "America/Chicago", START, enrollment_id, phone=None).due - START
+            for enrollment_id in range(1, 30)}
+    assert dues == {timedelta(0), timedelta(hours=1)}
