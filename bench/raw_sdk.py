@@ -40,8 +40,9 @@ def main() -> None:
                                     sms_frequency=sms_frequency(campaign)))
 
     context = context_for("email")
-    email = renderer.render_email(campaign.steps[0].template, context)
-    sms_text = renderer.render_sms(campaign.steps[1].template, context_for("sms"))
+    first = {channel: next(s for s in campaign.message_steps if s.channel == channel) for channel in ("email", "sms")}
+    email = renderer.render_email(first["email"].template, context)
+    sms_text = renderer.render_sms(first["sms"].template, context_for("sms"))
     twilio = TwilioSender(TWILIO_SID, TWILIO_TOKEN, from_number="+15005550006",
                           status_callback_base="http://127.0.0.1:9/webhooks/twilio/status", base_url=url, timeout=30)
     sendgrid = SendGridSender(SENDGRID_KEY, "care@clinic.example", "Riverside Wellness", base_url=url, timeout=30)

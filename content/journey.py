@@ -61,6 +61,34 @@ def next_index(campaign: Campaign, index: int) -> int | None:
     return _index(campaign, step.next, following(campaign, index))
 
 
+_AHEAD: dict[tuple[int, int], tuple[Campaign, tuple[str, ...]]] = {}
+
+
+def messages_ahead(campaign: Campaign, index: int) -> tuple[str, ...]:
+    """Step `index`'s id when it is a message; else the ids of the message steps reachable from it
+    through branches, waits and exits only (what one walk may send next). Remembered per campaign."""
+    cached = _AHEAD.get((id(campaign), index))
+    if cached is not None and cached[0] is campaign:
+        return cached[1]
+    found: list[str] = []
+    seen: set[int] = set()
+    stack = [index]
+    while stack:
+        at = stack.pop()
+        if at in seen:
+            continue
+        seen.add(at)
+        step = campaign.steps[at]
+        if step.is_message:
+            found.append(step.id)
+            continue
+        stack += [edge.target for edge in edges(campaign, at) if edge.target is not None]
+    if len(_AHEAD) >= 4096:
+        _AHEAD.clear()
+    _AHEAD[(id(campaign), index)] = (campaign, tuple(found))
+    return tuple(found)
+
+
 def describe_duration(value: timedelta) -> str:
     seconds = int(value.total_seconds())
     days, rest = divmod(seconds, 86400)
@@ -237,9 +265,24 @@ class TextPlan:
     last_at: timedelta
 
 
+_PLANS: dict[int, tuple[Campaign, TextPlan]] = {}  # by campaign object: the first text's frequency is asked per send
+
+
 def text_plan(campaign: Campaign) -> TextPlan:
     """Walk every path (each step sends at most once per entry; a branch rule that needs a step not
-    received, or one received, is only followed when the path allows it) and keep the most texts."""
+    received, or one received, is only followed when the path allows it) and keep the most texts.
+    Remembered per campaign object (a loaded campaign never changes; a new version is a new object)."""
+    cached = _PLANS.get(id(campaign))
+    if cached is not None and cached[0] is campaign:
+        return cached[1]
+    plan = _walk_text_plan(campaign)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[id(campaign)] = (campaign, plan)
+    return plan
+
+
+def _walk_text_plan(campaign: Campaign) -> TextPlan:
     best = [0, timedelta.max, timedelta(0)]
     paths = 0
 

@@ -58,6 +58,7 @@ from patient_drip.content.journey import (
     holdout_receives,
     in_holdout,
     message_language,
+    messages_ahead,
     next_index,
     template_for,
     wait_state,
@@ -131,7 +132,9 @@ class BatchState:
         for enrollment, _contact in self.rows:
             campaign = campaign_for(campaigns, enrollment.campaign_id, enrollment.campaign_version)
             if campaign is not None and enrollment.step_index < len(campaign.steps):
-                step_ids.add(campaign.steps[enrollment.step_index].id)
+                # The current step, or - at a branch, wait or exit - the messages the walk may reach
+                # through them in this turn (else each would be looked up alone).
+                step_ids.update(messages_ahead(campaign, enrollment.step_index))
         self.loaded_steps = step_ids
         self.messages: dict[tuple[int, str, str], Message] = {}
         if step_ids and self.rows:
