@@ -190,16 +190,18 @@ def enroll(session: Session, contact: Contact, campaign: Campaign, now: datetime
     existing = session.scalar(
         select(Enrollment).where(Enrollment.contact_id == contact.id, Enrollment.campaign_id == campaign.id)
     )
-    may_reenter = reenter and existing is not None and campaign.reentry.allowed
-    reentering = may_reenter and existing is not None and reentry_refusal(campaign, existing, now) is None
-    if may_reenter and existing is not None and not reentering:
-        raise AlreadyEnrolled(
-            f"{contact.display_name} is already enrolled in {campaign.id} (status {existing.status}"
-            + (f", {existing.exit_reason}" if existing.exit_reason else "") + f"): {reentry_refusal(campaign, existing, now)}")
+    reentering = False
+    if reenter and existing is not None and campaign.reentry.allowed:
+        refusal = reentry_refusal(campaign, existing, now)
+        if refusal is not None:
+            raise AlreadyEnrolled(
+                f"{contact.display_name} is already enrolled in {campaign.id} (status {existing.status}"
+                + (f", {existing.exit_reason}" if existing.exit_reason else "") + f"): {refusal}")
+        reentering = True
     enrollment_decision(contact, campaign, None if existing is None or reentering else
                         PastEnrollment(existing.status, existing.exit_reason))
     campaign = version_in_force(session, campaign)  # the timing it keeps to the end
-    if existing is not None and reentering:
+    if reentering and existing is not None:
         # The same row starts again as its next entry: its sends are keyed by entry, so the journey's
         # steps may go once more, and the earlier entry's record stays as it was.
         enrollment = existing

@@ -9,22 +9,28 @@ from a persona), so the same rules decide in both.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Literal, TypeVar
 
 from patient_drip.content.campaign_model import Campaign, Step
-from patient_drip.content.journey_types import WAIT_EVENTS, Condition, StepKind, Variant
+from patient_drip.content.journey_types import Condition, StepKind, Variant
 from patient_drip.content.languages import DEFAULT_LANGUAGE, template_in_language
+
+
+EdgeKind = Literal["next", "rule", "otherwise", "event", "timeout"]
 
 
 @dataclass(frozen=True, slots=True)
 class Edge:
-    """A way out of a step: to step `target` (an index; None: the journey ends), and its label on
-    the diagram ("" for a plain next)."""
+    """A way out of a step: to step `target` (an index; None: the journey ends), what takes it
+    (`kind`: a wait's `timeout` is the one that lets time pass) and its label on the diagram ("" for
+    a plain next)."""
 
     target: int | None
     label: str = ""
+    kind: EdgeKind = "next"
 
 
 def _index(campaign: Campaign, step_id: str | None, default: int | None) -> int | None:
@@ -45,13 +51,14 @@ def edges(campaign: Campaign, index: int) -> list[Edge]:
     if step.kind == StepKind.MESSAGE:
         return [Edge(_index(campaign, step.next, after))]
     if step.kind == StepKind.BRANCH:
-        out = [Edge(campaign.step_index(rule.goto), rule.describe()) for rule in step.rules]
-        return [*out, Edge(_index(campaign, step.otherwise, after), "otherwise")]
+        out = [Edge(campaign.step_index(rule.goto), rule.describe(), "rule") for rule in step.rules]
+        return [*out, Edge(_index(campaign, step.otherwise, after), "otherwise", "otherwise")]
     if step.kind == StepKind.WAIT:
+        timeout = _index(campaign, step.on_timeout, after)
         if step.wait_for is None:
-            return [Edge(_index(campaign, step.on_timeout, after), f"after {describe_duration(step.timeout)}")]
-        return [Edge(_index(campaign, step.on_event, after), step.wait_for),
-                Edge(_index(campaign, step.on_timeout, after), f"not {step.wait_for} in {describe_duration(step.timeout)}")]
+            return [Edge(timeout, f"after {describe_duration(step.timeout)}", "timeout")]
+        return [Edge(_index(campaign, step.on_event, after), step.wait_for, "event"),
+                Edge(timeout, f"not {step.wait_for} in {describe_duration(step.timeout)}", "timeout")]
     return []
 
 
@@ -61,32 +68,44 @@ def next_index(campaign: Campaign, index: int) -> int | None:
     return _index(campaign, step.next, following(campaign, index))
 
 
-_AHEAD: dict[tuple[int, int], tuple[Campaign, tuple[str, ...]]] = {}
+# What is derived from a loaded campaign is remembered by campaign object (a loaded campaign never
+# changes; a new timing version is a new object): the dispatcher asks on every send.
+_MEMO: dict[tuple[int, Hashable], tuple[Campaign, object]] = {}
+_T = TypeVar("_T")
 
 
-def messages_ahead(campaign: Campaign, index: int) -> tuple[str, ...]:
-    """Step `index`'s id when it is a message; else the ids of the message steps reachable from it
-    through branches, waits and exits only (what one walk may send next). Remembered per campaign."""
-    cached = _AHEAD.get((id(campaign), index))
+def _per_campaign(campaign: Campaign, key: Hashable, compute: Callable[[], _T]) -> _T:
+    cached = _MEMO.get((id(campaign), key))
     if cached is not None and cached[0] is campaign:
-        return cached[1]
-    found: list[str] = []
-    seen: set[int] = set()
-    stack = [index]
+        return cached[1]  # type: ignore[return-value]
+    value = compute()
+    if len(_MEMO) >= 4096:
+        _MEMO.clear()
+    _MEMO[(id(campaign), key)] = (campaign, value)
+    return value
+
+
+def reachable(campaign: Campaign, roots: Iterable[int], *, through_messages: bool = True) -> list[int]:
+    """The steps reachable from `roots` (themselves included), in the order found; with
+    `through_messages=False` a message step is reached but not passed (what one walk may send next)."""
+    seen: dict[int, None] = {}
+    stack = list(roots)
     while stack:
         at = stack.pop()
         if at in seen:
             continue
-        seen.add(at)
-        step = campaign.steps[at]
-        if step.is_message:
-            found.append(step.id)
-            continue
-        stack += [edge.target for edge in edges(campaign, at) if edge.target is not None]
-    if len(_AHEAD) >= 4096:
-        _AHEAD.clear()
-    _AHEAD[(id(campaign), index)] = (campaign, tuple(found))
-    return tuple(found)
+        seen[at] = None
+        if through_messages or not campaign.steps[at].is_message:
+            stack += [edge.target for edge in edges(campaign, at) if edge.target is not None]
+    return list(seen)
+
+
+def messages_ahead(campaign: Campaign, index: int) -> tuple[str, ...]:
+    """Step `index`'s id when it is a message; else the ids of the message steps reachable from it
+    through branches, waits and exits only (what one walk may send next)."""
+    return _per_campaign(campaign, ("ahead", index), lambda: tuple(
+        campaign.steps[at].id for at in reachable(campaign, [index], through_messages=False)
+        if campaign.steps[at].is_message))
 
 
 def describe_duration(value: timedelta) -> str:
@@ -184,11 +203,6 @@ def wait_state(campaign: Campaign, index: int, facts: Facts, entered_at: datetim
     return WaitState(False, until=deadline)
 
 
-def event_kinds(wait_for: str) -> tuple[str, ...]:
-    """The timeline event kinds that end a wait for `wait_for`."""
-    return WAIT_EVENTS[wait_for]
-
-
 # -- A/B variants, holdout, language ------------------------------------------------------------------
 
 
@@ -265,21 +279,10 @@ class TextPlan:
     last_at: timedelta
 
 
-_PLANS: dict[int, tuple[Campaign, TextPlan]] = {}  # by campaign object: the first text's frequency is asked per send
-
-
 def text_plan(campaign: Campaign) -> TextPlan:
     """Walk every path (each step sends at most once per entry; a branch rule that needs a step not
-    received, or one received, is only followed when the path allows it) and keep the most texts.
-    Remembered per campaign object (a loaded campaign never changes; a new version is a new object)."""
-    cached = _PLANS.get(id(campaign))
-    if cached is not None and cached[0] is campaign:
-        return cached[1]
-    plan = _walk_text_plan(campaign)
-    if len(_PLANS) >= 256:
-        _PLANS.clear()
-    _PLANS[id(campaign)] = (campaign, plan)
-    return plan
+    received, or one received, is only followed when the path allows it) and keep the most texts."""
+    return _per_campaign(campaign, "text_plan", lambda: _walk_text_plan(campaign))
 
 
 def _walk_text_plan(campaign: Campaign) -> TextPlan:
@@ -298,9 +301,8 @@ def _walk_text_plan(campaign: Campaign) -> TextPlan:
             texts = texts | {step.id}
             best[1] = min(best[1], at)
             best[2] = max(best[2], at)
-        if step.kind == StepKind.WAIT:
-            return max(walk(edge.target, at + (step.timeout if "not " in edge.label or step.wait_for is None
-                                               else timedelta(0)), texts, seen)
+        if step.kind == StepKind.WAIT:  # the timeout's way out comes after the wait's time
+            return max(walk(edge.target, at + (step.timeout if edge.kind == "timeout" else timedelta(0)), texts, seen)
                        for edge in edges(campaign, index))
         if step.kind == StepKind.BRANCH:
             results = [walk(campaign.step_index(rule.goto), at, texts, seen) for rule in step.rules

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from patient_drip.content.campaign_model import Campaign
+from patient_drip.content.campaign_model import Campaign, Step
 from patient_drip.content.campaign_fields import CampaignError, line_of, line_of_step
-from patient_drip.content.journey import edges, templates_of
+from patient_drip.content.journey import edges, reachable, templates_of
 from patient_drip.content.journey_types import StepKind
 from patient_drip.content.languages import template_in_language
 
@@ -75,13 +75,12 @@ def journey_problems(campaign: Campaign, templates_dir: Path | None, text: str =
     return problems
 
 
-def _references(step: object) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    for field in ("next", "otherwise", "on_event", "on_timeout"):
-        value = getattr(step, field)
-        if value is not None:
-            found.append((field, value))
-    for number, rule in enumerate(getattr(step, "rules")):
+def _references(step: Step) -> list[tuple[str, str]]:
+    """(field, step id) of every step `step` names."""
+    found = [(field, value) for field, value in (("next", step.next), ("otherwise", step.otherwise),
+                                                  ("on_event", step.on_event), ("on_timeout", step.on_timeout))
+             if value is not None]
+    for number, rule in enumerate(step.rules):
         found.append((f"branch[{number}].goto", rule.goto))
         for condition in rule.conditions:
             if condition.name in ("received", "not_received"):
@@ -99,15 +98,8 @@ def _campaign_references(campaign: Campaign) -> list[tuple[str, str]]:
 def _unreachable(campaign: Campaign) -> list[int]:
     """Steps no path reaches from the first step (or from the rebook path's start)."""
     roots = [0] + ([campaign.step_index(campaign.on_cancel)] if campaign.on_cancel else [])
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        index = stack.pop()
-        if index in seen:
-            continue
-        seen.add(index)
-        stack += [edge.target for edge in edges(campaign, index) if edge.target is not None]
-    return [index for index in range(len(campaign.steps)) if index not in seen]
+    found = set(reachable(campaign, roots))
+    return [index for index in range(len(campaign.steps)) if index not in found]
 
 
 def _cycles_without_wait(campaign: Campaign) -> list[list[int]]:

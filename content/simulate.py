@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from patient_drip.content.campaign import Campaign
+from patient_drip.content.campaign import Campaign, Step
 from patient_drip.content.context import message_context, render_sms_fitted
 from patient_drip.content.first_sms import sms_frequency
 from patient_drip.content.journey import (
@@ -132,20 +132,19 @@ class _Walk:
             step = self.campaign.steps[self.index]
             due = max(self.at, step_delay(step, assign_variant(SAMPLE_ENROLLMENT_ID, step)))
             if step.kind == StepKind.WAIT:
-                due = self._wait_end(step.id, due)
+                due = self._wait_end(step, due)
             before = (self.index, self.at)
             if not self._live_until(due):
                 return
             if (self.index, self.at) != before:
                 continue  # paused and resumed, or sent down the rebook path: look again from there
             self.at = due
-            if not self._act(step.id):
+            if not self._act(step):
                 return
         self.note(f"stopped after {MAX_STEPS} steps", last=True)
 
-    def _wait_end(self, step_id: str, due: timedelta) -> timedelta:
-        """When wait `step_id` ends: the first awaited event after it was reached, else its timeout."""
-        step = self.campaign.steps[self.index or 0]
+    def _wait_end(self, step: Step, due: timedelta) -> timedelta:
+        """When wait `step` ends: the first awaited event after it was reached, else its timeout."""
         deadline = self.entered + step.timeout
         if step.wait_for is not None:
             for event in [*self.done, *self.pending]:
@@ -204,10 +203,9 @@ class _Walk:
             self.path.append(why)
         self.index, self.at, self.entered = index, max(self.at, at), max(self.at, at)
 
-    def _act(self, step_id: str) -> bool:
-        """Do the step at `self.index` at `self.at`; False when the journey ends here."""
+    def _act(self, step: Step) -> bool:
+        """Do `step` (the one at `self.index`) at `self.at`; False when the journey ends here."""
         campaign, index = self.campaign, self.index or 0
-        step = campaign.steps[index]
         now = _EPOCH + self.at
         if step.kind == StepKind.EXIT:
             self.note(f"exit: {step.exit_reason}", last=True)
@@ -226,15 +224,14 @@ class _Walk:
         channel_ok = step.enabled and (self.persona.email_consent if step.channel == Channel.EMAIL
                                        else self.persona.sms_consent)
         if channel_ok:
-            self._send(step_id)
+            self._send(step)
         else:
             self.path.append(f"{step.id}: skipped ({'turned off' if not step.enabled else f'no {step.channel} consent'})")
         self._jump(next_index(campaign, index), self.at, "")
         return True
 
-    def _send(self, step_id: str) -> None:
+    def _send(self, step: Step) -> None:
         campaign = self.campaign
-        step = campaign.steps[campaign.step_index(step_id)]
         variant = assign_variant(SAMPLE_ENROLLMENT_ID, step)
         template = template_for(step, variant, self.language)
         number = len(self.result.messages) + 1

@@ -64,13 +64,12 @@ def test_the_default_journey_branches_waits_exits_and_speaks_two_languages():
 
 
 def test_a_linear_campaign_of_before_is_still_valid_and_linear():
-    text = (ROOT / "tests" / "data").exists() and """
+    campaign = parse("""
 id: old
 steps:
   - {id: one, delay: 0m, channel: email, template: email/01-welcome.html}
   - {id: two, delay: 2d, channel: sms, template: sms/01-welcome.txt}
-"""
-    campaign = parse(str(text))
+""")
     assert campaign.is_linear and campaign.languages == ("en",) and not campaign.pause_on_reply
     assert [edge.target for edge in edges(campaign, 0)] == [1] and edges(campaign, 1)[0].target is None
 

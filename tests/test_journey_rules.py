@@ -152,3 +152,79 @@ def test_an_import_computes_the_first_step_per_person_when_its_timing_is_an_ab_t
     dues = {first_step(campaign, "America/Chicago", START, enrollment_id, phone=None).due - START
             for enrollment_id in range(1, 30)}
     assert dues == {timedelta(0), timedelta(hours=1)}
+
+
+LISTEN = """
+id: listen
+name: Listen
+frequency_cap_per_day: 5
+pause_on_reply: true
+steps:
+  - {id: hello, channel: email, template: email/01-welcome.html}
+  - id: wait-open
+    wait: {for: opened, timeout: 3d}
+    on_event: opened-thanks
+  - {id: not-opened, channel: email, template: email/03-how-it-works.html, next: ask}
+  - {id: opened-thanks, channel: email, template: email/02-stress-brain.html}
+  - {id: ask, channel: sms, template: sms/01-welcome.txt}
+  - id: wait-reply
+    wait: {for: replied, timeout: 2d}
+    on_event: done
+  - {id: reminder, channel: sms, template: sms/03-reminder.txt}
+  - {id: done, exit: completed}
+"""
+TWILIO_TOKEN = "journey-twilio-token"
+
+
+def test_an_open_and_a_reply_through_the_real_webhooks_end_the_waits_for_them(database_url, tmp_path, clock):
+    """The SendGrid event webhook (signed) and the Twilio webhook (signed) wake the journey waiting
+    for exactly that; a reply that answers a wait for a reply does not pause the journey."""
+    import json
+
+    from twilio.request_validator import RequestValidator
+
+    from patient_drip.models import StaffTask
+    from patient_drip.providers.sandbox import SendGridSigner
+    from support.staff import make_client
+    from support.webhooks import sendgrid_headers
+
+    signer = SendGridSigner()
+    folder = tmp_path / "campaigns"
+    folder.mkdir()
+    (folder / "listen.yaml").write_text(LISTEN, encoding="utf-8")
+    rt = runtime_for(database_url, campaigns_dir=folder, twilio_auth_token=TWILIO_TOKEN,
+                     sendgrid_webhook_public_key=signer.public_key)
+    try:
+        start = clock.now
+        contact_id = add_contact(rt, start, campaign="listen")
+        dispatcher = Dispatcher(rt, "w")
+        dispatcher.run_once(clock.now)  # hello; then it waits up to 3 days for an open
+        hello = messages_for(rt, contact_id)[0]
+        assert enrollment_of(rt, contact_id).next_due_at == start + 3 * DAY
+        with make_client(rt, clock) as web:
+            clock.set(start + timedelta(hours=1))
+            body = json.dumps([{"event": "open", "email": "alex@example.com", "drip_message_id": str(hello.id),
+                                "timestamp": int(clock.now.timestamp()), "sg_event_id": "open-1"}]).encode()
+            answer = web.post("/webhooks/sendgrid/events", content=body, headers=sendgrid_headers(signer, body))
+            assert answer.status_code == 200, answer.text
+            assert enrollment_of(rt, contact_id).next_due_at == clock.now  # woken by the open
+            dispatcher.run_once(clock.now)  # opened-thanks and the text go
+            steps = [m.step_id for m in messages_for(rt, contact_id) if m.status == MessageStatus.SENT]
+            assert steps == ["hello", "opened-thanks", "ask"]
+            clock.set(start + timedelta(hours=2))
+            params = {"From": "+13125550142", "To": "+15005550006", "Body": "Does it hurt?", "MessageSid": "SMj1",
+                      "AccountSid": "ACx"}
+            signature = RequestValidator(TWILIO_TOKEN).compute_signature("https://clinic.test/webhooks/twilio/sms",
+                                                                         params)
+            assert web.post("/webhooks/twilio/sms", data=params,
+                            headers={"X-Twilio-Signature": signature}).status_code == 200
+        woken = enrollment_of(rt, contact_id)
+        assert woken.status == EnrollmentStatus.ACTIVE and woken.next_due_at == clock.now  # answered, not paused
+        dispatcher.run_once(clock.now)
+        done = enrollment_of(rt, contact_id)
+        assert done.status == EnrollmentStatus.COMPLETED
+        assert "reminder" not in [m.step_id for m in messages_for(rt, contact_id)]
+        with rt.sessions() as session:
+            assert session.scalar(select(StaffTask.id)) is None  # no "paused by a reply" task
+    finally:
+        rt.close()
